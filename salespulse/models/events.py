@@ -1,0 +1,269 @@
+"""Canonical CRM events: one pydantic model per contract type, joined in the discriminated union ``Event``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+
+
+class CallOutcome(StrEnum):
+    connected = "connected"
+    no_answer = "no_answer"
+    voicemail = "voicemail"
+    busy = "busy"
+    unknown = "unknown"
+
+
+class DealKind(StrEnum):
+    new = "new"
+    upsell = "upsell"
+    cross_sell = "cross_sell"
+
+
+class MeetingKind(StrEnum):
+    first = "first"
+    demo = "demo"
+    follow_up = "follow_up"
+
+
+class _EventBase(BaseModel):
+    """Fields every event has; ``occurred_at`` must carry a UTC offset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    event_id: EventId
+    occurred_at: AwareDatetime
+    rep_id: Id | None = None
+    team: Label | None = None
+    source: Label | None = None
+
+    @property
+    def partition_key(self) -> str:
+        """The Kafka message key: the lead, else the deal, else the rep (quota events)."""
+        for name in ("lead_id", "deal_id", "rep_id"):
+            value = getattr(self, name, None)
+            if value:
+                return value
+        return self.event_id
+
+
+class _LeadEvent(_EventBase):
+    lead_id: Id
+
+
+class _DealEvent(_EventBase):
+    deal_id: Id
+
+
+class LeadCreated(_LeadEvent):
+    type: Literal["lead.created"]
+    mql: bool | None = None
+
+
+class LeadAssigned(_LeadEvent):
+    type: Literal["lead.assigned"]
+    rep_id: Id
+
+
+class LeadConverted(_LeadEvent):
+    type: Literal["lead.converted"]
+    deal_id: Id
+
+
+class DealCreated(_DealEvent):
+    type: Literal["deal.created"]
+    lead_id: Id | None = None
+    pipeline: Label
+    stage: Label
+    amount: Amount | None = None
+    currency: Currency | None = None
+    probability: Probability | None = None
+    kind: DealKind | None = None
+
+
+class DealStageChanged(_DealEvent):
+    type: Literal["deal.stage_changed"]
+    pipeline: Label
+    from_stage: Label | None = None
+    to_stage: Label
+    amount: Amount | None = None
+    currency: Currency | None = None
+    probability: Probability | None = None
+
+
+class DealWon(_DealEvent):
+    type: Literal["deal.won"]
+    pipeline: Label
+    amount: Amount
+    currency: Currency | None = None
+
+
+class DealLost(_DealEvent):
+    type: Literal["deal.lost"]
+    pipeline: Label
+    reason: Text | None = None
+
+
+class DealUpdated(_DealEvent):
+    type: Literal["deal.updated"]
+    amount: Amount | None = None
+    probability: Probability | None = None
+    expected_close: datetime | None = None
+
+
+class CallLogged(_LeadEvent):
+    type: Literal["call.logged"]
+    rep_id: Id
+    outcome: CallOutcome
+    duration_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class EmailSent(_LeadEvent):
+    type: Literal["email.sent"]
+    rep_id: Id
+    email_id: Id
+    personalized: bool | None = None
+
+
+class _EmailEngagement(_LeadEvent):
+    email_id: Id
+
+
+class EmailOpened(_EmailEngagement):
+    type: Literal["email.opened"]
+
+
+class EmailClicked(_EmailEngagement):
+    type: Literal["email.clicked"]
+
+
+class EmailReplied(_EmailEngagement):
+    type: Literal["email.replied"]
+
+
+class EmailBounced(_EmailEngagement):
+    type: Literal["email.bounced"]
+
+
+class _Meeting(_LeadEvent):
+    rep_id: Id
+    meeting_id: Id
+    kind: MeetingKind | None = None
+
+
+class MeetingBooked(_Meeting):
+    type: Literal["meeting.booked"]
+
+
+class MeetingHeld(_Meeting):
+    type: Literal["meeting.held"]
+
+
+class ActivityLogged(_LeadEvent):
+    type: Literal["activity.logged"]
+    rep_id: Id
+    kind: Label
+    outbound: bool | None = None
+
+
+class QuotaSet(_EventBase):
+    type: Literal["quota.set"]
+    rep_id: Id
+    period: Period
+    amount: Amount
+    currency: Currency | None = None
+
+
+class CustomerChurned(_EventBase):
+    type: Literal["customer.churned"]
+    lead_id: Id | None = None
+    deal_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _names_a_customer(self) -> "CustomerChurned":
+        if not (self.lead_id or self.deal_id):
+            raise ValueError("customer.churned needs lead_id or deal_id")
+        return self
+
+
+EVENT_MODELS: tuple[type[_EventBase], ...] = (
+    LeadCreated,
+    LeadAssigned,
+    LeadConverted,
+    DealCreated,
+    DealStageChanged,
+    DealWon,
+    DealLost,
+    DealUpdated,
+    CallLogged,
+    EmailSent,
+    EmailOpened,
+    EmailClicked,
+    EmailReplied,
+    EmailBounced,
+    MeetingBooked,
+    MeetingHeld,
+    ActivityLogged,
+    QuotaSet,
+    CustomerChurned,
+)
+
+Event = Annotated[
+    Union[
+        LeadCreated,
+        LeadAssigned,
+        LeadConverted,
+        DealCreated,
+        DealStageChanged,
+        DealWon,
+        DealLost,
+        DealUpdated,
+        CallLogged,
+        EmailSent,
+        EmailOpened,
+        EmailClicked,
+        EmailReplied,
+        EmailBounced,
+        MeetingBooked,
+        MeetingHeld,
+        ActivityLogged,
+        QuotaSet,
+        CustomerChurned,
+    ],
+    Field(discriminator="type"),
+]
+
+#: Validates one event from a dict (``validate_python``) or from JSON bytes (``validate_json``).
+EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[0] for m in EVENT_MODELS)
+
+
+def event_to_json(event: _EventBase) -> bytes:
+    """The Kafka message value of an event: compact JSON, unset optional fields left out."""
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+def event_from_json(raw: bytes | str) -> Event:
+    """Parse and validate one event; raises ``pydantic.ValidationError`` naming the bad field."""
+    return EventAdapter.validate_json(raw)

@@ -1,0 +1,75 @@
+"""Configuration from the environment (``SALESPULSE_*``), the single place every setting is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Contract limits of the generic webhook endpoint.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENTS_PER_REQUEST = 500
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+class Settings(BaseSettings):
+    """Every knob of salespulse; see the configuration table in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="SALESPULSE_", extra="ignore")
+
+    kafka_url: str | None = Field(None, description="kafka://host:port[;host:port]; unset = embedded broker")
+    redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded server")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    webhook_secret: SecretStr | None = None
+    lead_response_sla_seconds: int = Field(300, gt=0)
+    timezone: str = "UTC"
+    config: Path | None = None
+
+    app_id: str = Field("salespulse", description="Kafka consumer group and table-topic prefix")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of salespulse.events and changelogs")
+    retention_days: int = Field(35, ge=1, description="calendar windows kept for late events")
+    dedup_horizon_hours: float = Field(72.0, gt=0, description="how long an event_id is remembered")
+    flush_interval_ms: int = Field(250, ge=10, description="publisher flush period")
+    flush_max_updates: int = Field(5000, ge=1, description="flush early once this many updates are pending")
+    batch_max_events: int = Field(2000, ge=1, description="events per worker batch")
+    batch_within_ms: int = Field(100, ge=1, description="longest wait to fill a worker batch")
+    publish_timeout_seconds: float = Field(5.0, gt=0, description="ingest: give up writing to Kafka (503) after this")
+    tansu_compat: bool | None = Field(
+        None,
+        description="apply the Tansu workarounds (one record per producer batch, short group timeouts); "
+        "default: on for the embedded broker, off for an external one",
+    )
+    data_dir: Path = Field(Path(".salespulse"), description="where the embedded broker and Redis keep files")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def use_tansu_workarounds(self) -> bool:
+        return self.kafka_url is None if self.tansu_compat is None else self.tansu_compat
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port,host:port`` for aiokafka, from the ``kafka://`` URL."""
+        if self.kafka_url is None:
+            raise RuntimeError("kafka_url is not set (the embedded broker sets it when it starts)")
+        return kafka_bootstrap(self.kafka_url)
+
+
+def kafka_bootstrap(url: str) -> str:
+    """Turn ``kafka://h1:9092;h2:9092`` (Faust's form) into aiokafka's ``h1:9092,h2:9092``."""
+    servers = url.split("://", 1)[-1]
+    return ",".join(part for part in servers.replace(";", ",").split(",") if part)
