@@ -1,0 +1,194 @@
+"""The ``salespulse`` command: run, worker, ingest, simulate and schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from salespulse import __version__
+from salespulse.settings import Settings
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with command-line flags (when given) taking precedence."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in error["loc"])
+            console.print(f"[red]configuration error:[/red] SALESPULSE_{field.upper()}: {error['msg']}")
+        raise SystemExit(2) from None
+
+
+def _run_role(fn: Any, *args: Any, **kwargs: Any) -> None:
+    from salespulse.roles import ConfigurationError
+
+    try:
+        code = fn(*args, **kwargs)
+    except ConfigurationError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+    raise SystemExit(code)
+
+
+http_options = [
+    click.option("--host", "http_host", help="HTTP listen address [env SALESPULSE_HTTP_HOST, default 127.0.0.1]"),
+    click.option("--port", "http_port", type=int, help="HTTP port [env SALESPULSE_HTTP_PORT, default 8080]"),
+]
+infra_options = [
+    click.option("--kafka-url", help="kafka://host:port [env SALESPULSE_KAFKA_URL]"),
+    click.option("--redis-url", help="redis://host:port/db [env SALESPULSE_REDIS_URL]"),
+    click.option("--partitions", type=int, help="partitions of salespulse.events [env SALESPULSE_PARTITIONS, 4]"),
+]
+log_option = click.option(
+    "--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
+
+
+def _apply(options: list[Any]) -> Any:
+    def decorator(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorator
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="salespulse")
+def main() -> None:
+    """salespulse: real-time sales metrics from CRM webhooks (Kafka, Faust, Redis, Prometheus).
+
+    Configuration comes from SALESPULSE_* environment variables; flags override them.
+    """
+
+
+@main.command()
+@_apply(http_options + infra_options)
+@click.option("--simulate/--no-simulate", default=False, help="Also send realistic synthetic CRM traffic to itself.")
+@click.option("--leads-per-minute", default=30.0, show_default=True, help="New leads per real minute.")
+@click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
+@log_option
+def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, **flags: Any) -> None:
+    """Everything on one machine: embedded broker and Redis (unless URLs are given), webhooks and a worker.
+
+    One HTTP port serves /webhooks/events, /healthz, /readyz and /metrics. Ctrl-C stops everything.
+    """
+    from salespulse.roles import run_all
+
+    settings = _settings(**flags)
+    options = (
+        {
+            "duration_s": None,
+            # The simulator divides every gap by the speedup, lead arrivals included: keep the real rate.
+            "leads_per_minute": leads_per_minute / speedup,
+            "reps": 12,
+            "teams": 3,
+            "seed": None,
+            "speedup": speedup,
+        }
+        if simulate
+        else None
+    )
+    console.print(
+        f"salespulse {__version__}: webhooks on http://{settings.http_host}:{settings.http_port}/webhooks/events"
+        f"{' (simulated traffic on)' if simulate else ''}; Ctrl-C to stop"
+    )
+    _run_role(run_all, settings, options, loglevel)
+
+
+@main.command()
+@_apply(http_options + infra_options)
+@log_option
+def worker(loglevel: str, **flags: Any) -> None:
+    """A stream worker: consumes salespulse.events, keeps tables, publishes to Redis, metric topics, /metrics.
+
+    Start several with the same SALESPULSE_APP_ID to share the partitions.
+    """
+    from salespulse.roles import run_worker
+
+    _run_role(run_worker, _settings(**flags), loglevel)
+
+
+@main.command()
+@_apply(http_options + infra_options)
+@click.option("--insecure", is_flag=True, help="Accept unsigned webhooks when no SALESPULSE_WEBHOOK_SECRET is set.")
+@log_option
+def ingest(insecure: bool, loglevel: str, **flags: Any) -> None:
+    """The webhook server: verifies, validates and publishes events to salespulse.events."""
+    from salespulse.roles import run_ingest
+
+    _run_role(run_ingest, _settings(**flags), insecure, loglevel)
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Base URL of a running server.")
+@click.option("--duration", type=float, default=None, help="Seconds to run (default: until Ctrl-C).")
+@click.option("--leads-per-minute", default=30.0, show_default=True, help="New leads per real minute.")
+@click.option("--reps", default=12, show_default=True)
+@click.option("--teams", default=3, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for reproducible traffic.")
+@click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
+def simulate(
+    url: str, duration: float | None, leads_per_minute: float, reps: int, teams: int, seed: int | None, speedup: float
+) -> None:
+    """Send realistic synthetic CRM traffic (leads, calls, emails, meetings, deals) to a running server.
+
+    Signs requests with SALESPULSE_WEBHOOK_SECRET when it is set.
+    """
+    from salespulse.simulate import simulate as run_simulation
+
+    settings = _settings()
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    try:
+        stats = asyncio.run(
+            run_simulation(
+                url,
+                secret=secret,
+                duration_s=duration,
+                leads_per_minute=leads_per_minute / speedup,
+                reps=reps,
+                teams=teams,
+                seed=seed,
+                speedup=speedup,
+                console=Console(),
+            )
+        )
+    except KeyboardInterrupt:
+        return
+    console.print(stats)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True)
+@click.option("--check", is_flag=True, help="Exit 1 if the files on disk differ from the models (CI).")
+def schemas(out: Path, check: bool) -> None:
+    """Export the JSON Schemas of the canonical events and the metric records."""
+    from salespulse.models.schema_export import export_schemas, stale_schemas
+
+    if check:
+        stale = stale_schemas(out)
+        for path in stale:
+            console.print(f"[red]stale:[/red] {path}")
+        if stale:
+            console.print("run `salespulse schemas` and commit the result")
+            sys.exit(1)
+        console.print("schemas are up to date")
+        return
+    for path in export_schemas(out):
+        console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()

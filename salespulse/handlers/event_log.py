@@ -1,0 +1,74 @@
+"""Writing validated events to ``salespulse.events``, keyed by lead, deal or rep; failures become 503s."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter
+
+from salespulse.models.events import Event, event_to_json
+from salespulse.streams.topics import EVENTS_TOPIC
+
+
+class EventLogUnavailable(Exception):
+    """The broker did not take the events in time; the sender should retry (dedup makes that safe)."""
+
+
+class EventLog:
+    """An aiokafka producer (acks=all) for canonical events, with a per-request deadline."""
+
+    def __init__(self, bootstrap: str, registry: CollectorRegistry, timeout_s: float) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self.published = Counter(
+            "salespulse_events_published", "Events written to salespulse.events, by type.", ["type"], registry=registry
+        )
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=2,
+            request_timeout_ms=int(self.timeout_s * 1000),
+            retry_backoff_ms=200,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Write all events and wait for the broker's acknowledgement, or raise ``EventLogUnavailable``."""
+        if self._producer is None:
+            raise EventLogUnavailable("event log is not started")
+        producer = self._producer
+
+        async def send_all() -> None:
+            futures = [
+                await producer.send(
+                    EVENTS_TOPIC, key=event.partition_key.encode(), value=event_to_json(event)
+                )
+                for event in events
+            ]
+            await asyncio.gather(*futures)
+
+        try:
+            await asyncio.wait_for(send_all(), timeout=self.timeout_s)
+        except Exception as exc:
+            raise EventLogUnavailable(f"could not write to {EVENTS_TOPIC}: {type(exc).__name__}: {exc}") from exc
+        for event in events:
+            self.published.labels(event.type).inc()
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """True if the broker answers a metadata request."""
+        if self._producer is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s))
+        except Exception:
+            return False

@@ -1,0 +1,71 @@
+"""The HTTP server of every role: webhooks (ingest), ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from salespulse.handlers.webhooks import GenericWebhook, json_response
+from salespulse.settings import MAX_BODY_BYTES
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def build_http_app(
+    registry: CollectorRegistry,
+    readiness: dict[str, ReadinessCheck],
+    webhook: GenericWebhook | None = None,
+) -> web.Application:
+    """The aiohttp application; ``webhook`` is None in a worker-only process."""
+    # A little over the contract's limit, so the handler answers 413 itself with a JSON body.
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response({"status": "ok"}, 200)
+
+    async def readyz(_: web.Request) -> web.Response:
+        names = list(readiness)
+        results = await asyncio.gather(*(readiness[name]() for name in names), return_exceptions=True)
+        checks = {name: result is True for name, result in zip(names, results)}
+        return json_response({"ready": all(checks.values()), "checks": checks}, 200 if all(checks.values()) else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        # In the loop, not a thread: collectors read worker state that only the loop mutates.
+        payload = generate_latest(registry)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if webhook is not None:
+        app.router.add_post("/webhooks/events", webhook.handle)
+    return app
+
+
+class HttpServer(Service):
+    """Serves an aiohttp application on host:port for as long as the service runs."""
+
+    def __init__(self, app: web.Application, host: str, port: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.web_app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        self._runner = web.AppRunner(self.web_app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        log.info("HTTP listening on http://%s:%s", self.host, self.port)
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

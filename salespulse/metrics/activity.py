@@ -1,0 +1,91 @@
+"""Activity counting: which events are rep activities, and how they are counted per rep and team.
+
+``activities_total`` counts what reps do: ``kind`` is ``call``, ``email_sent``, ``meeting_booked``,
+``meeting_held`` or the (normalised) ``kind`` of an ``activity.logged``; ``outcome`` is a call's
+outcome and ``none`` otherwise. An unknown rep or team is ``unassigned``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked, MeetingHeld
+
+UNASSIGNED = "unassigned"
+NO_OUTCOME = "none"
+_KIND_CHARS = re.compile(r"[^a-z0-9_]+")
+
+
+class Activity(NamedTuple):
+    """One counted rep activity."""
+
+    rep: str
+    team: str
+    kind: str
+    outcome: str
+
+    @property
+    def field(self) -> str:
+        """The count's field name: ``kind`` or, for outcomes, ``kind:outcome``."""
+        return self.kind if self.outcome == NO_OUTCOME else f"{self.kind}:{self.outcome}"
+
+
+def normalise_kind(kind: str) -> str:
+    """A free-text activity kind as a safe label value: lower case, ``[a-z0-9_]``, at most 40 chars."""
+    return _KIND_CHARS.sub("_", kind.strip().lower()).strip("_")[:40] or "other"
+
+
+def activity_of(event: object, team_of_rep: Mapping[str, str] | None = None) -> Activity | None:
+    """The activity an event counts as, or ``None`` if it is not a rep activity."""
+    if isinstance(event, CallLogged):
+        kind, outcome = "call", event.outcome.value
+    elif isinstance(event, EmailSent):
+        kind, outcome = "email_sent", NO_OUTCOME
+    elif isinstance(event, MeetingBooked):
+        kind, outcome = "meeting_booked", NO_OUTCOME
+    elif isinstance(event, MeetingHeld):
+        kind, outcome = "meeting_held", NO_OUTCOME
+    elif isinstance(event, ActivityLogged):
+        kind, outcome = normalise_kind(event.kind), NO_OUTCOME
+    else:
+        return None
+    rep = event.rep_id or UNASSIGNED
+    team = event.team or (team_of_rep or {}).get(rep) or UNASSIGNED
+    return Activity(rep, team, kind, outcome)
+
+
+def split_field(field: str) -> tuple[str, str]:
+    """``(kind, outcome)`` of a count field name (the inverse of ``Activity.field``)."""
+    kind, _, outcome = field.partition(":")
+    return kind, outcome or NO_OUTCOME
+
+
+def with_rollups(counts: Mapping[str, int]) -> dict[str, int]:
+    """A count hash as published: every field, each kind's total over outcomes, and ``total``."""
+    out: dict[str, int] = dict(counts)
+    total = 0
+    for field, n in counts.items():
+        kind, outcome = split_field(field)
+        if outcome != NO_OUTCOME:
+            out[kind] = out.get(kind, 0) + n
+        total += n
+    out["total"] = total
+    return out
+
+
+def add_counts(into: dict[str, int], counts: Mapping[str, int]) -> dict[str, int]:
+    """Add ``counts`` into ``into`` field by field (merging per-partition or per-hour partials)."""
+    for field, n in counts.items():
+        into[field] = into.get(field, 0) + n
+    return into
+
+
+def count_activities(activities: Iterable[Activity]) -> dict[str, dict[str, int]]:
+    """Batch recomputation: per rep, the count of each field (reference for the streaming path)."""
+    per_rep: dict[str, dict[str, int]] = {}
+    for activity in activities:
+        fields = per_rep.setdefault(activity.rep, {})
+        fields[activity.field] = fields.get(activity.field, 0) + 1
+    return per_rep

@@ -1,0 +1,34 @@
+"""Metric records published on the ``salespulse.metrics.*`` topics (their JSON Schemas ship in ``schemas/``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class ActivityPartial(BaseModel):
+    """One partition's activity counts for one rep or team in one window (``salespulse.metrics.activity``).
+
+    Keyed ``<scope>:<id>:<window>:p<partition>`` so compaction keeps the latest value per partial; a
+    subscriber's total is the sum of the latest record of every partition.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["activity"]
+    scope: Literal["rep", "team"]
+    id: str = Field(description="rep_id or team name ('unassigned' when unknown)")
+    window: str = Field(
+        description="'all', 'day:YYYY-MM-DD', 'week:YYYY-Www', 'month:YYYY-MM', 'rolling:24h' or 'rolling:7d'",
+        pattern=r"^(all|day:\d{4}-\d{2}-\d{2}|week:\d{4}-W\d{2}|month:\d{4}-\d{2}|rolling:(24h|7d))$",
+    )
+    partition: int = Field(ge=0, description="source partition whose events this partial counts")
+    watermark: int = Field(ge=-1, description="highest source offset included; a larger one supersedes")
+    counts: dict[str, int] = Field(
+        description="count per field: kind, kind:outcome (calls), per-kind totals and 'total'"
+    )
+    updated_at: AwareDatetime
+
+
+METRIC_RECORDS: dict[str, type[BaseModel]] = {"activity": ActivityPartial}

@@ -1,0 +1,18 @@
+"""What a metric family hands to the publishers: absolute per-partition partial values."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Partial(NamedTuple):
+    """One partition's absolute value of one published aggregate (a Redis hash and a metric record)."""
+
+    family: str
+    redis_key: str
+    partition: int
+    watermark: int
+    fields: dict[str, int | float]
+    ttl_s: int
+    topic_key: str
+    record: dict[str, Any]

@@ -1,0 +1,49 @@
+"""Redis output: per-partition partial hashes merged into totals by one atomic Lua script, plus pub/sub.
+
+Key schema (docs/outputs.md): ``salespulse:<family>:<scope>:<id>:<window>`` is a hash of totals;
+``...#p<partition>`` the partial of one partition (with ``_wm``), ``...#parts`` the set of partials.
+Every flush is one pipelined round trip; each script call publishes one message on
+``salespulse:updates`` listing the keys it changed and their new totals.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from importlib.resources import files
+
+import redis.asyncio as aioredis
+
+from salespulse.publishers.partials import Partial
+
+UPDATES_CHANNEL = "salespulse:updates"
+_UPDATES_PER_CALL = 250
+
+
+class RedisPublisher:
+    """Writes absolute partials to Redis idempotently; safe to repeat, safe against stale writers."""
+
+    def __init__(self, client: aioredis.Redis, channel: str = UPDATES_CHANNEL) -> None:
+        self.client = client
+        self.channel = channel
+        self._script = client.register_script(files("salespulse.publishers").joinpath("merge_partials.lua").read_text())
+
+    async def publish(self, partials: Sequence[Partial]) -> int:
+        """Merge the partials in one pipelined round trip; returns how many keys changed."""
+        if not partials:
+            return 0
+        groups: dict[tuple[str, int], list[Partial]] = defaultdict(list)
+        for partial in partials:
+            groups[(partial.family, partial.partition)].append(partial)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for (family, partition), group in groups.items():
+                for start in range(0, len(group), _UPDATES_PER_CALL):
+                    chunk = group[start : start + _UPDATES_PER_CALL]
+                    args: list[str | int | float] = [self.channel, family, partition, len(chunk)]
+                    for partial in chunk:
+                        args += (partial.redis_key, partial.watermark, partial.ttl_s, len(partial.fields))
+                        for name, value in partial.fields.items():
+                            args += (name, value)
+                    await self._script(keys=[], args=args, client=pipe)
+            results = await pipe.execute()
+        return sum(int(r) for r in results)

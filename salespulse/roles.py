@@ -1,0 +1,210 @@
+"""The process roles: ``worker``, ``ingest`` and ``run`` (everything on one machine, one HTTP port)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from contextlib import ExitStack
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from mode import Service, Worker
+from prometheus_client import CollectorRegistry
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from salespulse.handlers.event_log import EventLog
+from salespulse.handlers.http import HttpServer, build_http_app
+from salespulse.handlers.webhooks import GenericWebhook
+from salespulse.settings import Settings
+from salespulse.streams.topics import ensure_topics
+from salespulse.streams.worker import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(Exception):
+    """Settings that must not be run as given; the message says what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+class EventLogService(Service):
+    """Starts and stops the ingest producer with the process."""
+
+    def __init__(self, event_log: EventLog, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.event_log = event_log
+
+    async def on_start(self) -> None:
+        await self.event_log.start()
+
+    async def on_stop(self) -> None:
+        await self.event_log.stop()
+
+
+class SimulatorService(Service):
+    """Runs ``salespulse simulate`` against this process's own webhook endpoint (``run --simulate``)."""
+
+    def __init__(self, url: str, secret: str | None, options: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.url = url
+        self.secret = secret
+        self.options = options
+        self._stop = asyncio.Event()
+
+    @Service.task
+    async def _run_simulation(self) -> None:
+        from salespulse.simulate import simulate
+
+        await simulate(self.url, secret=self.secret, stop=self._stop, console=None, **self.options)
+
+    async def on_stop(self) -> None:
+        self._stop.set()
+
+
+def _prepare_topics(settings: Settings) -> None:
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.partitions))
+    # Faust's Worker picks up the current event loop; asyncio.run() left none behind.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def redis_client_for(url: str) -> aioredis.Redis:
+    """A client that retries a command once a connection dropped (e.g. after a Redis restart)."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, TimeoutError],
+        health_check_interval=30,
+    )
+
+
+def _redis_readiness(client: aioredis.Redis) -> Any:
+    async def check() -> bool:
+        try:
+            return bool(await asyncio.wait_for(client.ping(), 2.0))
+        except Exception:
+            return False
+
+    return check
+
+
+def _worker_services(
+    settings: Settings, registry: CollectorRegistry, with_ingest: bool
+) -> tuple[faust.App, list[Service]]:
+    redis_client = redis_client_for(settings.redis_url or "")
+    runtime = WorkerRuntime(settings, registry, redis_client)
+    readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
+    services: list[Service] = [runtime.flusher]
+    webhook = None
+    if with_ingest:
+        event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+        readiness["kafka"] = event_log.ping
+        webhook = GenericWebhook(event_log, _secret(settings), registry)
+        services.insert(0, EventLogService(event_log))
+    else:
+        readiness["kafka"] = _faust_readiness(runtime.app)
+    services.append(HttpServer(build_http_app(registry, readiness, webhook), settings.http_host, settings.http_port))
+    return runtime.app, services
+
+
+def _faust_readiness(app: faust.App) -> Any:
+    async def check() -> bool:
+        try:
+            return bool(await asyncio.wait_for(app.producer.client.fetch_all_metadata(), 2.0))  # type: ignore[attr-defined]
+        except Exception:
+            return False
+
+    return check
+
+
+def _secret(settings: Settings) -> str | None:
+    return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+
+
+def _execute(app: faust.App | None, services: list[Service], loglevel: str) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code."""
+    if app is not None:
+        worker: Worker = faust.Worker(app, *services, loglevel=loglevel, redirect_stdouts=False)
+    else:
+        worker = Worker(*services, loglevel=loglevel, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """``salespulse worker``: consume events, keep tables, publish metrics; serves health and /metrics."""
+    _require_external(settings)
+    _prepare_topics(settings)
+    app, services = _worker_services(settings, CollectorRegistry(), with_ingest=False)
+    return _execute(app, services, loglevel)
+
+
+def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info") -> int:
+    """``salespulse ingest``: the webhook endpoints; refuses to run unsigned unless ``insecure``."""
+    _require_external(settings, need_redis=False)
+    if settings.webhook_secret is None and not insecure:
+        raise ConfigurationError(
+            "SALESPULSE_WEBHOOK_SECRET is not set: refusing to accept unsigned webhooks (pass --insecure to allow)"
+        )
+    _prepare_topics(settings)
+    registry = CollectorRegistry()
+    event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+    webhook = GenericWebhook(event_log, _secret(settings), registry)
+    readiness = {"kafka": event_log.ping}
+    http = HttpServer(build_http_app(registry, readiness, webhook), settings.http_host, settings.http_port)
+    return _execute(None, [EventLogService(event_log), http], loglevel)
+
+
+def run_all(settings: Settings, simulate_options: dict[str, Any] | None = None, loglevel: str = "info") -> int:
+    """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker."""
+    from salespulse.embedded.broker import EmbeddedBroker
+    from salespulse.embedded.redis_server import EmbeddedRedis
+
+    if settings.webhook_secret is None and not is_loopback(settings.http_host):
+        raise ConfigurationError(
+            f"refusing to listen on {settings.http_host} without SALESPULSE_WEBHOOK_SECRET: "
+            "set a secret, or keep SALESPULSE_HTTP_HOST on loopback"
+        )
+    with ExitStack() as stack:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.kafka_url is None:
+            broker = stack.enter_context(EmbeddedBroker(log_path=settings.data_dir / "tansu.log"))
+            log.info("embedded Kafka-protocol broker (Tansu) at %s", broker.url)
+            tansu = True if settings.tansu_compat is None else settings.tansu_compat
+            settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
+        if settings.redis_url is None:
+            redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
+            log.info("embedded Redis at %s", redis_server.url)
+            settings = settings.model_copy(update={"redis_url": redis_server.url})
+        _prepare_topics(settings)
+        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
+        if simulate_options is not None:
+            url = f"http://{settings.http_host}:{settings.http_port}"
+            services.append(SimulatorService(url, _secret(settings), simulate_options))
+        return _execute(app, services, loglevel)
+
+
+def _require_external(settings: Settings, need_redis: bool = True) -> None:
+    if settings.kafka_url is None:
+        raise ConfigurationError("SALESPULSE_KAFKA_URL is required for this role (e.g. kafka://kafka:9092)")
+    if need_redis and settings.redis_url is None:
+        raise ConfigurationError("SALESPULSE_REDIS_URL is required for this role (e.g. redis://redis:6379/0)")

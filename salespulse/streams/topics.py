@@ -1,0 +1,42 @@
+"""Kafka topic names of the contract, and creating them with the right partitions and policies."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+EVENTS_TOPIC = "salespulse.events"
+DLQ_TOPIC = "salespulse.events.dlq"
+ALERTS_TOPIC = "salespulse.alerts"
+METRIC_FAMILIES = ("activity",)
+
+
+def metrics_topic(family: str) -> str:
+    """The metric topic of a family, e.g. ``salespulse.metrics.activity``."""
+    return f"salespulse.metrics.{family}"
+
+
+async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1) -> None:
+    """Create the contract's topics that do not exist yet (events and DLQ plain, metric topics compacted)."""
+    wanted = [
+        NewTopic(EVENTS_TOPIC, partitions, replication_factor),
+        NewTopic(DLQ_TOPIC, partitions, replication_factor),
+        NewTopic(ALERTS_TOPIC, partitions, replication_factor),
+        *(
+            NewTopic(metrics_topic(f), partitions, replication_factor, topic_configs={"cleanup.policy": "compact"})
+            for f in METRIC_FAMILIES
+        ),
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [topic for topic in wanted if topic.name not in existing]
+        if missing:
+            await admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+    finally:
+        await admin.close()

@@ -1,0 +1,126 @@
+"""The worker: a Faust app whose one agent feeds batches of ``salespulse.events`` to the metric families.
+
+Flow: ``take_events`` batch -> ``BatchProcessor`` (parse, dedup, families, changelogged cells) ->
+``Flusher`` (every ~250 ms: Redis, ``salespulse.metrics.*``) and, at scrape time, Prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from salespulse.publishers.flusher import Flusher
+from salespulse.publishers.prometheus import ActivityCollector, WorkerHealth
+from salespulse.publishers.redis_publisher import RedisPublisher
+from salespulse.publishers.topic_publisher import TopicPublisher
+from salespulse.settings import Settings
+from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.cells import CellStore
+from salespulse.streams.dedup import DedupIndex
+from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
+from salespulse.streams.tables import PartitionKeyedTable
+from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Faust app options; on Tansu one record per producer batch (else table recovery goes wrong)."""
+    options: dict[str, Any] = {
+        "broker": settings.kafka_url,
+        "store": "memory://",
+        "topic_partitions": settings.partitions,
+        "web_enabled": False,
+        "autodiscover": False,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_commit_every": 10_000,
+        "stream_buffer_maxsize": 16_384,
+        "broker_max_poll_records": 5_000,
+        "logging_config": None,
+    }
+    if settings.use_tansu_workarounds:
+        options.update(
+            producer_max_batch_size=1,
+            broker_session_timeout=6,
+            broker_rebalance_timeout=6,
+            broker_heartbeat_interval=1,
+        )
+    return options
+
+
+class WorkerRuntime:
+    """Everything a worker process runs, built explicitly from settings (no module-level app)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry, redis_client: aioredis.Redis) -> None:
+        self.settings = settings
+        self.app = faust.App(settings.app_id, **faust_settings(settings))
+        self.events_topic = self.app.topic(
+            EVENTS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
+        )
+        self.dlq_topic = self.app.topic(DLQ_TOPIC, key_serializer="raw", value_serializer="raw")
+        self.table = self.app.tables.add(
+            PartitionKeyedTable(
+                self.app,
+                name="state",
+                beacon=self.app.tables.beacon,
+                partitions=settings.partitions,
+                schema=faust.Schema(key_serializer="json", value_serializer="raw"),
+                help="salespulse metric cells and event-id dedup records, keyed '<partition>|<name>'",
+            )
+        )
+        self.activity = ActivityFamily(
+            CellStore(self.table, "activity"), settings.tz, retention_s=settings.retention_days * 86400
+        )
+        self.processor = BatchProcessor(
+            DedupIndex(self.table, settings.dedup_horizon_hours * 3600), [self.activity], self._dead_letter
+        )
+        self.health = WorkerHealth(registry)
+        registry.register(ActivityCollector(self.activity, self.owned_partitions))
+        self.flusher = Flusher(
+            [self.activity],
+            self.owned_partitions,
+            RedisPublisher(redis_client),
+            TopicPublisher(settings.kafka_bootstrap),
+            self.health,
+            interval_s=settings.flush_interval_ms / 1000,
+            max_pending=settings.flush_max_updates,
+        )
+        self.app.agent(self.events_topic, name="salespulse.count")(self._count)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def _count(self, stream: faust.StreamT) -> None:
+        within = self.settings.batch_within_ms / 1000
+        async for events in stream.take_events(self.settings.batch_max_events, within=within):
+            records: list[Record] = [(e.message.partition, e.message.offset, e.value) for e in events]
+            stats = self.processor.process(records)
+            self.health.batch_events.observe(len(records))
+            self.health.events.labels("counted").inc(stats.processed)
+            self.health.events.labels("duplicate").inc(stats.duplicates)
+            self.health.events.labels("dead_letter").inc(stats.dead_lettered)
+            self.flusher.notify()
+
+    def _dead_letter(self, record: Record, reason: str) -> None:
+        log.warning("dead-lettered %s/%s: %s", record[0], record[1], reason)
+        self.dlq_topic.send_soon(key=str(record[0]).encode(), value=dead_letter_value(record, reason))
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == EVENTS_TOPIC:
+                self.processor.drop_partition(tp.partition)
+
+    async def ready(self) -> bool:
+        """True once the worker has joined its group, recovered its tables and owns partitions."""
+        return self.app.started and not self.app.rebalancing and bool(self.app.assignor.assigned_actives())
+
+    def owned_partitions(self) -> set[int]:
+        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing)."""
+        if self.app.rebalancing:
+            return set()
+        assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS_TOPIC}
+        for partition in assigned - self.processor.loaded:
+            self.processor.ensure_loaded(partition)  # taken over with no new traffic: publish its state
+        return assigned
