@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     flush_max_updates: int = Field(5000, ge=1, description="flush early once this many updates are pending")
     batch_max_events: int = Field(2000, ge=1, description="events per worker batch")
     batch_within_ms: int = Field(100, ge=1, description="longest wait to fill a worker batch")
+    commit_interval_s: float = Field(2.8, gt=0, description="worker: how often consumed offsets are committed")
     publish_timeout_seconds: float = Field(5.0, gt=0, description="ingest: give up writing to Kafka (503) after this")
     tansu_compat: bool | None = Field(
         None,

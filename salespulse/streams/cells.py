@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from salespulse.streams.tables import split_table_key, table_key
+from salespulse.streams.tables import table_key
 
 Cell = dict[str, Any]
 
@@ -42,7 +42,7 @@ class CellStore:
             if isinstance(key, str) and key.startswith(wanted):
                 raw = self._table.get(key)
                 if raw is not None:
-                    cells[split_table_key(key)[1]] = orjson.loads(raw)
+                    cells[key[len(wanted):]] = orjson.loads(raw)
         self._cells[partition] = cells
         self._touched[partition] = set()
         return max((cell.get("wm", -1) for cell in cells.values()), default=-1)

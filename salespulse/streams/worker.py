@@ -38,6 +38,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "autodiscover": False,
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_every": 10_000,
+        "broker_commit_interval": settings.commit_interval_s,
         "stream_buffer_maxsize": 16_384,
         "broker_max_poll_records": 5_000,
         "logging_config": None,
@@ -68,7 +69,10 @@ class WorkerRuntime:
                 name="state",
                 beacon=self.app.tables.beacon,
                 partitions=settings.partitions,
-                schema=faust.Schema(key_serializer="json", value_serializer="raw"),
+                # Faust derives table codecs from these types (not from a Schema): str keys as JSON,
+                # values as raw bytes that CellStore/DedupIndex encode with orjson themselves.
+                key_type=str,
+                value_type=bytes,
                 help="salespulse metric cells and event-id dedup records, keyed '<partition>|<name>'",
             )
         )
