@@ -2,7 +2,8 @@
 
 A *bucket* names one window of one grain: ``day`` ``2026-11-22``, ``week`` ``2026-W47``,
 ``month`` ``2026-11``, ``hour`` ``493902`` (hours since the epoch, UTC) and ``all`` ``-``.
-Rolling windows (last 24 h, last 7 d) are sums of the hour buckets that end after ``now - span``.
+Rolling windows (last 24 h, last 7 d) are sums of the last ``span`` hour buckets, the current one
+included: they cover between ``span - 1 h`` and ``span`` of event time, never more.
 """
 
 from __future__ import annotations
@@ -56,6 +57,6 @@ def bucket_end(grain: str, bucket: str, tz: ZoneInfo) -> datetime | None:
 
 
 def rolling_hour_range(span_hours: int, now_s: float) -> range:
-    """The hour buckets that make up the rolling window of ``span_hours`` ending at ``now_s``."""
+    """The ``span_hours`` hour buckets of the rolling window at ``now_s``: the current hour and those before it."""
     current = hour_bucket(now_s)
     return range(current - span_hours + 1, current + 1)

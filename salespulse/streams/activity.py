@@ -8,6 +8,7 @@ Cells (``CellStore`` prefix ``activity``), each ``{"wm", "rep": {id: counts}, "t
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -34,6 +35,12 @@ _REP_TEAM_SEP = "\t"
 Dirty = tuple[int, str, str, str, str]
 
 
+@lru_cache(maxsize=4096)
+def _end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
+    end = bucket_end(grain, bucket, tz)
+    return None if end is None else end.timestamp()
+
+
 def window_name(grain: str, bucket: str) -> str:
     """The published window name of a cell: ``all``, ``day:2026-11-22``, ``rolling:24h`` ..."""
     return "all" if grain == "all" else f"{grain}:{bucket}"
@@ -58,6 +65,8 @@ class ActivityFamily:
         self.dirty: set[Dirty] = set()
         #: Highest offset processed per partition: the version of rolling partials, which shrink with time.
         self.partition_wm: dict[int, int] = {}
+        self._window_cache: dict[int, tuple[tuple[str, str, str, float | None], ...]] = {}
+        self._rolling_base: dict[tuple[int, str, str, int], tuple[int, dict[str, int]]] = {}
 
     def apply(self, partition: int, offset: int, event: object, now: float) -> bool:
         """Count one admitted event; True if it was an activity."""
@@ -65,37 +74,61 @@ class ActivityFamily:
         if activity is None:
             return False
         epoch = event.occurred_at.timestamp()  # type: ignore[attr-defined]
-        day, week, month = calendar_buckets(epoch, self.tz)
-        hour = hour_bucket(epoch)
-        self._count(partition, offset, "all", ALL_TIME, activity, rep_team=True)
-        if hour > hour_bucket(now) - _HOURS_KEPT:
-            if self._count(partition, offset, "hour", str(hour), activity):
-                self.dirty.add((partition, "rolling", ALL_TIME, "rep", activity.rep))
-                self.dirty.add((partition, "rolling", ALL_TIME, "team", activity.team))
-        for grain, bucket in (("day", day), ("week", week), ("month", month)):
-            if self._kept(grain, bucket, now):
-                self._count(partition, offset, grain, bucket, activity)
+        cutoff = now - self.retention_s
+        oldest_hour = hour_bucket(now) - _HOURS_KEPT
+        rep, team, field = activity.rep, activity.team, activity.field
+        dirty = self.dirty
+        for grain, bucket, name, end in self._windows(epoch):
+            if grain == "hour":
+                if int(bucket) <= oldest_hour:
+                    continue
+            elif end is not None and end <= cutoff:
+                continue  # a late event for a window no longer kept
+            if not self._count(partition, offset, name, rep, team, field, grain == "all"):
+                continue
+            if grain == "hour":
+                dirty.add((partition, "rolling", ALL_TIME, "rep", rep))
+                dirty.add((partition, "rolling", ALL_TIME, "team", team))
+                if int(bucket) != oldest_hour + _HOURS_KEPT:  # a completed hour changed: cached sums are stale
+                    for span in ROLLING_HOURS.values():
+                        self._rolling_base.pop((partition, "rep", rep, span), None)
+                        self._rolling_base.pop((partition, "team", team, span), None)
+            else:
+                dirty.add((partition, grain, bucket, "rep", rep))
+                dirty.add((partition, grain, bucket, "team", team))
         return True
 
-    def _kept(self, grain: str, bucket: str, now: float) -> bool:
-        end = bucket_end(grain, bucket, self.tz)
-        return end is None or end.timestamp() > now - self.retention_s
+    def _windows(self, epoch: float) -> tuple[tuple[str, str, str, float | None], ...]:
+        """The cells an instant falls in: (grain, bucket, cell name, window end); cached per quarter hour."""
+        quarter = int(epoch // 900)
+        found = self._window_cache.get(quarter)
+        if found is None:
+            day, week, month = calendar_buckets(epoch, self.tz)
+            windows = [("all", ALL_TIME), ("hour", str(hour_bucket(epoch))), ("day", day), ("week", week), ("month", month)]
+            found = tuple(
+                (grain, bucket, f"{grain}|{bucket}", _end_ts(grain, bucket, self.tz)) for grain, bucket in windows
+            )
+            if len(self._window_cache) > 50_000:
+                self._window_cache.clear()
+            self._window_cache[quarter] = found
+        return found
 
-    def _count(
-        self, partition: int, offset: int, grain: str, bucket: str, activity: Activity, rep_team: bool = False
-    ) -> bool:
-        name = f"{grain}|{bucket}"
+    def _kept(self, grain: str, bucket: str, now: float) -> bool:
+        end = _end_ts(grain, bucket, self.tz)
+        return end is None or end > now - self.retention_s
+
+    def _count(self, partition: int, offset: int, name: str, rep: str, team: str, field: str, all_time: bool) -> bool:
         cell = self.cells.cell(partition, name)
         if offset <= cell["wm"]:
             return False  # already applied before a crash: replay must not count it twice
-        field = activity.field
-        for scope, ident in (("rep", activity.rep), ("team", activity.team)):
-            counts = cell.setdefault(scope, {}).setdefault(ident, {})
+        for scope, ident in (("rep", rep), ("team", team)):
+            try:
+                counts = cell[scope][ident]
+            except KeyError:
+                counts = cell.setdefault(scope, {}).setdefault(ident, {})
             counts[field] = counts.get(field, 0) + 1
-            if grain != "hour":
-                self.dirty.add((partition, grain, bucket, scope, ident))
-        if rep_team:
-            counts = cell.setdefault("rep_team", {}).setdefault(f"{activity.rep}{_REP_TEAM_SEP}{activity.team}", {})
+        if all_time:
+            counts = cell.setdefault("rep_team", {}).setdefault(f"{rep}{_REP_TEAM_SEP}{team}", {})
             counts[field] = counts.get(field, 0) + 1
         self.cells.touch(partition, name)
         return True
@@ -137,6 +170,7 @@ class ActivityFamily:
         """Forget pending publications of a partition this worker lost."""
         self.dirty = {entry for entry in self.dirty if entry[0] != partition}
         self.partition_wm.pop(partition, None)
+        self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
 
     def render(self, owned: set[int], now: float | None = None) -> list[Partial]:
         """Take the dirty aggregates of owned partitions and return them as absolute partials."""
@@ -158,21 +192,34 @@ class ActivityFamily:
             if cell is None:
                 continue
             counts = cell.get(scope, {}).get(ident, {})
-            end = bucket_end(grain, bucket, self.tz)
-            ttl = 0 if end is None else max(60, int(end.timestamp() + self.retention_s - now))
+            end = _end_ts(grain, bucket, self.tz)
+            ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
             partials.append(
                 self._partial(partition, scope, ident, window_name(grain, bucket), counts, cell["wm"], ttl, updated_at)
             )
         return partials
 
     def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> tuple[dict[str, int], int]:
-        total: dict[str, int] = {}
-        for hour in rolling_hour_range(hours, now):
-            cell: Cell | None = self.cells.get(partition, f"hour|{hour}")
-            if cell is not None:
-                counts = cell.get(scope, {}).get(ident)
-                if counts:
-                    add_counts(total, counts)
+        # Sum of the completed hours, cached until the hour turns or a late event lands in one of
+        # them; plus the current hour's cell, which changes with every event.
+        current = hour_bucket(now)
+        key = (partition, scope, ident, hours)
+        cached = self._rolling_base.get(key)
+        if cached is None or cached[0] != current:
+            base: dict[str, int] = {}
+            for hour in rolling_hour_range(hours, now)[:-1]:
+                cell = self.cells.get(partition, f"hour|{hour}")
+                if cell is not None:
+                    counts = cell.get(scope, {}).get(ident)
+                    if counts:
+                        add_counts(base, counts)
+            cached = self._rolling_base[key] = (current, base)
+        total = dict(cached[1])
+        cell: Cell | None = self.cells.get(partition, f"hour|{current}")
+        if cell is not None:
+            counts = cell.get(scope, {}).get(ident)
+            if counts:
+                add_counts(total, counts)
         return total, self.partition_wm.get(partition, -1)
 
     def _partial(
