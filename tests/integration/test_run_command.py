@@ -1,0 +1,81 @@
+"""``salespulse run`` on the embedded default: its own broker and Redis, simulated traffic, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from salespulse.embedded.ports import pid_alive
+from tests.integration.stack import SalespulseProcess, metrics_text
+
+pytestmark = pytest.mark.integration
+
+
+def children_of(pid: int) -> set[int]:
+    """Direct child processes of ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def command_of(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+async def test_run_embedded_with_simulation_shows_numbers_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    env["SALESPULSE_DATA_DIR"] = str(tmp_path / "data")
+    process = SalespulseProcess("run", tmp_path / "run.log", env, args=["--simulate", "--speedup", "60"])
+    process.env = {**env, "SALESPULSE_HTTP_PORT": str(process.port), "PYTHONUNBUFFERED": "1"}
+    process.start()
+    assert process.proc is not None
+    try:
+        await process.wait_ready(timeout_s=60)
+        servers = children_of(process.proc.pid)
+        commands = " ".join(command_of(pid) for pid in servers)
+        assert "tansu" in commands and "redis-server" in commands, commands
+
+        deadline = time.monotonic() + 60
+        activities = 0.0
+        while time.monotonic() < deadline and activities == 0:
+            text = await metrics_text(process.url)
+            activities = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("salespulse_activities_total{")
+            )
+            await asyncio.sleep(1)
+        assert activities > 0, process.log_tail()
+        assert (tmp_path / "data" / "tansu.log").exists()
+    finally:
+        process.proc.send_signal(signal.SIGTERM)
+        code = process.proc.wait(30)
+    assert code == 0, process.log_tail()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in servers):
+        await asyncio.sleep(0.2)
+    assert not any(pid_alive(pid) for pid in servers), [command_of(pid) for pid in servers]
+
+
+async def test_run_refuses_a_public_address_without_a_secret(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    process = SalespulseProcess("run", tmp_path / "run.log", env, args=["--host", "0.0.0.0"])
+    process.start()
+    assert process.proc is not None
+    assert process.proc.wait(30) == 2
+    assert "SALESPULSE_WEBHOOK_SECRET" in process.log_tail()
