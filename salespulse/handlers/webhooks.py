@@ -7,6 +7,7 @@ All or nothing per request: 202 ``{"accepted": n}``; 400 naming every bad field 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from salespulse.handlers.event_log import EventLog, EventLogUnavailable
 from salespulse.handlers.signatures import SIGNATURE_HEADER, SignatureError, verify
-from salespulse.models.events import Event, EventAdapter
+from salespulse.models.events import MAX_FUTURE_SKEW, Event, EventAdapter
 from salespulse.settings import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, SIGNATURE_TOLERANCE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,27 @@ def parse_events(body: bytes) -> list[Event]:
         )
     events: list[Event] = []
     errors: list[dict[str, Any]] = []
+    latest = datetime.now(timezone.utc) + MAX_FUTURE_SKEW
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             errors.append({"index": index, "field": "", "message": "an event must be a JSON object", "type": "type"})
             continue
         try:
-            events.append(EventAdapter.validate_python(item))
+            event = EventAdapter.validate_python(item)
         except ValidationError as exc:
             errors += field_errors(index, exc)
+            continue
+        if event.occurred_at > latest:
+            errors.append(
+                {
+                    "index": index,
+                    "field": "occurred_at",
+                    "message": f"more than {MAX_FUTURE_SKEW} in the future (sender clock skew?)",
+                    "type": "future",
+                }
+            )
+            continue
+        events.append(event)
     if errors:
         raise RejectedRequest(400, "invalid_event", {"error": "invalid events; nothing was accepted", "errors": errors})
     return events

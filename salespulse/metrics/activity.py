@@ -32,9 +32,14 @@ class Activity(NamedTuple):
         return self.kind if self.outcome == NO_OUTCOME else f"{self.kind}:{self.outcome}"
 
 
+#: Field names the counters use themselves; a logged activity of such a kind is counted as ``logged_<kind>``.
+RESERVED_KINDS = frozenset({"total", "call", "email_sent", "meeting_booked", "meeting_held"})
+
+
 def normalise_kind(kind: str) -> str:
     """A free-text activity kind as a safe label value: lower case, ``[a-z0-9_]``, at most 40 chars."""
-    return _KIND_CHARS.sub("_", kind.strip().lower()).strip("_")[:40] or "other"
+    normalised = _KIND_CHARS.sub("_", kind.strip().lower()).strip("_")[:40] or "other"
+    return f"logged_{normalised}" if normalised in RESERVED_KINDS else normalised
 
 
 def activity_of(event: object, team_of_rep: Mapping[str, str] | None = None) -> Activity | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import (
     AwareDatetime,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    field_validator,
     model_validator,
 )
 
@@ -24,6 +25,12 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+
+
+#: Static bounds of ``occurred_at`` (typos); the HTTP endpoints also refuse times beyond ``MAX_FUTURE_SKEW``.
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_OCCURRED_AT = datetime(2100, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE_SKEW = timedelta(days=1)
 
 
 class CallOutcome(StrEnum):
@@ -57,10 +64,22 @@ class _EventBase(BaseModel):
     team: Label | None = None
     source: Label | None = None
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if not EARLIEST_OCCURRED_AT <= value < LATEST_OCCURRED_AT:
+            raise ValueError(
+                f"occurred_at must be from {EARLIEST_OCCURRED_AT.year} to {LATEST_OCCURRED_AT.year - 1}"
+            )
+        return value
+
+    #: Which id keys the Kafka message: every event of one lead (or one deal) lands in one partition.
+    _key_fields: ClassVar[tuple[str, ...]] = ("lead_id", "deal_id", "rep_id")
+
     @property
     def partition_key(self) -> str:
-        """The Kafka message key: the lead, else the deal, else the rep (quota events)."""
-        for name in ("lead_id", "deal_id", "rep_id"):
+        """The Kafka message key: the lead for lead and activity events, the deal for deal events."""
+        for name in self._key_fields:
             value = getattr(self, name, None)
             if value:
                 return value
@@ -72,6 +91,8 @@ class _LeadEvent(_EventBase):
 
 
 class _DealEvent(_EventBase):
+    _key_fields: ClassVar[tuple[str, ...]] = ("deal_id",)
+
     deal_id: Id
 
 
@@ -187,6 +208,8 @@ class ActivityLogged(_LeadEvent):
 
 
 class QuotaSet(_EventBase):
+    _key_fields: ClassVar[tuple[str, ...]] = ("rep_id",)
+
     type: Literal["quota.set"]
     rep_id: Id
     period: Period
@@ -195,6 +218,10 @@ class QuotaSet(_EventBase):
 
 
 class CustomerChurned(_EventBase):
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["lead_id"]}, {"required": ["deal_id"]}]}
+    )
+
     type: Literal["customer.churned"]
     lead_id: Id | None = None
     deal_id: Id | None = None

@@ -80,8 +80,8 @@ class ActivityFamily:
         dirty = self.dirty
         for grain, bucket, name, end in self._windows(epoch):
             if grain == "hour":
-                if int(bucket) <= oldest_hour:
-                    continue
+                if not oldest_hour < int(bucket) <= oldest_hour + _HOURS_KEPT + 24:
+                    continue  # outside every rolling window (now, or within a day of clock skew)
             elif end is not None and end <= cutoff:
                 continue  # a late event for a window no longer kept
             if not self._count(partition, offset, name, rep, team, field, grain == "all"):

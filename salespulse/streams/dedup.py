@@ -4,7 +4,7 @@ Redeliveries of an event (a CRM retrying a webhook) carry the same ``event_id`` 
 land in the same partition at a new offset. The index maps ``event_id -> offset of first sight``;
 an event is new if unseen, a *replay of the same message* (process again, the cells' watermarks
 decide) if seen at this very offset, and a duplicate otherwise. Each batch's new ids are written as
-one record ``"<p>|dedup|<first offset>"`` *before* the batch's cells, so a crash can never leave
+one record ``"<p>|dedup|<lowest offset among them>"`` *before* the batch's cells, so a crash can never leave
 counted cells whose ids are forgotten. Records older than the horizon (wall clock) are deleted.
 """
 
@@ -62,11 +62,15 @@ class DedupIndex:
             return True
         return first == offset
 
-    def write_pending(self, partition: int, first_offset: int, now: float | None = None) -> bool:
+    def write_pending(self, partition: int, now: float | None = None) -> bool:
         """Persist the ids admitted since the last call as one record; False if there were none."""
         pending = self._pending[partition]
         if not pending:
             return False
+        # Keyed by the lowest offset of its own ids: unique, since an id is pending only at first
+        # sight. (The batch's first offset is not: a replay read as a longer batch would overwrite
+        # the record of the first attempt and forget its ids after the next reload.)
+        first_offset = min(pending.values())
         written_at = time.time() if now is None else now
         self._table[table_key(partition, f"{_PREFIX}|{first_offset}")] = orjson.dumps(
             {"t": written_at, "ids": pending}

@@ -142,9 +142,9 @@ class BatchProcessor:
                 continue
             stats.processed += 1
             by_type[event.type] = by_type.get(event.type, 0) + 1
-        first_offset, last_offset = group[0][1], group[-1][1]
+        last_offset = group[-1][1]
         # Ids before cells: a crash between the two writes then replays, never double counts.
-        self.dedup.write_pending(partition, first_offset, now)
+        self.dedup.write_pending(partition, now)
         for family in families:
             stats.cells_written += family.cells.write_touched(partition, last_offset)
             family.partition_wm[partition] = max(family.partition_wm.get(partition, -1), last_offset)
