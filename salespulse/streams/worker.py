@@ -33,6 +33,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "broker": settings.kafka_url,
         "store": "memory://",
+        "datadir": str(settings.data_dir / "faust"),  # Faust makes <id>-data/ there even for memory://
         "topic_partitions": settings.partitions,
         "web_enabled": False,
         "autodiscover": False,
