@@ -1,0 +1,234 @@
+"""The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA.
+
+Parsed into strict pydantic models: an unknown or misspelt key is an error, never silently
+ignored. Sections not modelled yet (``pipelines``, ``targets``, ``quotas``, ``crm``) are reserved
+and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
+dotted key (``business_hours.teams.team-apac.hours.mon[0]``). See ``docs/config.example.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
+
+__all__ = [
+    "RESERVED_SECTIONS",
+    "WEEKDAYS",
+    "BusinessHoursSection",
+    "BusinessHoursSpec",
+    "Config",
+    "ConfigError",
+    "LeadResponseConfig",
+    "WeeklyHours",
+    "load_config",
+    "parse_interval",
+]
+
+#: Weekday keys of ``hours`` tables, Monday first (index = ``date.weekday()``).
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Top-level tables accepted as raw dicts until they get their own models.
+RESERVED_SECTIONS: tuple[str, ...] = ("pipelines", "targets", "quotas", "crm")
+
+_INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ConfigError(ValueError):
+    """The config file is missing, is not TOML, or holds a bad value; ``path`` and ``key`` say where."""
+
+    def __init__(self, message: str, *, path: Path | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+
+
+def parse_interval(text: str) -> tuple[time, time]:
+    """``"09:00-17:00"`` → ``(time(9), time(17))``; ``"24:00"`` as an end is :data:`END_OF_DAY`."""
+    match = _INTERVAL.match(text)
+    if match is None:
+        raise ValueError(f"expected 'HH:MM-HH:MM' (e.g. '09:00-17:00'), got {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if not (0 <= h1 <= 23 and 0 <= m1 <= 59):
+        raise ValueError(f"bad start time in {text!r}")
+    if not ((0 <= h2 <= 23 and 0 <= m2 <= 59) or (h2 == 24 and m2 == 0)):
+        raise ValueError(f"bad end time in {text!r} (use 24:00 for end of day)")
+    start = time(h1, m1)
+    end = END_OF_DAY if h2 == 24 else time(h2, m2)
+    if not start < end:
+        raise ValueError(f"interval {text!r} must start before it ends (intervals cannot cross midnight; split them)")
+    return start, end
+
+
+def _check_interval(text: str) -> str:
+    parse_interval(text)
+    return text.strip()
+
+
+IntervalText = Annotated[str, AfterValidator(_check_interval)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class WeeklyHours(_Model):
+    """Open intervals per weekday, e.g. ``mon = ["09:00-12:00", "13:00-17:00"]``; a missing day is closed."""
+
+    mon: list[IntervalText] = Field(default_factory=list)
+    tue: list[IntervalText] = Field(default_factory=list)
+    wed: list[IntervalText] = Field(default_factory=list)
+    thu: list[IntervalText] = Field(default_factory=list)
+    fri: list[IntervalText] = Field(default_factory=list)
+    sat: list[IntervalText] = Field(default_factory=list)
+    sun: list[IntervalText] = Field(default_factory=list)
+
+    @field_validator(*WEEKDAYS)
+    @classmethod
+    def _no_overlap(cls, value: list[str]) -> list[str]:
+        intervals = sorted(parse_interval(v) for v in value)
+        for (_, prev_end), (start, _) in zip(intervals, intervals[1:]):
+            if start < prev_end:
+                raise ValueError(f"intervals overlap: {', '.join(value)}")
+        return value
+
+    def to_weekly(self) -> dict[int, list[tuple[time, time]]]:
+        out: dict[int, list[tuple[time, time]]] = {}
+        for index, name in enumerate(WEEKDAYS):
+            intervals = [parse_interval(v) for v in getattr(self, name)]
+            if intervals:
+                out[index] = intervals
+        return out
+
+
+class BusinessHoursSpec(_Model):
+    """One schedule: time zone, weekly hours, holidays (whole local days closed)."""
+
+    timezone: str
+    hours: WeeklyHours
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Oslo')") from exc
+        return value
+
+    def to_business_hours(self) -> BusinessHours:
+        return BusinessHours(tz=ZoneInfo(self.timezone), weekly=self.hours.to_weekly(), holidays=frozenset(self.holidays))
+
+
+class BusinessHoursSection(_Model):
+    """``[business_hours.default]`` and ``[business_hours.teams.<team>]``."""
+
+    default: BusinessHoursSpec | None = None
+    teams: dict[str, BusinessHoursSpec] = Field(default_factory=dict)
+
+
+class LeadResponseConfig(_Model):
+    """``[lead_response]``: SLA, early-warning fraction and which activity kinds count as touches."""
+
+    sla_seconds: int | None = Field(None, gt=0, strict=True)
+    warn_fraction: float | None = Field(None, gt=0, lt=1, strict=True)
+    outbound_activity_kinds: frozenset[Annotated[str, Field(min_length=1)]] = frozenset()
+
+    def effective_sla_seconds(self, env_default: int) -> int:
+        """The SLA to use: ``sla_seconds`` when set, else the environment's ``SALESPULSE_LEAD_RESPONSE_SLA_SECONDS``."""
+        return self.sla_seconds if self.sla_seconds is not None else env_default
+
+
+class Config(_Model):
+    """The whole config file. ``Config()`` is the default: around the clock, no teams, env SLA."""
+
+    business_hours: BusinessHoursSection = Field(default_factory=BusinessHoursSection)
+    team_of_rep: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict, alias="teams")
+    lead_response: LeadResponseConfig = Field(default_factory=LeadResponseConfig)
+    # Reserved for later sections; kept raw so nothing is ignored silently.
+    pipelines: dict[str, Any] = Field(default_factory=dict)
+    targets: dict[str, Any] = Field(default_factory=dict)
+    quotas: dict[str, Any] = Field(default_factory=dict)
+    crm: dict[str, Any] = Field(default_factory=dict)
+
+    _default_hours: BusinessHours = PrivateAttr()
+    _team_hours: dict[str, BusinessHours] = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Build each schedule once so its per-day cache is shared by every lookup.
+        default = self.business_hours.default
+        self._default_hours = default.to_business_hours() if default is not None else BusinessHours.always()
+        self._team_hours = {team: spec.to_business_hours() for team, spec in self.business_hours.teams.items()}
+
+    def business_hours_for(self, team: str | None) -> BusinessHours:
+        """The team's schedule, else ``business_hours.default``, else around the clock."""
+        if team is not None:
+            hours = self._team_hours.get(team)
+            if hours is not None:
+                return hours
+        return self._default_hours
+
+    def team_for_rep(self, rep: str | None) -> str | None:
+        """The rep's team from the ``[teams]`` directory, or None."""
+        return self.team_of_rep.get(rep) if rep is not None else None
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Read and validate the TOML config at ``path``; ``None`` gives the defaults.
+
+    Raises :class:`ConfigError` (with ``path`` and, for a bad value, ``key``) when the file is
+    missing or unreadable, is not valid TOML, or does not validate.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 TOML: {exc}", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}", path=path) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_dotted(err["loc"], data), _message(err)) for err in exc.errors()]
+        lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
+        first_key = problems[0][0] if problems else None
+        raise ConfigError(f"{path}: invalid config ({len(problems)} problem(s)):\n{lines}", path=path, key=first_key) from None
+
+
+def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
+    """``('business_hours', 'teams', 'team.x', 'hours', 'mon', 0)`` → ``business_hours.teams."team.x".hours.mon[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and isinstance(data, list):
+            out += f"[{part}]"
+            data = data[part] if 0 <= part < len(data) else None
+            continue
+        name = str(part)
+        out += ("." if out else "") + (name if _BARE_KEY.match(name) else json.dumps(name))
+        data = data.get(name) if isinstance(data, dict) else None
+    return out or "<top level>"
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not permitted here)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg.removeprefix("Value error, ")

@@ -1,0 +1,274 @@
+"""The shared shape of windowed metric families: numeric fields per scope id, per event-time window.
+
+A family turns each admitted event into *deltas* ``(scope, id, field, value)`` at an instant (usually
+the event's ``occurred_at``; for lead response, the lead's creation). ``add`` applies them to every
+window cell of that instant: ``all|-``, ``hour|<utc hour>`` (for rolling spans), ``day``, ``week`` and
+``month`` in the configured time zone. Each cell skips offsets it already holds (``wm``), so replays
+are idempotent. ``render`` turns what changed into absolute per-partition partials for the publishers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from salespulse.metrics.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
+from salespulse.publishers.partials import Partial
+from salespulse.streams.cells import Cell, CellStore
+
+Number = int | float
+Delta = tuple[str, str, str, Number]  # (scope, id, field, value)
+# A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.
+Dirty = tuple[int, str, str, str, str]
+WindowSpec = tuple[str, str, str, float | None]  # (grain, bucket, cell name, window end epoch)
+
+
+@lru_cache(maxsize=4096)
+def window_end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
+    """When a window ends (epoch seconds), ``None`` for all-time."""
+    end = bucket_end(grain, bucket, tz)
+    return None if end is None else end.timestamp()
+
+
+def window_name(grain: str, bucket: str) -> str:
+    """The published window name of a cell: ``all``, ``day:2026-11-22``, ``week:2026-W47`` ..."""
+    return "all" if grain == "all" else f"{grain}:{bucket}"
+
+
+def add_fields(into: dict[str, Number], fields: Mapping[str, Number]) -> dict[str, Number]:
+    """Add ``fields`` into ``into`` field by field (merging partials or hours)."""
+    for name, value in fields.items():
+        into[name] = into.get(name, 0) + value
+    return into
+
+
+class WindowedFamily:
+    """Base of a metric family whose cells hold ``{scope: {id: {field: number}}}`` per window."""
+
+    name: str = ""
+    redis_prefix: str = ""
+    #: Scopes published to Redis and the metric topic (others, like ``rep_team``, feed Prometheus only).
+    published_scopes: tuple[str, ...] = ("rep", "team")
+    #: Scopes kept only in the all-time cell (e.g. label combinations Prometheus needs).
+    all_time_scopes: tuple[str, ...] = ()
+    #: Rolling window name -> span in hours.
+    rolling_hours: Mapping[str, int] = {"24h": 24, "7d": 168}
+
+    def __init__(self, cells: CellStore, tz: ZoneInfo, retention_s: float) -> None:
+        self.cells = cells
+        self.tz = tz
+        self.retention_s = retention_s
+        self.dirty: set[Dirty] = set()
+        #: Highest offset processed per partition: the version of rolling partials, which shrink with time.
+        self.partition_wm: dict[int, int] = {}
+        self._hours_kept = max(self.rolling_hours.values()) + 1
+        self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
+        self._rolling_base: dict[tuple[int, str, str, int], tuple[int, dict[str, Number]]] = {}
+
+    # -- counting ------------------------------------------------------------------------------------
+
+    def add(self, partition: int, offset: int, epoch: float, now: float, deltas: Sequence[Delta]) -> None:
+        """Apply deltas to every kept window cell of the instant ``epoch`` that has not seen ``offset``."""
+        cutoff = now - self.retention_s
+        current_hour = hour_bucket(now)
+        oldest_hour = current_hour - self._hours_kept
+        dirty = self.dirty
+        published = self.published_scopes
+        all_time_only = self.all_time_scopes
+        for grain, bucket, name, end in self._windows(epoch):
+            if grain == "hour":
+                if not oldest_hour < int(bucket) <= current_hour + 24:
+                    continue  # outside every rolling window (now, or within a day of clock skew)
+            elif end is not None and end <= cutoff:
+                continue  # a late event for a window no longer kept
+            cell = self.cells.cell(partition, name)
+            if offset <= cell["wm"]:
+                continue  # already applied before a crash: replay must not count it twice
+            for scope, ident, field, value in deltas:
+                if grain != "all" and scope in all_time_only:
+                    continue
+                try:
+                    fields = cell[scope][ident]
+                except KeyError:
+                    fields = cell.setdefault(scope, {}).setdefault(ident, {})
+                fields[field] = fields.get(field, 0) + value
+                if scope not in published:
+                    continue
+                if grain == "hour":
+                    dirty.add((partition, "rolling", ALL_TIME, scope, ident))
+                    if int(bucket) != current_hour:  # a completed hour changed: its cached sums are stale
+                        for span in self.rolling_hours.values():
+                            self._rolling_base.pop((partition, scope, ident, span), None)
+                else:
+                    dirty.add((partition, grain, bucket, scope, ident))
+            self.cells.touch(partition, name)
+
+    def _windows(self, epoch: float) -> tuple[WindowSpec, ...]:
+        """The cells an instant falls in, cached per quarter hour (all real UTC offsets are multiples)."""
+        quarter = int(epoch // 900)
+        found = self._window_cache.get(quarter)
+        if found is None:
+            day, week, month = calendar_buckets(epoch, self.tz)
+            windows = [("all", ALL_TIME), ("hour", str(hour_bucket(epoch))), ("day", day), ("week", week), ("month", month)]
+            found = tuple(
+                (grain, bucket, f"{grain}|{bucket}", window_end_ts(grain, bucket, self.tz)) for grain, bucket in windows
+            )
+            if len(self._window_cache) > 50_000:
+                self._window_cache.clear()
+            self._window_cache[quarter] = found
+        return found
+
+    def expire(self, partition: int, now: float) -> int:
+        """Delete cells whose window left retention (hour cells once older than the longest rolling span)."""
+        oldest_hour = hour_bucket(now) - self._hours_kept
+        cutoff = now - self.retention_s
+        expired = 0
+        for name, _cell in self.cells.items(partition):
+            grain, bucket = name.split("|", 1)
+            if grain == "hour":
+                stale = int(bucket) <= oldest_hour
+            elif grain in ("day", "week", "month"):
+                end = window_end_ts(grain, bucket, self.tz)
+                stale = end is not None and end <= cutoff
+            else:
+                stale = False
+            if stale:
+                self.cells.delete(partition, name)
+                expired += 1
+        return expired
+
+    # -- what to publish -----------------------------------------------------------------------------
+
+    def mark_partition_dirty(self, partition: int) -> None:
+        """Republish everything a partition holds (after it was assigned)."""
+        for name, cell in self.cells.items(partition):
+            grain, bucket = name.split("|", 1)
+            if grain not in ("all", "hour", "day", "week", "month"):
+                continue
+            for scope in self.published_scopes:
+                for ident in cell.get(scope, {}):
+                    if grain == "hour":
+                        self.dirty.add((partition, "rolling", ALL_TIME, scope, ident))
+                    else:
+                        self.dirty.add((partition, grain, bucket, scope, ident))
+
+    def mark_rolling_dirty(self, partitions: Iterable[int]) -> None:
+        """Republish rolling windows (their values change as hours pass, with no new event)."""
+        for partition in partitions:
+            for name, cell in self.cells.items(partition):
+                if name.startswith("hour|"):
+                    for scope in self.published_scopes:
+                        for ident in cell.get(scope, {}):
+                            self.dirty.add((partition, "rolling", ALL_TIME, scope, ident))
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget pending publications and caches of a partition this worker lost."""
+        self.dirty = {entry for entry in self.dirty if entry[0] != partition}
+        self.partition_wm.pop(partition, None)
+        self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
+
+    def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
+        """The fields of a partial as published (a family adds rollups, rates, quantiles)."""
+        return dict(fields)
+
+    def render(self, owned: set[int], now: float | None = None) -> list[Partial]:
+        """Take the dirty aggregates of owned partitions and return them as absolute partials."""
+        now = time.time() if now is None else now
+        dirty, self.dirty = self.dirty, set()
+        updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
+        partials: list[Partial] = []
+        for partition, grain, bucket, scope, ident in dirty:
+            if partition not in owned:
+                continue
+            if grain == "rolling":
+                for span, hours in self.rolling_hours.items():
+                    fields = self._rolling(partition, scope, ident, hours, now)
+                    wm = self.partition_wm.get(partition, -1)
+                    partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
+                continue
+            cell = self.cells.get(partition, f"{grain}|{bucket}")
+            if cell is None:
+                continue
+            fields = cell.get(scope, {}).get(ident, {})
+            end = window_end_ts(grain, bucket, self.tz)
+            ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
+            partials.append(
+                self._partial(partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at)
+            )
+        return partials
+
+    def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> dict[str, Number]:
+        # Sum of the completed hours, cached until the hour turns or a late event lands in one of
+        # them; plus the current hour's cell, which changes with every event.
+        current = hour_bucket(now)
+        key = (partition, scope, ident, hours)
+        cached = self._rolling_base.get(key)
+        if cached is None or cached[0] != current:
+            base: dict[str, Number] = {}
+            for hour in rolling_hour_range(hours, now)[:-1]:
+                cell = self.cells.get(partition, f"hour|{hour}")
+                if cell is not None:
+                    fields = cell.get(scope, {}).get(ident)
+                    if fields:
+                        add_fields(base, fields)
+            cached = self._rolling_base[key] = (current, base)
+        total = dict(cached[1])
+        cell: Cell | None = self.cells.get(partition, f"hour|{current}")
+        if cell is not None:
+            fields = cell.get(scope, {}).get(ident)
+            if fields:
+                add_fields(total, fields)
+        return total
+
+    def _partial(
+        self,
+        partition: int,
+        scope: str,
+        ident: str,
+        window: str,
+        raw: Mapping[str, Number],
+        wm: int,
+        ttl: int,
+        updated_at: str,
+    ) -> Partial:
+        fields = self.published_fields(raw)
+        return Partial(
+            family=self.name,
+            redis_key=f"{self.redis_prefix}:{scope}:{ident}:{window}",
+            partition=partition,
+            watermark=wm,
+            fields=fields,
+            ttl_s=ttl,
+            topic_key=f"{scope}:{ident}:{window}:p{partition}",
+            record=self.record(scope, ident, window, partition, wm, fields, updated_at),
+        )
+
+    def record(
+        self, scope: str, ident: str, window: str, partition: int, wm: int, fields: dict[str, Number], updated_at: str
+    ) -> dict[str, Any]:
+        """The metric-topic record of a partial (its JSON Schema is in ``schemas/metrics/``)."""
+        return {
+            "family": self.name,
+            "scope": scope,
+            "id": ident,
+            "window": window,
+            "partition": partition,
+            "watermark": wm,
+            "counts": fields,
+            "updated_at": updated_at,
+        }
+
+    def all_time(self, owned: Iterable[int], scope: str) -> dict[str, dict[str, Number]]:
+        """All-time fields per id of one scope, summed over owned partitions (Prometheus)."""
+        totals: dict[str, dict[str, Number]] = {}
+        for partition in owned:
+            cell = self.cells.get(partition, f"all|{ALL_TIME}")
+            if cell is None:
+                continue
+            for ident, fields in cell.get(scope, {}).items():
+                add_fields(totals.setdefault(ident, {}), fields)
+        return totals
