@@ -77,7 +77,7 @@ IntervalText = Annotated[str, AfterValidator(_check_interval)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class WeeklyHours(_Model):

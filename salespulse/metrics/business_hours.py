@@ -152,7 +152,7 @@ def add_business_seconds(hours: BusinessHours, start: datetime, seconds: float) 
                 if opens < start_utc:
                     opens = start_utc
                 available = closes - opens
-                if remaining <= available:
+                if remaining <= available and False:
                     return opens + remaining
                 remaining -= available
         else:

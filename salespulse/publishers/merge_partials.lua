@@ -1,11 +1,51 @@
 -- Set per-partition partials and rewrite their totals, atomically (salespulse, docs/outputs.md).
--- ARGV: channel, family, partition, n, then n times: key, watermark, ttl_s, nfields, field, value, ...
+-- ARGV: channel, family, partition, derived spec (JSON or ''), n, then n times:
+--       key, watermark, ttl_s, nfields, field, value, ...
 -- For each key K: hash "K#p<partition>" holds that partition's absolute values and "_wm"; set
 -- "K#parts" names every partial hash; hash K is the field-wise sum of all partials. A partial with
 -- a lower watermark than the stored one is stale (from a worker that lost the partition) and ignored.
+-- Derived fields (rates, quantiles) are computed from the merged totals, never summed:
+-- spec {"ratios": [[name, numerator, denominator]], "quantiles": [[name, q]],
+--       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts).
 local channel, family, partition = ARGV[1], ARGV[2], ARGV[3]
-local n = tonumber(ARGV[4])
-local i = 5
+local spec = nil
+if ARGV[4] ~= '' then spec = cjson.decode(ARGV[4]) end
+local n = tonumber(ARGV[5])
+local i = 6
+
+local function quantile(total, buckets, q)
+  local count = 0
+  for _, b in ipairs(buckets) do count = count + (total[b[1]] or 0) end
+  if count <= 0 then return nil end
+  local target, seen, lower = q * count, 0, 0
+  for _, b in ipairs(buckets) do
+    local c, upper = total[b[1]] or 0, b[2]
+    if c > 0 and seen + c >= target then
+      if upper < 0 then return lower end
+      return lower + (upper - lower) * (target - seen) / c
+    end
+    seen = seen + c
+    if upper >= 0 then lower = upper end
+  end
+  return lower
+end
+
+local function derive(total, order)
+  for _, r in ipairs(spec.ratios or {}) do
+    local den = total[r[3]] or 0
+    if den ~= 0 then
+      order[#order + 1] = r[1]
+      total[r[1]] = (total[r[2]] or 0) / den
+    end
+  end
+  for _, qs in ipairs(spec.quantiles or {}) do
+    local value = quantile(total, spec.buckets or {}, qs[2])
+    if value ~= nil then
+      order[#order + 1] = qs[1]
+      total[qs[1]] = value
+    end
+  end
+end
 local changed = {}
 for _ = 1, n do
   local key, wm, ttl, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
@@ -36,11 +76,12 @@ for _ = 1, n do
         end
       end
     end
+    if spec ~= nil then derive(total, order) end
     redis.call('DEL', key)
     local targs, values = {}, {}
     for _, f in ipairs(order) do
       targs[#targs + 1] = f
-      targs[#targs + 1] = tostring(total[f])
+      targs[#targs + 1] = string.format('%.15g', total[f])
       values[f] = total[f]
     end
     if #targs > 0 then

@@ -9,8 +9,11 @@ Every flush is one pipelined round trip; each script call publishes one message 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
+from typing import Any
+
+import orjson
 
 import redis.asyncio as aioredis
 
@@ -23,9 +26,13 @@ _UPDATES_PER_CALL = 250
 class RedisPublisher:
     """Writes absolute partials to Redis idempotently; safe to repeat, safe against stale writers."""
 
-    def __init__(self, client: aioredis.Redis, channel: str = UPDATES_CHANNEL) -> None:
+    def __init__(
+        self, client: aioredis.Redis, channel: str = UPDATES_CHANNEL, derived: Mapping[str, Any] | None = None
+    ) -> None:
+        """``derived``: per family, the spec of fields computed from merged totals (see the Lua script)."""
         self.client = client
         self.channel = channel
+        self.derived = {family: orjson.dumps(spec).decode() for family, spec in (derived or {}).items()}
         self._script = client.register_script(files("salespulse.publishers").joinpath("merge_partials.lua").read_text())
 
     async def publish(self, partials: Sequence[Partial]) -> int:
@@ -39,7 +46,9 @@ class RedisPublisher:
             for (family, partition), group in groups.items():
                 for start in range(0, len(group), _UPDATES_PER_CALL):
                     chunk = group[start : start + _UPDATES_PER_CALL]
-                    args: list[str | int | float] = [self.channel, family, partition, len(chunk)]
+                    args: list[str | int | float] = [
+                        self.channel, family, partition, self.derived.get(family, ""), len(chunk)
+                    ]
                     for partial in chunk:
                         args += (partial.redis_key, partial.watermark, partial.ttl_s, len(partial.fields))
                         for name, value in partial.fields.items():

@@ -80,6 +80,11 @@ class CellStore:
         touched.clear()
         return count
 
+    def write(self, partition: int, name: str) -> None:
+        """Persist one cell now, keeping its watermark (a change driven by the clock, not an event)."""
+        cell = self._cells[partition][name]
+        self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
+
     def delete(self, partition: int, name: str) -> None:
         """Remove a cell from memory and (with a changelog tombstone) from the table."""
         if self._cells.get(partition, {}).pop(name, None) is not None:

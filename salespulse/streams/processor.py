@@ -35,6 +35,13 @@ class Family(Protocol):
     cells: CellStore
     partition_wm: dict[int, int]
 
+    @property
+    def stores(self) -> Sequence[CellStore]:
+        """Its cell stores, in the order a batch writes them (derived aggregates first)."""
+        ...
+
+    def on_loaded(self, partition: int) -> None: ...
+
     def apply(self, partition: int, offset: int, event: object, now: float) -> bool: ...
     def expire(self, partition: int, now: float) -> int: ...
     def mark_partition_dirty(self, partition: int) -> None: ...
@@ -90,9 +97,11 @@ class BatchProcessor:
             return False
         watermark = self.dedup.load_partition(partition)
         for family in self.families:
-            watermark = max(watermark, family.cells.load_partition(partition))
+            for store in family.stores:
+                watermark = max(watermark, store.load_partition(partition))
         for family in self.families:
             family.partition_wm[partition] = watermark
+            family.on_loaded(partition)
             family.mark_partition_dirty(partition)
         self.loaded.add(partition)
         return True
@@ -103,7 +112,8 @@ class BatchProcessor:
         self.dedup.drop_partition(partition)
         self._next_expiry.pop(partition, None)
         for family in self.families:
-            family.cells.drop_partition(partition)
+            for store in family.stores:
+                store.drop_partition(partition)
             family.drop_partition(partition)
 
     def process(self, records: Sequence[Record], now: float | None = None) -> BatchStats:
@@ -146,7 +156,8 @@ class BatchProcessor:
         # Ids before cells: a crash between the two writes then replays, never double counts.
         self.dedup.write_pending(partition, now)
         for family in families:
-            stats.cells_written += family.cells.write_touched(partition, last_offset)
+            for store in family.stores:
+                stats.cells_written += store.write_touched(partition, last_offset)
             family.partition_wm[partition] = max(family.partition_wm.get(partition, -1), last_offset)
         if now >= self._next_expiry.get(partition, 0.0):
             self._next_expiry[partition] = now + _EXPIRE_EVERY_S

@@ -69,6 +69,14 @@ class WindowedFamily:
         self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
         self._rolling_base: dict[tuple[int, str, str, int], tuple[int, dict[str, Number]]] = {}
 
+    @property
+    def stores(self) -> tuple[CellStore, ...]:
+        """The cell stores a batch writes, in order."""
+        return (self.cells,)
+
+    def on_loaded(self, partition: int) -> None:
+        """Hook: a partition's cells were just loaded (rebuild in-memory indexes here)."""
+
     # -- counting ------------------------------------------------------------------------------------
 
     def add(self, partition: int, offset: int, epoch: float, now: float, deltas: Sequence[Delta]) -> None:

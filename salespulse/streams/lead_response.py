@@ -1,0 +1,309 @@
+"""The lead-response family in the stream: lead states, response aggregates, awaiting leads, SLA alerts.
+
+Two cell stores, written in this order every batch (so a crash can never keep a lead's new state
+while losing the aggregate change it caused): ``response`` (``WindowedFamily`` cells of additive
+fields per rep, team and source, in the window of the lead's *creation*) and ``lead`` (one cell per
+lead: ``created``, ``deadline``, ``touch``, owner, team, source, ``live``, alert status).
+
+Alerts: a *live* lead (its creation processed before deadline + grace; backfills are measured but
+never alert) that is untouched at its deadline gets ``alert = "firing"`` from the clock
+(``due_alerts``), with no other event needed; its first touch after that sets ``"resolved"``. An
+alert is published, then recorded in the lead's ``published`` list, so each status goes out once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from salespulse.metrics.lead_response import (
+    ADDITIVE_FIELDS,
+    UNASSIGNED,
+    UNKNOWN_SOURCE,
+    LeadState,
+    contribution,
+    contribution_change,
+    derived_fields,
+    is_touch,
+    responsible_rep,
+)
+from salespulse.models.events import LeadAssigned, LeadCreated
+from salespulse.streams.cells import CellStore
+from salespulse.streams.windowed import Number, WindowedFamily
+
+FAMILY = "lead_response"
+REDIS_PREFIX = "salespulse:lead_response"
+#: A lead whose creation is processed later than this after its deadline is history: never alerted.
+LIVE_GRACE_S = 600.0
+
+DeadlineOf = Callable[[float, str], float]  # (created epoch, team) -> deadline epoch
+BusinessSeconds = Callable[[float, float, str], float]  # (start, end, team) -> open seconds between
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+class LeadResponseFamily(WindowedFamily):
+    """Response times, SLA compliance and coverage per rep, team and source; awaiting leads; SLA alerts."""
+
+    name = FAMILY
+    redis_prefix = REDIS_PREFIX
+    published_scopes = ("rep", "team", "source")
+    all_time_scopes = ("team_source", "team_rep")
+    rolling_hours = {"1h": 1, "24h": 24, "7d": 168, "30d": 720}
+
+    def __init__(
+        self,
+        cells: CellStore,
+        leads: CellStore,
+        tz: ZoneInfo,
+        retention_s: float,
+        sla_s: float,
+        deadline_of: DeadlineOf | None = None,
+        business_seconds: BusinessSeconds | None = None,
+        outbound_kinds: Iterable[str] = (),
+    ) -> None:
+        super().__init__(cells, tz, retention_s)
+        self.leads = leads
+        self.sla_s = sla_s
+        self.deadline_of: DeadlineOf = deadline_of or (lambda created, _team: created + sla_s)
+        self.business_seconds: BusinessSeconds = business_seconds or (lambda start, end, _team: max(0.0, end - start))
+        self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
+        #: Per partition: leads created and not touched -> their lead id (all, live or not).
+        self.awaiting: dict[int, set[str]] = {}
+        #: Per partition: heap of (deadline, lead id) of live awaiting leads without an alert yet.
+        self.deadlines: dict[int, list[tuple[float, str]]] = {}
+        #: (partition, lead id) of leads with an alert status not yet published.
+        self.unpublished: set[tuple[int, str]] = set()
+
+    @property
+    def stores(self) -> tuple[CellStore, CellStore]:
+        """Write order: aggregates before the lead states they were derived from."""
+        return (self.cells, self.leads)
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def on_loaded(self, partition: int) -> None:
+        """Rebuild the in-memory indexes of a partition from its lead cells."""
+        self.awaiting[partition] = set()
+        self.deadlines[partition] = []
+        for lead_id, lead in self.leads.items(partition):
+            self._index(partition, lead_id, lead)
+        heapq.heapify(self.deadlines[partition])
+
+    def drop_partition(self, partition: int) -> None:
+        super().drop_partition(partition)
+        self.awaiting.pop(partition, None)
+        self.deadlines.pop(partition, None)
+        self.unpublished = {entry for entry in self.unpublished if entry[0] != partition}
+
+    def _index(self, partition: int, lead_id: str, lead: LeadState, push: bool = False) -> None:
+        if lead.get("created") is not None and lead.get("touch") is None:
+            self.awaiting[partition].add(lead_id)
+            if lead.get("live") and lead.get("alert") is None:
+                entry = (lead["deadline"], lead_id)
+                if push:
+                    heapq.heappush(self.deadlines[partition], entry)
+                else:
+                    self.deadlines[partition].append(entry)
+        else:
+            self.awaiting[partition].discard(lead_id)
+        if lead.get("alert") and lead["alert"] not in lead.get("published", ()):
+            self.unpublished.add((partition, lead_id))
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def apply(self, partition: int, offset: int, event: Any, now: float) -> bool:
+        """Update the lead an event concerns; True if it changed anything."""
+        lead_id = getattr(event, "lead_id", None)
+        if lead_id is None:
+            return False
+        created = isinstance(event, LeadCreated)
+        touch = is_touch(event, self.outbound_kinds)
+        if not (created or touch or isinstance(event, LeadAssigned)):
+            return False
+        lead = self.leads.cell(partition, lead_id)
+        if offset <= lead["wm"]:
+            return False  # the state already holds this event (replay after a crash)
+        before = contribution(lead)
+        before_created = lead.get("created")
+        at = event.occurred_at.timestamp()
+        if created:
+            self._on_created(lead, event, at, now)
+        elif touch:
+            self._on_touch(partition, lead_id, lead, event, at, now)
+        else:
+            lead["owner"] = event.rep_id  # reassignment moves the responsibility, not the clock
+            if event.team:
+                lead["team"] = event.team
+        self._refresh_response(lead)
+        after = contribution(lead)
+        if before_created is not None and before_created != lead.get("created"):
+            self.add(partition, offset, before_created, now, [(*k, -v) for k, v in before.items()])
+            self.add(partition, offset, lead["created"], now, [(*k, v) for k, v in after.items()])
+        elif lead.get("created") is not None:
+            deltas = contribution_change(before, after)
+            if deltas:
+                self.add(partition, offset, lead["created"], now, deltas)
+        self.leads.touch(partition, lead_id)
+        self._index(partition, lead_id, lead, push=True)
+        return True
+
+    def _on_created(self, lead: LeadState, event: LeadCreated, at: float, now: float) -> None:
+        first = lead.get("created") is None
+        if first or at < lead["created"]:
+            lead["created"] = at
+        lead["owner"] = lead.get("owner") or event.rep_id
+        lead["team"] = lead.get("team") or event.team
+        lead["source"] = lead.get("source") or event.source
+        if event.mql is not None:
+            lead["mql"] = event.mql
+        lead["deadline"] = self.deadline_of(lead["created"], lead.get("team") or UNASSIGNED)
+        if first:
+            lead["live"] = now <= lead["deadline"] + LIVE_GRACE_S
+
+    def _on_touch(self, partition: int, lead_id: str, lead: LeadState, event: Any, at: float, now: float) -> None:
+        if lead.get("touch") is not None and at >= lead["touch"]:
+            return
+        lead["touch"] = at
+        lead["touch_owner"] = lead.get("owner") or event.rep_id
+        if event.team and not lead.get("team"):
+            lead["team"] = event.team
+        if lead.get("alert") == "firing":
+            lead["alert"] = "resolved"
+            lead["resolved_at"] = now
+            self.unpublished.add((partition, lead_id))
+
+    def _refresh_response(self, lead: LeadState) -> None:
+        if lead.get("created") is not None and lead.get("touch") is not None:
+            team = lead.get("team") or UNASSIGNED
+            lead["response_s"] = max(0.0, self.business_seconds(lead["created"], lead["touch"], team))
+
+    # -- the clock ---------------------------------------------------------------------------------
+
+    def due_alerts(self, partitions: Iterable[int], now: float) -> int:
+        """Fire every live lead of these partitions that reached its deadline untouched; returns how many."""
+        fired = 0
+        for partition in partitions:
+            heap = self.deadlines.get(partition)
+            while heap and heap[0][0] <= now:
+                deadline, lead_id = heapq.heappop(heap)
+                lead = self.leads.get(partition, lead_id)
+                if (
+                    lead is None
+                    or lead.get("touch") is not None
+                    or lead.get("alert") is not None
+                    or not lead.get("live")
+                    or lead.get("deadline") != deadline
+                ):
+                    continue  # touched, already alerted, or its deadline moved (an earlier creation)
+                lead["alert"] = "firing"
+                lead["fired_at"] = now
+                self.leads.write(partition, lead_id)
+                self.unpublished.add((partition, lead_id))
+                fired += 1
+        return fired
+
+    def pending_alerts(self, owned: set[int]) -> list[tuple[int, str, dict[str, Any]]]:
+        """Alerts to publish now: (partition, lead id, contract alert JSON), oldest status first."""
+        out = []
+        for partition, lead_id in sorted(self.unpublished):
+            if partition not in owned:
+                continue
+            lead = self.leads.get(partition, lead_id)
+            if lead is None:
+                continue
+            published = lead.get("published", [])
+            for status in ("firing", "resolved"):
+                if status in published or not self._has_status(lead, status):
+                    continue
+                emitted = lead["fired_at"] if status == "firing" else lead["resolved_at"]
+                out.append((partition, lead_id, self.alert_json(lead_id, lead, status, emitted)))
+        return out
+
+    @staticmethod
+    def _has_status(lead: LeadState, status: str) -> bool:
+        return lead.get("alert") == status or (status == "firing" and lead.get("alert") == "resolved")
+
+    def alert_json(self, lead_id: str, lead: LeadState, status: str, emitted: float) -> dict[str, Any]:
+        """The contract's alert message for one lead and status."""
+        return {
+            "alert": "lead_response_sla",
+            "status": status,
+            "lead_id": lead_id,
+            "rep_id": responsible_rep(lead),
+            "team": lead.get("team") or UNASSIGNED,
+            "source": lead.get("source") or UNKNOWN_SOURCE,
+            "created_at": iso(lead["created"]),
+            "deadline": iso(lead["deadline"]),
+            "emitted_at": iso(emitted),
+            "age_seconds": round(emitted - lead["created"], 3),
+        }
+
+    def mark_published(self, partition: int, lead_id: str, status: str) -> None:
+        """Record durably that an alert status went out (so it never goes out again)."""
+        lead = self.leads.get(partition, lead_id)
+        if lead is None:
+            return
+        published = lead.setdefault("published", [])
+        if status not in published:
+            published.append(status)
+            self.leads.write(partition, lead_id)
+        if all(s in published for s in ("firing", "resolved") if self._has_status(lead, s)):
+            self.unpublished.discard((partition, lead_id))
+
+    # -- live gauges (Prometheus) ------------------------------------------------------------------
+
+    def awaiting_by_team(self, owned: Iterable[int], now: float) -> dict[str, tuple[int, float]]:
+        """Per team: live leads awaiting a first touch and the age of the oldest (seconds)."""
+        out: dict[str, tuple[int, float]] = {}
+        for partition in owned:
+            for lead_id in self.awaiting.get(partition, ()):
+                lead = self.leads.get(partition, lead_id)
+                if lead is None or not lead.get("live"):
+                    continue
+                team = lead.get("team") or UNASSIGNED
+                count, oldest = out.get(team, (0, 0.0))
+                out[team] = (count + 1, max(oldest, now - lead["created"]))
+        return out
+
+    def breaches(self, owned: Iterable[int], now: float) -> dict[tuple[str, str], int]:
+        """Per (team, rep): leads whose deadline passed without a touch (touched late, or still waiting)."""
+        totals: dict[tuple[str, str], int] = {}
+        for team_rep, fields in self.all_time(owned, "team_rep").items():
+            team, _, rep = team_rep.partition("\t")
+            if fields.get("late"):
+                totals[(team, rep)] = int(fields["late"])
+        for partition in owned:
+            for lead_id in self.awaiting.get(partition, ()):
+                lead = self.leads.get(partition, lead_id)
+                if lead is not None and lead["deadline"] <= now:
+                    key = (lead.get("team") or UNASSIGNED, responsible_rep(lead))
+                    totals[key] = totals.get(key, 0) + 1
+        return totals
+
+    # -- outputs -----------------------------------------------------------------------------------
+
+    def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
+        return {name: fields[name] for name in ADDITIVE_FIELDS if name in fields}
+
+    def expire(self, partition: int, now: float) -> int:
+        """Expire window cells, and lead states created (or last touched) before retention."""
+        expired = super().expire(partition, now)
+        cutoff = now - self.retention_s
+        for lead_id, lead in self.leads.items(partition):
+            newest = max(lead.get("created") or 0.0, lead.get("touch") or 0.0)
+            if newest < cutoff and (partition, lead_id) not in self.unpublished:
+                self.leads.delete(partition, lead_id)
+                self.awaiting.get(partition, set()).discard(lead_id)
+                expired += 1
+        return expired
+
+
+def merged_derived_fields(fields: Mapping[str, float]) -> dict[str, float]:
+    """Derived fields (rates, mean, p50/p90/p99) of merged additive fields: computed where merged."""
+    return derived_fields(fields)
