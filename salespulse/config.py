@@ -126,7 +126,9 @@ class BusinessHoursSpec(_Model):
         return value
 
     def to_business_hours(self) -> BusinessHours:
-        return BusinessHours(tz=ZoneInfo(self.timezone), weekly=self.hours.to_weekly(), holidays=frozenset(self.holidays))
+        return BusinessHours(
+            tz=ZoneInfo(self.timezone), weekly=self.hours.to_weekly(), holidays=frozenset(self.holidays)
+        )
 
 
 class BusinessHoursSection(_Model):
@@ -208,11 +210,15 @@ def load_config(path: Path | str | None) -> Config:
         problems = [(_dotted(err["loc"], data), _message(err)) for err in exc.errors()]
         lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
         first_key = problems[0][0] if problems else None
-        raise ConfigError(f"{path}: invalid config ({len(problems)} problem(s)):\n{lines}", path=path, key=first_key) from None
+        message = f"{path}: invalid config ({len(problems)} problem(s)):\n{lines}"
+        raise ConfigError(message, path=path, key=first_key) from None
 
 
 def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
-    """``('business_hours', 'teams', 'team.x', 'hours', 'mon', 0)`` → ``business_hours.teams."team.x".hours.mon[0]``."""
+    """A pydantic error location as a dotted TOML key.
+
+    ``('business_hours', 'teams', 'team.x', 'hours', 'mon', 0)`` → ``business_hours.teams."team.x".hours.mon[0]``.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int) and isinstance(data, list):

@@ -110,7 +110,7 @@ def _worker_services(
     redis_client = redis_client_for(settings.redis_url or "")
     runtime = WorkerRuntime(settings, registry, redis_client)
     readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
-    services: list[Service] = [runtime.flusher]
+    services: list[Service] = [runtime.flusher, runtime.alert_clock]
     webhook = None
     if with_ingest:
         event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)

@@ -115,7 +115,10 @@ class BusinessHours:
         if day not in self.holidays:
             for start, end in self.weekly.get(day.weekday(), ()):
                 opens = _local_to_utc(day, start, self.tz)
-                closes = _local_to_utc(day + _ONE_DAY, time.min, self.tz) if end == END_OF_DAY else _local_to_utc(day, end, self.tz)
+                if end == END_OF_DAY:
+                    closes = _local_to_utc(day + _ONE_DAY, time.min, self.tz)
+                else:
+                    closes = _local_to_utc(day, end, self.tz)
                 if closes > opens:  # an interval lying wholly inside a skipped hour is empty
                     out.append((opens, closes))
         result = tuple(out)
@@ -152,7 +155,7 @@ def add_business_seconds(hours: BusinessHours, start: datetime, seconds: float) 
                 if opens < start_utc:
                     opens = start_utc
                 available = closes - opens
-                if remaining <= available and False:
+                if remaining <= available:
                     return opens + remaining
                 remaining -= available
         else:
@@ -189,7 +192,9 @@ def is_open(hours: BusinessHours, at: datetime) -> bool:
         return True
     ordinal = at_utc.astimezone(hours.tz).date().toordinal()
     return any(
-        opens <= at_utc < closes for o in (ordinal - 1, ordinal, ordinal + 1) for opens, closes in hours._utc_intervals(o)
+        opens <= at_utc < closes
+        for day in (ordinal - 1, ordinal, ordinal + 1)
+        for opens, closes in hours._utc_intervals(day)
     )
 
 
@@ -219,7 +224,9 @@ def _normalise_day(day: int, intervals: Iterable[Any]) -> list[Interval]:
 
 
 def _fmt(t: time) -> str:
-    return "24:00" if t == END_OF_DAY else t.isoformat(timespec="minutes" if not (t.second or t.microsecond) else "auto")
+    if t == END_OF_DAY:
+        return "24:00"
+    return t.isoformat(timespec="minutes" if not (t.second or t.microsecond) else "auto")
 
 
 def _local_to_utc(day: date, wall: time, tz: tzinfo) -> datetime:

@@ -31,4 +31,30 @@ class ActivityPartial(BaseModel):
     updated_at: AwareDatetime
 
 
-METRIC_RECORDS: dict[str, type[BaseModel]] = {"activity": ActivityPartial}
+class LeadResponsePartial(BaseModel):
+    """One partition's lead-response fields for one rep, team or source in one window
+    (``salespulse.metrics.lead-response``), in the window of the leads' *creation*.
+
+    Fields are additive (sum the latest record of every partition); derive rates from the sums:
+    within-SLA rate = within_sla / created, contact coverage = touched / created, mean response =
+    response_sum_s / touched, quantiles from the ``le_*`` bucket counts (non-cumulative; ``le_300``
+    holds responses in (180, 300] s).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["lead_response"]
+    scope: Literal["rep", "team", "source"]
+    id: str
+    window: str = Field(
+        pattern=r"^(all|day:\d{4}-\d{2}-\d{2}|week:\d{4}-W\d{2}|month:\d{4}-\d{2}|rolling:(1h|24h|7d|30d))$"
+    )
+    partition: int = Field(ge=0)
+    watermark: int = Field(ge=-1)
+    counts: dict[str, float] = Field(
+        description="created, touched, within_sla, late, response_sum_s and le_<seconds> / le_inf bucket counts"
+    )
+    updated_at: AwareDatetime
+
+
+METRIC_RECORDS: dict[str, type[BaseModel]] = {"activity": ActivityPartial, "lead_response": LeadResponsePartial}

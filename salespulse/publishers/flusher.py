@@ -19,7 +19,7 @@ from salespulse.publishers.partials import Partial
 from salespulse.publishers.prometheus import WorkerHealth
 from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
-from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.windowed import WindowedFamily
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Flusher(Service):
 
     def __init__(
         self,
-        families: Sequence[ActivityFamily],
+        families: Sequence[WindowedFamily],
         owned: Callable[[], set[int]],
         redis: RedisPublisher,
         topics: TopicPublisher,

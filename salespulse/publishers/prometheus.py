@@ -7,13 +7,17 @@ dashboards aggregate with ``sum by``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from salespulse.metrics.lead_response import BUCKET_FIELDS, RESPONSE_BUCKETS
 from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.lead_response import LeadResponseFamily
 
 
 class ActivityCollector(Collector):
@@ -34,6 +38,53 @@ class ActivityCollector(Collector):
         yield metric
 
 
+class LeadResponseCollector(Collector):
+    """The contract's lead-response families from the state of owned partitions, at scrape time."""
+
+    def __init__(self, family: LeadResponseFamily, owned: Callable[[], Iterable[int]]) -> None:
+        self.family = family
+        self.owned = owned
+
+    def collect(self) -> Iterator[Any]:
+        owned = list(self.owned())
+        now = time.time()
+        created = CounterMetricFamily(
+            "salespulse_leads_created", "Leads created, by team and source.", labels=["team", "source"]
+        )
+        response = HistogramMetricFamily(
+            "salespulse_lead_response_seconds",
+            "Time from lead creation to first outbound touch (business seconds), by team and source.",
+            labels=["team", "source"],
+        )
+        for team_source, fields in sorted(self.family.all_time(owned, "team_source").items()):
+            team, _, source = team_source.partition("\t")
+            created.add_metric([team, source], fields.get("created", 0))
+            cumulative, buckets = 0.0, []
+            for name, bound in zip(BUCKET_FIELDS, (*RESPONSE_BUCKETS, float("inf"))):
+                cumulative += fields.get(name, 0)
+                buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+            response.add_metric([team, source], buckets, fields.get("response_sum_s", 0))
+        awaiting = GaugeMetricFamily(
+            "salespulse_leads_awaiting_response", "Live leads not yet touched, by team.", labels=["team"]
+        )
+        oldest = GaugeMetricFamily(
+            "salespulse_oldest_awaiting_lead_age_seconds", "Age of the oldest live untouched lead, by team.", labels=["team"]
+        )
+        for team, (count, age) in sorted(self.family.awaiting_by_team(owned, now).items()):
+            awaiting.add_metric([team], count)
+            oldest.add_metric([team], age)
+        breaches = CounterMetricFamily(
+            "salespulse_lead_response_sla_breaches",
+            "Leads whose first-touch deadline passed untouched, by team and responsible rep.",
+            labels=["team", "rep"],
+        )
+        for (team, rep), count in sorted(self.family.breaches(owned, now).items()):
+            breaches.add_metric([team, rep], count)
+        sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
+        sla.add_metric([], self.family.sla_s)
+        yield from (created, response, awaiting, oldest, breaches, sla)
+
+
 class WorkerHealth:
     """The worker's own operational metrics (for consumer-side alerting), registered on ``registry``."""
 
@@ -52,6 +103,9 @@ class WorkerHealth:
             "Duration of one publisher flush (render, Redis, metric topics).",
             registry=registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.alerts = Counter(
+            "salespulse_alerts_published", "SLA alerts published by this worker, by status.", ["status"], registry=registry
         )
         self.batch_events = Histogram(
             "salespulse_batch_events",

@@ -11,12 +11,12 @@ log = logging.getLogger(__name__)
 EVENTS_TOPIC = "salespulse.events"
 DLQ_TOPIC = "salespulse.events.dlq"
 ALERTS_TOPIC = "salespulse.alerts"
-METRIC_FAMILIES = ("activity",)
+METRIC_FAMILIES = ("activity", "lead_response")
 
 
 def metrics_topic(family: str) -> str:
-    """The metric topic of a family, e.g. ``salespulse.metrics.activity``."""
-    return f"salespulse.metrics.{family}"
+    """The metric topic of a family, e.g. ``salespulse.metrics.activity``, ``salespulse.metrics.lead-response``."""
+    return f"salespulse.metrics.{family.replace('_', '-')}"
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1) -> None:

@@ -7,20 +7,27 @@ Flow: ``take_events`` batch -> ``BatchProcessor`` (parse, dedup, families, chang
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from salespulse.config import Config, load_config
+from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
+from salespulse.metrics.lead_response import redis_derived_spec
+from salespulse.publishers.alerts import AlertClock, AlertSinks
 from salespulse.publishers.flusher import Flusher
-from salespulse.publishers.prometheus import ActivityCollector, WorkerHealth
+from salespulse.publishers.prometheus import ActivityCollector, LeadResponseCollector, WorkerHealth
 from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
 from salespulse.settings import Settings
 from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
+from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -54,6 +61,34 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def _deadline_function(config: Config, sla_s: float) -> Callable[[float, str], float]:
+    """A lead's first-touch deadline: creation + SLA in its team's business hours."""
+
+    def deadline_of(created: float, team: str) -> float:
+        hours = config.business_hours_for(team)
+        if hours.is_always_open:
+            return created + sla_s
+        return add_business_seconds(hours, _utc(created), sla_s).timestamp()
+
+    return deadline_of
+
+
+def _business_seconds_function(config: Config) -> Callable[[float, float, str], float]:
+    """Open seconds between two instants in a team's business hours (plain seconds around the clock)."""
+
+    def business_seconds(start: float, end: float, team: str) -> float:
+        hours = config.business_hours_for(team)
+        if hours.is_always_open or end <= start:
+            return max(0.0, end - start)
+        return business_seconds_between(hours, _utc(start), _utc(end))
+
+    return business_seconds
+
+
 class WorkerRuntime:
     """Everything a worker process runs, built explicitly from settings (no module-level app)."""
 
@@ -77,22 +112,42 @@ class WorkerRuntime:
                 help="salespulse metric cells and event-id dedup records, keyed '<partition>|<name>'",
             )
         )
+        config = load_config(settings.config)
+        retention_s = settings.retention_days * 86400
         self.activity = ActivityFamily(
-            CellStore(self.table, "activity"), settings.tz, retention_s=settings.retention_days * 86400
+            CellStore(self.table, "activity"), settings.tz, retention_s, team_of_rep=config.team_of_rep
         )
+        self.lead_response = LeadResponseFamily(
+            CellStore(self.table, "response"),
+            CellStore(self.table, "lead"),
+            settings.tz,
+            retention_s,
+            sla_s=config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds),
+            deadline_of=_deadline_function(config, config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)),
+            business_seconds=_business_seconds_function(config),
+            outbound_kinds=config.lead_response.outbound_activity_kinds,
+        )
+        families = [self.activity, self.lead_response]
         self.processor = BatchProcessor(
-            DedupIndex(self.table, settings.dedup_horizon_hours * 3600), [self.activity], self._dead_letter
+            DedupIndex(self.table, settings.dedup_horizon_hours * 3600), families, self._dead_letter
         )
         self.health = WorkerHealth(registry)
         registry.register(ActivityCollector(self.activity, self.owned_partitions))
+        registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
         self.flusher = Flusher(
-            [self.activity],
+            families,
             self.owned_partitions,
-            RedisPublisher(redis_client),
+            RedisPublisher(redis_client, derived={"lead_response": redis_derived_spec()}),
             TopicPublisher(settings.kafka_bootstrap),
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
             max_pending=settings.flush_max_updates,
+        )
+        self.alert_clock = AlertClock(
+            self.lead_response,
+            self.owned_partitions,
+            AlertSinks(redis_client, settings.kafka_bootstrap, one_record_batches=settings.use_tansu_workarounds),
+            self.health,
         )
         self.app.agent(self.events_topic, name="salespulse.count")(self._count)
         self.app.on_partitions_revoked.connect(self._on_revoked)

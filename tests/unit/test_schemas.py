@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import salespulse.models.schema_export as schema_export
+from salespulse.models.metrics import METRIC_RECORDS
 from salespulse.models.events import EVENT_TYPES, EventAdapter, event_to_json
 from salespulse.models.metrics import ActivityPartial
 from salespulse.models.schema_export import export_schemas, rendered_schemas, stale_schemas
@@ -48,7 +49,8 @@ def test_stale_schemas_runs_relative_to_the_repository_root(monkeypatch: pytest.
 def test_every_shipped_schema_file_is_rendered_from_a_model() -> None:
     shipped = {str(p.relative_to(SCHEMAS)) for p in SCHEMAS.rglob("*.json")}
     assert shipped == set(rendered_schemas())
-    assert {f"events/{t}.json" for t in EVENT_TYPES} | {"events/event.json", "metrics/activity.json"} == shipped
+    metrics = {f"metrics/{family}.json" for family in METRIC_RECORDS}
+    assert {f"events/{t}.json" for t in EVENT_TYPES} | {"events/event.json"} | metrics == shipped
 
 
 def test_stale_schemas_names_an_edited_and_a_missing_file(tmp_path: Path) -> None:

@@ -1,0 +1,153 @@
+"""SLA alerts out: ``salespulse.alerts`` (keyed by lead, in the lead's own partition) and Redis pub/sub.
+
+Each status of a lead's alert goes out once: the lead state records it as published only after both
+sinks took it; Redis guards its pub/sub message with ``HSETNX``; and before republishing what a
+crashed worker left unrecorded, the topic partition is read back for alerts already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from salespulse.publishers.prometheus import WorkerHealth
+from salespulse.streams.lead_response import LeadResponseFamily
+from salespulse.streams.topics import ALERTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+ALERTS_CHANNEL = "salespulse:alerts"
+_PUBLISH_ONCE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+  return 1
+end
+return 0
+"""
+_GUARD_TTL_S = 35 * 86400
+
+
+class AlertSinks:
+    """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
+
+    def __init__(self, redis_client: aioredis.Redis, bootstrap: str, one_record_batches: bool) -> None:
+        self.redis = redis_client
+        self.bootstrap = bootstrap
+        self.one_record_batches = one_record_batches
+        self._producer: AIOKafkaProducer | None = None
+        self._publish_once = redis_client.register_script(_PUBLISH_ONCE)
+
+    async def start(self) -> None:
+        # On Tansu, one record per batch keeps the end offsets right for the read-back below.
+        options: dict[str, Any] = {"max_batch_size": 1} if self.one_record_batches else {"linger_ms": 5}
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **options)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(self, alerts: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+        """Publish alerts to both sinks; raises if either did not take them all."""
+        assert self._producer is not None, "AlertSinks.start() was not awaited"
+        futures = []
+        for partition, lead_id, alert in alerts:
+            futures.append(
+                await self._producer.send(ALERTS_TOPIC, key=lead_id.encode(), value=orjson.dumps(alert), partition=partition)
+            )
+        await asyncio.gather(*futures)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, lead_id, alert in alerts:
+                await self._publish_once(
+                    keys=[f"salespulse:alert:{lead_id}"],
+                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def already_sent(self, partition: int) -> set[tuple[str, str]]:
+        """(lead id, status) of every alert already in the topic partition."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            tp = TopicPartition(ALERTS_TOPIC, partition)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            sent: set[tuple[str, str]] = set()
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for message in batch.get(tp, []):
+                    alert = orjson.loads(message.value)
+                    sent.add((alert["lead_id"], alert["status"]))
+            return sent
+        finally:
+            await consumer.stop()
+
+
+class AlertClock(Service):
+    """Fires due SLA alerts from the lead states of owned partitions and publishes them, every tick."""
+
+    def __init__(
+        self,
+        family: LeadResponseFamily,
+        owned: Callable[[], set[int]],
+        sinks: AlertSinks,
+        health: WorkerHealth,
+        tick_s: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.family = family
+        self.owned = owned
+        self.sinks = sinks
+        self.health = health
+        self.tick_s = tick_s
+        self._read_back: set[int] = set()
+
+    async def on_start(self) -> None:
+        await self.sinks.start()
+
+    async def on_stop(self) -> None:
+        await self.sinks.stop()
+
+    @Service.task
+    async def _tick(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.tick()
+            except Exception:  # the clock must outlive any single failure
+                self.health.publish_errors.labels("alerts").inc()
+                log.exception("alert tick failed")
+
+    async def tick(self, now: float | None = None) -> int:
+        """Fire what is due and publish what is unpublished; returns how many alerts went out."""
+        owned = self.owned()
+        self._read_back &= owned
+        self.family.due_alerts(owned, time.time() if now is None else now)
+        pending = self.family.pending_alerts(owned)
+        if not pending:
+            return 0
+        for partition in {p for p, _, _ in pending} - self._read_back:
+            # A previous owner may have sent these and crashed before recording it: read them back.
+            for lead_id, status in await self.sinks.already_sent(partition):
+                self.family.mark_published(partition, lead_id, status)
+            self._read_back.add(partition)
+        pending = self.family.pending_alerts(owned)
+        if pending:
+            await self.sinks.send(pending)
+            for partition, lead_id, alert in pending:
+                self.family.mark_published(partition, lead_id, alert["status"])
+                self.health.alerts.labels(alert["status"]).inc()
+        return len(pending)

@@ -1,0 +1,218 @@
+"""The SALESPULSE_CONFIG TOML file: parsing, defaults, per-team business hours and errors that name the key."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from salespulse.config import Config, ConfigError, load_config, parse_interval
+from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours, add_business_seconds
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.toml"
+OSLO = ZoneInfo("Europe/Oslo")
+
+FULL = """
+[business_hours.default]
+timezone = "Europe/Oslo"
+hours = { mon = ["09:00-17:00"], tue = ["09:00-12:00", "13:00-17:00"], wed = ["09:00-17:00"], thu = ["09:00-17:00"], fri = ["09:00-16:00"] }
+holidays = ["2026-12-24", "2026-12-25"]
+
+[business_hours.teams.team-apac]
+timezone = "Asia/Singapore"
+hours = { mon = ["08:00-18:00"], sat = ["10:00-24:00"] }
+
+[teams]
+rep-001 = "team-emea"
+rep-101 = "team-apac"
+
+[lead_response]
+sla_seconds = 600
+warn_fraction = 0.8
+outbound_activity_kinds = ["linkedin_message", "visit"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "salespulse.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return info.value
+
+
+# --- loading --------------------------------------------------------------------------------------------------
+
+
+def test_full_config_is_parsed_into_schedules_directory_and_sla(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+
+    default = config.business_hours_for("team-emea")
+    assert default.tz == OSLO
+    assert default.weekly[1] == [(time(9), time(12)), (time(13), time(17))]
+    assert default.weekly[4] == [(time(9), time(16))]
+    assert 5 not in default.weekly and 6 not in default.weekly
+    assert default.holidays == {date(2026, 12, 24), date(2026, 12, 25)}
+
+    apac = config.business_hours_for("team-apac")
+    assert apac.tz == ZoneInfo("Asia/Singapore")
+    assert apac.weekly == {0: [(time(8), time(18))], 5: [(time(10), END_OF_DAY)]}
+
+    assert config.team_of_rep == {"rep-001": "team-emea", "rep-101": "team-apac"}
+    assert config.team_for_rep("rep-101") == "team-apac"
+    assert config.team_for_rep("rep-999") is None
+    assert config.lead_response.sla_seconds == 600
+    assert config.lead_response.effective_sla_seconds(300) == 600
+    assert config.lead_response.warn_fraction == 0.8
+    assert config.lead_response.outbound_activity_kinds == {"linkedin_message", "visit"}
+
+
+def test_friday_evening_lead_is_due_monday_0905_with_configured_hours(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+    due = add_business_seconds(config.business_hours_for("team-emea"), datetime(2026, 6, 5, 19, tzinfo=OSLO), 300)
+    assert due.astimezone(OSLO).replace(tzinfo=None) == datetime(2026, 6, 8, 9, 5)
+
+
+def test_team_without_own_schedule_falls_back_to_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+    assert config.business_hours_for("team-nordics") is config.business_hours_for("team-emea")
+    assert config.business_hours_for(None).tz == OSLO
+    assert config.business_hours_for("team-apac") is not config.business_hours_for("team-nordics")
+
+
+def test_team_schedule_without_default_falls_back_to_around_the_clock(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[business_hours.teams.a]\ntimezone = "UTC"\nhours = { mon = ["09:00-17:00"] }\n'))
+    assert config.business_hours_for("a").weekly == {0: [(time(9), time(17))]}
+    assert config.business_hours_for("b").is_always_open
+
+
+def test_no_config_file_means_around_the_clock_and_env_sla() -> None:
+    config = load_config(None)
+    assert config.business_hours_for("any-team").is_always_open
+    assert config.business_hours_for("any-team") == BusinessHours.always()
+    assert config.team_of_rep == {}
+    assert config.lead_response.sla_seconds is None
+    assert config.lead_response.effective_sla_seconds(300) == 300
+    assert config.lead_response.warn_fraction is None
+    assert config.lead_response.outbound_activity_kinds == frozenset()
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_string_path_is_accepted(tmp_path: Path) -> None:
+    assert load_config(str(write(tmp_path, FULL))).lead_response.sla_seconds == 600
+
+
+def test_bare_toml_dates_are_accepted_as_holidays(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[business_hours.default]\ntimezone = "UTC"\nhours = {}\nholidays = [2026-05-17]\n'))
+    assert config.business_hours_for("x").holidays == {date(2026, 5, 17)}
+
+
+def test_reserved_sections_are_kept_as_raw_tables(tmp_path: Path) -> None:
+    text = '[pipelines.default]\nstages = ["new", "won"]\n[targets]\nx = 1\n[quotas.rep-001]\n"2026-06" = 100000\n[crm.hubspot]\nowner = { "123" = "rep-001" }\n'
+    config = load_config(write(tmp_path, text))
+    assert config.pipelines == {"default": {"stages": ["new", "won"]}}
+    assert config.targets == {"x": 1}
+    assert config.quotas == {"rep-001": {"2026-06": 100000}}
+    assert config.crm == {"hubspot": {"owner": {"123": "rep-001"}}}
+
+
+def test_documented_example_file_loads(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE)
+    assert config.business_hours_for("team-apac").tz == ZoneInfo("Asia/Singapore")
+    assert config.business_hours_for("team-support").is_always_open
+    assert config.business_hours_for("team-emea").tz == OSLO
+    assert date(2026, 12, 31) in config.business_hours_for("team-emea").holidays
+    assert config.lead_response.outbound_activity_kinds == {"linkedin_message", "visit"}
+
+
+def test_parse_interval_reads_24_00_as_end_of_day() -> None:
+    assert parse_interval("22:00-24:00") == (time(22), END_OF_DAY)
+    assert parse_interval(" 9:30 - 17:15 ") == (time(9, 30), time(17, 15))
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+
+
+def test_missing_file_error_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert info.value.path == path
+
+
+def test_directory_instead_of_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=str(tmp_path)):
+        load_config(tmp_path)
+
+
+def test_bad_toml_error_names_the_path_and_line(tmp_path: Path) -> None:
+    err = error_for(tmp_path, "[lead_response]\nsla_seconds = = 3\n")
+    assert "not valid TOML" in str(err)
+    assert str(tmp_path / "salespulse.toml") in str(err)
+    assert "line 2" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("colour = 1\n", "colour", "unknown key"),
+        ("[lead_response]\nsla_second = 300\n", "lead_response.sla_second", "unknown key"),
+        ("[lead_response]\nsla_seconds = -5\n", "lead_response.sla_seconds", "greater than 0"),
+        ("[lead_response]\nsla_seconds = \"300\"\n", "lead_response.sla_seconds", "integer"),
+        ("[lead_response]\nsla_seconds = 1.5\n", "lead_response.sla_seconds", "integer"),
+        ("[lead_response]\nwarn_fraction = 1.5\n", "lead_response.warn_fraction", "less than 1"),
+        ("[lead_response]\noutbound_activity_kinds = \"visit\"\n", "lead_response.outbound_activity_kinds", "set"),
+        ("[teams]\nrep-001 = 7\n", "teams.rep-001", "string"),
+        ("teams = [\"a\"]\n", "teams", "dictionary"),
+        ("pipelines = 3\n", "pipelines", "dictionary"),
+        ("[business_hours.default]\nhours = {}\n", "business_hours.default.timezone", "missing"),
+        ('[business_hours.default]\ntimezone = "UTC"\n', "business_hours.default.hours", "missing"),
+        ('[business_hours.default]\ntimezone = "Mars/Olympus"\nhours = {}\n', "business_hours.default.timezone", "unknown time zone"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = { monday = ["09:00-17:00"] }\n', "business_hours.default.hours.monday", "unknown key"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = { mon = ["9-17"] }\n', "business_hours.default.hours.mon[0]", "HH:MM-HH:MM"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = { mon = ["17:00-09:00"] }\n', "business_hours.default.hours.mon[0]", "start before it ends"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = { mon = ["09:00-25:00"] }\n', "business_hours.default.hours.mon[0]", "end time"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = { mon = "09:00-17:00" }\n', "business_hours.default.hours.mon", "list"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = { tue = ["09:00-13:00", "12:00-17:00"] }\n', "business_hours.default.hours.tue", "overlap"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = {}\nholidays = ["2026-13-01"]\n', "business_hours.default.holidays[0]", "date"),
+        ('[business_hours.default]\ntimezone = "UTC"\nhours = {}\nopen = true\n', "business_hours.default.open", "unknown key"),
+        ('[business_hours.teams.team-apac]\ntimezone = "Asia/Nowhere"\nhours = {}\n', "business_hours.teams.team-apac.timezone", "unknown time zone"),
+        ('[business_hours.teams."team.x"]\ntimezone = "UTC"\nhours = { sun = ["x"] }\n', 'business_hours.teams."team.x".hours.sun[0]', "HH:MM-HH:MM"),
+        ("[business_hours.weekend]\ntimezone = \"UTC\"\n", "business_hours.weekend", "unknown key"),
+    ],
+)
+def test_bad_value_error_names_the_dotted_key(tmp_path: Path, text: str, key: str, words: str) -> None:
+    err = error_for(tmp_path, text)
+    assert err.key == key
+    message = str(err)
+    assert str(tmp_path / "salespulse.toml") in message
+    assert f"  {key}: " in message
+    assert words in message
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    err = error_for(tmp_path, "[lead_response]\nsla_seconds = 0\nwarn_fraction = 2\n[teams]\nr = 1\n")
+    assert "3 problem(s)" in str(err)
+    for key in ("lead_response.sla_seconds", "lead_response.warn_fraction", "teams.r"):
+        assert f"  {key}: " in str(err)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_config_is_immutable(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+    with pytest.raises(Exception):
+        config.lead_response = None  # type: ignore[misc]
+    assert config.lead_response.sla_seconds == 600
