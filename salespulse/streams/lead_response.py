@@ -137,9 +137,10 @@ class LeadResponseFamily(WindowedFamily):
         elif touch:
             self._on_touch(partition, lead_id, lead, event, at, now)
         else:
-            lead["owner"] = event.rep_id  # reassignment moves the responsibility, not the clock
+            self._assign(lead, at, event.rep_id)  # reassignment moves the responsibility, not the clock
             if event.team:
                 lead["team"] = event.team
+        self._refresh_owners(lead)
         self._refresh_response(lead)
         after = contribution(lead)
         if before_created is not None and before_created != lead.get("created"):
@@ -157,7 +158,8 @@ class LeadResponseFamily(WindowedFamily):
         first = lead.get("created") is None
         if first or at < lead["created"]:
             lead["created"] = at
-        lead["owner"] = lead.get("owner") or event.rep_id
+        if event.rep_id:
+            self._assign(lead, at, event.rep_id)
         lead["team"] = lead.get("team") or event.team
         lead["source"] = lead.get("source") or event.source
         if event.mql is not None:
@@ -170,13 +172,32 @@ class LeadResponseFamily(WindowedFamily):
         if lead.get("touch") is not None and at >= lead["touch"]:
             return
         lead["touch"] = at
-        lead["touch_owner"] = lead.get("owner") or event.rep_id
+        lead["toucher"] = event.rep_id
         if event.team and not lead.get("team"):
             lead["team"] = event.team
         if lead.get("alert") == "firing":
             lead["alert"] = "resolved"
             lead["resolved_at"] = now
             self.unpublished.add((partition, lead_id))
+
+    @staticmethod
+    def _assign(lead: LeadState, at: float, rep: str) -> None:
+        owners = lead.setdefault("owners", [])
+        if [at, rep] not in owners:
+            owners.append([at, rep])
+            owners.sort()
+
+    @staticmethod
+    def _refresh_owners(lead: LeadState) -> None:
+        """Current owner, and the owner at the first touch in event time (assignments may arrive late)."""
+        owners = lead.get("owners") or []
+        lead["owner"] = owners[-1][1] if owners else None
+        touch = lead.get("touch")
+        if touch is None:
+            lead["touch_owner"] = None
+            return
+        before = [rep for at, rep in owners if at <= touch]
+        lead["touch_owner"] = before[-1] if before else (owners[0][1] if owners else lead.get("toucher"))
 
     def _refresh_response(self, lead: LeadState) -> None:
         if lead.get("created") is not None and lead.get("touch") is not None:
