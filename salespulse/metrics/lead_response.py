@@ -90,14 +90,14 @@ def contribution(lead: LeadState) -> dict[tuple[str, str, str], float]:
 
 def contribution_change(
     old: Mapping[tuple[str, str, str], float], new: Mapping[tuple[str, str, str], float]
-) -> list[tuple[str, str, str, float]]:
-    """``new - old`` as deltas, leaving out what did not change."""
-    deltas = []
+) -> list[tuple[str, str, dict[str, float]]]:
+    """``new - old`` as deltas ``(scope, id, {field: change})``, leaving out what did not change."""
+    grouped: dict[tuple[str, str], dict[str, float]] = {}
     for key in old.keys() | new.keys():
         change = new.get(key, 0) - old.get(key, 0)
         if change:
-            deltas.append((*key, change))
-    return deltas
+            grouped.setdefault((key[0], key[1]), {})[key[2]] = change
+    return [(scope, ident, fields) for (scope, ident), fields in grouped.items()]
 
 
 def quantile(fields: Mapping[str, float], q: float) -> float | None:

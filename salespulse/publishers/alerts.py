@@ -141,13 +141,13 @@ class AlertClock(Service):
             return 0
         for partition in {p for p, _, _ in pending} - self._read_back:
             # A previous owner may have sent these and crashed before recording it: read them back.
-            for lead_id, status in await self.sinks.already_sent(partition):
-                self.family.mark_published(partition, lead_id, status)
+            sent = await self.sinks.already_sent(partition)
+            self.family.mark_published((partition, lead_id, status) for lead_id, status in sent)
             self._read_back.add(partition)
         pending = self.family.pending_alerts(owned)
         if pending:
             await self.sinks.send(pending)
-            for partition, lead_id, alert in pending:
-                self.family.mark_published(partition, lead_id, alert["status"])
+            self.family.mark_published((partition, lead_id, alert["status"]) for partition, lead_id, alert in pending)
+            for _, _, alert in pending:
                 self.health.alerts.labels(alert["status"]).inc()
         return len(pending)

@@ -42,7 +42,8 @@ class ActivityFamily(WindowedFamily):
         if activity is None:
             return False
         rep, team, field = activity.rep, activity.team, activity.field
-        deltas = [("rep", rep, field, 1), ("team", team, field, 1), ("rep_team", f"{rep}{_REP_TEAM_SEP}{team}", field, 1)]
+        one = {field: 1}
+        deltas = [("rep", rep, one), ("team", team, one), ("rep_team", f"{rep}{_REP_TEAM_SEP}{team}", one)]
         self.add(partition, offset, event.occurred_at.timestamp(), now, deltas)  # type: ignore[attr-defined]
         return True
 

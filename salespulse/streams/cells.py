@@ -85,6 +85,11 @@ class CellStore:
         cell = self._cells[partition][name]
         self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
 
+    def write_many(self, partition: int, names: set[str]) -> None:
+        """Persist several cells now, keeping their watermarks."""
+        for name in names:
+            self.write(partition, name)
+
     def delete(self, partition: int, name: str) -> None:
         """Remove a cell from memory and (with a changelog tombstone) from the table."""
         if self._cells.get(partition, {}).pop(name, None) is not None:

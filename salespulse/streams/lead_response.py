@@ -32,6 +32,7 @@ from salespulse.metrics.lead_response import (
 )
 from salespulse.models.events import LeadAssigned, LeadCreated
 from salespulse.streams.cells import CellStore
+from salespulse.streams.record_log import RecordLog
 from salespulse.streams.windowed import Number, WindowedFamily
 
 FAMILY = "lead_response"
@@ -59,7 +60,7 @@ class LeadResponseFamily(WindowedFamily):
     def __init__(
         self,
         cells: CellStore,
-        leads: CellStore,
+        leads: CellStore | RecordLog,
         tz: ZoneInfo,
         retention_s: float,
         sla_s: float,
@@ -81,7 +82,7 @@ class LeadResponseFamily(WindowedFamily):
         self.unpublished: set[tuple[int, str]] = set()
 
     @property
-    def stores(self) -> tuple[CellStore, CellStore]:
+    def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
         """Write order: aggregates before the lead states they were derived from."""
         return (self.cells, self.leads)
 
@@ -126,12 +127,16 @@ class LeadResponseFamily(WindowedFamily):
         touch = is_touch(event, self.outbound_kinds)
         if not (created or touch or isinstance(event, LeadAssigned)):
             return False
-        lead = self.leads.cell(partition, lead_id)
+        at = event.occurred_at.timestamp()
+        lead = self.leads.get(partition, lead_id)
+        if lead is not None and touch and lead.get("touch") is not None and at >= lead["touch"]:
+            return False  # a follow-up touch: the first touch stands, nothing changes (the common case)
+        if lead is None:
+            lead = self.leads.cell(partition, lead_id)
         if offset <= lead["wm"]:
             return False  # the state already holds this event (replay after a crash)
         before = contribution(lead)
         before_created = lead.get("created")
-        at = event.occurred_at.timestamp()
         if created:
             self._on_created(lead, event, at, now)
         elif touch:
@@ -144,8 +149,8 @@ class LeadResponseFamily(WindowedFamily):
         self._refresh_response(lead)
         after = contribution(lead)
         if before_created is not None and before_created != lead.get("created"):
-            self.add(partition, offset, before_created, now, [(*k, -v) for k, v in before.items()])
-            self.add(partition, offset, lead["created"], now, [(*k, v) for k, v in after.items()])
+            self.add(partition, offset, before_created, now, contribution_change(before, {}))
+            self.add(partition, offset, lead["created"], now, contribution_change({}, after))
         elif lead.get("created") is not None:
             deltas = contribution_change(before, after)
             if deltas:
@@ -211,6 +216,7 @@ class LeadResponseFamily(WindowedFamily):
         fired = 0
         for partition in partitions:
             heap = self.deadlines.get(partition)
+            changed: set[str] = set()
             while heap and heap[0][0] <= now:
                 deadline, lead_id = heapq.heappop(heap)
                 lead = self.leads.get(partition, lead_id)
@@ -224,9 +230,11 @@ class LeadResponseFamily(WindowedFamily):
                     continue  # touched, already alerted, or its deadline moved (an earlier creation)
                 lead["alert"] = "firing"
                 lead["fired_at"] = now
-                self.leads.write(partition, lead_id)
+                changed.add(lead_id)
                 self.unpublished.add((partition, lead_id))
                 fired += 1
+            if changed:
+                self.leads.write_many(partition, changed)  # one changelog record per partition and tick
         return fired
 
     def pending_alerts(self, owned: set[int]) -> list[tuple[int, str, dict[str, Any]]]:
@@ -265,17 +273,21 @@ class LeadResponseFamily(WindowedFamily):
             "age_seconds": round(emitted - lead["created"], 3),
         }
 
-    def mark_published(self, partition: int, lead_id: str, status: str) -> None:
-        """Record durably that an alert status went out (so it never goes out again)."""
-        lead = self.leads.get(partition, lead_id)
-        if lead is None:
-            return
-        published = lead.setdefault("published", [])
-        if status not in published:
-            published.append(status)
-            self.leads.write(partition, lead_id)
-        if all(s in published for s in ("firing", "resolved") if self._has_status(lead, s)):
-            self.unpublished.discard((partition, lead_id))
+    def mark_published(self, published: Iterable[tuple[int, str, str]]) -> None:
+        """Record durably that these (partition, lead id, status) alerts went out, so never again."""
+        changed: dict[int, set[str]] = {}
+        for partition, lead_id, status in published:
+            lead = self.leads.get(partition, lead_id)
+            if lead is None:
+                continue
+            statuses = lead.setdefault("published", [])
+            if status not in statuses:
+                statuses.append(status)
+                changed.setdefault(partition, set()).add(lead_id)
+            if all(s in statuses for s in ("firing", "resolved") if self._has_status(lead, s)):
+                self.unpublished.discard((partition, lead_id))
+        for partition, names in changed.items():
+            self.leads.write_many(partition, names)
 
     # -- live gauges (Prometheus) ------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The shared shape of windowed metric families: numeric fields per scope id, per event-time window.
 
-A family turns each admitted event into *deltas* ``(scope, id, field, value)`` at an instant (usually
+A family turns each admitted event into *deltas* ``(scope, id, {field: change})`` at an instant (usually
 the event's ``occurred_at``; for lead response, the lead's creation). ``add`` applies them to every
 window cell of that instant: ``all|-``, ``hour|<utc hour>`` (for rolling spans), ``day``, ``week`` and
 ``month`` in the configured time zone. Each cell skips offsets it already holds (``wm``), so replays
@@ -21,7 +21,7 @@ from salespulse.publishers.partials import Partial
 from salespulse.streams.cells import Cell, CellStore
 
 Number = int | float
-Delta = tuple[str, str, str, Number]  # (scope, id, field, value)
+Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
 # A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.
 Dirty = tuple[int, str, str, str, str]
 WindowSpec = tuple[str, str, str, float | None]  # (grain, bucket, cell name, window end epoch)
@@ -96,14 +96,15 @@ class WindowedFamily:
             cell = self.cells.cell(partition, name)
             if offset <= cell["wm"]:
                 continue  # already applied before a crash: replay must not count it twice
-            for scope, ident, field, value in deltas:
+            for scope, ident, changes in deltas:
                 if grain != "all" and scope in all_time_only:
                     continue
                 try:
                     fields = cell[scope][ident]
                 except KeyError:
                     fields = cell.setdefault(scope, {}).setdefault(ident, {})
-                fields[field] = fields.get(field, 0) + value
+                for field, value in changes.items():
+                    fields[field] = fields.get(field, 0) + value
                 if scope not in published:
                     continue
                 if grain == "hour":

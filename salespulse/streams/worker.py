@@ -28,6 +28,7 @@ from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.lead_response import LeadResponseFamily
+from salespulse.streams.record_log import RecordLog
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -119,7 +120,7 @@ class WorkerRuntime:
         )
         self.lead_response = LeadResponseFamily(
             CellStore(self.table, "response"),
-            CellStore(self.table, "lead"),
+            RecordLog(self.table, "leads"),
             settings.tz,
             retention_s,
             sla_s=config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds),

@@ -1,0 +1,152 @@
+"""Many small per-key states stored as one changelog record per batch (a per-partition delta log).
+
+``CellStore`` writes one table row per cell: right for a few aggregate cells per batch, but one row
+per lead would make every new lead a changelog write. ``RecordLog`` keeps the same interface and
+writes every state changed in a batch as one record ``"<p>|<prefix>|<seq>"`` (a growing sequence);
+loading replays the records in sequence order, later states winning. A record whose every state was
+rewritten by a later one is deleted, so the log stays about as large as the live states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+
+import orjson
+
+from salespulse.streams.cells import Cell
+from salespulse.streams.tables import table_key
+
+_MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
+
+
+class RecordLog:
+    """Working copy of per-key states of owned partitions, persisted as batch records."""
+
+    def __init__(self, table: MutableMapping[str, bytes], prefix: str) -> None:
+        self._table = table
+        self._prefix = prefix
+        self._states: dict[int, dict[str, Cell]] = {}
+        self._touched: dict[int, set[str]] = {}
+        self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
+        self._live: dict[int, dict[int, int]] = {}  # seq -> how many latest states it holds
+        self._next_seq: dict[int, int] = {}
+
+    def _key(self, partition: int, seq: int) -> str:
+        return table_key(partition, f"{self._prefix}|{seq:012d}")
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._states)
+
+    def load_partition(self, partition: int) -> int:
+        """Replay a partition's records; returns the highest state watermark seen."""
+        wanted = f"{partition}|{self._prefix}|"
+        records: list[tuple[int, dict[str, Cell | None]]] = []
+        for key in list(self._table.keys()):
+            if isinstance(key, str) and key.startswith(wanted):
+                raw = self._table.get(key)
+                if raw is not None:
+                    records.append((int(key[len(wanted):]), orjson.loads(raw)))
+        records.sort(key=lambda item: item[0])
+        states: dict[str, Cell] = {}
+        where: dict[str, int] = {}
+        for seq, changes in records:
+            for name, state in changes.items():
+                where[name] = seq
+                if state is None:
+                    states.pop(name, None)
+                else:
+                    states[name] = state
+        live: dict[int, int] = {seq: 0 for seq, _ in records}
+        for name, seq in where.items():
+            if name in states:
+                live[seq] += 1
+        self._states[partition] = states
+        self._touched[partition] = set()
+        self._where[partition] = {name: seq for name, seq in where.items() if name in states}
+        self._live[partition] = live
+        self._next_seq[partition] = (records[-1][0] + 1) if records else 0
+        for seq, count in list(live.items()):
+            if count == 0:
+                self._drop_record(partition, seq)
+        return max((state.get("wm", -1) for state in states.values()), default=-1)
+
+    def drop_partition(self, partition: int) -> None:
+        for store in (self._states, self._touched, self._where, self._live, self._next_seq):
+            store.pop(partition, None)  # type: ignore[attr-defined]
+
+    def cell(self, partition: int, name: str) -> Cell:
+        states = self._states[partition]
+        found = states.get(name)
+        if found is None:
+            found = states[name] = {"wm": -1}
+        return found
+
+    def get(self, partition: int, name: str) -> Cell | None:
+        return self._states.get(partition, {}).get(name)
+
+    def touch(self, partition: int, name: str) -> None:
+        self._touched[partition].add(name)
+
+    def write_touched(self, partition: int, watermark: int) -> int:
+        """Persist every touched state with ``wm = watermark`` as one record (or a few); returns records written."""
+        touched = self._touched[partition]
+        states = self._states[partition]
+        for name in touched:
+            states[name]["wm"] = watermark
+        written = self._write(partition, {name: states[name] for name in touched})
+        touched.clear()
+        return written
+
+    def write(self, partition: int, name: str) -> None:
+        """Persist one state now, keeping its watermark (a change driven by the clock)."""
+        self._write(partition, {name: self._states[partition][name]})
+
+    def write_many(self, partition: int, names: set[str]) -> None:
+        """Persist several states now as one record, keeping their watermarks."""
+        states = self._states[partition]
+        self._write(partition, {name: states[name] for name in names if name in states})
+
+    def delete(self, partition: int, name: str) -> None:
+        """Forget a state, with a record that says so."""
+        if self._states.get(partition, {}).pop(name, None) is not None:
+            self._touched[partition].discard(name)
+            self._write(partition, {name: None})
+
+    def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
+        return iter(list(self._states.get(partition, {}).items()))
+
+    def _write(self, partition: int, changes: dict[str, Cell | None]) -> int:
+        if not changes:
+            return 0
+        names = list(changes)
+        written = 0
+        for start in range(0, len(names), _MAX_STATES_PER_RECORD):
+            chunk = {name: changes[name] for name in names[start : start + _MAX_STATES_PER_RECORD]}
+            seq = self._next_seq[partition]
+            self._next_seq[partition] = seq + 1
+            self._table[self._key(partition, seq)] = orjson.dumps(chunk)
+            written += 1
+            live = self._live[partition]
+            where = self._where[partition]
+            live[seq] = 0
+            for name, state in chunk.items():
+                previous = where.pop(name, None)
+                if previous is not None and previous in live:
+                    live[previous] -= 1
+                    if live[previous] == 0:
+                        self._drop_record(partition, previous)
+                if state is not None:
+                    where[name] = seq
+                    live[seq] += 1
+            if live[seq] == 0:
+                self._drop_record(partition, seq)
+        return written
+
+    def _drop_record(self, partition: int, seq: int) -> None:
+        # Superseded records go; a deleted state that an older record still holds comes back on
+        # reload only to be expired again (expiry is decided by the state itself).
+        self._live[partition].pop(seq, None)
+        key = self._key(partition, seq)
+        if key in self._table:
+            del self._table[key]
