@@ -1,17 +1,18 @@
 -- Set per-partition partials and rewrite their totals, atomically (salespulse, docs/outputs.md).
--- ARGV: channel, family, partition, derived spec (JSON or ''), n, then n times:
---       key, watermark, ttl_s, nfields, field, value, ...
+-- ARGV: channel, family, derived spec (JSON or ''), n, then n times:
+--       key, ttl_s, nparts, then nparts times: partition, watermark, nfields, field, value, ...
 -- For each key K: hash "K#p<partition>" holds that partition's absolute values and "_wm"; set
--- "K#parts" names every partial hash; hash K is the field-wise sum of all partials. A partial with
--- a lower watermark than the stored one is stale (from a worker that lost the partition) and ignored.
+-- "K#parts" names every partial hash; hash K is the field-wise sum of all partials, rewritten once
+-- per key whatever number of its partials changed. A partial with a lower watermark than the stored
+-- one is stale (from a worker that has since lost the partition) and ignored.
 -- Derived fields (rates, quantiles) are computed from the merged totals, never summed:
 -- spec {"ratios": [[name, numerator, denominator]], "quantiles": [[name, q]],
 --       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts).
-local channel, family, partition = ARGV[1], ARGV[2], ARGV[3]
+local channel, family = ARGV[1], ARGV[2]
 local spec = nil
-if ARGV[4] ~= '' then spec = cjson.decode(ARGV[4]) end
-local n = tonumber(ARGV[5])
-local i = 6
+if ARGV[3] ~= '' then spec = cjson.decode(ARGV[3]) end
+local n = tonumber(ARGV[4])
+local i = 5
 
 local function quantile(total, buckets, q)
   local count = 0
@@ -46,22 +47,33 @@ local function derive(total, order)
     end
   end
 end
+
 local changed = {}
 for _ = 1, n do
-  local key, wm, ttl, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  i = i + 4
-  local pkey = key .. '#p' .. partition
+  local key, ttl, nparts = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  i = i + 3
   local parts = key .. '#parts'
-  local stored = tonumber(redis.call('HGET', pkey, '_wm') or '-1')
-  if wm >= stored then
-    redis.call('DEL', pkey)
-    local args = {'_wm', tostring(wm)}
-    for j = 0, nf - 1 do
-      args[#args + 1] = ARGV[i + 2 * j]
-      args[#args + 1] = ARGV[i + 2 * j + 1]
+  local any = false
+  for _ = 1, nparts do
+    local partition, wm, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    i = i + 3
+    local pkey = key .. '#p' .. partition
+    local stored = tonumber(redis.call('HGET', pkey, '_wm') or '-1')
+    if wm >= stored then
+      redis.call('DEL', pkey)
+      local args = {'_wm', tostring(wm)}
+      for j = 0, nf - 1 do
+        args[#args + 1] = ARGV[i + 2 * j]
+        args[#args + 1] = ARGV[i + 2 * j + 1]
+      end
+      redis.call('HSET', pkey, unpack(args))
+      redis.call('SADD', parts, pkey)
+      if ttl > 0 then redis.call('EXPIRE', pkey, ttl) end
+      any = true
     end
-    redis.call('HSET', pkey, unpack(args))
-    redis.call('SADD', parts, pkey)
+    i = i + 2 * nf
+  end
+  if any then
     local total, order = {}, {}
     for _, part in ipairs(redis.call('SMEMBERS', parts)) do
       local kv = redis.call('HGETALL', part)
@@ -84,17 +96,13 @@ for _ = 1, n do
       targs[#targs + 1] = string.format('%.15g', total[f])
       values[f] = total[f]
     end
-    if #targs > 0 then
-      redis.call('HSET', key, unpack(targs))
-    end
+    if #targs > 0 then redis.call('HSET', key, unpack(targs)) end
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)
-      redis.call('EXPIRE', pkey, ttl)
       redis.call('EXPIRE', parts, ttl)
     end
     changed[#changed + 1] = {key = key, values = values}
   end
-  i = i + 2 * nf
 end
 if #changed > 0 and channel ~= '' then
   redis.call('PUBLISH', channel, cjson.encode({family = family, updates = changed}))

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from salespulse.publishers.partials import Partial
 
 UPDATES_CHANNEL = "salespulse:updates"
-_UPDATES_PER_CALL = 250
+_KEYS_PER_CALL = 250
 
 
 class RedisPublisher:
@@ -39,20 +39,22 @@ class RedisPublisher:
         """Merge the partials in one pipelined round trip; returns how many keys changed."""
         if not partials:
             return 0
-        groups: dict[tuple[str, int], list[Partial]] = defaultdict(list)
+        # One script entry per key with all its partitions' partials: its total is rewritten once.
+        by_family: dict[str, dict[str, list[Partial]]] = defaultdict(lambda: defaultdict(list))
         for partial in partials:
-            groups[(partial.family, partial.partition)].append(partial)
+            by_family[partial.family][partial.redis_key].append(partial)
         async with self.client.pipeline(transaction=False) as pipe:
-            for (family, partition), group in groups.items():
-                for start in range(0, len(group), _UPDATES_PER_CALL):
-                    chunk = group[start : start + _UPDATES_PER_CALL]
-                    args: list[str | int | float] = [
-                        self.channel, family, partition, self.derived.get(family, ""), len(chunk)
-                    ]
-                    for partial in chunk:
-                        args += (partial.redis_key, partial.watermark, partial.ttl_s, len(partial.fields))
-                        for name, value in partial.fields.items():
-                            args += (name, value)
+            for family, keys in by_family.items():
+                items = list(keys.items())
+                for start in range(0, len(items), _KEYS_PER_CALL):
+                    chunk = items[start : start + _KEYS_PER_CALL]
+                    args: list[str | int | float] = [self.channel, family, self.derived.get(family, ""), len(chunk)]
+                    for key, group in chunk:
+                        args += (key, max(p.ttl_s for p in group), len(group))
+                        for partial in group:
+                            args += (partial.partition, partial.watermark, len(partial.fields))
+                            for name, value in partial.fields.items():
+                                args += (name, value)
                     await self._script(keys=[], args=args, client=pipe)
             results = await pipe.execute()
         return sum(int(r) for r in results)

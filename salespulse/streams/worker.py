@@ -31,6 +31,7 @@ from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.record_log import RecordLog
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
+from salespulse.streams.transport import SalespulseApp
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings, registry: CollectorRegistry, redis_client: aioredis.Redis) -> None:
         self.settings = settings
-        self.app = faust.App(settings.app_id, **faust_settings(settings))
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+        self.app = SalespulseApp(settings.app_id, fetch_max_wait_ms=100, **faust_settings(settings))
         self.events_topic = self.app.topic(
             EVENTS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
