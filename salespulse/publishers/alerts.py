@@ -39,17 +39,14 @@ _GUARD_TTL_S = 35 * 86400
 class AlertSinks:
     """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
 
-    def __init__(self, redis_client: aioredis.Redis, bootstrap: str, one_record_batches: bool) -> None:
+    def __init__(self, redis_client: aioredis.Redis, bootstrap: str) -> None:
         self.redis = redis_client
         self.bootstrap = bootstrap
-        self.one_record_batches = one_record_batches
         self._producer: AIOKafkaProducer | None = None
         self._publish_once = redis_client.register_script(_PUBLISH_ONCE)
 
     async def start(self) -> None:
-        # On Tansu, one record per batch keeps the end offsets right for the read-back below.
-        options: dict[str, Any] = {"max_batch_size": 1} if self.one_record_batches else {"linger_ms": 5}
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **options)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -83,11 +80,16 @@ class AlertSinks:
             tp = TopicPartition(ALERTS_TOPIC, partition)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
             sent: set[tuple[str, str]] = set()
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                for message in batch.get(tp, []):
+            # Read until the partition stays quiet, not up to its end offset: Tansu reports end
+            # offsets of multi-record batches wrong. Alerts are written before they are recorded,
+            # so everything this must find is already in the log.
+            idle = 0
+            while idle < 2:
+                batch = await consumer.getmany(tp, timeout_ms=300)
+                messages = batch.get(tp, [])
+                idle = 0 if messages else idle + 1
+                for message in messages:
                     alert = orjson.loads(message.value)
                     sent.add((alert["lead_id"], alert["status"]))
             return sent

@@ -149,7 +149,7 @@ class WorkerRuntime:
         self.alert_clock = AlertClock(
             self.lead_response,
             self.owned_partitions,
-            AlertSinks(redis_client, settings.kafka_bootstrap, one_record_batches=settings.use_tansu_workarounds),
+            AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
         )
         self.app.agent(self.events_topic, name="salespulse.count")(self._count)
