@@ -118,19 +118,9 @@ def _worker_services(
         webhook = GenericWebhook(event_log, _secret(settings), registry)
         services.insert(0, EventLogService(event_log))
     else:
-        readiness["kafka"] = _faust_readiness(runtime.app)
+        readiness["kafka"] = runtime.flusher.topics.ping
     services.append(HttpServer(build_http_app(registry, readiness, webhook), settings.http_host, settings.http_port))
     return runtime.app, services
-
-
-def _faust_readiness(app: faust.App) -> Any:
-    async def check() -> bool:
-        try:
-            return bool(await asyncio.wait_for(app.producer.client.fetch_all_metadata(), 2.0))  # type: ignore[attr-defined]
-        except Exception:
-            return False
-
-    return check
 
 
 def _secret(settings: Settings) -> str | None:

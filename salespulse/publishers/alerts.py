@@ -106,7 +106,7 @@ class AlertClock(Service):
         owned: Callable[[], set[int]],
         sinks: AlertSinks,
         health: WorkerHealth,
-        tick_s: float = 0.2,
+        tick_s: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -115,7 +115,6 @@ class AlertClock(Service):
         self.sinks = sinks
         self.health = health
         self.tick_s = tick_s
-        self._read_back: set[int] = set()
 
     async def on_start(self) -> None:
         await self.sinks.start()
@@ -136,16 +135,14 @@ class AlertClock(Service):
     async def tick(self, now: float | None = None) -> int:
         """Fire what is due and publish what is unpublished; returns how many alerts went out."""
         owned = self.owned()
-        self._read_back &= owned
-        self.family.due_alerts(owned, time.time() if now is None else now)
-        pending = self.family.pending_alerts(owned)
-        if not pending:
-            return 0
-        for partition in {p for p, _, _ in pending} - self._read_back:
+        inherited = sorted(self.family.inherited_unpublished & owned)
+        if inherited:
             # A previous owner may have sent these and crashed before recording it: read them back.
-            sent = await self.sinks.already_sent(partition)
-            self.family.mark_published((partition, lead_id, status) for lead_id, status in sent)
-            self._read_back.add(partition)
+            sent = await asyncio.gather(*(self.sinks.already_sent(p) for p in inherited))
+            for partition, pairs in zip(inherited, sent):
+                self.family.mark_published((partition, lead_id, status) for lead_id, status in pairs)
+                self.family.inherited_unpublished.discard(partition)
+        self.family.due_alerts(owned, time.time() if now is None else now)
         pending = self.family.pending_alerts(owned)
         if pending:
             await self.sinks.send(pending)

@@ -44,3 +44,12 @@ class TopicPublisher:
         ]
         await asyncio.gather(*futures)
         return len(futures)
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """True if the broker answers a metadata request (readiness of the worker role)."""
+        if self._producer is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s))
+        except Exception:
+            return False

@@ -80,6 +80,8 @@ class LeadResponseFamily(WindowedFamily):
         self.deadlines: dict[int, list[tuple[float, str]]] = {}
         #: (partition, lead id) of leads with an alert status not yet published.
         self.unpublished: set[tuple[int, str]] = set()
+        #: Partitions loaded with unpublished alerts: a previous owner may have sent them unrecorded.
+        self.inherited_unpublished: set[int] = set()
 
     @property
     def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
@@ -95,12 +97,15 @@ class LeadResponseFamily(WindowedFamily):
         for lead_id, lead in self.leads.items(partition):
             self._index(partition, lead_id, lead)
         heapq.heapify(self.deadlines[partition])
+        if any(p == partition for p, _ in self.unpublished):
+            self.inherited_unpublished.add(partition)
 
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
         self.awaiting.pop(partition, None)
         self.deadlines.pop(partition, None)
         self.unpublished = {entry for entry in self.unpublished if entry[0] != partition}
+        self.inherited_unpublished.discard(partition)
 
     def _index(self, partition: int, lead_id: str, lead: LeadState, push: bool = False) -> None:
         if lead.get("created") is not None and lead.get("touch") is None:
