@@ -22,5 +22,6 @@ if ! command -v promtool >/dev/null 2>&1; then
     exit 2
   fi
 fi
+.venv/bin/ruff check salespulse tests bench
 .venv/bin/salespulse schemas --check
 exec .venv/bin/python -m pytest -q "$@"

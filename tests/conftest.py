@@ -7,6 +7,7 @@ and cannot outlive it. Their logs go to pytest's base temp dir (``embedded*/``).
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -25,6 +26,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     """
     log_dir = tmp_path_factory.mktemp("embedded-broker")
     b = EmbeddedBroker(log_path=log_dir / "tansu.log")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own: it starts in milliseconds, and no topic leaks between tests."""
+    b = EmbeddedBroker(log_path=tmp_path / "tansu.log")
     b.start()
     try:
         yield b

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from salespulse.models.events import Event, event_to_json
-from salespulse.streams.topics import EVENTS_TOPIC
+from salespulse.streams.topics import EVENTS_TOPIC, broker_reachable
 
 
 class EventLogUnavailable(Exception):
@@ -64,11 +64,6 @@ class EventLog:
         for event in events:
             self.published.labels(event.type).inc()
 
-    async def ping(self, timeout_s: float = 2.0) -> bool:
+    async def ping(self) -> bool:
         """True if the broker answers a metadata request."""
-        if self._producer is None:
-            return False
-        try:
-            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s))
-        except Exception:
-            return False
+        return await broker_reachable(self._producer)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from salespulse.handlers.event_log import EventLog, EventLogUnavailable
 from salespulse.handlers.signatures import SIGNATURE_HEADER, SignatureError, verify
+from salespulse.models.errors import field_errors
 from salespulse.models.events import MAX_FUTURE_SKEW, Event, EventAdapter
 from salespulse.settings import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, SIGNATURE_TOLERANCE_SECONDS
 
@@ -27,17 +28,9 @@ def json_response(body: dict[str, Any], status: int) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def field_errors(index: int, exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic's errors for one event as ``{"index", "field", "message", "type"}`` (union tag left out)."""
-    errors = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = [str(part) for part in error["loc"]]
-        if loc and "." in loc[0]:
-            loc = loc[1:]  # the event type the union matched, not a field
-        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc = ["type"]
-        errors.append({"index": index, "field": ".".join(loc), "message": error["msg"], "type": error["type"]})
-    return errors
+def indexed_field_errors(index: int, exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors of the event at ``index`` of the request, as the 400 body lists them."""
+    return [{"index": index, "field": e.field, "message": e.message, "type": e.type} for e in field_errors(exc)]
 
 
 class RejectedRequest(Exception):
@@ -71,7 +64,7 @@ def parse_events(body: bytes) -> list[Event]:
         try:
             event = EventAdapter.validate_python(item)
         except ValidationError as exc:
-            errors += field_errors(index, exc)
+            errors += indexed_field_errors(index, exc)
             continue
         if event.occurred_at > latest:
             errors.append(

@@ -9,7 +9,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from salespulse.publishers.partials import Partial
-from salespulse.streams.topics import metrics_topic
+from salespulse.streams.topics import broker_reachable, metrics_topic
 
 
 class TopicPublisher:
@@ -45,11 +45,6 @@ class TopicPublisher:
         await asyncio.gather(*futures)
         return len(futures)
 
-    async def ping(self, timeout_s: float = 2.0) -> bool:
-        """True if the broker answers a metadata request (readiness of the worker role)."""
-        if self._producer is None:
-            return False
-        try:
-            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s))
-        except Exception:
-            return False
+    async def ping(self) -> bool:
+        """True if the broker answers (readiness of the worker role)."""
+        return await broker_reachable(self._producer)

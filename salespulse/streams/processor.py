@@ -17,6 +17,7 @@ from typing import Protocol
 import orjson
 from pydantic import ValidationError
 
+from salespulse.models.errors import field_errors
 from salespulse.models.events import event_from_json
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
@@ -68,16 +69,8 @@ class BatchStats:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """A one-line reason naming each bad field (the union tag of the location left out)."""
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = [str(p) for p in error["loc"]]
-        if loc and "." in loc[0]:
-            loc = loc[1:]  # the event type the union matched, not a field
-        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc = ["type"]
-        parts.append(f"{'.'.join(loc) or '(event)'}: {error['msg']}")
-    return "; ".join(parts)
+    """A one-line reason naming each bad field, for the dead-letter record."""
+    return "; ".join(f"{e.field or '(event)'}: {e.message}" for e in field_errors(exc))
 
 
 class BatchProcessor:

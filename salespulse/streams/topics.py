@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import asyncio
+
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 log = logging.getLogger(__name__)
@@ -40,3 +43,13 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
             log.info("created topics %s", ", ".join(t.name for t in missing))
     finally:
         await admin.close()
+
+
+async def broker_reachable(producer: AIOKafkaProducer | None, timeout_s: float = 2.0) -> bool:
+    """True if the broker answers a metadata request on this producer's connection (readiness)."""
+    if producer is None:
+        return False
+    try:
+        return bool(await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s))
+    except Exception:
+        return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -30,16 +30,6 @@ def lead(lead_id: str, team: str = "emea", rep: str = "rep-1", source: str = "go
 def touch(lead_id: str, rep: str = "rep-1", at: str | None = None, n: int = 0) -> dict:
     return {"event_id": f"call-{lead_id}-{n}", "type": "call.logged", "occurred_at": at or now_iso(),
             "lead_id": lead_id, "rep_id": rep, "outcome": "no_answer"}
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def env_for(broker: EmbeddedBroker, redis_server: EmbeddedRedis, unique_id: str) -> dict[str, str]:

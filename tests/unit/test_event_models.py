@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from salespulse.handlers.webhooks import RejectedRequest, field_errors, parse_events
+from salespulse.handlers.webhooks import RejectedRequest, indexed_field_errors, parse_events
 from salespulse.models.events import (
     EVENT_MODELS,
     EVENT_TYPES,
@@ -169,7 +169,7 @@ def rejected_fields(item: Any) -> list[str]:
 def errors_of(item: dict[str, Any]) -> list[dict[str, Any]]:
     with pytest.raises(ValidationError) as info:
         EventAdapter.validate_python(item)
-    return field_errors(0, info.value)
+    return indexed_field_errors(0, info.value)
 
 
 # --- the examples -----------------------------------------------------------------------------------------------
@@ -481,7 +481,7 @@ def test_event_to_json_keeps_set_optional_fields_and_the_offset() -> None:
 def test_event_from_json_raises_naming_the_bad_field() -> None:
     with pytest.raises(ValidationError) as info:
         event_from_json(orjson.dumps(example("call.logged", rep_id=None)))
-    assert [e["field"] for e in field_errors(0, info.value)] == ["rep_id"]
+    assert [e["field"] for e in indexed_field_errors(0, info.value)] == ["rep_id"]
 
 
 _id_text = st.text(
