@@ -8,22 +8,11 @@ offsets), has no transactions / idempotent producer, and Faust should run with
 
 from __future__ import annotations
 
-import asyncio
-import os
 import socket
 import struct
-import subprocess
-import time
-from pathlib import Path
-from types import TracebackType
 
-from salespulse.embedded.ports import (
-    free_port,
-    log_tail,
-    spawn_tied_to_parent,
-    terminate_process,
-    wait_for_port,
-)
+from salespulse.embedded.managed import ManagedServer
+from salespulse.embedded.ports import wait_for_port
 
 __all__ = ["EmbeddedBroker", "broker_binary", "kafka_metadata_probe"]
 
@@ -100,33 +89,16 @@ def kafka_metadata_probe(host: str, port: int, timeout_s: float = 2.0) -> list[t
 # --------------------------------------------------------------------------- the broker
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(ManagedServer):
     """A Tansu broker subprocess on ``host:port`` with ``memory://`` storage.
 
-    ``port=None`` picks a free port at the first start; restarts reuse it. The process
-    cannot outlive this Python process (own session, atexit stop, PR_SET_PDEATHSIG).
+    Ready once it answers ApiVersions + Metadata and advertises its own port. Memory
+    storage: a restart loses all topics and offsets. ``port=None`` picks a free port at
+    the first start; restarts reuse it. The process cannot outlive this Python process
+    (own session, atexit stop, PR_SET_PDEATHSIG).
     """
 
-    def __init__(
-        self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._log_path = Path(log_path) if log_path is not None else None
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # ----------------------------------------------------------------- properties
-    @property
-    def host(self) -> str:
-        """Listener host."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """Listener port; chosen on first access/start when constructed with ``port=None``."""
-        if self._port is None:
-            self._port = free_port(self._host)
-        return self._port
+    display_name = "Tansu broker"
 
     @property
     def bootstrap(self) -> str:
@@ -137,21 +109,6 @@ class EmbeddedBroker:
     def url(self) -> str:
         """``"kafka://HOST:PORT"`` for Faust's ``broker=``."""
         return f"kafka://{self._host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        """True while the subprocess is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the broker process, or None if never started / stopped."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path | None:
-        """File receiving the broker's stdout/stderr (None: discarded)."""
-        return self._log_path
 
     def command(self) -> list[str]:
         """The exact command line used to start the broker."""
@@ -167,102 +124,15 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
 
-    # ----------------------------------------------------------------- lifecycle
-    def start(self, timeout_s: float = 20.0) -> None:
-        """Spawn the broker and block until it answers ApiVersions + Metadata on its port.
+    def environment(self) -> dict[str, str]:
+        """``NO_COLOR=1``, as Tansu's tracing output otherwise carries ANSI escapes into the log."""
+        return {"NO_COLOR": "1"}
 
-        No-op if already running. Raises RuntimeError (with the log tail) if the process
-        exits early, TimeoutError if it is not ready within ``timeout_s``. Safe to call
-        from inside a running event loop (blocks it ~tens of ms); prefer :meth:`astart`.
-        """
-        if self.running:
-            return
-        # NO_COLOR: Tansu's tracing output otherwise carries ANSI escapes even into a file.
-        env = {**os.environ, "NO_COLOR": "1"}
-        self._proc = spawn_tied_to_parent(self.command(), log_path=self._log_path, env=env)
+    def _probe(self, timeout_s: float) -> None:
+        wait_for_port(self._host, self.port, min(0.25, timeout_s))
         try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-
-    async def astart(self, timeout_s: float = 20.0) -> None:
-        """Async :meth:`start` that does not block the event loop."""
-        await asyncio.to_thread(self.start, timeout_s)
-
-    def _check_alive(self) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            code = proc.returncode if proc is not None else None
-            raise RuntimeError(
-                f"Tansu broker on {self.bootstrap} exited during startup (code {code}); "
-                f"log tail:\n{log_tail(self._log_path)}"
-            )
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        last_error: BaseException | None = None
-        while True:
-            self._check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"Tansu broker on {self.bootstrap} not ready after {timeout_s:.1f}s "
-                    f"(last error: {last_error!r}); log tail:\n{log_tail(self._log_path)}"
-                )
-            try:
-                wait_for_port(self._host, self.port, min(0.25, remaining))
-                brokers = kafka_metadata_probe(self._host, self.port, timeout_s=min(0.5, remaining))
-                if any(p == self.port for _, _, p in brokers):
-                    # Something else may own the port (then ours dies on bind): re-check.
-                    time.sleep(0.05)
-                    self._check_alive()
-                    return
-                last_error = ConnectionError(f"metadata advertises {brokers}, not port {self.port}")
-            except (OSError, TimeoutError, ConnectionError, struct.error) as exc:
-                last_error = exc
-            time.sleep(0.02)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM the broker, wait ``timeout_s``, then SIGKILL; reaps it. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            terminate_process(proc, timeout_s)
-
-    async def astop(self, timeout_s: float = 10.0) -> None:
-        """Async :meth:`stop`."""
-        await asyncio.to_thread(self.stop, timeout_s)
-
-    def restart(self, timeout_s: float = 20.0) -> None:
-        """Stop then start on the same port. Memory storage: all topics/offsets are lost."""
-        self.stop()
-        self.start(timeout_s)
-
-    # ----------------------------------------------------------------- context manager
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> EmbeddedBroker:
-        await self.astart()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
-    def __repr__(self) -> str:
-        state = f"pid={self.pid}" if self.running else "stopped"
-        return f"EmbeddedBroker({self._host}:{self._port}, {state})"
+            brokers = kafka_metadata_probe(self._host, self.port, timeout_s=timeout_s)
+        except struct.error as exc:  # a truncated or garbled answer
+            raise ConnectionError(f"malformed broker response: {exc}") from exc
+        if not any(p == self.port for _, _, p in brokers):
+            raise ConnectionError(f"metadata advertises {brokers}, not port {self.port}")

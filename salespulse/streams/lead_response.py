@@ -149,7 +149,7 @@ class LeadResponseFamily(WindowedFamily):
         else:
             self._assign(lead, at, event.rep_id)  # reassignment moves the responsibility, not the clock
             if event.team:
-                lead["team"] = event.team
+                lead["team"], lead["team_from"] = event.team, "assigned"
         self._refresh_owners(lead)
         self._refresh_response(lead)
         after = contribution(lead)
@@ -170,11 +170,13 @@ class LeadResponseFamily(WindowedFamily):
             lead["created"] = at
         if event.rep_id:
             self._assign(lead, at, event.rep_id)
-        lead["team"] = lead.get("team") or event.team
+        if event.team and lead.get("team_from") in (None, "touch"):
+            lead["team"], lead["team_from"] = event.team, "created"
         lead["source"] = lead.get("source") or event.source
         if event.mql is not None:
             lead["mql"] = event.mql
-        lead["deadline"] = self.deadline_of(lead["created"], lead.get("team") or UNASSIGNED)
+        lead["hours_team"] = lead.get("team") or UNASSIGNED  # whose business hours set the clock
+        lead["deadline"] = self.deadline_of(lead["created"], lead["hours_team"])
         if first:
             lead["live"] = now <= lead["deadline"] + LIVE_GRACE_S
 
@@ -184,7 +186,7 @@ class LeadResponseFamily(WindowedFamily):
         lead["touch"] = at
         lead["toucher"] = event.rep_id
         if event.team and not lead.get("team"):
-            lead["team"] = event.team
+            lead["team"], lead["team_from"] = event.team, "touch"
         if lead.get("alert") == "firing":
             lead["alert"] = "resolved"
             lead["resolved_at"] = now
@@ -207,11 +209,16 @@ class LeadResponseFamily(WindowedFamily):
             lead["touch_owner"] = None
             return
         before = [rep for at, rep in owners if at <= touch]
-        lead["touch_owner"] = before[-1] if before else (owners[0][1] if owners else lead.get("toucher"))
+        if before:
+            lead["touch_owner"] = before[-1]
+        elif owners and lead.get("created") is not None and touch <= lead["created"] and owners[0][0] <= lead["created"]:
+            lead["touch_owner"] = owners[0][1]  # a touch stamped before creation is clock skew: the first owner
+        else:
+            lead["touch_owner"] = UNASSIGNED  # nobody owned the lead when it was touched
 
     def _refresh_response(self, lead: LeadState) -> None:
         if lead.get("created") is not None and lead.get("touch") is not None:
-            team = lead.get("team") or UNASSIGNED
+            team = lead.get("hours_team") or lead.get("team") or UNASSIGNED
             lead["response_s"] = max(0.0, self.business_seconds(lead["created"], lead["touch"], team))
 
     # -- the clock ---------------------------------------------------------------------------------
@@ -334,7 +341,9 @@ class LeadResponseFamily(WindowedFamily):
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
         for lead_id, lead in self.leads.items(partition):
-            newest = max(lead.get("created") or 0.0, lead.get("touch") or 0.0)
+            newest = max(
+                lead.get("created") or 0.0, lead.get("touch") or 0.0, *(at for at, _ in lead.get("owners") or ())
+            )
             if newest < cutoff and (partition, lead_id) not in self.unpublished:
                 self.leads.delete(partition, lead_id)
                 self.awaiting.get(partition, set()).discard(lead_id)

@@ -28,7 +28,8 @@ class RecordLog:
         self._states: dict[int, dict[str, Cell]] = {}
         self._touched: dict[int, set[str]] = {}
         self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
-        self._live: dict[int, dict[int, int]] = {}  # seq -> how many latest states it holds
+        self._live: dict[int, dict[int, int]] = {}  # seq -> how many latest states (or deletions) it holds
+        self._tombs: dict[int, dict[int, set[str]]] = {}  # seq -> keys whose latest word is "deleted" there
         self._next_seq: dict[int, int] = {}
 
     def _key(self, partition: int, seq: int) -> str:
@@ -58,21 +59,25 @@ class RecordLog:
                 else:
                     states[name] = state
         live: dict[int, int] = {seq: 0 for seq, _ in records}
+        tombs: dict[int, set[str]] = {}
         for name, seq in where.items():
-            if name in states:
-                live[seq] += 1
+            live[seq] += 1
+            if name not in states:
+                tombs.setdefault(seq, set()).add(name)
         self._states[partition] = states
         self._touched[partition] = set()
-        self._where[partition] = {name: seq for name, seq in where.items() if name in states}
+        self._where[partition] = where
         self._live[partition] = live
+        self._tombs[partition] = tombs
         self._next_seq[partition] = (records[-1][0] + 1) if records else 0
         for seq, count in list(live.items()):
             if count == 0:
                 self._drop_record(partition, seq)
+        self._drop_leading_tombstones(partition)
         return max((state.get("wm", -1) for state in states.values()), default=-1)
 
     def drop_partition(self, partition: int) -> None:
-        for store in (self._states, self._touched, self._where, self._live, self._next_seq):
+        for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq):
             store.pop(partition, None)  # type: ignore[attr-defined]
 
     def cell(self, partition: int, name: str) -> Cell:
@@ -129,24 +134,43 @@ class RecordLog:
             written += 1
             live = self._live[partition]
             where = self._where[partition]
+            tombs = self._tombs[partition]
             live[seq] = 0
             for name, state in chunk.items():
                 previous = where.pop(name, None)
                 if previous is not None and previous in live:
+                    tombs.get(previous, set()).discard(name)
                     live[previous] -= 1
                     if live[previous] == 0:
                         self._drop_record(partition, previous)
-                if state is not None:
-                    where[name] = seq
-                    live[seq] += 1
-            if live[seq] == 0:
-                self._drop_record(partition, seq)
+                # A deletion stays live too: dropping it early would let an older record that still
+                # holds the key bring a stale state back on reload.
+                where[name] = seq
+                live[seq] += 1
+                if state is None:
+                    tombs.setdefault(seq, set()).add(name)
+        self._drop_leading_tombstones(partition)
         return written
 
+    def _drop_leading_tombstones(self, partition: int) -> None:
+        """Drop the oldest records while all they still say is "deleted": nothing older can resurrect it."""
+        live = self._live[partition]
+        tombs = self._tombs[partition]
+        where = self._where[partition]
+        while live:
+            oldest = min(live)
+            names = tombs.get(oldest, set())
+            if live[oldest] != len(names):
+                return
+            for name in names:
+                if where.get(name) == oldest:
+                    del where[name]
+            tombs.pop(oldest, None)
+            self._drop_record(partition, oldest)
+
     def _drop_record(self, partition: int, seq: int) -> None:
-        # Superseded records go; a deleted state that an older record still holds comes back on
-        # reload only to be expired again (expiry is decided by the state itself).
         self._live[partition].pop(seq, None)
+        self._tombs[partition].pop(seq, None)
         key = self._key(partition, seq)
         if key in self._table:
             del self._table[key]

@@ -71,7 +71,9 @@ def test_clock_driven_writes_keep_the_watermark_and_deletes_survive_reload() -> 
     reloaded = RecordLog(table, "leads")
     reloaded.load_partition(1)
     assert {n: (s["alert"], s["wm"]) for n, s in reloaded.items(1)} == {"a": ("firing", 7), "b": ("firing", 7)}
-    assert len(table) == 1  # record 0 superseded (a, b rewritten; c deleted), tombstone record holds nothing live
+    # record 0 is superseded (a, b rewritten, c deleted) and gone; the deletion record stays until no
+    # older record is left (liveness does not track which keys an older record physically holds).
+    assert sorted(table) == ["1|leads|000000000001", "1|leads|000000000002"]
 
 
 def test_partitions_are_independent_and_new_records_continue_the_sequence_after_reload() -> None:
@@ -89,3 +91,28 @@ def test_partitions_are_independent_and_new_records_continue_the_sequence_after_
     reloaded.write_touched(0, 1)
     assert sorted(table) == ["0|leads|000000000000", "0|leads|000000000001", "1|leads|000000000000"]
     assert reloaded.get(1, "x") is None  # partition 1 not loaded here
+
+
+def test_a_deleted_state_never_comes_back_from_an_older_record_still_alive() -> None:
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    for name in ("old", "keeper"):
+        log.cell(0, name)["v"] = 1
+        log.touch(0, name)
+    log.write_touched(0, 1)  # record 0 holds old and keeper
+    log.cell(0, "old")["v"] = 2
+    log.touch(0, "old")
+    log.write_touched(0, 2)  # record 1: old v2 (record 0 still alive for keeper)
+    log.delete(0, "old")  # record 2: old deleted
+    reloaded = RecordLog(table, "leads")
+    reloaded.load_partition(0)
+    assert reloaded.get(0, "old") is None, "record 0's stale 'old' must not come back"
+    assert reloaded.get(0, "keeper") == {"v": 1, "wm": 1}
+    reloaded.cell(0, "keeper")["v"] = 3
+    reloaded.touch(0, "keeper")
+    reloaded.write_touched(0, 3)  # record 0 now superseded; the deletion record then holds nothing needed
+    assert sorted(table) == ["0|leads|000000000003"]
+    again = RecordLog(table, "leads")
+    again.load_partition(0)
+    assert {n: s["v"] for n, s in again.items(0)} == {"keeper": 3}
