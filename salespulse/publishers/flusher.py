@@ -25,18 +25,29 @@ log = logging.getLogger(__name__)
 
 
 class _Sink:
-    """One output with its backlog of unsent partials (newest per key and partition)."""
+    """One output with its backlog of unsent partials (newest per key and partition).
 
-    def __init__(self, name: str, send: Callable[[Sequence[Partial]], "asyncio.Future[int] | object"]) -> None:
+    ``min_interval_s`` coalesces: a sink sent at most that often gets only the newest value of each
+    partial, which is all a compacted metric topic keeps anyway.
+    """
+
+    def __init__(
+        self, name: str, send: Callable[[Sequence[Partial]], "asyncio.Future[int] | object"], min_interval_s: float = 0.0
+    ) -> None:
         self.name = name
         self.send = send
+        self.min_interval_s = min_interval_s
         self.backlog: dict[tuple[str, int], Partial] = {}
+        self._last_sent = 0.0
 
-    async def flush(self, partials: Sequence[Partial], health: WorkerHealth) -> None:
+    async def flush(self, partials: Sequence[Partial], health: WorkerHealth, force: bool = False) -> None:
         for partial in partials:
             self.backlog[(partial.redis_key, partial.partition)] = partial
         if not self.backlog:
             return
+        if not force and time.monotonic() - self._last_sent < self.min_interval_s:
+            return
+        self._last_sent = time.monotonic()
         pending = list(self.backlog.values())
         try:
             await self.send(pending)  # type: ignore[misc]
@@ -70,7 +81,8 @@ class Flusher(Service):
         self.health = health
         self.interval_s = interval_s
         self.max_pending = max_pending
-        self.sinks = [_Sink("redis", redis.publish), _Sink("kafka", topics.publish)]
+        # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
+        self.sinks = [_Sink("redis", redis.publish), _Sink("kafka", topics.publish, min_interval_s=2.0)]
         self._wake = asyncio.Event()
         self._hour = hour_bucket(time.time())
         self._lock = asyncio.Lock()
@@ -79,7 +91,7 @@ class Flusher(Service):
         await self.topics.start()
 
     async def on_stop(self) -> None:
-        await self.flush()
+        await self.flush(force=True)
         await self.topics.stop()
 
     def notify(self) -> None:
@@ -106,8 +118,8 @@ class Flusher(Service):
                 log.exception("flush failed")
             last_duration = time.perf_counter() - started
 
-    async def flush(self) -> int:
-        """Render and publish everything dirty now; returns how many partials were rendered."""
+    async def flush(self, force: bool = False) -> int:
+        """Render and publish everything dirty now (``force``: every sink, whatever its interval)."""
         async with self._lock:
             started = time.perf_counter()
             now = time.time()
@@ -120,7 +132,7 @@ class Flusher(Service):
             partials: list[Partial] = []
             for family in self.families:
                 partials += family.render(owned, now)
-            await asyncio.gather(*(sink.flush(partials, self.health) for sink in self.sinks))
+            await asyncio.gather(*(sink.flush(partials, self.health, force) for sink in self.sinks))
             if partials:
                 self.health.flush_seconds.observe(time.perf_counter() - started)
             return len(partials)

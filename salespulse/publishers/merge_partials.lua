@@ -1,6 +1,7 @@
 -- Set per-partition partials and rewrite their totals, atomically (salespulse, docs/outputs.md).
--- ARGV: channel, family, derived spec (JSON or ''), n, then n times:
---       key, ttl_s, nparts, then nparts times: partition, watermark, nfields, field, value, ...
+-- ARGV[1]: JSON {"channel", "family", "derived": spec or null,
+--                "keys": [[key, ttl_s, [[partition, watermark, {field: value}], ...]], ...]}
+-- (one JSON argument: decoding it here in C is far cheaper than packing thousands of arguments).
 -- For each key K: hash "K#p<partition>" holds that partition's absolute values and "_wm"; set
 -- "K#parts" names every partial hash; hash K is the field-wise sum of all partials, rewritten once
 -- per key whatever number of its partials changed. A partial with a lower watermark than the stored
@@ -8,11 +9,10 @@
 -- Derived fields (rates, quantiles) are computed from the merged totals, never summed:
 -- spec {"ratios": [[name, numerator, denominator]], "quantiles": [[name, q]],
 --       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts).
-local channel, family = ARGV[1], ARGV[2]
+local payload = cjson.decode(ARGV[1])
+local channel, family = payload.channel, payload.family
 local spec = nil
-if ARGV[3] ~= '' then spec = cjson.decode(ARGV[3]) end
-local n = tonumber(ARGV[4])
-local i = 5
+if payload.derived ~= cjson.null then spec = payload.derived end
 
 local function quantile(total, buckets, q)
   local count = 0
@@ -49,29 +49,26 @@ local function derive(total, order)
 end
 
 local changed = {}
-for _ = 1, n do
-  local key, ttl, nparts = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  i = i + 3
+for _, entry in ipairs(payload.keys) do
+  local key, ttl, partials = entry[1], entry[2], entry[3]
   local parts = key .. '#parts'
   local any = false
-  for _ = 1, nparts do
-    local partition, wm, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    i = i + 3
+  for _, partial in ipairs(partials) do
+    local partition, wm, fields = partial[1], partial[2], partial[3]
     local pkey = key .. '#p' .. partition
     local stored = tonumber(redis.call('HGET', pkey, '_wm') or '-1')
     if wm >= stored then
       redis.call('DEL', pkey)
       local args = {'_wm', tostring(wm)}
-      for j = 0, nf - 1 do
-        args[#args + 1] = ARGV[i + 2 * j]
-        args[#args + 1] = ARGV[i + 2 * j + 1]
+      for f, v in pairs(fields) do
+        args[#args + 1] = f
+        args[#args + 1] = string.format('%.15g', v)
       end
       redis.call('HSET', pkey, unpack(args))
       redis.call('SADD', parts, pkey)
       if ttl > 0 then redis.call('EXPIRE', pkey, ttl) end
       any = true
     end
-    i = i + 2 * nf
   end
   if any then
     local total, order = {}, {}

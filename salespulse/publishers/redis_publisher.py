@@ -32,7 +32,7 @@ class RedisPublisher:
         """``derived``: per family, the spec of fields computed from merged totals (see the Lua script)."""
         self.client = client
         self.channel = channel
-        self.derived = {family: orjson.dumps(spec).decode() for family, spec in (derived or {}).items()}
+        self.derived = dict(derived or {})
         self._script = client.register_script(files("salespulse.publishers").joinpath("merge_partials.lua").read_text())
 
     async def publish(self, partials: Sequence[Partial]) -> int:
@@ -47,14 +47,15 @@ class RedisPublisher:
             for family, keys in by_family.items():
                 items = list(keys.items())
                 for start in range(0, len(items), _KEYS_PER_CALL):
-                    chunk = items[start : start + _KEYS_PER_CALL]
-                    args: list[str | int | float] = [self.channel, family, self.derived.get(family, ""), len(chunk)]
-                    for key, group in chunk:
-                        args += (key, max(p.ttl_s for p in group), len(group))
-                        for partial in group:
-                            args += (partial.partition, partial.watermark, len(partial.fields))
-                            for name, value in partial.fields.items():
-                                args += (name, value)
-                    await self._script(keys=[], args=args, client=pipe)
+                    payload = {
+                        "channel": self.channel,
+                        "family": family,
+                        "derived": self.derived.get(family),
+                        "keys": [
+                            [key, max(p.ttl_s for p in group), [[p.partition, p.watermark, p.fields] for p in group]]
+                            for key, group in items[start : start + _KEYS_PER_CALL]
+                        ],
+                    }
+                    await self._script(keys=[], args=[orjson.dumps(payload)], client=pipe)
             results = await pipe.execute()
         return sum(int(r) for r in results)
