@@ -72,6 +72,7 @@ class Flusher(Service):
         health: WorkerHealth,
         interval_s: float,
         max_pending: int,
+        slow_budget: int = 1500,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -81,6 +82,7 @@ class Flusher(Service):
         self.health = health
         self.interval_s = interval_s
         self.max_pending = max_pending
+        self.slow_budget = slow_budget
         # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
         self.sinks = [_Sink("redis", redis.publish), _Sink("kafka", topics.publish, min_interval_s=2.0)]
         self._wake = asyncio.Event()
@@ -130,8 +132,9 @@ class Flusher(Service):
                 for family in self.families:
                     family.mark_rolling_dirty(owned)
             partials: list[Partial] = []
+            budget = None if force else max(1, self.slow_budget // len(self.families))
             for family in self.families:
-                partials += family.render(owned, now)
+                partials += family.render(owned, now, slow_budget=budget)
             await asyncio.gather(*(sink.flush(partials, self.health, force) for sink in self.sinks))
             if partials:
                 self.health.flush_seconds.observe(time.perf_counter() - started)

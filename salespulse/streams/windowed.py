@@ -24,6 +24,8 @@ Number = int | float
 Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
 # A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.
 Dirty = tuple[int, str, str, str, str]
+#: Windows published on every flush; the others (week, month, rolling) share a budget per flush.
+LIVE_GRAINS = frozenset({"all", "day"})
 WindowSpec = tuple[str, str, str, float | None]  # (grain, bucket, cell name, window end epoch)
 
 
@@ -184,10 +186,21 @@ class WindowedFamily:
         """The fields of a partial as published (a family adds rollups, rates, quantiles)."""
         return dict(fields)
 
-    def render(self, owned: set[int], now: float | None = None) -> list[Partial]:
-        """Take the dirty aggregates of owned partitions and return them as absolute partials."""
+    def render(self, owned: set[int], now: float | None = None, slow_budget: int | None = None) -> list[Partial]:
+        """Take the dirty aggregates of owned partitions and return them as absolute partials.
+
+        With ``slow_budget``, every live window (all time, today) is rendered, and at most that many
+        of the other dirty aggregates; the rest stay dirty for the next flush. Under load this keeps
+        each flush small, so the live windows reach Redis within a flush or two.
+        """
         now = time.time() if now is None else now
         dirty, self.dirty = self.dirty, set()
+        if slow_budget is not None:
+            slow = [entry for entry in dirty if entry[1] not in LIVE_GRAINS]
+            if len(slow) > slow_budget:
+                deferred = slow[slow_budget:]
+                self.dirty.update(deferred)
+                dirty.difference_update(deferred)
         updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         partials: list[Partial] = []
         for partition, grain, bucket, scope, ident in dirty:
