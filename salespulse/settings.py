@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     dedup_horizon_hours: float = Field(72.0, gt=0, description="how long an event_id is remembered")
     flush_interval_ms: int = Field(250, ge=10, description="publisher flush period")
     flush_max_updates: int = Field(5000, ge=1, description="flush early once this many updates are pending")
+    flush_slow_budget: int = Field(
+        250, ge=1, description="per flush, at most this many week/month/rolling aggregates (all-time and today: all)"
+    )
     batch_max_events: int = Field(2000, ge=1, description="events per worker batch")
     batch_within_ms: int = Field(100, ge=1, description="longest wait to fill a worker batch")
     commit_interval_s: float = Field(2.8, gt=0, description="worker: how often consumed offsets are committed")

@@ -72,7 +72,7 @@ class Flusher(Service):
         health: WorkerHealth,
         interval_s: float,
         max_pending: int,
-        slow_budget: int = 1500,
+        slow_budget: int = 250,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

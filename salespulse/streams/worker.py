@@ -145,6 +145,7 @@ class WorkerRuntime:
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
             max_pending=settings.flush_max_updates,
+            slow_budget=settings.flush_slow_budget,
         )
         self.alert_clock = AlertClock(
             self.lead_response,
