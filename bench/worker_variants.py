@@ -1,0 +1,255 @@
+"""``salespulse worker`` with experimental monkeypatches, to measure what a change to the worker would buy.
+
+For benchmarking only: nothing here is a fix, and some variants are unsafe (see each description).
+``bench_worker.py --variant NAME`` runs its workers through this file; by hand::
+
+    BENCH_VARIANTS=changelog-batching python bench/worker_variants.py worker --loglevel warning
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _changelog_batching() -> None:
+    """Drop ``producer_max_batch_size=1`` (keep the short group timeouts).
+
+    UNSAFE on Tansu: FAUST_NOTES.md shows table recovery going backwards without it. Measures what the
+    one-record-per-batch workaround costs the changelog writes.
+    """
+    import salespulse.streams.worker as worker
+
+    original = worker.faust_settings
+
+    def patched(settings: Any) -> dict[str, Any]:
+        options = original(settings)
+        options.pop("producer_max_batch_size", None)
+        return options
+
+    worker.faust_settings = patched
+
+
+def _no_topic_publisher() -> None:
+    """Skip sending partials to ``salespulse.metrics.*`` (measures that sink's share of a flush)."""
+    from salespulse.publishers.topic_publisher import TopicPublisher
+
+    async def publish(self: TopicPublisher, partials: Any) -> int:
+        return len(partials)
+
+    TopicPublisher.publish = publish  # type: ignore[method-assign]
+
+
+def _no_redis_publisher() -> None:
+    """Skip the Redis merge script (measures that sink's share; latency probes then never arrive)."""
+    from salespulse.publishers.redis_publisher import RedisPublisher
+
+    async def publish(self: RedisPublisher, partials: Any) -> int:
+        return len(partials)
+
+    RedisPublisher.publish = publish  # type: ignore[method-assign]
+
+
+def _trace() -> None:
+    """Append one JSON line per agent batch and per flush to ``$BENCH_TRACE_FILE`` (timings, sizes, lag).
+
+    Batch lines: wall time the batch was handed over, seconds the agent waited for it, seconds it took
+    to process, records, and the age of its newest / oldest record (now - Kafka CreateTime).
+    Flush lines: start, duration, partials rendered. Costs a little; for diagnosis, not for figures.
+    """
+    import asyncio
+    import time
+
+    import orjson
+
+    from salespulse.publishers.flusher import Flusher
+    from salespulse.streams.processor import Record
+    from salespulse.streams.worker import WorkerRuntime
+
+    out = open(os.environ.get("BENCH_TRACE_FILE", "worker-trace.jsonl"), "ab", buffering=0)  # noqa: SIM115
+
+    async def _count(self: WorkerRuntime, stream: Any) -> None:
+        within = self.settings.batch_within_ms / 1000
+        done = time.time()
+        async for events in stream.take_events(self.settings.batch_max_events, within=within):
+            got = time.time()
+            stamps = [e.message.timestamp for e in events]
+            records: list[Record] = [(e.message.partition, e.message.offset, e.value) for e in events]
+            stats = self.processor.process(records)
+            self.health.batch_events.observe(len(records))
+            self.health.events.labels("counted").inc(stats.processed)
+            self.health.events.labels("duplicate").inc(stats.duplicates)
+            self.health.events.labels("dead_letter").inc(stats.dead_lettered)
+            self.flusher.notify()
+            end = time.time()
+            out.write(
+                orjson.dumps(
+                    {
+                        "k": "batch", "t": got, "wait": got - done, "proc": end - got, "n": len(records),
+                        "age_new": got - max(stamps), "age_old": got - min(stamps),
+                    }
+                )  # fmt: skip
+                + b"\n"
+            )
+            done = end
+
+    WorkerRuntime._count = _count  # type: ignore[method-assign]
+    original_flush = Flusher.flush
+
+    async def flush(self: Flusher) -> int:
+        started = time.time()
+        n = await original_flush(self)
+        out.write(orjson.dumps({"k": "flush", "t": started, "dur": time.time() - started, "n": n}) + b"\n")
+        return n
+
+    Flusher.flush = flush  # type: ignore[method-assign]
+
+    # Anatomy of a flush: render (synchronous), Redis and metric-topic publishing (each awaited).
+    from salespulse.publishers.redis_publisher import RedisPublisher
+    from salespulse.publishers.topic_publisher import TopicPublisher
+    from salespulse.streams.activity import ActivityFamily
+
+    original_render = ActivityFamily.render
+
+    def render(self: ActivityFamily, owned: set[int], now: float | None = None) -> Any:
+        started = time.time()
+        partials = original_render(self, owned, now)
+        out.write(orjson.dumps({"k": "render", "t": started, "dur": time.time() - started, "n": len(partials)}) + b"\n")
+        return partials
+
+    ActivityFamily.render = render  # type: ignore[method-assign]
+
+    def timed(cls: Any, kind: str) -> None:
+        original = cls.publish
+
+        async def publish(self: Any, partials: Any) -> int:
+            started = time.time()
+            n = await original(self, partials)
+            out.write(orjson.dumps({"k": kind, "t": started, "dur": time.time() - started, "n": len(partials)}) + b"\n")
+            return n
+
+        cls.publish = publish
+
+    timed(RedisPublisher, "redis")
+    timed(TopicPublisher, "topic")
+
+    # The flusher's idle wait between flushes (its module's asyncio.wait_for).
+    import salespulse.publishers.flusher as flusher_module
+
+    class _AsyncioProxy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        @staticmethod
+        async def wait_for(aw: Any, timeout: float | None) -> Any:
+            started = time.time()
+            try:
+                return await asyncio.wait_for(aw, timeout)
+            finally:
+                out.write(orjson.dumps({"k": "idle", "t": started, "dur": time.time() - started}) + b"\n")
+
+    flusher_module.asyncio = _AsyncioProxy()  # type: ignore[assignment]
+
+    # Event-loop stalls: a 10 ms ticker; every tick more than 50 ms late is logged.
+    original_on_start = Flusher.on_start
+
+    async def on_start(self: Flusher) -> None:
+        await original_on_start(self)
+
+        async def ticker() -> None:
+            while True:
+                before = time.time()
+                await asyncio.sleep(0.01)
+                late = time.time() - before - 0.01
+                if late > 0.05:
+                    out.write(orjson.dumps({"k": "stall", "t": before, "dur": late}) + b"\n")
+
+        self._bench_ticker = asyncio.ensure_future(ticker())
+
+    Flusher.on_start = on_start  # type: ignore[method-assign]
+
+
+def _no_flush() -> None:
+    """Publish nothing at all: no render, no Redis, no metric topic (the dirty sets are just dropped)."""
+    from salespulse.publishers.flusher import Flusher
+
+    async def flush(self: Flusher) -> int:
+        for family in self.families:
+            family.dirty = set()
+        return 0
+
+    Flusher.flush = flush  # type: ignore[method-assign]
+
+
+def _no_changelog() -> None:
+    """Keep cells and dedup ids in memory only: no table writes, so no changelog traffic (UNSAFE: no recovery)."""
+    from salespulse.streams.cells import CellStore
+    from salespulse.streams.dedup import DedupIndex
+
+    def write_touched(self: CellStore, partition: int, watermark: int) -> int:
+        touched = self._touched[partition]
+        cells = self._cells[partition]
+        for name in touched:
+            cells[name]["wm"] = watermark
+        count = len(touched)
+        touched.clear()
+        return count
+
+    def write_pending(self: DedupIndex, partition: int, first_offset: int, now: float | None = None) -> bool:
+        had = bool(self._pending[partition])
+        self._pending[partition] = {}
+        return had
+
+    CellStore.write_touched = write_touched  # type: ignore[method-assign]
+    DedupIndex.write_pending = write_pending  # type: ignore[method-assign]
+
+
+def _fetch_wait(ms: int) -> Callable[[], None]:
+    def patch() -> None:
+        """Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer; use ``ms`` instead.
+
+        On Tansu a fetch under a steady stream is often held for the whole wait (raw aiokafka at
+        2,000 records/s: p50 370 ms with 1500, 31 ms with 100), which puts a floor under latency.
+        """
+        from faust.transport.drivers import aiokafka as driver
+
+        original = driver.AIOKafkaConsumerThread._create_worker_consumer
+
+        def create(self: Any, transport: Any) -> Any:
+            consumer = original(self, transport)
+            consumer._fetch_max_wait_ms = ms
+            return consumer
+
+        driver.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+    return patch
+
+
+VARIANTS: dict[str, Callable[[], None]] = {
+    "fetch-wait-100": _fetch_wait(100),
+    "no-flush": _no_flush,
+    "no-changelog": _no_changelog,
+    "trace": _trace,
+    "changelog-batching": _changelog_batching,
+    "no-topic-publisher": _no_topic_publisher,
+    "no-redis-publisher": _no_redis_publisher,
+}
+
+
+def apply(names: list[str]) -> None:
+    for name in names:
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        VARIANTS[name]()
+
+
+if __name__ == "__main__":
+    apply([n for n in os.environ.get("BENCH_VARIANTS", "").split(",") if n])
+    from salespulse.cli import main
+
+    main()
