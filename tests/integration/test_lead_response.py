@@ -165,3 +165,33 @@ async def test_a_worker_killed_while_leads_wait_fires_each_breached_lead_exactly
         assert firing == sorted(x["lead_id"] for x in early + waiting), "every breached lead fires exactly once"
     finally:
         second.stop()
+
+
+async def test_a_worker_that_takes_over_partitions_takes_over_their_clocks(
+    fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path, unique_id: str
+) -> None:
+    """Two workers share the partitions; one is SIGKILLed; the survivor fires every lead exactly once."""
+    env = {**env_for(fresh_broker, redis_server, unique_id), "SALESPULSE_LEAD_RESPONSE_SLA_SECONDS": "20"}
+    ingest = SalespulseProcess("ingest", tmp_path / "ingest.log", env, args=["--insecure"])
+    first = SalespulseProcess("worker", tmp_path / "worker1.log", env)
+    second = SalespulseProcess("worker", tmp_path / "worker2.log", env)
+    for process in (ingest, first):
+        process.start()
+    try:
+        await ingest.wait_ready()
+        await first.wait_ready()
+        second.start()
+        await second.wait_ready()  # the group rebalanced: each worker owns some partitions
+        leads = [lead(f"L-move-{i}") for i in range(24)]
+        assert (await post_events(ingest.url, leads))[0] == 202
+        await wait_for_hash(redis_client, "salespulse:lead_response:team:emea:all", {"created": "24"})
+        first.kill()  # its partitions, with their waiting leads and deadlines, move to the survivor
+        alerts = await wait_for_alerts(fresh_broker.bootstrap, lambda a: len(a) >= 24, timeout_s=60)
+        await asyncio.sleep(3)
+        alerts = await alerts_in_topic(fresh_broker.bootstrap)
+        assert sorted(a["lead_id"] for a in alerts if a["status"] == "firing") == sorted(x["lead_id"] for x in leads)
+        text = await metrics_text(second.url)
+        assert metric_value(text, "salespulse_lead_response_sla_breaches_total", team="emea", rep="rep-1") == 24
+    finally:
+        for process in (second, ingest):
+            process.stop()
