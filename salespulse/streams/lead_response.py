@@ -1,9 +1,10 @@
 """The lead-response family in the stream: lead states, response aggregates, awaiting leads, SLA alerts.
 
-Two cell stores, written in this order every batch (so a crash can never keep a lead's new state
-while losing the aggregate change it caused): ``response`` (``WindowedFamily`` cells of additive
-fields per rep, team and source, in the window of the lead's *creation*) and ``lead`` (one cell per
-lead: ``created``, ``deadline``, ``touch``, owner, team, source, ``live``, alert status).
+Two stores, written in this order every batch (so a crash can never keep a lead's new state while
+losing the aggregate change it caused): ``response`` (``WindowedFamily`` cells of additive fields per
+rep, team and source, in the window of the lead's *creation*) and the lead states (``created``,
+``deadline``, ``touch``, assignment history, team, source, ``live``, alert status), in a
+``RecordLog`` in the worker: one changelog record per batch however many leads changed.
 
 Alerts: a *live* lead (its creation processed before deadline + grace; backfills are measured but
 never alert) that is untouched at its deadline gets ``alert = "firing"`` from the clock
@@ -26,7 +27,6 @@ from salespulse.metrics.lead_response import (
     LeadState,
     contribution,
     contribution_change,
-    derived_fields,
     is_touch,
     responsible_rep,
 )
@@ -350,7 +350,3 @@ class LeadResponseFamily(WindowedFamily):
                 expired += 1
         return expired
 
-
-def merged_derived_fields(fields: Mapping[str, float]) -> dict[str, float]:
-    """Derived fields (rates, mean, p50/p90/p99) of merged additive fields: computed where merged."""
-    return derived_fields(fields)

@@ -17,12 +17,6 @@ def table_key(partition: int, name: str) -> str:
     return f"{partition}|{name}"
 
 
-def split_table_key(key: str) -> tuple[int, str]:
-    """``(partition, name)`` of a table key."""
-    partition, _, name = key.partition("|")
-    return int(partition), name
-
-
 class PartitionKeyedTable(faust.Table):
     """A ``faust.Table`` that routes each changelog write by the partition prefix of its key."""
 
