@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from mode import Service
 
@@ -27,25 +27,30 @@ log = logging.getLogger(__name__)
 class _Sink:
     """One output with its backlog of unsent partials (newest per key and partition).
 
-    A failed send keeps the backlog for the next one; values are absolute, so a late value is
-    never a wrong one, and coalescing keeps only the newest value of each partial.
+    ``min_interval_s`` coalesces: a sink sent at most that often gets only the newest value of each
+    partial, which is all a compacted metric topic keeps anyway.
     """
 
-    def __init__(self, name: str, send: Callable[[Sequence[Partial]], Awaitable[int]]) -> None:
+    def __init__(
+        self, name: str, send: Callable[[Sequence[Partial]], "asyncio.Future[int] | object"], min_interval_s: float = 0.0
+    ) -> None:
         self.name = name
         self.send = send
+        self.min_interval_s = min_interval_s
         self.backlog: dict[tuple[str, int], Partial] = {}
+        self._last_sent = 0.0
 
-    def add(self, partials: Sequence[Partial]) -> None:
+    async def flush(self, partials: Sequence[Partial], health: WorkerHealth, force: bool = False) -> None:
         for partial in partials:
             self.backlog[(partial.redis_key, partial.partition)] = partial
-
-    async def send_backlog(self, health: WorkerHealth) -> None:
         if not self.backlog:
             return
+        if not force and time.monotonic() - self._last_sent < self.min_interval_s:
+            return
+        self._last_sent = time.monotonic()
         pending = list(self.backlog.values())
         try:
-            await self.send(pending)
+            await self.send(pending)  # type: ignore[misc]
         except Exception as exc:
             health.publish_errors.labels(self.name).inc()
             log.warning("publishing to %s failed (%d partials kept for the next flush): %r", self.name, len(pending), exc)
@@ -68,7 +73,6 @@ class Flusher(Service):
         interval_s: float,
         max_pending: int,
         slow_budget: int = 250,
-        topic_interval_s: float = 2.0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -79,11 +83,8 @@ class Flusher(Service):
         self.interval_s = interval_s
         self.max_pending = max_pending
         self.slow_budget = slow_budget
-        # Redis is the live path, sent on every flush; the metric topics (for services) get the
-        # newest values every ``topic_interval_s`` from a task of their own, off the live path.
-        self.redis_sink = _Sink("redis", redis.publish)
-        self.topic_sink = _Sink("kafka", topics.publish)
-        self.topic_interval_s = topic_interval_s
+        # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
+        self.sinks = [_Sink("redis", redis.publish), _Sink("kafka", topics.publish, min_interval_s=2.0)]
         self._wake = asyncio.Event()
         self._hour = hour_bucket(time.time())
         self._lock = asyncio.Lock()
@@ -93,7 +94,6 @@ class Flusher(Service):
 
     async def on_stop(self) -> None:
         await self.flush(force=True)
-        await self.topic_sink.send_backlog(self.health)
         await self.topics.stop()
 
     def notify(self) -> None:
@@ -120,17 +120,8 @@ class Flusher(Service):
                 log.exception("flush failed")
             last_duration = time.perf_counter() - started
 
-    @Service.task
-    async def _publish_topics_periodically(self) -> None:
-        while not self.should_stop:
-            await asyncio.sleep(self.topic_interval_s)
-            try:
-                await self.topic_sink.send_backlog(self.health)
-            except Exception:  # the loop must outlive any single failure
-                log.exception("metric topic publish failed")
-
     async def flush(self, force: bool = False) -> int:
-        """Render everything dirty now and send it to Redis (``force``: long windows too, whatever the budget)."""
+        """Render and publish everything dirty now (``force``: every sink, whatever its interval)."""
         async with self._lock:
             started = time.perf_counter()
             now = time.time()
@@ -144,9 +135,7 @@ class Flusher(Service):
             budget = None if force else max(1, self.slow_budget // len(self.families))
             for family in self.families:
                 partials += family.render(owned, now, slow_budget=budget)
-            self.topic_sink.add(partials)
-            self.redis_sink.add(partials)
-            await self.redis_sink.send_backlog(self.health)
+            await asyncio.gather(*(sink.flush(partials, self.health, force) for sink in self.sinks))
             if partials:
                 self.health.flush_seconds.observe(time.perf_counter() - started)
             return len(partials)
