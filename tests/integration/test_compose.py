@@ -1,0 +1,458 @@
+"""docker-compose.yml, the Dockerfile and deploy/ agree with the code.
+
+No Docker engine is needed: the files are parsed and compared with the settings, the CLI, the
+topic contract and the Prometheus rules; ``promtool check config`` runs when promtool is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from salespulse.cli import main as cli_main
+from salespulse.settings import Settings
+from salespulse.streams.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, METRIC_FAMILIES, metrics_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERT_RULES = ROOT / "prometheus" / "alerts.yml"
+GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+
+SALESPULSE_SERVICES = {"ingest": "ingest", "worker-1": "worker", "worker-2": "worker"}
+OFFICIAL_IMAGES = {
+    "kafka": "apache/kafka",
+    "kafka-init": "apache/kafka",
+    "redis": "redis",
+    "prometheus": "prom/prometheus",
+    "alertmanager": "prom/alertmanager",
+    "grafana": "grafana/grafana",
+}
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def settings_env_names() -> set[str]:
+    prefix = Settings.model_config.get("env_prefix", "")
+    assert prefix == "SALESPULSE_"
+    return {f"{prefix}{name.upper()}" for name in Settings.model_fields}
+
+
+def unknown_salespulse_names(names: set[str]) -> set[str]:
+    """The ``SALESPULSE_*`` names among ``names`` that are no Settings field (typos, removed knobs)."""
+    return {n for n in names if n.startswith("SALESPULSE_")} - settings_env_names()
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def interpolate(value: str, given: dict[str, str] | None = None) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` as a user's shell would see them."""
+    given = given or {}
+
+    def replace(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if name in given:
+            return given[name]
+        if op in (":-", "-"):
+            return arg
+        if op in (":?", "?"):
+            raise KeyError(f"{name} is required: {arg}")
+        return ""
+
+    return INTERPOLATION.sub(replace, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def command_args(service: dict[str, Any]) -> list[str]:
+    command = service.get("command")
+    assert command, "no command"
+    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """container path -> repo-relative source, for bind mounts of files or folders of the repo."""
+    mounts: dict[str, str] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume["target"]
+        else:
+            parts = volume.split(":")
+            source, target = parts[0], parts[1]
+        if source.startswith(("./", "../", "/")):
+            mounts[target] = str(PurePosixPath(source.removeprefix("./")))
+    return mounts
+
+
+def image_repository(image: str) -> str:
+    image = image.split("@", 1)[0]
+    name, _, tag = image.rpartition(":")
+    if "/" in tag or not name:  # no tag (a registry port looks like a tag)
+        return image
+    return name
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def dockerfile_json(keyword: str) -> list[str]:
+    values = [rest for kw, rest in dockerfile_instructions() if kw == keyword]
+    assert values, f"Dockerfile has no {keyword}"
+    parsed = json.loads(values[-1])  # the last one wins
+    assert isinstance(parsed, list), f"{keyword} must be in exec (JSON) form"
+    return parsed
+
+
+def topics_created(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """topic -> {partitions, configs} from the ``kafka-topics.sh --create`` lines of the init container."""
+    command = service.get("command")
+    script = command if isinstance(command, str) else "\n".join(str(c) for c in command)
+    topics: dict[str, dict[str, Any]] = {}
+    for line in script.splitlines():
+        if "--create" not in line:
+            continue
+        args = shlex.split(line)
+        opts: dict[str, Any] = {"configs": {}}
+        for flag, value in zip(args, args[1:]):
+            if flag == "--topic":
+                opts["topic"] = value
+            elif flag == "--partitions":
+                opts["partitions"] = int(value)
+            elif flag == "--replication-factor":
+                opts["replication_factor"] = int(value)
+            elif flag == "--config":
+                key, _, val = value.partition("=")
+                opts["configs"][key] = val
+        assert "topic" in opts, f"a --create line without --topic: {line!r}"
+        topics[opts.pop("topic")] = opts
+    return topics
+
+
+def salespulse_settings(service: dict[str, Any]) -> Settings:
+    """The Settings the container would build from its environment (required variables given)."""
+    env = {
+        name: interpolate(value, {"SALESPULSE_WEBHOOK_SECRET": "test-secret"})
+        for name, value in environment(service).items()
+        if name.startswith("SALESPULSE_")
+    }
+    fields = {name.removeprefix("SALESPULSE_").lower(): value for name, value in env.items()}
+    return Settings(**fields)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    return yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+
+
+# --------------------------------------------------------------------------- the helpers can fail
+
+
+def test_helpers_catch_mistakes() -> None:
+    assert unknown_salespulse_names({"SALESPULSE_KAFKA_URL", "SALESPULSE_PARTITION", "OTHER"}) == {
+        "SALESPULSE_PARTITION"
+    }
+    assert interpolate("${X:-7}") == "7"
+    with pytest.raises(KeyError):
+        interpolate("${SECRET:?set it}")
+    assert image_repository("prom/prometheus:v3.5.0") == "prom/prometheus"
+    assert image_repository("localhost:5000/redis") == "localhost:5000/redis"
+    assert topics_created({"command": "kt --create --topic a --partitions 3 --config cleanup.policy=compact"}) == {
+        "a": {"partitions": 3, "configs": {"cleanup.policy": "compact"}}
+    }
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_salespulse_services_exist_and_are_built_from_the_dockerfile(services: dict[str, Any]) -> None:
+    for name in SALESPULSE_SERVICES:
+        assert name in services, f"service {name} missing"
+        build = services[name].get("build")
+        assert build, f"{name} is not built from the Dockerfile"
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
+
+
+def test_every_salespulse_variable_is_a_settings_field(services: dict[str, Any]) -> None:
+    used: set[str] = set()
+    for service in services.values():
+        env = environment(service)
+        used |= set(env)
+        for value in env.values():  # ${SALESPULSE_...} interpolations from the user's shell
+            used |= {m.group(1) for m in INTERPOLATION.finditer(value)}
+    used |= {
+        m.group(1)
+        for kw, rest in dockerfile_instructions()
+        if kw in ("ENV", "ARG", "HEALTHCHECK")
+        for m in re.finditer(r"(SALESPULSE_[A-Z0-9_]+)", rest)
+    }
+    assert {n for n in used if n.startswith("SALESPULSE_")}, "no SALESPULSE_ variable found at all"
+    assert unknown_salespulse_names(used) == set()
+
+
+def test_salespulse_settings_of_each_service(services: dict[str, Any]) -> None:
+    kafka_env = environment(services["kafka"])
+    advertised = kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    for name in SALESPULSE_SERVICES:
+        settings = salespulse_settings(services[name])
+        assert settings.kafka_url == "kafka://kafka:9092", name
+        assert f"PLAINTEXT://{settings.kafka_bootstrap}" in advertised, f"{name}: broker does not advertise it"
+        assert settings.redis_url == "redis://redis:6379/0", name
+        assert settings.partitions == 8, name
+        assert settings.tansu_compat is False and not settings.use_tansu_workarounds, name
+
+
+def test_workers_share_one_app_id(services: dict[str, Any]) -> None:
+    app_ids = {salespulse_settings(services[n]).app_id for n, role in SALESPULSE_SERVICES.items() if role == "worker"}
+    assert len(app_ids) == 1, app_ids
+
+
+def test_ingest_secret_comes_from_the_users_environment(services: dict[str, Any]) -> None:
+    value = environment(services["ingest"]).get("SALESPULSE_WEBHOOK_SECRET")
+    assert value == "${SALESPULSE_WEBHOOK_SECRET:?set it}"
+    for name, service in services.items():  # never a literal secret anywhere
+        secret = environment(service).get("SALESPULSE_WEBHOOK_SECRET")
+        assert secret is None or INTERPOLATION.fullmatch(secret), name
+
+
+# --------------------------------------------------------------------------- commands and ports
+
+
+def test_dockerfile_entrypoint_is_the_salespulse_command() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert dockerfile_json("ENTRYPOINT") == ["salespulse"]
+    assert "salespulse" in scripts
+    cmd = dockerfile_json("CMD")
+    assert cmd == ["worker"] and cmd[0] in cli_main.commands
+
+
+def test_dockerfile_base_user_port_and_healthcheck() -> None:
+    instructions = dockerfile_instructions()
+    assert [rest for kw, rest in instructions if kw == "FROM"][0] == "python:3.11-slim"
+    users = [rest for kw, rest in instructions if kw == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "must run as a non-root user"
+    assert "8080" in " ".join(rest for kw, rest in instructions if kw == "EXPOSE").split()
+    healthchecks = [rest for kw, rest in instructions if kw == "HEALTHCHECK"]
+    assert healthchecks and "/healthz" in healthchecks[-1] and "python" in healthchecks[-1]
+    assert any(kw == "RUN" and "pip install ." in rest for kw, rest in instructions)
+
+
+def test_docker_build_context_keeps_what_the_dockerfile_copies() -> None:
+    ignored = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()}
+    ignored.discard("")
+    for kw, rest in dockerfile_instructions():
+        if kw != "COPY" or rest.startswith("--from"):
+            continue
+        for source in rest.split()[:-1]:
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repo"
+            assert source.rstrip("/") not in ignored, f"COPY {source}: excluded by .dockerignore"
+
+
+def listen_port(name: str, service: dict[str, Any]) -> int:
+    """Parse the service's command with the real click command; returns its --port."""
+    args = command_args(service)
+    if args[0] == "salespulse":  # an entrypoint override would repeat the program name
+        args = args[1:]
+    sub = args[0]
+    assert sub in cli_main.commands, f"{name}: {sub!r} is not a salespulse subcommand"
+    assert sub == SALESPULSE_SERVICES[name], f"{name} runs {sub!r}"
+    ctx = cli_main.commands[sub].make_context(sub, args[1:])
+    assert ctx.params["http_host"] == "0.0.0.0", f"{name} must listen beyond loopback in its container"
+    assert ctx.params["http_port"] is not None, f"{name}: no --port"
+    return int(ctx.params["http_port"])
+
+
+def test_commands_are_real_subcommands_and_prometheus_scrapes_their_ports(
+    services: dict[str, Any], prometheus_config: dict[str, Any]
+) -> None:
+    expected = {f"{name}:{listen_port(name, services[name])}" for name in SALESPULSE_SERVICES}
+    assert expected == {"ingest:8080", "worker-1:8080", "worker-2:8080"}
+    scraped: set[str] = set()
+    for job in prometheus_config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                if target.split(":")[0] in SALESPULSE_SERVICES:
+                    assert job.get("metrics_path") == "/metrics", job["job_name"]
+                    scraped.add(target)
+    assert scraped == expected
+
+
+def test_compose_healthchecks_use_the_listen_port(services: dict[str, Any]) -> None:
+    for name in SALESPULSE_SERVICES:
+        port = listen_port(name, services[name])
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert f":{port}/healthz" in test, name
+
+
+# --------------------------------------------------------------------------- Prometheus, Alertmanager, Grafana
+
+
+def test_prometheus_loads_the_repo_alert_rules(services: dict[str, Any], prometheus_config: dict[str, Any]) -> None:
+    mounts = bind_mounts(services["prometheus"])
+    config_path = next((t for t, s in mounts.items() if s == "deploy/prometheus/prometheus.yml"), None)
+    assert config_path == "/etc/prometheus/prometheus.yml"  # the image's default --config.file
+    command = " ".join(command_args(services["prometheus"])) if services["prometheus"].get("command") else ""
+    assert "--config.file" not in command or f"--config.file={config_path}" in command
+    rules_targets = [t for t, s in mounts.items() if s == "prometheus/alerts.yml"]
+    assert len(rules_targets) == 1, "prometheus/alerts.yml is not mounted into Prometheus"
+    assert prometheus_config["rule_files"] == rules_targets
+
+
+def test_prometheus_sends_alerts_to_alertmanager(services: dict[str, Any], prometheus_config: dict[str, Any]) -> None:
+    targets = [
+        t for am in prometheus_config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    mounts = bind_mounts(services["alertmanager"])
+    assert mounts.get("/etc/alertmanager/alertmanager.yml") == "deploy/alertmanager/alertmanager.yml"
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    assert all(r["receiver"] in receivers for r in config["route"].get("routes", []))
+
+
+def test_grafana_provisioning(services: dict[str, Any]) -> None:
+    mounts = bind_mounts(services["grafana"])
+    assert mounts.get("/etc/grafana/provisioning") == "deploy/grafana/provisioning"
+    datasources = yaml.safe_load((GRAFANA_PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "salespulse.yml").read_text())["providers"]
+    assert providers, "no dashboard provider"
+    for provider in providers:
+        assert provider["type"] == "file"
+        path = provider["options"]["path"]
+        inside = [t for t in mounts if path == t or path.startswith(t.rstrip("/") + "/")]
+        assert inside, f"dashboards path {path} is not mounted into Grafana"
+
+
+def test_bind_mount_sources_exist(services: dict[str, Any]) -> None:
+    # The dashboards folder may not exist yet (compose creates an empty one); everything else must.
+    optional = {"deploy/grafana/dashboards"}
+    for name, service in services.items():
+        for target, source in bind_mounts(service).items():
+            assert source in optional or (ROOT / source).exists(), f"{name}: {source} -> {target} missing"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_checks_the_prometheus_config(tmp_path: Path, prometheus_config: dict[str, Any]) -> None:
+    # rule_files names the container path; check a copy pointing at the repo's rules instead.
+    config = dict(prometheus_config, rule_files=[str(ALERT_RULES)])
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config))
+    result = subprocess.run(["promtool", "check", "config", str(copy)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- Kafka and images
+
+
+def test_init_container_creates_the_contract_topics(services: dict[str, Any]) -> None:
+    created = topics_created(services["kafka-init"])
+    partitions = salespulse_settings(services["worker-1"]).partitions
+    plain = {EVENTS_TOPIC, DLQ_TOPIC, ALERTS_TOPIC}
+    compacted = {metrics_topic(f) for f in METRIC_FAMILIES}
+    assert set(created) == plain | compacted
+    for topic in plain:
+        assert created[topic]["partitions"] == partitions == 8, topic
+        assert created[topic]["configs"].get("cleanup.policy", "delete") == "delete", topic
+    for topic in compacted:
+        assert created[topic]["configs"].get("cleanup.policy") == "compact", topic
+    command = services["kafka-init"]["command"]
+    script = command if isinstance(command, str) else "\n".join(str(c) for c in command)
+    assert set(re.findall(r"--bootstrap-server[= ]+([^\s\"']+)", script)) == {"kafka:9092"}
+
+
+def test_kafka_is_kraft_with_an_in_network_listener(services: dict[str, Any]) -> None:
+    env = environment(services["kafka"])
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{env['KAFKA_NODE_ID']}@kafka:")
+    assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 1  # one broker
+
+
+def test_images_are_the_official_ones(services: dict[str, Any]) -> None:
+    for name, repository in OFFICIAL_IMAGES.items():
+        image = services[name].get("image", "")
+        assert image_repository(image) == repository, f"{name}: {image}"
+        assert not image.endswith(":latest") and image != repository, f"{name}: pin a version"
+
+
+# --------------------------------------------------------------------------- health and start order
+
+
+def one_shot(name: str, services: dict[str, Any]) -> bool:
+    """A job others wait for with ``service_completed_successfully`` (nothing to health-check)."""
+    return any(
+        isinstance(s.get("depends_on"), dict)
+        and s["depends_on"].get(name, {}).get("condition") == "service_completed_successfully"
+        for s in services.values()
+    )
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        if one_shot(name, services):
+            assert str(service.get("restart", "no")) == "no", f"{name}: a one-shot job must not restart"
+            continue
+        check = service.get("healthcheck") or {}
+        assert not check.get("disable") and check.get("test"), f"{name} has no healthcheck"
+
+
+def test_depends_on_waits_for_health(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        assert isinstance(depends, dict), f"{name}: depends_on needs conditions"
+        for dep, spec in depends.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            condition = spec.get("condition")
+            assert condition in ("service_healthy", "service_completed_successfully"), f"{name} -> {dep}"
+            if condition == "service_healthy":
+                assert services[dep].get("healthcheck", {}).get("test"), f"{name} waits for {dep}'s health"
+    for name, role in SALESPULSE_SERVICES.items():
+        depends = services[name]["depends_on"]
+        assert depends["kafka"]["condition"] == "service_healthy", name
+        assert depends["kafka-init"]["condition"] == "service_completed_successfully", name
+        if role == "worker":
+            assert depends["redis"]["condition"] == "service_healthy", name
