@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -79,9 +80,26 @@ class SimulatorService(Service):
 
 
 def _prepare_topics(settings: Settings) -> None:
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.partitions))
+    """Create the contract's topics, waiting up to the startup timeout for the broker to answer."""
+    asyncio.run(_ensure_topics_patiently(settings))
     # Faust's Worker picks up the current event loop; asyncio.run() left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+async def _ensure_topics_patiently(settings: Settings) -> None:
+    deadline = time.monotonic() + settings.startup_timeout_s
+    while True:
+        try:
+            await ensure_topics(settings.kafka_bootstrap, settings.partitions)
+            return
+        except Exception as exc:  # the broker may still be starting (compose, k8s): retry, then say so
+            if time.monotonic() >= deadline:
+                raise ConfigurationError(
+                    f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.startup_timeout_s:g} s "
+                    f"(SALESPULSE_KAFKA_URL): {type(exc).__name__}: {exc}"
+                ) from None
+            log.warning("Kafka at %s not reachable yet (%s); retrying", settings.kafka_bootstrap, type(exc).__name__)
+            await asyncio.sleep(1.0)
 
 
 def redis_client_for(url: str) -> aioredis.Redis:

@@ -79,3 +79,15 @@ async def test_run_refuses_a_public_address_without_a_secret(tmp_path: Path) -> 
     assert process.proc is not None
     assert process.proc.wait(30) == 2
     assert "SALESPULSE_WEBHOOK_SECRET" in process.log_tail()
+
+
+async def test_a_worker_without_a_reachable_broker_exits_with_a_clear_error(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    env.update(SALESPULSE_KAFKA_URL="kafka://127.0.0.1:1", SALESPULSE_REDIS_URL="redis://127.0.0.1:1/0",
+               SALESPULSE_STARTUP_TIMEOUT_S="2", SALESPULSE_DATA_DIR=str(tmp_path / "data"))
+    process = SalespulseProcess("worker", tmp_path / "worker.log", env)
+    process.start()
+    assert process.proc is not None
+    assert process.proc.wait(30) == 2
+    log = process.log_tail()
+    assert "cannot reach Kafka at 127.0.0.1:1" in log and "Traceback" not in log, log
