@@ -104,7 +104,7 @@ def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, 
         f"salespulse {__version__}: webhooks on http://{settings.http_host}:{settings.http_port}/webhooks/events"
         f"{' (simulated traffic on)' if simulate else ''}; Ctrl-C to stop"
     )
-    _run_role(run_all, settings, options, loglevel)
+    _run_role(run_all, settings, options, loglevel, announce=console.print)
 
 
 @main.command()

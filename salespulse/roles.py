@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -182,8 +183,16 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     return _execute(None, [EventLogService(event_log), http], loglevel)
 
 
-def run_all(settings: Settings, simulate_options: dict[str, Any] | None = None, loglevel: str = "info") -> int:
-    """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker."""
+def run_all(
+    settings: Settings,
+    simulate_options: dict[str, Any] | None = None,
+    loglevel: str = "info",
+    announce: Callable[[str], None] = lambda message: None,
+) -> int:
+    """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker.
+
+    ``announce`` receives one line per embedded server (where it listens) before the worker starts.
+    """
     from salespulse.embedded.broker import EmbeddedBroker
     from salespulse.embedded.redis_server import EmbeddedRedis
 
@@ -196,12 +205,12 @@ def run_all(settings: Settings, simulate_options: dict[str, Any] | None = None, 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.kafka_url is None:
             broker = stack.enter_context(EmbeddedBroker(log_path=settings.data_dir / "tansu.log"))
-            log.info("embedded Kafka-protocol broker (Tansu) at %s", broker.url)
+            announce(f"embedded Kafka-protocol broker (Tansu): {broker.url}")
             tansu = True if settings.tansu_compat is None else settings.tansu_compat
             settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
         if settings.redis_url is None:
             redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
-            log.info("embedded Redis at %s", redis_server.url)
+            announce(f"embedded Redis: {redis_server.url}")
             settings = settings.model_copy(update={"redis_url": redis_server.url})
         _prepare_topics(settings)
         app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
