@@ -36,7 +36,7 @@ class ActivityFamily(WindowedFamily):
         super().__init__(cells, tz, retention_s)
         self.team_of_rep = team_of_rep or {}
 
-    def apply(self, partition: int, offset: int, event: object, now: float) -> bool:
+    def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool:
         """Count one admitted event; True if it was an activity."""
         activity = activity_of(event, self.team_of_rep)
         if activity is None:

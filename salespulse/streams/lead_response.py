@@ -123,8 +123,12 @@ class LeadResponseFamily(WindowedFamily):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def apply(self, partition: int, offset: int, event: Any, now: float) -> bool:
-        """Update the lead an event concerns; True if it changed anything."""
+    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+        """Update the lead an event concerns; True if it changed anything.
+
+        ``arrived`` (the Kafka record's timestamp, when ingest wrote it) decides whether a new lead is
+        live: a replay after an outage must not mistake a live lead for history. Default: ``now``.
+        """
         lead_id = getattr(event, "lead_id", None)
         if lead_id is None:
             return False
@@ -143,7 +147,7 @@ class LeadResponseFamily(WindowedFamily):
         before = contribution(lead)
         before_created = lead.get("created")
         if created:
-            self._on_created(lead, event, at, now)
+            self._on_created(lead, event, at, now if arrived is None else arrived)
         elif touch:
             self._on_touch(partition, lead_id, lead, event, at, now)
         else:
@@ -164,7 +168,7 @@ class LeadResponseFamily(WindowedFamily):
         self._index(partition, lead_id, lead, push=True)
         return True
 
-    def _on_created(self, lead: LeadState, event: LeadCreated, at: float, now: float) -> None:
+    def _on_created(self, lead: LeadState, event: LeadCreated, at: float, arrived: float) -> None:
         first = lead.get("created") is None
         if first or at < lead["created"]:
             lead["created"] = at
@@ -178,7 +182,7 @@ class LeadResponseFamily(WindowedFamily):
         lead["hours_team"] = lead.get("team") or UNASSIGNED  # whose business hours set the clock
         lead["deadline"] = self.deadline_of(lead["created"], lead["hours_team"])
         if first:
-            lead["live"] = now <= lead["deadline"] + LIVE_GRACE_S
+            lead["live"] = arrived <= lead["deadline"] + LIVE_GRACE_S
 
     def _on_touch(self, partition: int, lead_id: str, lead: LeadState, event: Any, at: float, now: float) -> None:
         if lead.get("touch") is not None and at >= lead["touch"]:

@@ -24,7 +24,8 @@ from salespulse.streams.dedup import DedupIndex
 
 log = logging.getLogger(__name__)
 
-Record = tuple[int, int, bytes]
+#: (partition, offset, raw value) or (partition, offset, raw value, Kafka timestamp in epoch seconds).
+Record = tuple[int, int, bytes] | tuple[int, int, bytes, float]
 DeadLetter = Callable[[Record, str], None]
 _EXPIRE_EVERY_S = 60.0
 
@@ -43,7 +44,7 @@ class Family(Protocol):
 
     def on_loaded(self, partition: int) -> None: ...
 
-    def apply(self, partition: int, offset: int, event: object, now: float) -> bool: ...
+    def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool: ...
     def expire(self, partition: int, now: float) -> int: ...
     def mark_partition_dirty(self, partition: int) -> None: ...
     def drop_partition(self, partition: int) -> None: ...
@@ -127,7 +128,9 @@ class BatchProcessor:
         families = self.families
         by_type = stats.by_type
         for record in group:
-            _, offset, raw = record
+            offset, raw = record[1], record[2]
+            # When the event was written to the log: the same on every replay, unlike ``now``.
+            arrived = record[3] if len(record) > 3 else None  # type: ignore[misc]
             try:
                 event = event_from_json(raw)
             except ValidationError as exc:
@@ -138,7 +141,7 @@ class BatchProcessor:
                 continue
             try:
                 for family in families:
-                    family.apply(partition, offset, event, now)
+                    family.apply(partition, offset, event, now, arrived=arrived)
             except Exception as exc:  # a bug must cost one event, not the agent
                 log.exception("event at %s/%s failed in a metric family", partition, offset)
                 self._dead_letter(record, f"processing error: {type(exc).__name__}: {exc}", stats)
@@ -165,7 +168,7 @@ class BatchProcessor:
 
 def dead_letter_value(record: Record, reason: str, now: float | None = None) -> bytes:
     """The ``salespulse.events.dlq`` message for a record that could not be processed."""
-    partition, offset, raw = record
+    partition, offset, raw = record[0], record[1], record[2]
     return orjson.dumps(
         {
             "reason": reason,

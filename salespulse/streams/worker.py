@@ -159,7 +159,9 @@ class WorkerRuntime:
     async def _count(self, stream: faust.StreamT) -> None:
         within = self.settings.batch_within_ms / 1000
         async for events in stream.take_events(self.settings.batch_max_events, within=within):
-            records: list[Record] = [(e.message.partition, e.message.offset, e.value) for e in events]
+            records: list[Record] = [
+                (e.message.partition, e.message.offset, e.value, e.message.timestamp) for e in events
+            ]
             stats = self.processor.process(records)
             self.health.batch_events.observe(len(records))
             self.health.events.labels("counted").inc(stats.processed)

@@ -71,3 +71,14 @@ async def test_a_new_owner_reads_back_alerts_the_crashed_owner_sent_and_publishe
     assert sinks.read_backs == [0]
     assert [(a["lead_id"], a["status"]) for a in sinks.sent] == [("L2", "firing")]
     assert await clock.tick(now=NOW + SLA + 6) == 0 and sinks.read_backs == [0]
+
+
+async def test_a_lead_written_before_an_outage_still_alerts_when_processed_after_it() -> None:
+    late = NOW + SLA + 3600  # the worker was down for an hour past the lead's deadline
+    processor, family = worker({})
+    processor.process([(0, 0, created("L1", NOW), NOW + 0.2)], now=late)  # record timestamp: ingest time
+    processor.process([(0, 1, created("L2", NOW))], now=late)  # no timestamp: judged by the clock (history)
+    sinks = FakeSinks()
+    clock = AlertClock(family, lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
+    assert await clock.tick(now=late) == 1
+    assert [(a["lead_id"], a["status"]) for a in sinks.sent] == [("L1", "firing")]

@@ -352,10 +352,10 @@ def test_event_that_fails_in_a_family_is_dead_lettered_and_its_neighbours_count(
     w = Worker()
     original = w.family.apply
 
-    def failing_apply(partition: int, offset: int, event: Any, now: float) -> bool:
+    def failing_apply(partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
         if event.event_id == "x":
             raise RuntimeError("boom")
-        return original(partition, offset, event, now)
+        return original(partition, offset, event, now, arrived)
 
     w.family.apply = failing_apply  # type: ignore[method-assign]
     stats = w.process(records(0, [ev("c1"), ev("x"), ev("c2")]))
