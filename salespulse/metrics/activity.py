@@ -80,13 +80,6 @@ def with_rollups(counts: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def add_counts(into: dict[str, int], counts: Mapping[str, int]) -> dict[str, int]:
-    """Add ``counts`` into ``into`` field by field (merging per-partition or per-hour partials)."""
-    for field, n in counts.items():
-        into[field] = into.get(field, 0) + n
-    return into
-
-
 def count_activities(activities: Iterable[Activity]) -> dict[str, dict[str, int]]:
     """Batch recomputation: per rep, the count of each field (reference for the streaming path)."""
     per_rep: dict[str, dict[str, int]] = {}

@@ -107,15 +107,16 @@ class LeadResponseFamily(WindowedFamily):
         self.unpublished = {entry for entry in self.unpublished if entry[0] != partition}
         self.inherited_unpublished.discard(partition)
 
-    def _index(self, partition: int, lead_id: str, lead: LeadState, push: bool = False) -> None:
+    def _index(self, partition: int, lead_id: str, lead: LeadState, push: bool | None = None) -> None:
+        """Index a lead: ``push=None`` while loading (heapified after), else push its deadline if ``push``."""
         if lead.get("created") is not None and lead.get("touch") is None:
             self.awaiting[partition].add(lead_id)
             if lead.get("live") and lead.get("alert") is None:
                 entry = (lead["deadline"], lead_id)
-                if push:
-                    heapq.heappush(self.deadlines[partition], entry)
-                else:
+                if push is None:
                     self.deadlines[partition].append(entry)
+                elif push:
+                    heapq.heappush(self.deadlines[partition], entry)
         else:
             self.awaiting[partition].discard(lead_id)
         if lead.get("alert") and lead["alert"] not in lead.get("published", ()):
@@ -146,6 +147,7 @@ class LeadResponseFamily(WindowedFamily):
             return False  # the state already holds this event (replay after a crash)
         before = contribution(lead)
         before_created = lead.get("created")
+        before_deadline = lead.get("deadline")
         if created:
             self._on_created(lead, event, at, now if arrived is None else arrived)
         elif touch:
@@ -165,7 +167,8 @@ class LeadResponseFamily(WindowedFamily):
             if deltas:
                 self.add(partition, offset, lead["created"], now, deltas)
         self.leads.touch(partition, lead_id)
-        self._index(partition, lead_id, lead, push=True)
+        # A deadline goes on the heap once; later changes of the lead leave it where it is.
+        self._index(partition, lead_id, lead, push=lead.get("deadline") != before_deadline)
         return True
 
     def _on_created(self, lead: LeadState, event: LeadCreated, at: float, arrived: float) -> None:

@@ -34,7 +34,6 @@ class Family(Protocol):
     """A metric family as the processor sees it."""
 
     name: str
-    cells: CellStore
     partition_wm: dict[int, int]
 
     @property

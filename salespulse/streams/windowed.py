@@ -16,11 +16,11 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from salespulse.metrics.fields import Number, add_fields
 from salespulse.metrics.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
 from salespulse.publishers.partials import Partial
 from salespulse.streams.cells import Cell, CellStore
 
-Number = int | float
 Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
 # A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.
 Dirty = tuple[int, str, str, str, str]
@@ -39,13 +39,6 @@ def window_end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
 def window_name(grain: str, bucket: str) -> str:
     """The published window name of a cell: ``all``, ``day:2026-11-22``, ``week:2026-W47`` ..."""
     return "all" if grain == "all" else f"{grain}:{bucket}"
-
-
-def add_fields(into: dict[str, Number], fields: Mapping[str, Number]) -> dict[str, Number]:
-    """Add ``fields`` into ``into`` field by field (merging partials or hours)."""
-    for name, value in fields.items():
-        into[name] = into.get(name, 0) + value
-    return into
 
 
 class WindowedFamily:

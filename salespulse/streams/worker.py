@@ -117,6 +117,7 @@ class WorkerRuntime:
         )
         config = load_config(settings.config)
         retention_s = settings.retention_days * 86400
+        sla_s = config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)
         self.activity = ActivityFamily(
             CellStore(self.table, "activity"), settings.tz, retention_s, team_of_rep=config.team_of_rep
         )
@@ -125,8 +126,8 @@ class WorkerRuntime:
             RecordLog(self.table, "leads"),
             settings.tz,
             retention_s,
-            sla_s=config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds),
-            deadline_of=_deadline_function(config, config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)),
+            sla_s=sla_s,
+            deadline_of=_deadline_function(config, sla_s),
             business_seconds=_business_seconds_function(config),
             outbound_kinds=config.lead_response.outbound_activity_kinds,
         )

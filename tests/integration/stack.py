@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,19 @@ class SalespulseProcess:
                     last = exc
                 await asyncio.sleep(0.2)
         raise AssertionError(f"{self.role} not ready after {timeout_s} s (last: {last}):\n{self.log_tail()}")
+
+    async def __aenter__(self) -> "SalespulseProcess":
+        """Start and wait until ready; stopped (SIGTERM) on leaving the block."""
+        self.start()
+        try:
+            await self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final commit, no flush."""
@@ -151,6 +165,17 @@ async def wait_for_hash(
             return current
         await asyncio.sleep(0.1)
     raise AssertionError(f"{key} = {current}, expected {expected}")
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample of ``name`` whose labels include ``labels`` (exposition text)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 async def metrics_text(url: str) -> str:

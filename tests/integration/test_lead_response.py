@@ -15,8 +15,16 @@ import redis.asyncio as aioredis
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
 from salespulse.streams.topics import ALERTS_TOPIC
-from tests.integration.stack import SalespulseProcess, metrics_text, now_iso, post_events, read_topic, stack_env, wait_for_hash
-from tests.integration.test_pipeline import metric_value
+from tests.integration.stack import (
+    SalespulseProcess,
+    metric_value,
+    metrics_text,
+    now_iso,
+    post_events,
+    read_topic,
+    stack_env,
+    wait_for_hash,
+)
 
 pytestmark = pytest.mark.integration
 SLA_S = 3
@@ -40,13 +48,8 @@ def env_for(broker: EmbeddedBroker, redis_server: EmbeddedRedis, unique_id: str)
 async def stack(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path, unique_id: str
 ) -> AsyncIterator[SalespulseProcess]:
-    process = SalespulseProcess("run", tmp_path / "run.log", env_for(fresh_broker, redis_server, unique_id))
-    process.start()
-    try:
-        await process.wait_ready()
+    async with SalespulseProcess("run", tmp_path / "run.log", env_for(fresh_broker, redis_server, unique_id)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def alerts_in_topic(bootstrap: str) -> list[dict]:

@@ -7,7 +7,6 @@ and runs the real CLI (``python -m salespulse run``) pointed at it and at the se
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.integration.stack import (
     SalespulseProcess,
     call,
     email,
+    metric_value,
     metrics_text,
     post_events,
     read_topic,
@@ -42,25 +42,9 @@ async def stack(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path, unique_id: str
 ) -> AsyncIterator[SalespulseProcess]:
     """``salespulse run`` (ingest + worker in one process) on external broker and Redis, ready to count."""
-    process = SalespulseProcess(
-        "run", tmp_path / "run.log", stack_env(fresh_broker.url, redis_server.url, f"t-{unique_id}")
-    )
-    process.start()
-    try:
-        await process.wait_ready()
+    env = stack_env(fresh_broker.url, redis_server.url, f"t-{unique_id}")
+    async with SalespulseProcess("run", tmp_path / "run.log", env) as process:
         yield process
-    finally:
-        process.stop()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 async def test_webhook_activities_reach_redis_prometheus_and_the_metric_topic(

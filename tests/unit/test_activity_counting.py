@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
+from salespulse.metrics.fields import add_fields
 from salespulse.metrics.activity import (
     NO_OUTCOME,
     UNASSIGNED,
     Activity,
     activity_of,
-    add_counts,
     count_activities,
     normalise_kind,
     split_field,
@@ -185,7 +185,7 @@ def test_with_rollups_keeps_kinds_without_outcomes_as_they_are() -> None:
 
 def test_add_counts_merges_field_by_field() -> None:
     into = {"call:busy": 1, "visit": 2}
-    assert add_counts(into, {"call:busy": 2, "email_sent": 1}) is into
+    assert add_fields(into, {"call:busy": 2, "email_sent": 1}) is into
     assert into == {"call:busy": 3, "visit": 2, "email_sent": 1}
 
 

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import redis.asyncio as aioredis
 
-from salespulse.metrics.activity import add_counts, with_rollups
+from salespulse.metrics.activity import with_rollups
+from salespulse.metrics.fields import add_fields
 from salespulse.models.events import EventAdapter
 from salespulse.publishers.partials import Partial
 from salespulse.publishers.redis_publisher import UPDATES_CHANNEL, RedisPublisher
@@ -242,12 +243,12 @@ async def test_rendered_activity_partials_of_two_partitions_merge_to_the_batch_t
             }
         )
         family.apply(p, offset, event, now)
-        add_counts(per_partition[p], {f"call:{outcome}": 1})
+        add_fields(per_partition[p], {f"call:{outcome}": 1})
     for p in (0, 1):
         family.cells.write_touched(p, 10 + p)
         family.partition_wm[p] = 10 + p
     await RedisPublisher(redis_client).publish(family.render({0, 1}, now))
-    expected = with_rollups(add_counts(dict(per_partition[0]), per_partition[1]))
+    expected = with_rollups(add_fields(dict(per_partition[0]), per_partition[1]))
     for window in ("all", "day:2026-11-22", "week:2026-W47", "month:2026-11", "rolling:24h", "rolling:7d"):
         assert await totals(redis_client, f"salespulse:activity:rep:anna:{window}") == expected, window
         assert await totals(redis_client, f"salespulse:activity:team:unassigned:{window}") == expected, window
