@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from salespulse.handlers.event_log import EventLog, EventLogUnavailable
 from salespulse.handlers.signatures import SIGNATURE_HEADER, SignatureError, verify
 from salespulse.models.errors import field_errors
-from salespulse.models.events import MAX_FUTURE_SKEW, Event, EventAdapter
+from salespulse.models.events import INTERNAL_EVENT_TYPES, MAX_FUTURE_SKEW, Event, EventAdapter
 from salespulse.settings import MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST, SIGNATURE_TOLERANCE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,16 @@ def parse_events(body: bytes) -> list[Event]:
             event = EventAdapter.validate_python(item)
         except ValidationError as exc:
             errors += indexed_field_errors(index, exc)
+            continue
+        if event.type in INTERNAL_EVENT_TYPES:
+            errors.append(
+                {
+                    "index": index,
+                    "field": "type",
+                    "message": f"{event.type!r} is internal: only the salespulse worker writes it",
+                    "type": "internal_type",
+                }
+            )
             continue
         if event.occurred_at > latest:
             errors.append(

@@ -133,9 +133,11 @@ class DealStageChanged(_DealEvent):
 
 
 class DealWon(_DealEvent):
+    """A deal closed as won; without ``amount`` (thin CRM payloads) the worker takes the deal's last known one."""
+
     type: Literal["deal.won"]
     pipeline: Label
-    amount: Amount
+    amount: Amount | None = None
     currency: Currency | None = None
 
 
@@ -233,6 +235,29 @@ class CustomerChurned(_EventBase):
         return self
 
 
+class DealLeadLinked(_DealEvent):
+    """Internal, written by the worker: the deal's partition learns its lead from ``lead.converted``."""
+
+    type: Literal["deal.lead_linked"]
+    lead_id: Id
+
+
+class DealOutcome(StrEnum):
+    won = "won"
+    lost = "lost"
+
+
+class LeadDealClosed(_LeadEvent):
+    """Internal, written by the worker: the lead's partition learns that its deal closed."""
+
+    type: Literal["lead.deal_closed"]
+    deal_id: Id
+    pipeline: Label
+    outcome: DealOutcome
+    amount: Amount | None = None
+    currency: Currency | None = None
+
+
 EVENT_MODELS: tuple[type[_EventBase], ...] = (
     LeadCreated,
     LeadAssigned,
@@ -253,6 +278,8 @@ EVENT_MODELS: tuple[type[_EventBase], ...] = (
     ActivityLogged,
     QuotaSet,
     CustomerChurned,
+    DealLeadLinked,
+    LeadDealClosed,
 )
 
 Event = Annotated[
@@ -276,6 +303,8 @@ Event = Annotated[
         ActivityLogged,
         QuotaSet,
         CustomerChurned,
+        DealLeadLinked,
+        LeadDealClosed,
     ],
     Field(discriminator="type"),
 ]
@@ -284,6 +313,10 @@ Event = Annotated[
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[0] for m in EVENT_MODELS)
+
+
+#: Types only the worker writes (cross-partition links between a lead and its deal); webhooks refuse them.
+INTERNAL_EVENT_TYPES: frozenset[str] = frozenset({"deal.lead_linked", "lead.deal_closed"})
 
 
 def event_to_json(event: _EventBase) -> bytes:

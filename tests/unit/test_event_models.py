@@ -16,6 +16,7 @@ from salespulse.handlers.webhooks import RejectedRequest, indexed_field_errors, 
 from salespulse.models.events import (
     EVENT_MODELS,
     EVENT_TYPES,
+    INTERNAL_EVENT_TYPES,
     CallLogged,
     CustomerChurned,
     EmailSent,
@@ -125,7 +126,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "lead.converted": ("lead_id", "deal_id"),
     "deal.created": ("deal_id", "pipeline", "stage"),
     "deal.stage_changed": ("deal_id", "pipeline", "to_stage"),
-    "deal.won": ("deal_id", "pipeline", "amount"),
+    "deal.won": ("deal_id", "pipeline"),
     "deal.lost": ("deal_id", "pipeline"),
     "deal.updated": ("deal_id",),
     "call.logged": ("lead_id", "rep_id", "outcome"),
@@ -176,8 +177,25 @@ def errors_of(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_examples_cover_every_contract_type_exactly() -> None:
-    assert set(EXAMPLES) == set(EVENT_TYPES)
-    assert len(EVENT_TYPES) == len(EVENT_MODELS) == 19
+    assert set(EXAMPLES) == set(EVENT_TYPES) - INTERNAL_EVENT_TYPES
+    assert len(EVENT_TYPES) == len(EVENT_MODELS) == 21
+
+
+INTERNAL_EXAMPLES: dict[str, dict[str, Any]] = {
+    "deal.lead_linked": {"deal_id": "D1", "lead_id": "L1"},
+    "lead.deal_closed": {"lead_id": "L1", "deal_id": "D1", "pipeline": "sales", "outcome": "won", "amount": 5000},
+}
+
+
+@pytest.mark.parametrize("event_type", sorted(INTERNAL_EXAMPLES))
+def test_internal_link_events_parse_from_kafka_but_webhooks_refuse_them(event_type: str) -> None:
+    item = {"event_id": "x1", "type": event_type, "occurred_at": "2026-11-22T08:30:00Z", **INTERNAL_EXAMPLES[event_type]}
+    event = event_from_json(orjson.dumps(item))
+    assert event.type == event_type
+    assert event.partition_key == item["deal_id" if event_type == "deal.lead_linked" else "lead_id"]
+    with pytest.raises(RejectedRequest) as info:
+        parse_events(orjson.dumps([EXAMPLES["call.logged"], item]))
+    assert [(e["index"], e["field"], e["type"]) for e in info.value.body["errors"]] == [(1, "type", "internal_type")]
 
 
 @pytest.mark.parametrize("event_type", sorted(EXAMPLES))
@@ -206,10 +224,10 @@ def test_missing_required_field_is_rejected_naming_it(event_type: str, name: str
 
 
 def test_missing_fields_of_several_events_are_all_named_with_their_index() -> None:
-    body = [EXAMPLES["email.opened"], example("call.logged", outcome=None), example("deal.won", amount=None)]
+    body = [EXAMPLES["email.opened"], example("call.logged", outcome=None), example("deal.created", stage=None)]
     with pytest.raises(RejectedRequest) as info:
         parse_events(orjson.dumps(body))
-    assert [(e["index"], e["field"]) for e in info.value.body["errors"]] == [(1, "outcome"), (2, "amount")]
+    assert [(e["index"], e["field"]) for e in info.value.body["errors"]] == [(1, "outcome"), (2, "stage")]
 
 
 FULL_OPTIONALS: dict[str, dict[str, Any]] = {
