@@ -106,6 +106,12 @@ class LeadAssigned(_LeadEvent):
     rep_id: Id
 
 
+class LeadQualified(_LeadEvent):
+    """The lead became marketing-qualified (MQL) after its creation, e.g. a CRM lifecycle-stage change."""
+
+    type: Literal["lead.qualified"]
+
+
 class LeadConverted(_LeadEvent):
     type: Literal["lead.converted"]
     deal_id: Id
@@ -261,6 +267,7 @@ class LeadDealClosed(_LeadEvent):
 EVENT_MODELS: tuple[type[_EventBase], ...] = (
     LeadCreated,
     LeadAssigned,
+    LeadQualified,
     LeadConverted,
     DealCreated,
     DealStageChanged,
@@ -286,6 +293,7 @@ Event = Annotated[
     Union[
         LeadCreated,
         LeadAssigned,
+        LeadQualified,
         LeadConverted,
         DealCreated,
         DealStageChanged,

@@ -4,6 +4,11 @@ Works on plain ``(partition, offset, raw bytes)`` records, so it runs the same u
 tests and in the benchmark. Per partition, in offset order: a record that does not parse goes to the
 dead-letter callback with the reason (its neighbours go on); a redelivered ``event_id`` is skipped;
 every family applies the event; then the new ids and the touched cells are written, ids first.
+
+Two phases, so that follow-up events (internal links from a deal's partition to its lead's and back)
+are never lost: ``stage`` applies a batch in memory and collects the follow-ups, the caller delivers
+them to ``salespulse.events``, then ``persist`` writes the state. A crash before ``persist`` replays the
+batch and sends the same follow-ups again, under the same event ids, which their consumer deduplicates.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import orjson
 from pydantic import ValidationError
 
 from salespulse.models.errors import field_errors
-from salespulse.models.events import event_from_json
+from salespulse.models.events import Event, event_from_json
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 
@@ -43,6 +48,10 @@ class Family(Protocol):
 
     def on_loaded(self, partition: int) -> None: ...
 
+    def take_follow_ups(self) -> list[Event]:
+        """Events this family wants written to ``salespulse.events`` since the last call (then forgotten)."""
+        ...
+
     def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool: ...
     def expire(self, partition: int, now: float) -> int: ...
     def mark_partition_dirty(self, partition: int) -> None: ...
@@ -58,6 +67,8 @@ class BatchStats:
     dead_lettered: int = 0
     cells_written: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    #: Events the families asked to write to ``salespulse.events`` (deterministic ids: resending is harmless).
+    follow_ups: list[Event] = field(default_factory=list)
 
     def add(self, other: "BatchStats") -> None:
         self.processed += other.processed
@@ -66,6 +77,15 @@ class BatchStats:
         self.cells_written += other.cells_written
         for name, n in other.by_type.items():
             self.by_type[name] = self.by_type.get(name, 0) + n
+
+
+@dataclass
+class StagedBatch:
+    """A batch applied in memory, not yet written: its stats (with follow-ups) and last offset per partition."""
+
+    stats: BatchStats
+    last_offsets: dict[int, int]
+    now: float
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -110,18 +130,46 @@ class BatchProcessor:
             family.drop_partition(partition)
 
     def process(self, records: Sequence[Record], now: float | None = None) -> BatchStats:
-        """Apply one batch; records of each partition must come in offset order."""
+        """Apply and write one batch; records of each partition must come in offset order.
+
+        The follow-ups in the returned stats are the caller's to deliver; under Faust use ``stage``,
+        deliver, then ``persist``, so none is lost in a crash.
+        """
+        staged = self.stage(records, now)
+        self.persist(staged)
+        return staged.stats
+
+    def stage(self, records: Sequence[Record], now: float | None = None) -> StagedBatch:
+        """Apply one batch in memory and collect its follow-up events; nothing is written until ``persist``."""
         now = time.time() if now is None else now
         stats = BatchStats()
         by_partition: dict[int, list[Record]] = {}
         for record in records:
             by_partition.setdefault(record[0], []).append(record)
         for partition, group in by_partition.items():
-            self._process_partition(partition, group, now, stats)
-        self.totals.add(stats)
-        return stats
+            self._apply_partition(partition, group, now, stats)
+        for family in self.families:
+            stats.follow_ups += family.take_follow_ups()
+        return StagedBatch(stats, {partition: group[-1][1] for partition, group in by_partition.items()}, now)
 
-    def _process_partition(self, partition: int, group: list[Record], now: float, stats: BatchStats) -> None:
+    def persist(self, staged: StagedBatch) -> None:
+        """Write what ``stage`` applied: per partition the new event ids first, then every family's cells."""
+        now, stats, families = staged.now, staged.stats, self.families
+        for partition, last_offset in staged.last_offsets.items():
+            # Ids before cells: a crash between the two writes then replays, never double counts.
+            self.dedup.write_pending(partition, now)
+            for family in families:
+                for store in family.stores:
+                    stats.cells_written += store.write_touched(partition, last_offset)
+                family.partition_wm[partition] = max(family.partition_wm.get(partition, -1), last_offset)
+            if now >= self._next_expiry.get(partition, 0.0):
+                self._next_expiry[partition] = now + _EXPIRE_EVERY_S
+                self.dedup.expire(partition, now)
+                for family in families:
+                    family.expire(partition, now)
+        self.totals.add(stats)
+
+    def _apply_partition(self, partition: int, group: list[Record], now: float, stats: BatchStats) -> None:
         self.ensure_loaded(partition)
         admit = self.dedup.admit
         families = self.families
@@ -147,18 +195,6 @@ class BatchProcessor:
                 continue
             stats.processed += 1
             by_type[event.type] = by_type.get(event.type, 0) + 1
-        last_offset = group[-1][1]
-        # Ids before cells: a crash between the two writes then replays, never double counts.
-        self.dedup.write_pending(partition, now)
-        for family in families:
-            for store in family.stores:
-                stats.cells_written += store.write_touched(partition, last_offset)
-            family.partition_wm[partition] = max(family.partition_wm.get(partition, -1), last_offset)
-        if now >= self._next_expiry.get(partition, 0.0):
-            self._next_expiry[partition] = now + _EXPIRE_EVERY_S
-            self.dedup.expire(partition, now)
-            for family in families:
-                family.expire(partition, now)
 
     def _dead_letter(self, record: Record, reason: str, stats: BatchStats) -> None:
         stats.dead_lettered += 1

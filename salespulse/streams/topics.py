@@ -15,6 +15,8 @@ EVENTS_TOPIC = "salespulse.events"
 DLQ_TOPIC = "salespulse.events.dlq"
 ALERTS_TOPIC = "salespulse.alerts"
 METRIC_FAMILIES = ("activity", "lead_response")
+#: Header ``salespulse replay`` puts on the events it writes: measured like any other, never alerted on.
+REPLAY_HEADER = "salespulse-replay"
 
 
 def metrics_topic(family: str) -> str:

@@ -160,6 +160,10 @@ class WindowedFamily:
                     else:
                         self.dirty.add((partition, grain, bucket, scope, ident))
 
+    def take_follow_ups(self) -> list[Any]:
+        """Follow-up events for ``salespulse.events``: none, unless a family links partitions."""
+        return []
+
     def mark_rolling_dirty(self, partitions: Iterable[int]) -> None:
         """Republish rolling windows (their values change as hours pass, with no new event)."""
         for partition in partitions:

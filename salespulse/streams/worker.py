@@ -6,6 +6,7 @@ Flow: ``take_events`` batch -> ``BatchProcessor`` (parse, dedup, families, chang
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from salespulse.config import Config, load_config
 from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
 from salespulse.metrics.lead_response import redis_derived_spec
+from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
 from salespulse.publishers.flusher import Flusher
 from salespulse.publishers.prometheus import ActivityCollector, LeadResponseCollector, WorkerHealth
@@ -32,7 +34,7 @@ from salespulse.streams.record_log import RecordLog
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
 from salespulse.streams.transport import SalespulseApp
-from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC
+from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,15 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
             broker_heartbeat_interval=1,
         )
     return options
+
+
+def arrival_time(message: Any) -> float:
+    """When ingest wrote a record (its Kafka timestamp); infinitely late for a replayed one, so it never alerts."""
+    headers = message.headers or ()
+    names = headers.keys() if isinstance(headers, dict) else (name for name, _ in headers)
+    if REPLAY_HEADER in names:
+        return float("inf")
+    return message.timestamp
 
 
 def _utc(epoch: float) -> datetime:
@@ -161,14 +172,26 @@ class WorkerRuntime:
         within = self.settings.batch_within_ms / 1000
         async for events in stream.take_events(self.settings.batch_max_events, within=within):
             records: list[Record] = [
-                (e.message.partition, e.message.offset, e.value, e.message.timestamp) for e in events
+                (e.message.partition, e.message.offset, e.value, arrival_time(e.message)) for e in events
             ]
-            stats = self.processor.process(records)
+            staged = self.processor.stage(records)
+            stats = staged.stats
+            if stats.follow_ups:
+                await self._deliver_follow_ups(stats.follow_ups)
+            self.processor.persist(staged)
             self.health.batch_events.observe(len(records))
             self.health.events.labels("counted").inc(stats.processed)
             self.health.events.labels("duplicate").inc(stats.duplicates)
             self.health.events.labels("dead_letter").inc(stats.dead_lettered)
             self.flusher.notify()
+
+    async def _deliver_follow_ups(self, follow_ups: list[Event]) -> None:
+        """Write follow-up events to ``salespulse.events`` and wait for the broker's acks (before state is written)."""
+        pending = [
+            await self.events_topic.send(key=event.partition_key.encode(), value=event_to_json(event))
+            for event in follow_ups
+        ]
+        await asyncio.gather(*pending)
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning("dead-lettered %s/%s: %s", record[0], record[1], reason)

@@ -31,6 +31,7 @@ T = "2026-11-22T09:30:00+01:00"
 EXAMPLES: dict[str, dict[str, Any]] = {
     "lead.created": {"event_id": "e-lc", "type": "lead.created", "occurred_at": T, "lead_id": "L1"},
     "lead.assigned": {"event_id": "e-la", "type": "lead.assigned", "occurred_at": T, "lead_id": "L1", "rep_id": "R1"},
+    "lead.qualified": {"event_id": "e-lq", "type": "lead.qualified", "occurred_at": T, "lead_id": "L1"},
     "lead.converted": {
         "event_id": "e-lv",
         "type": "lead.converted",
@@ -123,6 +124,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {
     "lead.created": ("lead_id",),
     "lead.assigned": ("lead_id", "rep_id"),
+    "lead.qualified": ("lead_id",),
     "lead.converted": ("lead_id", "deal_id"),
     "deal.created": ("deal_id", "pipeline", "stage"),
     "deal.stage_changed": ("deal_id", "pipeline", "to_stage"),
@@ -178,7 +180,7 @@ def errors_of(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_examples_cover_every_contract_type_exactly() -> None:
     assert set(EXAMPLES) == set(EVENT_TYPES) - INTERNAL_EVENT_TYPES
-    assert len(EVENT_TYPES) == len(EVENT_MODELS) == 21
+    assert len(EVENT_TYPES) == len(EVENT_MODELS) == 22
 
 
 INTERNAL_EXAMPLES: dict[str, dict[str, Any]] = {

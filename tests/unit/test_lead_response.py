@@ -160,7 +160,7 @@ class Worker:
     def process(self, batch: Sequence[Record], now: float = NOW) -> Any:
         stats = self.processor.process(batch, now)
         assert not self.dead, self.dead
-        for partition, offset, _ in batch:
+        for partition, offset, *_ in batch:
             self.next_offset[partition] = max(self.next_offset.get(partition, 0), offset + 1)
         return stats
 
@@ -717,6 +717,14 @@ def test_a_backfilled_lead_processed_after_deadline_plus_grace_never_fires(
     assert len(w.alerts(now)) == int(fires)
     assert len(w.alerts(now + DAY)) == int(fires)
     assert w.fields("team", "north") == {"created": 1}, "measured even when it does not alert"
+
+
+def test_a_replayed_lead_arriving_infinitely_late_is_measured_but_never_fires() -> None:
+    w = Worker()
+    [record] = records(0, [created("L1", NOW)], 0)
+    w.process([(*record, float("inf"))], now=NOW)
+    assert w.alerts(NOW + SLA) == [] and w.alerts(NOW + DAY) == []
+    assert w.fields("team", "north") == {"created": 1}
 
 
 def test_a_touch_after_firing_resolves_and_each_status_is_published_once_also_after_a_reload(store: str) -> None:

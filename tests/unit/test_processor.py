@@ -697,3 +697,43 @@ def test_rendered_rolling_windows_always_equal_the_events_of_their_hours(
             hours = rolling_hour_range({"rolling:24h": 24, "rolling:7d": 168}[window], clock)
             expected = sum(1 for rep, at in counted if rep == p.record["id"] and hour_bucket(at) in hours)
             assert p.fields["total"] == expected, (window, p.record["id"])
+
+
+class LinkingFamily(ActivityFamily):
+    """An activity family that asks for one follow-up per call, as a linking family would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: list[Any] = []
+
+    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+        if event.type == "call.logged":
+            self.pending.append(
+                EventAdapter.validate_python(
+                    {"event_id": f"link:{event.event_id}", "type": "deal.lead_linked",
+                     "occurred_at": event.occurred_at, "deal_id": f"D-{event.lead_id}", "lead_id": event.lead_id}
+                )
+            )
+        return super().apply(partition, offset, event, now, arrived)
+
+    def take_follow_ups(self) -> list[Any]:
+        taken, self.pending = self.pending, []
+        return taken
+
+
+def test_stage_applies_in_memory_and_collects_follow_ups_and_only_persist_writes_the_table() -> None:
+    table: dict[str, bytes] = {}
+    family = LinkingFamily(CellStore(table, "activity"), UTC, 35 * DAY, team_of_rep=TEAMS.get)
+    processor = BatchProcessor(DedupIndex(table, 72 * HOUR), [family], lambda r, why: None)
+    staged = processor.stage(records(0, [ev("e1"), ev("e2", "email.sent"), ev("e3", lead_id="L2")]), NOW)
+    assert [(e.event_id, e.partition_key) for e in staged.stats.follow_ups] == [("link:e1", "D-L1"), ("link:e3", "D-L2")]
+    assert table == {}, "nothing durable before the follow-ups are delivered"
+    assert family.take_follow_ups() == [], "taken once"
+    processor.persist(staged)
+    assert table and staged.last_offsets == {0: 2}
+    # a crash before persist replays the batch: the same follow-ups, under the same ids, come out again
+    fresh = LinkingFamily(CellStore({}, "activity"), UTC, 35 * DAY, team_of_rep=TEAMS.get)
+    again = BatchProcessor(DedupIndex({}, 72 * HOUR), [fresh], lambda r, why: None).process(
+        records(0, [ev("e1"), ev("e2", "email.sent"), ev("e3", lead_id="L2")]), NOW
+    )
+    assert [e.event_id for e in again.follow_ups] == ["link:e1", "link:e3"]
