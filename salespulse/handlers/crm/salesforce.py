@@ -127,6 +127,9 @@ def _bool(value: Any) -> bool | None:
 def _snapshot(path: str, event_id: str, sobject_type: str, fields: dict[str, str], mapping: VendorMapping,
               out: Normalised) -> list[Event]:
     sobject_path = f"{path}.sObject"
+    if sobject_type not in ("Opportunity", "Lead"):
+        out.ignored.append(f"outbound:{sobject_type[:40] or 'unknown'}")
+        return []
     record_id = id_text(fields.get("Id"), f"{sobject_path}.Id")
     created = fields.get("CreatedDate")
     modified = fields.get("LastModifiedDate") or created
@@ -171,7 +174,7 @@ def _snapshot(path: str, event_id: str, sobject_type: str, fields: dict[str, str
             return [event(sobject_path, event_id=event_id, type="lead.converted", deal_id=opportunity, **common)]
         if rep is not None:
             return [event(sobject_path, event_id=event_id, type="lead.assigned", rep_id=rep, **common)]
-    out.ignored.append(f"outbound:{sobject_type[:40] or 'unknown'}")
+    out.ignored.append(f"outbound:{sobject_type}:no_change")
     return []
 
 
