@@ -120,3 +120,17 @@ async def test_replay_of_a_csv_export_maps_columns_and_honours_the_rate(
     assert metric_sum(text, "salespulse_activities_total", rep="rep-csv", outcome="no_answer") == 5
     bad = run_replay(fresh_broker, str(export), "--restart", "--map", "event_id=Nope")
     assert bad.returncode == 1 and "no column(s) Nope" in bad.stderr
+
+
+def test_strict_replay_stops_at_the_first_bad_row_and_keeps_the_position_before_it(
+    fresh_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    history = tmp_path / "h.jsonl"
+    good = {"event_id": "s1", "type": "call.logged", "occurred_at": now_iso(-5), "lead_id": "l", "rep_id": "r",
+            "outcome": "busy"}
+    history.write_bytes(orjson.dumps(good) + b"\n" + orjson.dumps({**good, "outcome": "maybe"}) + b"\n"
+                        + orjson.dumps({**good, "event_id": "s3"}) + b"\n")
+    stopped = run_replay(fresh_broker, str(history), "--strict")
+    assert stopped.returncode == 1
+    assert "line 2: field outcome" in stopped.stderr and "position kept at line 1" in stopped.stderr
+    assert (tmp_path / "h.jsonl.position").read_text().strip() == "1"
