@@ -1,4 +1,4 @@
-"""The ``salespulse`` command: run, worker, ingest, simulate and schemas."""
+"""The ``salespulse`` command: run, worker, ingest, simulate, replay and schemas."""
 
 from __future__ import annotations
 
@@ -167,6 +167,84 @@ def simulate(
     except KeyboardInterrupt:
         return
     console.print(stats)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise click.BadParameter(f"expected FIELD=VALUE, got {value!r}", param_hint=option)
+        pairs[name.strip()] = target.strip()
+    return pairs
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True,
+              help="auto: by extension (.csv is CSV, anything else JSON Lines).")
+@click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
+              help="CSV: take event FIELD from COLUMN (repeat), e.g. --map lead_id=Contact_ID.")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="CSV: a constant for every row (repeat), e.g. --set type=call.logged.")
+@click.option("--rate", type=float, default=None, help="At most this many events per second (default: unlimited).")
+@click.option("--position-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where the line reached is kept, to resume after a stop [default: FILE.position].")
+@click.option("--restart", is_flag=True, help="Ignore the saved position and start from the first line.")
+@click.option("--strict", is_flag=True, help="Stop at the first bad row (default: report it and go on).")
+@click.option("--kafka-url", help="kafka://host:port [env SALESPULSE_KAFKA_URL]")
+def replay(
+    file: Path, fmt: str, maps: tuple[str, ...], sets: tuple[str, ...], rate: float | None,
+    position_file: Path | None, restart: bool, strict: bool, kafka_url: str | None,
+) -> None:
+    """Backfill history from FILE (JSON Lines of canonical events, or CSV with --map) into salespulse.events.
+
+    Replayed events are measured like any other but never raise an SLA alert; the worker's event_id dedup
+    makes a replay safe to repeat. Progress is saved to the position file, so a stopped replay resumes where
+    it was. Bad rows are reported with their line and field and skipped (exit status 1), or stop the run
+    with --strict. Example:
+
+    \b
+      salespulse replay calls.csv --set type=call.logged --map event_id=Id \\
+        --map occurred_at=Date --map lead_id=Lead --map rep_id=Owner --map outcome=Result --rate 500
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from salespulse.replay import ReplayError, read_csv, read_jsonl, replay as run_replay
+
+    settings = _settings(kafka_url=kafka_url)
+    if settings.kafka_url is None:
+        console.print("[red]error:[/red] SALESPULSE_KAFKA_URL (or --kafka-url) is required for replay")
+        raise SystemExit(2)
+    is_csv = fmt == "csv" or (fmt == "auto" and file.suffix.lower() == ".csv")
+    columns, constants = _pairs(maps, "--map"), _pairs(sets, "--set")
+    if is_csv and not columns:
+        raise click.BadParameter("CSV needs a column mapping: --map FIELD=COLUMN (repeat)", param_hint="--map")
+    position = position_file or file.with_name(file.name + ".position")
+    if restart:
+        position.unlink(missing_ok=True)
+    with file.open("rb") as fh:
+        total = sum(1 for _ in fh)
+    rows = read_csv(file, columns, constants) if is_csv else read_jsonl(file)
+    with Progress(TextColumn("[bold]replay[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(file.name, total=total)
+        try:
+            stats = asyncio.run(
+                run_replay(rows, settings.kafka_bootstrap, position, rate=rate, strict=strict,
+                           on_progress=lambda line: progress.update(task, completed=line))
+            )
+        except ReplayError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise SystemExit(1) from None
+        progress.update(task, completed=total)
+    for bad in stats.bad:
+        console.print(f"[yellow]skipped[/yellow] {bad}")
+    resumed = f", {stats.skipped_before} already replayed before" if stats.skipped_before else ""
+    console.print(f"replayed {stats.sent} events from {file}{resumed}; {len(stats.bad)} bad rows skipped; "
+                  f"position saved in {position}")
+    if stats.bad:
+        raise SystemExit(1)
 
 
 @main.command()

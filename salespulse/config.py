@@ -1,8 +1,8 @@
 """The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA.
 
 Parsed into strict pydantic models: an unknown or misspelt key is an error, never silently
-ignored. Sections not modelled yet (``pipelines``, ``targets``, ``quotas``, ``crm``) are reserved
-and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
+ignored. ``[crm]`` (CRM id mappings) is modelled in :mod:`salespulse.crm_config`. Sections not
+modelled yet (``pipelines``, ``targets``, ``quotas``) are reserved and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
 dotted key (``business_hours.teams.team-apac.hours.mon[0]``). See ``docs/config.example.toml``.
 """
 
@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from salespulse.crm_config import CrmSection
 from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 #: Weekday keys of ``hours`` tables, Monday first (index = ``date.weekday()``).
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Top-level tables accepted as raw dicts until they get their own models.
-RESERVED_SECTIONS: tuple[str, ...] = ("pipelines", "targets", "quotas", "crm")
+RESERVED_SECTIONS: tuple[str, ...] = ("pipelines", "targets", "quotas")
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -160,7 +161,7 @@ class Config(_Model):
     pipelines: dict[str, Any] = Field(default_factory=dict)
     targets: dict[str, Any] = Field(default_factory=dict)
     quotas: dict[str, Any] = Field(default_factory=dict)
-    crm: dict[str, Any] = Field(default_factory=dict)
+    crm: CrmSection = Field(default_factory=CrmSection)
 
     _default_hours: BusinessHours = PrivateAttr()
     _team_hours: dict[str, BusinessHours] = PrivateAttr()

@@ -19,6 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from salespulse.config import ConfigError, load_config
+from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
 from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
@@ -131,15 +133,32 @@ def _worker_services(
     readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
     services: list[Service] = [runtime.flusher, runtime.alert_clock]
     webhook = None
+    crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
         event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
+        crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
         services.insert(0, EventLogService(event_log))
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
-    services.append(HttpServer(build_http_app(registry, readiness, webhook), settings.http_host, settings.http_port))
+    app = build_http_app(registry, readiness, webhook, crm_webhooks)
+    services.append(HttpServer(app, settings.http_host, settings.http_port))
     return runtime.app, services
+
+
+def _crm_webhooks(
+    settings: Settings, event_log: EventLog, webhook: GenericWebhook, registry: CollectorRegistry
+) -> list[CrmWebhook]:
+    """The enabled CRM endpoints, mapped through the config file's ``[crm]`` section."""
+    try:
+        crm = load_config(settings.config).crm
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, IgnoredCounter(registry))
+    for hook in hooks:
+        log.info("CRM endpoint %s enabled", hook.path)
+    return hooks
 
 
 def _secret(settings: Settings) -> str | None:
@@ -178,8 +197,10 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     registry = CollectorRegistry()
     event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
     webhook = GenericWebhook(event_log, _secret(settings), registry)
+    crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
     readiness = {"kafka": event_log.ping}
-    http = HttpServer(build_http_app(registry, readiness, webhook), settings.http_host, settings.http_port)
+    app = build_http_app(registry, readiness, webhook, crm_webhooks)
+    http = HttpServer(app, settings.http_host, settings.http_port)
     return _execute(None, [EventLogService(event_log), http], loglevel)
 
 

@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     webhook_secret: SecretStr | None = None
+    # CRM endpoints: each is served only when its secret or setting is present (docs/crm.md).
+    hubspot_client_secret: SecretStr | None = Field(None, description="enables /webhooks/hubspot (signature v3/v2/v1)")
+    pipedrive_basic_auth: SecretStr | None = Field(None, description="user:password; enables /webhooks/pipedrive")
+    close_signature_key: SecretStr | None = Field(None, description="hex key; enables /webhooks/close")
+    salesforce_org_id: str | None = Field(None, description="enables /webhooks/salesforce/outbound and /cdc")
+    public_url: str | None = Field(
+        None, description="the https://host[:port] the CRMs call; HubSpot signs the full URL (default: from the request)"
+    )
     lead_response_sla_seconds: int = Field(300, gt=0)
     timezone: str = "UTC"
     config: Path | None = None
@@ -57,6 +65,37 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @field_validator("pipedrive_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("expected user:password")
+        return value
+
+    @field_validator("close_signature_key")
+    @classmethod
+    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                bytes.fromhex(value.get_secret_value())
+            except ValueError:
+                raise ValueError("expected the hex signature_key Close returned for the subscription") from None
+        return value
+
+    @field_validator("salesforce_org_id")
+    @classmethod
+    def _org_id(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) not in (15, 18) or not value.isalnum()):
+            raise ValueError("expected a 15- or 18-character Salesforce organization id (00D...)")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected http(s)://host[:port]")
+        return value.rstrip("/") if value else value
 
     @property
     def tz(self) -> ZoneInfo:

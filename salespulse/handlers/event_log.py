@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from salespulse.models.events import Event, event_to_json
-from salespulse.streams.topics import EVENTS_TOPIC, broker_reachable
+from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
 
 
 class EventLogUnavailable(Exception):
@@ -63,6 +63,20 @@ class EventLog:
             raise EventLogUnavailable(f"could not write to {EVENTS_TOPIC}: {type(exc).__name__}: {exc}") from exc
         for event in events:
             self.published.labels(event.type).inc()
+
+    async def dead_letter(self, key: bytes, value: bytes) -> None:
+        """Write one record to ``salespulse.events.dlq`` and wait for the ack, or raise ``EventLogUnavailable``."""
+        if self._producer is None:
+            raise EventLogUnavailable("event log is not started")
+        producer = self._producer
+
+        async def send() -> None:
+            await (await producer.send(DLQ_TOPIC, key=key, value=value))
+
+        try:
+            await asyncio.wait_for(send(), timeout=self.timeout_s)
+        except Exception as exc:
+            raise EventLogUnavailable(f"could not write to {DLQ_TOPIC}: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> bool:
         """True if the broker answers a metadata request."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from salespulse.handlers.crm.endpoint import CrmWebhook
 from salespulse.handlers.webhooks import GenericWebhook, json_response
 from salespulse.settings import MAX_BODY_BYTES
 
@@ -22,8 +23,9 @@ def build_http_app(
     registry: CollectorRegistry,
     readiness: dict[str, ReadinessCheck],
     webhook: GenericWebhook | None = None,
+    crm_webhooks: Sequence[CrmWebhook] = (),
 ) -> web.Application:
-    """The aiohttp application; ``webhook`` is None in a worker-only process."""
+    """The aiohttp application; ``webhook`` is None in a worker-only process; CRM routes only when enabled."""
     # A little over the contract's limit, so the handler answers 413 itself with a JSON body.
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
 
@@ -46,6 +48,8 @@ def build_http_app(
     app.router.add_get("/metrics", metrics)
     if webhook is not None:
         app.router.add_post("/webhooks/events", webhook.handle)
+    for crm in crm_webhooks:
+        app.router.add_post(crm.path, crm.handle)
     return app
 
 

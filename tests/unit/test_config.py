@@ -117,12 +117,31 @@ def test_bare_toml_dates_are_accepted_as_holidays(tmp_path: Path) -> None:
 
 
 def test_reserved_sections_are_kept_as_raw_tables(tmp_path: Path) -> None:
-    text = '[pipelines.default]\nstages = ["new", "won"]\n[targets]\nx = 1\n[quotas.rep-001]\n"2026-06" = 100000\n[crm.hubspot]\nowner = { "123" = "rep-001" }\n'
+    text = '[pipelines.default]\nstages = ["new", "won"]\n[targets]\nx = 1\n[quotas.rep-001]\n"2026-06" = 100000\n'
     config = load_config(write(tmp_path, text))
     assert config.pipelines == {"default": {"stages": ["new", "won"]}}
     assert config.targets == {"x": 1}
     assert config.quotas == {"rep-001": {"2026-06": 100000}}
-    assert config.crm == {"hubspot": {"owner": {"123": "rep-001"}}}
+
+
+def test_crm_section_maps_stages_owners_and_pipelines(tmp_path: Path) -> None:
+    text = (
+        '[crm.hubspot]\nowners = { "123" = "rep-001" }\n'
+        '[crm.hubspot.stages]\n"9001" = { pipeline = "enterprise", stage = "signed", closed = true, won = true }\n'
+        '[crm.pipedrive]\npipelines = { "1" = "smb" }\n'
+    )
+    crm = load_config(write(tmp_path, text)).crm
+    assert crm.hubspot.rep_for("123") == "rep-001" and crm.hubspot.rep_for("999") == "999"
+    signed = crm.hubspot.stage_for("9001")
+    assert (signed.pipeline, signed.stage, signed.closed, signed.won) == ("enterprise", "signed", True, True)
+    assert crm.hubspot.stage_for("closedlost").closed and not crm.hubspot.stage_for("closedlost").won
+    assert crm.pipedrive.stage_for("7", "1").pipeline == "smb" and not crm.pipedrive.stage_for("7", "1").closed
+
+
+def test_crm_section_rejects_a_won_stage_that_is_not_closed_and_unknown_keys(tmp_path: Path) -> None:
+    error = error_for(tmp_path, '[crm.close.stages]\nx = { pipeline = "p", stage = "s", won = true }\n')
+    assert error.key == "crm.close.stages.x" and "closed" in str(error)
+    assert error_for(tmp_path, "[crm.hubspot]\nowner = {}\n").key == "crm.hubspot.owner"
 
 
 def test_documented_example_file_loads(tmp_path: Path) -> None:
