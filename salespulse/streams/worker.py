@@ -248,8 +248,7 @@ class WorkerRuntime:
                 high = None
             position = self.positions.get(partition)
             if position is None:
-                read = read_offsets.get(tp)
-                position = read if read is not None else None
+                position = read_offsets.get(tp)
             lags[partition] = None if high is None or position is None else max(0, high - position)
         return lags
 
