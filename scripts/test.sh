@@ -2,23 +2,24 @@
 # Run the whole test suite: installs what it needs, starts real Tansu and Redis processes itself.
 # Extra arguments go to pytest (e.g. -k pipeline, -x).
 source "$(dirname "$0")/_venv.sh" test
-# promtool (from Debian's prometheus package) runs the Prometheus rule tests, which never skip.
-if ! command -v promtool >/dev/null 2>&1; then
+# Debian's prometheus package gives promtool (the rule tests) and the prometheus server (the dashboard
+# and alert end-to-end test); those tests never skip.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing promtool (Debian package prometheus) ..." >&2
+    echo "installing promtool and prometheus (Debian package prometheus) ..." >&2
     apt_log=$(mktemp)
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >"$apt_log" 2>&1 \
-        || ! command -v promtool >/dev/null 2>&1; then
+        || ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
       cat "$apt_log" >&2
       rm -f "$apt_log"
-      echo "could not install promtool with apt-get (output above)" >&2
+      echo "could not install promtool and prometheus with apt-get (output above)" >&2
       exit 2
     fi
     rm -f "$apt_log"
   else
-    echo "promtool is not on PATH and is needed by tests/integration/test_alert_rules.py." >&2
-    echo "Install it and re-run: 'sudo apt-get install prometheus' on Debian/Ubuntu, or put the promtool" >&2
-    echo "binary from https://prometheus.io/download/ on PATH (or run scripts/test.sh as root on Debian)." >&2
+    echo "promtool and prometheus must be on PATH (tests/integration/test_alert_rules.py, test_prometheus_e2e.py)." >&2
+    echo "Install them and re-run: 'sudo apt-get install prometheus' on Debian/Ubuntu, or put the promtool and" >&2
+    echo "prometheus binaries from https://prometheus.io/download/ on PATH (or run scripts/test.sh as root on Debian)." >&2
     exit 2
   fi
 fi

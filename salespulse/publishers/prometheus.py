@@ -113,3 +113,34 @@ class WorkerHealth:
             registry=registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
         )
+
+
+class ConsumerLagCollector(Collector):
+    """``salespulse_consumer_lag_records{topic,partition}`` and ``salespulse_worker_partitions_owned``.
+
+    ``lag`` returns, for every partition of ``topic`` this worker owns, the records written but not yet
+    processed (broker high watermark minus the worker's position), or None while the high watermark is not
+    known yet (such a partition counts as owned but exports no lag). Dashboards and alerts take ``max by (partition)`` (two workers may briefly both report one
+    partition while it moves) and ``sum`` over partitions.
+    """
+
+    def __init__(self, topic: str, lag: Callable[[], dict[int, int | None]]) -> None:
+        self.topic = topic
+        self.lag = lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lags = self.lag()
+        lag = GaugeMetricFamily(
+            "salespulse_consumer_lag_records",
+            "Records of an owned partition written to Kafka and not yet processed by this worker.",
+            labels=["topic", "partition"],
+        )
+        for partition, records in sorted(lags.items()):
+            if records is not None:
+                lag.add_metric([self.topic, str(partition)], records)
+        owned = GaugeMetricFamily(
+            "salespulse_worker_partitions_owned", "Partitions of the events topic this worker owns and has loaded."
+        )
+        owned.add_metric([], len(lags))
+        yield from (lag, owned)
+

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
+from faust.types import TP
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +23,12 @@ from salespulse.metrics.lead_response import redis_derived_spec
 from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
 from salespulse.publishers.flusher import Flusher
-from salespulse.publishers.prometheus import ActivityCollector, LeadResponseCollector, WorkerHealth
+from salespulse.publishers.prometheus import (
+    ActivityCollector,
+    ConsumerLagCollector,
+    LeadResponseCollector,
+    WorkerHealth,
+)
 from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
 from salespulse.settings import Settings
@@ -149,6 +155,9 @@ class WorkerRuntime:
         self.health = WorkerHealth(registry)
         registry.register(ActivityCollector(self.activity, self.owned_partitions))
         registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
+        # Next offset to process per owned partition of salespulse.events (for the consumer lag).
+        self.positions: dict[int, int] = {}
+        registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -179,6 +188,8 @@ class WorkerRuntime:
             if stats.follow_ups:
                 await self._deliver_follow_ups(stats.follow_ups)
             self.processor.persist(staged)
+            for partition, offset, *_ in records:
+                self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
             self.health.batch_events.observe(len(records))
             self.health.events.labels("counted").inc(stats.processed)
             self.health.events.labels("duplicate").inc(stats.duplicates)
@@ -201,6 +212,7 @@ class WorkerRuntime:
         for tp in revoked:
             if tp.topic == EVENTS_TOPIC:
                 self.processor.drop_partition(tp.partition)
+                self.positions.pop(tp.partition, None)
 
     async def ready(self) -> bool:
         """True once the worker has joined its group, recovered its tables and owns partitions."""
@@ -214,3 +226,29 @@ class WorkerRuntime:
         for partition in assigned - self.processor.loaded:
             self.processor.ensure_loaded(partition)  # taken over with no new traffic: publish its state
         return assigned
+
+    def consumer_lag(self) -> dict[int, int | None]:
+        """Per owned partition of ``salespulse.events``: high watermark minus position (None while unknown).
+
+        The position is the next offset this worker has processed; before its first record of a partition
+        it is where Faust's consumer started reading (the committed offset), so a worker stuck from its
+        start still shows its lag.
+        """
+        owned = self.owned_partitions()
+        if not owned:
+            return {}
+        consumer = self.app.consumer
+        read_offsets = getattr(consumer, "_read_offset", {})  # Faust: set to the committed offset at seek
+        lags: dict[int, int | None] = {}
+        for partition in owned:
+            tp = TP(EVENTS_TOPIC, partition)
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - consumer not started or partition not fetched yet
+                high = None
+            position = self.positions.get(partition)
+            if position is None:
+                position = read_offsets.get(tp)
+            lags[partition] = None if high is None or position is None else max(0, high - position)
+        return lags
+
