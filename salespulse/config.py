@@ -277,6 +277,8 @@ def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
     """
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad dict key: the key itself is already named
+            continue
         if isinstance(part, int) and isinstance(data, list):
             out += f"[{part}]"
             data = data[part] if 0 <= part < len(data) else None

@@ -41,6 +41,7 @@ from salespulse.metrics.pipeline import (
     window_change,
 )
 from salespulse.models.events import (
+    EARLIEST_OCCURRED_AT,
     CustomerChurned,
     DealCreated,
     DealLeadLinked,
@@ -364,6 +365,28 @@ class PipelineFamily(WindowedFamily):
                 self.states.delete(partition, key)
                 expired += 1
         return expired
+
+
+def config_quota_events(quotas: Mapping[str, Mapping[str, float]], currency: str) -> list[QuotaSet]:
+    """The config's quotas as ``quota.set`` events to the reps' partitions.
+
+    Stamped at the earliest accepted time, so any real ``quota.set`` (later in event time) overrides
+    them; their ids name rep, period, amount and currency, so resending an unchanged config is
+    dropped by dedup, and a changed amount (same time, later in the log) replaces the old one.
+    """
+    return [
+        QuotaSet(
+            event_id=f"config-quota:{rep}:{period}:{amount!r}:{currency}",
+            type="quota.set",
+            occurred_at=EARLIEST_OCCURRED_AT,
+            rep_id=rep,
+            period=period,
+            amount=amount,
+            currency=currency,
+        )
+        for rep, periods in sorted(quotas.items())
+        for period, amount in sorted(periods.items())
+    ]
 
 
 # --- folding events into states (order-independent: every field keeps the latest by (time, event id)) -----

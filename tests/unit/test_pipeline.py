@@ -691,3 +691,44 @@ def test_any_history_order_redelivery_and_crash_gives_the_batch_recomputation(
     # The reference has no per-pair Prometheus scopes for leads; every scope it has must match exactly.
     assert got_windowed == expected_windowed
     assert got_now == expected_now
+
+
+# --- Redis: the merge script derives the same rates from merged partials --------------------------------------
+
+
+async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_python_formulas(
+    redis_client: Any, unique_id: str
+) -> None:
+    from salespulse.metrics.pipeline import redis_derived_spec
+    from salespulse.publishers.redis_publisher import RedisPublisher
+
+    cluster = Cluster()
+    events: list[dict[str, Any]] = [quota("anna", "2026-11", 100_000)]
+    for i in range(40):
+        events.append(lead(f"L{i}", NOW - 10 * DAY + i, mql=i % 2 == 0))
+        events += [created(f"D{i}", NOW - 9 * DAY + i * MINUTE, amount=1_000.0 + i), moved(f"D{i}", NOW - 8 * DAY, "meeting")]
+        if i < 8:
+            events += [converted(f"L{i}", f"D{i}", NOW - 9 * DAY), won(f"D{i}", NOW - 7 * DAY + i * HOUR)]
+        elif i < 20:
+            events.append(lost(f"D{i}", NOW - 6 * DAY, "timing"))
+    cluster.send(events)
+    cluster.drain()
+    prefix = f"t{unique_id}"
+    partials = [p._replace(redis_key=p.redis_key.replace("salespulse:", f"{prefix}:", 1))
+                for p in cluster.family.render(set(range(PARTITIONS)), NOW)]
+    publisher = RedisPublisher(redis_client, channel="", derived={"pipeline": redis_derived_spec(PIPELINES, ["USD"])})
+    await publisher.publish(partials)
+    for scope, ident, window in (("rep", "anna", "month|2026-11"), ("pipeline", "sales", "all|-"),
+                                 ("stage", "sales/new", "all|-"), ("source", "ads", "all|-")):
+        redis_window = "all" if window == "all|-" else window.replace("|", ":")
+        raw = await redis_client.hgetall(f"{prefix}:pipeline:{scope}:{ident}:{redis_window}")
+        got = {k.decode(): float(v) for k, v in raw.items()}
+        expected = cluster.fields(scope, ident, window)
+        assert set(got) == set(expected), (scope, set(got) ^ set(expected))
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, rel=1e-9), (scope, name)
+    month = cluster.fields("rep", "anna", "month|2026-11")
+    assert month["win_rate"] == pytest.approx(8 / 20) and month["leads_needed:USD"] > 0
+    assert "tis_p50_s" in cluster.fields("stage", "sales/new")
+    opened = await redis_client.hgetall(f"{prefix}:pipeline:open:pipeline:sales")
+    assert float(opened[b"deals"]) == 20 and float(opened[b"deals:meeting"]) == 20
