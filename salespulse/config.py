@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
-from salespulse.metrics.pipeline import DEFAULT_LOSS_REASONS, PipelineSpec, Pipelines
+from salespulse.metrics.pipeline import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
 
 __all__ = [
     "RESERVED_SECTIONS",
@@ -232,7 +232,13 @@ class Config(_Model):
         return self._default_hours
 
     def pipeline_specs(self) -> Pipelines:
-        """The configured pipelines (stage order, won/lost stages, probabilities, loss reasons)."""
+        """The configured pipelines (stage order, won/lost stages, probabilities, loss reasons).
+
+        With no ``[pipelines]`` table: the built-in ``default`` pipeline (qualification, discovery,
+        proposal, negotiation; closed_won, closed_lost), which the simulator drives.
+        """
+        if not self.pipelines:
+            return Pipelines(DEFAULT_PIPELINES)
         return Pipelines({name: spec.to_spec() for name, spec in self.pipelines.items()})
 
     def team_for_rep(self, rep: str | None) -> str | None:

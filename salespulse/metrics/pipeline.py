@@ -85,6 +85,17 @@ class PipelineSpec:
         return (*self.stages, *self.won_stages, *self.lost_stages)
 
 
+#: The pipeline used when the config names none (the one ``salespulse simulate`` drives).
+DEFAULT_PIPELINES: Mapping[str, PipelineSpec] = {
+    "default": PipelineSpec(
+        stages=("qualification", "discovery", "proposal", "negotiation"),
+        won_stages=("closed_won",),
+        lost_stages=("closed_lost",),
+        probabilities={"qualification": 0.10, "discovery": 0.25, "proposal": 0.50, "negotiation": 0.75},
+    )
+}
+
+
 class Pipelines:
     """Stage order, won/lost stages, default probabilities and loss reasons of every configured pipeline.
 
