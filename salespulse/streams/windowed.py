@@ -111,9 +111,17 @@ class WindowedFamily:
                     continue
                 if grain == "hour":
                     dirty.add((partition, "rolling", ALL_TIME, scope, ident))
-                    if int(bucket) != current_hour:  # a completed hour changed: its cached sums are stale
+                    hour = int(bucket)
+                    if hour != current_hour:  # a completed hour changed: fold the change into its cached sums
                         for span in self.rolling_hours.values():
-                            self._rolling_base.pop((partition, scope, ident, span), None)
+                            key = (partition, scope, ident, span)
+                            cached = self._rolling_base.get(key)
+                            if cached is None:
+                                continue
+                            if cached[0] != current_hour:
+                                del self._rolling_base[key]
+                            elif current_hour - span < hour < current_hour:
+                                add_fields(cached[1], changes)
                 else:
                     dirty.add((partition, grain, bucket, scope, ident))
             self.cells.touch(partition, name)
