@@ -584,8 +584,8 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
     for n in range(draw(st.integers(1, 6))):
         distinct += draw(deal_history(n, leads))
     for rep in draw(st.lists(st.sampled_from(REPS), max_size=2)):
-        distinct.append(quota(rep, "2026-11", draw(st.sampled_from([1_000.0, 5_000.0])),
-                              at=NOW - draw(st.integers(1, 5)) * DAY, eid=f"q-{rep}-{len(distinct)}"))
+        distinct.append(quota(rep, "2026-11", draw(st.sampled_from([1_000.0, 5_000.0])),  # distinct times: no ties
+                              at=NOW - draw(st.integers(1, 5)) * DAY + len(distinct), eid=f"q-{rep}-{len(distinct)}"))
     rnd = draw(st.randoms(use_true_random=False))
     arrivals = list(distinct)
     rnd.shuffle(arrivals)  # webhooks arrive in any order; a key's log keeps the order they arrived in
@@ -623,23 +623,43 @@ def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[dict[str,
     return list(deals.values()), list(leads.values())
 
 
-def expected_totals(distinct: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], dict[str, float]], dict]:
+NOVEMBER = (datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp(), datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp())
+
+
+def expected_totals(
+    distinct: Sequence[dict[str, Any]], month: bool = False
+) -> tuple[dict[tuple[str, str], dict[str, float]], dict]:
+    """All-time fields per (scope, id) (or, with ``month``, those of November 2026) and the open gauges."""
     deals, leads = reference_states(distinct)
     windowed: dict[tuple[str, str], dict[str, float]] = {}
     now_fields: dict[tuple[str, str], dict[str, float]] = {}
+
+    def counts(at: float, grain: str | None) -> bool:
+        return NOVEMBER[0] <= at < NOVEMBER[1] if month else grain is None
+
+    quotas: dict[str, list[Any]] = {}
+    for e in distinct:
+        if e["type"] == "quota.set" and (e["rep_id"] not in quotas or e["occurred_at"] > quotas[e["rep_id"]][0]):
+            quotas[e["rep_id"]] = [e["occurred_at"], e["amount"]]
+    for rep, (_, amount) in quotas.items():
+        for scope, ident in (("rep", rep), ("team", TEAMS.get(rep, "unassigned"))):
+            if month:
+                into = windowed.setdefault((scope, ident), {})
+                into["quota:USD"] = into.get("quota:USD", 0) + amount
     for deal in deals:
         w, n = deal_contribution(deal, PIPELINES, "USD", TEAMS)
-        for (_, grain, scope, ident, name), value in w.items():
-            if grain is None:
+        for (at, grain, scope, ident, name), value in w.items():
+            if counts(at, grain):
                 into = windowed.setdefault((scope, ident), {})
                 into[name] = into.get(name, 0) + value
         for (scope, ident, name), value in n.items():
             into = now_fields.setdefault((scope, ident), {})
             into[name] = into.get(name, 0) + value
     for state in leads:
-        for (_, grain, scope, ident, name), value in lead_contribution(state, TEAMS).items():
-            into = windowed.setdefault((scope, ident), {})
-            into[name] = into.get(name, 0) + value
+        for (at, grain, scope, ident, name), value in lead_contribution(state, TEAMS).items():
+            if counts(at, grain):
+                into = windowed.setdefault((scope, ident), {})
+                into[name] = into.get(name, 0) + value
     return clean(windowed), clean(now_fields)
 
 
@@ -652,10 +672,10 @@ def clean(totals: Mapping[tuple[str, str], Mapping[str, float]]) -> dict[tuple[s
     return out
 
 
-def streamed_totals(cluster: Cluster) -> tuple[dict[tuple[str, str], dict[str, float]], dict]:
+def streamed_totals(cluster: Cluster, window: str = "all|-") -> tuple[dict[tuple[str, str], dict[str, float]], dict]:
     windowed: dict[tuple[str, str], dict[str, float]] = {}
     for p in range(PARTITIONS):
-        cell = cluster.family.cells.get(p, "all|-") or {}
+        cell = cluster.family.cells.get(p, window) or {}
         for scope, ids in cell.items():
             if scope == "wm":
                 continue
@@ -691,6 +711,10 @@ def test_any_history_order_redelivery_and_crash_gives_the_batch_recomputation(
     # The reference has no per-pair Prometheus scopes for leads; every scope it has must match exactly.
     assert got_windowed == expected_windowed
     assert got_now == expected_now
+    expected_month, _ = expected_totals(distinct, month=True)
+    got_month, _ = streamed_totals(cluster, "month|2026-11")
+    all_time_only = ("transition", "pipeline_rep")
+    assert got_month == {k: v for k, v in expected_month.items() if k[0] not in all_time_only}
 
 
 # --- Redis: the merge script derives the same rates from merged partials --------------------------------------
@@ -732,3 +756,26 @@ async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_pyth
     assert "tis_p50_s" in cluster.fields("stage", "sales/new")
     opened = await redis_client.hgetall(f"{prefix}:pipeline:open:pipeline:sales")
     assert float(opened[b"deals"]) == 20 and float(opened[b"deals:meeting"]) == 20
+
+
+def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrides() -> None:
+    from salespulse.streams.pipeline import config_quota_events
+
+    config_events = config_quota_events({"anna": {"2026-11": 100_000.0}, "ben": {"2026-11": 50_000.0}}, "USD")
+    assert [e.event_id for e in config_events] == ["config-quota:anna:2026-11:100000.0:USD",
+                                                    "config-quota:ben:2026-11:50000.0:USD"]
+    assert config_quota_events({"anna": {"2026-11": 100_000.0}}, "USD")[0] == config_events[0]  # fixed ids
+    cluster = Cluster()
+    for event in config_events:
+        cluster.append(event_to_json(event), event.partition_key)
+    cluster.send([quota("ben", "2026-11", 70_000, at=NOW - 5 * DAY)])
+    cluster.drain()
+    changed = config_quota_events({"anna": {"2026-11": 120_000.0}}, "USD")  # the config changed
+    cluster.append(event_to_json(changed[0]), changed[0].partition_key)
+    cluster.drain()
+    assert cluster.fields("rep", "anna", "month|2026-11")["quota:USD"] == 120_000
+    assert cluster.fields("rep", "ben", "month|2026-11")["quota:USD"] == 70_000
+    assert cluster.fields("team", "north", "month|2026-11")["quota:USD"] == 190_000
+    assert "quota:USD" not in cluster.fields("rep", "anna")  # month windows only
+    assert cluster.family.quotas(range(PARTITIONS)) == {("anna", "2026-11", "USD"): 120_000,
+                                                         ("ben", "2026-11", "USD"): 70_000}
