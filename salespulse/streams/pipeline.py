@@ -108,6 +108,8 @@ class PipelineFamily(WindowedFamily):
         #: Per partition: open-pipeline fields per (scope, id), from the deal states.
         self.open: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
         self.open_dirty: set[tuple[int, str, str]] = set()
+        #: Per partition: the state keys of quotas (so a scrape need not walk every deal and lead).
+        self.quota_keys: dict[int, set[str]] = {}
         self._follow_ups: list[Event] = []
 
     @property
@@ -120,8 +122,11 @@ class PipelineFamily(WindowedFamily):
     def on_loaded(self, partition: int) -> None:
         """Rebuild the partition's open-pipeline gauges from its deal states."""
         self.open[partition] = {}
+        self.quota_keys[partition] = set()
         for key, state in self.states.items(partition):
-            if key.startswith("d:"):
+            if key.startswith("q:"):
+                self.quota_keys[partition].add(key)
+            elif key.startswith("d:"):
                 _, now = self._deal_contribution(state)
                 self._apply_now(partition, {}, now)
         for scope, ident in self.open[partition]:
@@ -130,6 +135,7 @@ class PipelineFamily(WindowedFamily):
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
         self.open.pop(partition, None)
+        self.quota_keys.pop(partition, None)
         self.open_dirty = {entry for entry in self.open_dirty if entry[0] != partition}
 
     def take_follow_ups(self) -> list[Event]:
@@ -212,6 +218,7 @@ class PipelineFamily(WindowedFamily):
         after = quota_contribution(state, start, event.rep_id, self.team_of_rep, self.currency)
         self._apply_windows(partition, offset, now, before, after)
         self.states.touch(partition, key)
+        self.quota_keys.setdefault(partition, set()).add(key)
         return True
 
     def _month_start(self, period: str) -> float:
@@ -346,8 +353,9 @@ class PipelineFamily(WindowedFamily):
         """(rep, period, currency) → quota amount, from the quota states of owned partitions (Prometheus)."""
         out: dict[tuple[str, str, str], float] = {}
         for partition in owned:
-            for key, state in self.states.items(partition):
-                if key.startswith("q:") and state.get("value") is not None:
+            for key in sorted(self.quota_keys.get(partition, ())):
+                state = self.states.get(partition, key)
+                if state is not None and state.get("value") is not None:
                     rep, period = key[2:].rsplit(":", 1)
                     value = state["value"]
                     out[(rep, period, value[3] or self.currency)] = float(value[2])
@@ -363,6 +371,7 @@ class PipelineFamily(WindowedFamily):
         for key, state in self.states.items(partition):
             if _newest_fact(key, state) < cutoff and not (key.startswith("d:") and self._view(state).status == "open"):
                 self.states.delete(partition, key)
+                self.quota_keys.get(partition, set()).discard(key)
                 expired += 1
         return expired
 

@@ -779,3 +779,19 @@ def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrid
     assert "quota:USD" not in cluster.fields("rep", "anna")  # month windows only
     assert cluster.family.quotas(range(PARTITIONS)) == {("anna", "2026-11", "USD"): 120_000,
                                                          ("ben", "2026-11", "USD"): 70_000}
+
+
+def test_closed_deals_leads_and_quotas_expire_after_the_state_retention_and_open_deals_never() -> None:
+    cluster = Cluster()
+    cluster.send([created("OPEN", NOW - 300 * DAY), created("SHUT", NOW - 300 * DAY), lost("SHUT", NOW - 299 * DAY),
+                  lead("L1", NOW - 300 * DAY), quota("anna", "2026-01", 5_000, at=NOW - 300 * DAY)])
+    cluster.drain(now=NOW - 299 * DAY)
+    keys = {key for p in range(PARTITIONS) for key, _ in cluster.family.states.items(p)}
+    assert {"d:OPEN", "d:SHUT", "l:L1", "q:anna:2026-01"} <= keys
+    later = NOW + 10 * DAY  # state retention: 35 + 180 days after the newest fact
+    for p in range(PARTITIONS):
+        cluster.family.expire(p, later)
+    keys = {key for p in range(PARTITIONS) for key, _ in cluster.family.states.items(p)}
+    assert keys == {"d:OPEN"}
+    assert cluster.family.quotas(range(PARTITIONS)) == {}
+    assert cluster.open("pipeline", "sales")["deals"] == 1
