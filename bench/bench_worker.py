@@ -66,7 +66,10 @@ from salespulse.roles import redis_client_for  # noqa: E402
 from salespulse.streams.activity import ActivityFamily  # noqa: E402
 from salespulse.streams.cells import CellStore  # noqa: E402
 from salespulse.streams.dedup import DedupIndex  # noqa: E402
+from salespulse.streams.pipeline import PipelineFamily  # noqa: E402
 from salespulse.streams.processor import BatchProcessor  # noqa: E402
+from salespulse.streams.record_log import RecordLog  # noqa: E402
+from salespulse.config import Config  # noqa: E402
 from salespulse.streams.topics import EVENTS_TOPIC, ensure_topics  # noqa: E402
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -469,6 +472,20 @@ def breakdown(workload: Workload, placements: list[tuple[int, int]], partitions:
         process_s += t1 - t0
     timed_activity = activity
 
+    # The pipeline family alone over the same batches (deal, lead and quota states, follow-ups collected).
+    table: dict[str, bytes] = {}
+    pipeline = PipelineFamily(
+        CellStore(table, "pipeline"), RecordLog(table, "pstate"), ZoneInfo("UTC"), 35 * 86400,
+        pipelines=Config().pipeline_specs(),
+    )
+    pipeline_processor = BatchProcessor(DedupIndex(table, 72 * 3600), [pipeline], lambda r, why: None)
+    pipeline_s = 0.0
+    for batch in batches:
+        t0 = time.perf_counter()
+        pipeline_processor.process(batch)
+        pipeline.render(owned)
+        pipeline_s += time.perf_counter() - t0
+
     # The same again under cProfile, for the top of the in-process profile.
     processor, activity = fresh()
     profiler = cProfile.Profile()
@@ -488,6 +505,7 @@ def breakdown(workload: Workload, placements: list[tuple[int, int]], partitions:
         "render_seconds": round(render_s, 3),
         "partials_rendered": partials,
         "process_and_render_events_per_s": round(n / (process_s + render_s), 1),
+        "pipeline_family_process_and_render_events_per_s": round(n / pipeline_s, 1),
         "parse_share_of_process": round(parse_s / process_s, 3),
         "cprofile_top_tottime": top,
     }
@@ -987,6 +1005,7 @@ def print_report(results: dict[str, Any]) -> None:
         t.add_row("event_from_json (pydantic) alone", f"{bd['parse_events_per_s']:,.0f}")
         t.add_row("BatchProcessor.process (dict tables)", f"{bd['process_events_per_s']:,.0f}")
         t.add_row("process + render every batch", f"{bd['process_and_render_events_per_s']:,.0f}")
+        t.add_row("pipeline family alone: process + render", f"{bd['pipeline_family_process_and_render_events_per_s']:,.0f}")
         console.print(t)
 
     lat = results.get("latency")

@@ -230,7 +230,29 @@ def _fetch_wait(ms: int) -> Callable[[], None]:
     return patch
 
 
+def _no_pipeline_family() -> None:
+    """The pipeline family applies nothing, writes nothing and publishes nothing (what the family costs)."""
+    from salespulse.streams.pipeline import PipelineFamily
+
+    PipelineFamily.apply = lambda self, *args, **kwargs: False  # type: ignore[method-assign]
+
+
+def _no_follow_ups() -> None:
+    """The pipeline family asks for no follow-up events (UNSAFE: lead/deal links are lost; what waiting for their acks costs)."""
+    from salespulse.streams.pipeline import PipelineFamily
+
+    original = PipelineFamily.take_follow_ups
+
+    def dropped(self: Any) -> list[Any]:
+        original(self)
+        return []
+
+    PipelineFamily.take_follow_ups = dropped  # type: ignore[method-assign]
+
+
 VARIANTS: dict[str, Callable[[], None]] = {
+    "no-pipeline-family": _no_pipeline_family,
+    "no-follow-ups": _no_follow_ups,
     "fetch-wait-100": _fetch_wait(100),
     "no-flush": _no_flush,
     "no-changelog": _no_changelog,

@@ -1,8 +1,9 @@
-"""The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA.
+"""The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA,
+pipelines (stage order, won/lost stages, default probabilities, loss reasons) and quotas.
 
 Parsed into strict pydantic models: an unknown or misspelt key is an error, never silently
 ignored. ``[crm]`` (CRM id mappings) is modelled in :mod:`salespulse.crm_config`. Sections not
-modelled yet (``pipelines``, ``targets``, ``quotas``) are reserved and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
+modelled yet (``targets``) are reserved and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
 dotted key (``business_hours.teams.team-apac.hours.mon[0]``). See ``docs/config.example.toml``.
 """
 
@@ -16,10 +17,20 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from salespulse.crm_config import CrmSection
 from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
+from salespulse.metrics.pipeline import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
 
 __all__ = [
     "RESERVED_SECTIONS",
@@ -29,6 +40,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "LeadResponseConfig",
+    "PipelineConfig",
     "WeeklyHours",
     "load_config",
     "parse_interval",
@@ -37,7 +49,7 @@ __all__ = [
 #: Weekday keys of ``hours`` tables, Monday first (index = ``date.weekday()``).
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Top-level tables accepted as raw dicts until they get their own models.
-RESERVED_SECTIONS: tuple[str, ...] = ("pipelines", "targets", "quotas")
+RESERVED_SECTIONS: tuple[str, ...] = ("targets",)
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -151,16 +163,57 @@ class LeadResponseConfig(_Model):
         return self.sla_seconds if self.sla_seconds is not None else env_default
 
 
+StageName = Annotated[str, Field(min_length=1, max_length=64)]
+Period = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+
+
+class PipelineConfig(_Model):
+    """``[pipelines.<name>]``: open stages in funnel order, won and lost stages, default probabilities.
+
+    A stage may appear only once; ``probabilities`` may name only stages of this pipeline. A deal
+    entering a won (lost) stage is closed as won (lost), as if a ``deal.won`` (``deal.lost``) came.
+    """
+
+    stages: list[StageName] = Field(min_length=1)
+    won_stages: list[StageName] = Field(default_factory=list)
+    lost_stages: list[StageName] = Field(default_factory=list)
+    probabilities: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    loss_reasons: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]] | None = None
+
+    @model_validator(mode="after")
+    def _stages_named_once_and_probabilities_known(self) -> "PipelineConfig":
+        named = [*self.stages, *self.won_stages, *self.lost_stages]
+        repeated = sorted({stage for stage in named if named.count(stage) > 1})
+        if repeated:
+            raise ValueError(f"stage(s) named more than once in this pipeline: {', '.join(repeated)}")
+        unknown = sorted(set(self.probabilities) - set(named))
+        if unknown:
+            raise ValueError(f"probabilities for stage(s) not in this pipeline: {', '.join(unknown)}")
+        return self
+
+    def to_spec(self) -> PipelineSpec:
+        return PipelineSpec(
+            stages=tuple(self.stages),
+            won_stages=tuple(self.won_stages),
+            lost_stages=tuple(self.lost_stages),
+            probabilities=dict(self.probabilities),
+            loss_reasons=tuple(self.loss_reasons) if self.loss_reasons is not None else DEFAULT_LOSS_REASONS,
+        )
+
+
 class Config(_Model):
     """The whole config file. ``Config()`` is the default: around the clock, no teams, env SLA."""
 
     business_hours: BusinessHoursSection = Field(default_factory=BusinessHoursSection)
     team_of_rep: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict, alias="teams")
     lead_response: LeadResponseConfig = Field(default_factory=LeadResponseConfig)
+    #: The currency of deal amounts and quotas whose events (or config) name none.
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
+    #: ``[quotas.<rep>]``: period (YYYY-MM) → amount in ``currency``; a ``quota.set`` event overrides it.
+    quotas: dict[str, dict[Period, Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(default_factory=dict)
     # Reserved for later sections; kept raw so nothing is ignored silently.
-    pipelines: dict[str, Any] = Field(default_factory=dict)
     targets: dict[str, Any] = Field(default_factory=dict)
-    quotas: dict[str, Any] = Field(default_factory=dict)
     crm: CrmSection = Field(default_factory=CrmSection)
 
     _default_hours: BusinessHours = PrivateAttr()
@@ -179,6 +232,16 @@ class Config(_Model):
             if hours is not None:
                 return hours
         return self._default_hours
+
+    def pipeline_specs(self) -> Pipelines:
+        """The configured pipelines (stage order, won/lost stages, probabilities, loss reasons).
+
+        With no ``[pipelines]`` table: the built-in ``default`` pipeline (qualification, discovery,
+        proposal, negotiation; closed_won, closed_lost), which the simulator drives.
+        """
+        if not self.pipelines:
+            return Pipelines(DEFAULT_PIPELINES)
+        return Pipelines({name: spec.to_spec() for name, spec in self.pipelines.items()})
 
     def team_for_rep(self, rep: str | None) -> str | None:
         """The rep's team from the ``[teams]`` directory, or None."""
@@ -222,6 +285,8 @@ def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
     """
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad dict key: the key itself is already named
+            continue
         if isinstance(part, int) and isinstance(data, list):
             out += f"[{part}]"
             data = data[part] if 0 <= part < len(data) else None

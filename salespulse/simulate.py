@@ -186,6 +186,7 @@ class TrafficModel:
         self.id_prefix = id_prefix
         self.max_leads = max_leads
         self.leads_created = 0
+        self.deals_created = 0
         self.events_emitted = 0
 
         self._by_team: dict[str, list[Rep]] = {}
@@ -376,12 +377,18 @@ class TrafficModel:
 
     def _hold_meeting(self, at: float, lead: _Lead, meeting_id: str, kind: str) -> None:
         self._emit(at, "meeting.held", **_acting(lead), meeting_id=meeting_id, kind=kind)
-        if kind == "first" and self.rng.random() < (0.65 if lead.mql else 0.50):
+        convert_p = 0.65 if lead.mql else 0.50
+        if kind == "first" and not lead.mql:
+            # A held first meeting qualifies the lead (MQL after creation: MQL -> customer counts it).
+            lead.mql = True
+            self._emit(at, "lead.qualified", lead_id=lead.lead_id, rep_id=lead.rep.rep_id, team=lead.rep.team)
+        if kind == "first" and self.rng.random() < convert_p:
             self._push(self._after(at, self._lognormal(1800, 0.8)), self._convert, lead)
 
     def _convert(self, at: float, lead: _Lead) -> None:
         amount = float(round(min(80_000.0, max(2_000.0, self._lognormal(15_000, 0.9))), -2))
         deal = _Deal(self._new_id("deal"), lead, amount)
+        self.deals_created += 1
         rep = lead.rep
         self._emit(at, "lead.converted", lead_id=lead.lead_id, deal_id=deal.deal_id, rep_id=rep.rep_id, team=rep.team)
         self._emit(
@@ -397,7 +404,8 @@ class TrafficModel:
             amount=amount,
             currency=_CURRENCY,
             probability=_STAGE_PROBABILITY[0],
-            kind="new",
+            # Every tenth deal sells more to a customer (upsell share); no extra draw keeps the stream.
+            kind="upsell" if self.deals_created % 10 == 9 else "new",
         )
         self._push(self._after(at, self._lognormal(_STAGE_MEDIAN_S, 0.7)), self._advance, deal)
 

@@ -57,4 +57,36 @@ class LeadResponsePartial(BaseModel):
     updated_at: AwareDatetime
 
 
-METRIC_RECORDS: dict[str, type[BaseModel]] = {"activity": ActivityPartial, "lead_response": LeadResponsePartial}
+class PipelinePartial(BaseModel):
+    """One partition's pipeline fields for one rep, team, source, pipeline or stage (``<pipeline>/<stage>``)
+    in one window (``salespulse.metrics.pipeline``).
+
+    Windowed fields are additive and land in the window of each fact's own time: ``entries:<stage>`` and
+    ``transition:<from>><to>`` when the deal entered the stage, ``tis_*`` (time in stage, stage scope) when
+    it left it, ``won``, ``won_amount:<CUR>``, ``lost``, ``lost_reason:<reason>``, ``cycle_*`` at the close,
+    ``deals_created`` / ``cohort_won`` at the deal's creation, ``leads`` / ``mql`` / ``opportunities`` /
+    ``customers`` / ``mql_customers`` at the lead's creation, ``quota:<CUR>`` and ``open_closing:<CUR>`` in
+    month windows. Window ``now`` carries the open pipeline (``deals``, ``deals:<stage>``, ``amount:<CUR>``,
+    ``amount:<stage>:<CUR>``, ``weighted:<CUR>``) of the partition's open deals. Sum the latest record of
+    every partition, then derive rates (docs/metrics.md).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["pipeline"]
+    scope: Literal["rep", "team", "source", "pipeline", "stage"]
+    id: str
+    window: str = Field(
+        pattern=r"^(all|now|day:\d{4}-\d{2}-\d{2}|week:\d{4}-W\d{2}|month:\d{4}-\d{2}|rolling:(24h|7d|30d))$"
+    )
+    partition: int = Field(ge=0)
+    watermark: int = Field(ge=-1)
+    counts: dict[str, float]
+    updated_at: AwareDatetime
+
+
+METRIC_RECORDS: dict[str, type[BaseModel]] = {
+    "activity": ActivityPartial,
+    "lead_response": LeadResponsePartial,
+    "pipeline": PipelinePartial,
+}

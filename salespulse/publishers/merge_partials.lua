@@ -8,7 +8,11 @@
 -- one is stale (from a worker that has since lost the partition) and ignored.
 -- Derived fields (rates, quantiles) are computed from the merged totals, never summed:
 -- spec {"ratios": [[name, numerator, denominator]], "quantiles": [[name, q]],
---       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts).
+--       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts), and optionally
+--       "sums": [{"name", "terms": [[field, coefficient]], "requires": [field]}] (computed first, when
+--       every required field and some term is present), "products": [[name, [numerators], [denominators]]]
+--       (after ratios; every numerator present, denominator product > 0) and "histograms":
+--       [{"buckets": [...], "quantiles": [...]}] for families with several histograms.
 local payload = cjson.decode(ARGV[1])
 local channel, family = payload.channel, payload.family
 local spec = nil
@@ -31,21 +35,46 @@ local function quantile(total, buckets, q)
   return lower
 end
 
+local function put(total, order, name, value)
+  if total[name] == nil then order[#order + 1] = name end
+  total[name] = value
+end
+
+local function quantiles_of(total, order, buckets, quantiles)
+  for _, qs in ipairs(quantiles or {}) do
+    local value = quantile(total, buckets or {}, qs[2])
+    if value ~= nil then put(total, order, qs[1], value) end
+  end
+end
+
 local function derive(total, order)
+  for _, s in ipairs(spec.sums or {}) do
+    local ok, any, value = true, false, 0
+    for _, f in ipairs(s.requires or {}) do
+      if total[f] == nil then ok = false end
+    end
+    for _, t in ipairs(s.terms) do
+      if total[t[1]] ~= nil then
+        any = true
+        value = value + total[t[1]] * t[2]
+      end
+    end
+    if ok and any then put(total, order, s.name, value) end
+  end
   for _, r in ipairs(spec.ratios or {}) do
     local den = total[r[3]] or 0
-    if den ~= 0 then
-      order[#order + 1] = r[1]
-      total[r[1]] = (total[r[2]] or 0) / den
-    end
+    if den > 0 then put(total, order, r[1], (total[r[2]] or 0) / den) end
   end
-  for _, qs in ipairs(spec.quantiles or {}) do
-    local value = quantile(total, spec.buckets or {}, qs[2])
-    if value ~= nil then
-      order[#order + 1] = qs[1]
-      total[qs[1]] = value
+  for _, p in ipairs(spec.products or {}) do
+    local num, den, ok = 1, 1, true
+    for _, f in ipairs(p[2]) do
+      if total[f] == nil then ok = false else num = num * total[f] end
     end
+    for _, f in ipairs(p[3]) do den = den * (total[f] or 0) end
+    if ok and den > 0 then put(total, order, p[1], num / den) end
   end
+  quantiles_of(total, order, spec.buckets, spec.quantiles)
+  for _, h in ipairs(spec.histograms or {}) do quantiles_of(total, order, h.buckets, h.quantiles) end
 end
 
 local changed = {}

@@ -16,8 +16,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from salespulse.metrics.lead_response import BUCKET_FIELDS, RESPONSE_BUCKETS
+from salespulse.metrics.pipeline import DURATION_BUCKETS, bucket_fields
 from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.lead_response import LeadResponseFamily
+from salespulse.streams.pipeline import PipelineFamily
 
 
 class ActivityCollector(Collector):
@@ -83,6 +85,108 @@ class LeadResponseCollector(Collector):
         sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
         sla.add_metric([], self.family.sla_s)
         yield from (created, response, awaiting, oldest, breaches, sla)
+
+
+def _duration_buckets(fields: dict[str, float], prefix: str) -> list[tuple[str, float]]:
+    cumulative, buckets = 0.0, []
+    for name, bound in zip(bucket_fields(prefix), (*DURATION_BUCKETS, float("inf"))):
+        cumulative += fields.get(name, 0)
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+    return buckets
+
+
+class PipelineCollector(Collector):
+    """The contract's stage, close, revenue and open-pipeline families from the state of owned partitions."""
+
+    def __init__(self, family: PipelineFamily, owned: Callable[[], Iterable[int]]) -> None:
+        self.family = family
+        self.owned = owned
+
+    def collect(self) -> Iterator[Any]:
+        owned = list(self.owned())
+        family = self.family
+        entries = CounterMetricFamily(
+            "salespulse_stage_entries", "Deals entering a stage, by pipeline and stage.", labels=["pipeline", "stage"]
+        )
+        reasons = CounterMetricFamily(
+            "salespulse_deals_lost_reasons",
+            "Lost deals by pipeline and loss reason (normalised; unknown reasons are 'other').",
+            labels=["pipeline", "reason"],
+        )
+        cycle = HistogramMetricFamily(
+            "salespulse_sales_cycle_seconds", "Deal creation to win, by pipeline.", labels=["pipeline"]
+        )
+        for pipeline, fields in sorted(family.all_time(owned, "pipeline").items()):
+            for name, value in sorted(fields.items()):
+                if name.startswith("entries:") and value:
+                    entries.add_metric([pipeline, name[len("entries:"):]], value)
+                elif name.startswith("lost_reason:") and value:
+                    reasons.add_metric([pipeline, name[len("lost_reason:"):]], value)
+            if fields.get("cycle_count"):
+                cycle.add_metric([pipeline], _duration_buckets(fields, "cycle"), fields.get("cycle_sum_s", 0))
+        transitions = CounterMetricFamily(
+            "salespulse_stage_transitions",
+            "Stage changes by pipeline, from and to stage, and direction in the configured stage order.",
+            labels=["pipeline", "from_stage", "to_stage", "direction"],
+        )
+        for ident, fields in sorted(family.all_time(owned, "transition").items()):
+            pipeline, from_stage, to_stage = ident.split("\t")
+            if fields.get("n"):
+                direction = family.pipelines.direction(pipeline, from_stage, to_stage)
+                transitions.add_metric([pipeline, from_stage, to_stage, direction], fields["n"])
+        time_in_stage = HistogramMetricFamily(
+            "salespulse_time_in_stage_seconds", "Time a deal spent in a stage before leaving it.", labels=["pipeline", "stage"]
+        )
+        for ident, fields in sorted(family.all_time(owned, "stage").items()):
+            if fields.get("tis_count"):
+                pipeline, _, stage = ident.partition("/")
+                time_in_stage.add_metric([pipeline, stage], _duration_buckets(fields, "tis"), fields.get("tis_sum_s", 0))
+        closed = CounterMetricFamily(
+            "salespulse_deals_closed", "Deals closed, by pipeline, outcome (won/lost) and rep.",
+            labels=["pipeline", "outcome", "rep"],
+        )
+        revenue = CounterMetricFamily(
+            "salespulse_revenue_won", "Amount of won deals, by pipeline, rep and currency.",
+            labels=["pipeline", "rep", "currency"],
+        )
+        for ident, fields in sorted(family.all_time(owned, "pipeline_rep").items()):
+            pipeline, _, rep = ident.partition("\t")
+            for outcome in ("won", "lost"):
+                if fields.get(outcome):
+                    closed.add_metric([pipeline, outcome, rep], fields[outcome])
+            for name, value in sorted(fields.items()):
+                if name.startswith("won_amount:") and fields.get("won"):
+                    revenue.add_metric([pipeline, rep, name[len("won_amount:"):]], value)
+        open_deals = GaugeMetricFamily("salespulse_open_deals", "Open deals now, by pipeline and stage.",
+                                       labels=["pipeline", "stage"])
+        open_amount = GaugeMetricFamily(
+            "salespulse_open_pipeline_amount", "Amount of open deals now, by pipeline, stage and currency.",
+            labels=["pipeline", "stage", "currency"],
+        )
+        weighted = GaugeMetricFamily(
+            "salespulse_weighted_pipeline_amount",
+            "Forecast now: sum of open amount x probability (else the stage default), by pipeline and currency.",
+            labels=["pipeline", "currency"],
+        )
+        deals_by_stage: dict[tuple[str, str], float] = {}
+        weighted_by: dict[tuple[str, str], float] = {}
+        for ident, fields in sorted(family.open_totals(owned, "gauge").items()):
+            pipeline, stage, currency = ident.split("\t")
+            deals_by_stage[(pipeline, stage)] = deals_by_stage.get((pipeline, stage), 0) + fields.get("deals", 0)
+            weighted_by[(pipeline, currency)] = weighted_by.get((pipeline, currency), 0) + fields.get("weighted", 0)
+            open_amount.add_metric([pipeline, stage, currency], fields.get("amount", 0))
+        for (pipeline, stage), count in sorted(deals_by_stage.items()):
+            open_deals.add_metric([pipeline, stage], count)
+        for (pipeline, currency), value in sorted(weighted_by.items()):
+            weighted.add_metric([pipeline, currency], value)
+        quotas = GaugeMetricFamily(
+            "salespulse_quota_amount", "Quota per rep and period (YYYY-MM), from quota.set and the config.",
+            labels=["rep", "period", "currency"],
+        )
+        for (rep, period, currency), amount in sorted(family.quotas(owned).items()):
+            quotas.add_metric([rep, period, currency], amount)
+        yield from (entries, transitions, time_in_stage, closed, revenue, cycle, reasons, open_deals, open_amount,
+                    weighted, quotas)
 
 
 class WorkerHealth:

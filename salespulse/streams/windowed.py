@@ -74,8 +74,13 @@ class WindowedFamily:
 
     # -- counting ------------------------------------------------------------------------------------
 
-    def add(self, partition: int, offset: int, epoch: float, now: float, deltas: Sequence[Delta]) -> None:
-        """Apply deltas to every kept window cell of the instant ``epoch`` that has not seen ``offset``."""
+    def add(
+        self, partition: int, offset: int, epoch: float, now: float, deltas: Sequence[Delta], only: str | None = None
+    ) -> None:
+        """Apply deltas to every kept window cell of the instant ``epoch`` that has not seen ``offset``.
+
+        ``only``: a single grain (e.g. ``"month"`` for a monthly quota) instead of every window.
+        """
         cutoff = now - self.retention_s
         current_hour = hour_bucket(now)
         oldest_hour = current_hour - self._hours_kept
@@ -83,6 +88,8 @@ class WindowedFamily:
         published = self.published_scopes
         all_time_only = self.all_time_scopes
         for grain, bucket, name, end in self._windows(epoch):
+            if only is not None and grain != only:
+                continue
             if grain == "hour":
                 if not oldest_hour < int(bucket) <= current_hour + 24:
                     continue  # outside every rolling window (now, or within a day of clock skew)
@@ -104,9 +111,17 @@ class WindowedFamily:
                     continue
                 if grain == "hour":
                     dirty.add((partition, "rolling", ALL_TIME, scope, ident))
-                    if int(bucket) != current_hour:  # a completed hour changed: its cached sums are stale
+                    hour = int(bucket)
+                    if hour != current_hour:  # a completed hour changed: fold the change into its cached sums
                         for span in self.rolling_hours.values():
-                            self._rolling_base.pop((partition, scope, ident, span), None)
+                            key = (partition, scope, ident, span)
+                            cached = self._rolling_base.get(key)
+                            if cached is None:
+                                continue
+                            if cached[0] != current_hour:
+                                del self._rolling_base[key]
+                            elif current_hour - span < hour < current_hour:
+                                add_fields(cached[1], changes)
                 else:
                     dirty.add((partition, grain, bucket, scope, ident))
             self.cells.touch(partition, name)

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from salespulse.config import Config, load_config
 from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
 from salespulse.metrics.lead_response import redis_derived_spec
+from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_spec
 from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
 from salespulse.publishers.flusher import Flusher
@@ -27,6 +28,7 @@ from salespulse.publishers.prometheus import (
     ActivityCollector,
     ConsumerLagCollector,
     LeadResponseCollector,
+    PipelineCollector,
     WorkerHealth,
 )
 from salespulse.publishers.redis_publisher import RedisPublisher
@@ -36,6 +38,7 @@ from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.lead_response import LeadResponseFamily
+from salespulse.streams.pipeline import PipelineFamily, config_quota_events
 from salespulse.streams.record_log import RecordLog
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
@@ -148,7 +151,18 @@ class WorkerRuntime:
             business_seconds=_business_seconds_function(config),
             outbound_kinds=config.lead_response.outbound_activity_kinds,
         )
-        families = [self.activity, self.lead_response]
+        pipelines = config.pipeline_specs()
+        self.pipeline = PipelineFamily(
+            CellStore(self.table, "pipeline"),
+            RecordLog(self.table, "pstate"),
+            settings.tz,
+            retention_s,
+            pipelines=pipelines,
+            currency=config.currency,
+            team_of_rep=config.team_of_rep,
+        )
+        self.config_quotas = config_quota_events(config.quotas, config.currency)
+        families = [self.activity, self.lead_response, self.pipeline]
         self.processor = BatchProcessor(
             DedupIndex(self.table, settings.dedup_horizon_hours * 3600), families, self._dead_letter
         )
@@ -158,10 +172,17 @@ class WorkerRuntime:
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
+        registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
-            RedisPublisher(redis_client, derived={"lead_response": redis_derived_spec()}),
+            RedisPublisher(
+                redis_client,
+                derived={
+                    "lead_response": redis_derived_spec(),
+                    "pipeline": pipeline_derived_spec(pipelines, [config.currency]),
+                },
+            ),
             TopicPublisher(settings.kafka_bootstrap),
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
@@ -175,6 +196,8 @@ class WorkerRuntime:
             self.health,
         )
         self.app.agent(self.events_topic, name="salespulse.count")(self._count)
+        if self.config_quotas:
+            self.app.task(self._send_config_quotas)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     async def _count(self, stream: faust.StreamT) -> None:
@@ -203,6 +226,13 @@ class WorkerRuntime:
             for event in follow_ups
         ]
         await asyncio.gather(*pending)
+
+    async def _send_config_quotas(self) -> None:
+        """Config quotas enter as ``quota.set`` events (fixed ids: every worker sends them, dedup keeps one)."""
+        try:
+            await self._deliver_follow_ups(self.config_quotas)
+        except Exception:  # the next start sends them again; a real quota.set needs none of this
+            log.exception("could not send the %d config quotas", len(self.config_quotas))
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning("dead-lettered %s/%s: %s", record[0], record[1], reason)

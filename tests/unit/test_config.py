@@ -117,11 +117,9 @@ def test_bare_toml_dates_are_accepted_as_holidays(tmp_path: Path) -> None:
 
 
 def test_reserved_sections_are_kept_as_raw_tables(tmp_path: Path) -> None:
-    text = '[pipelines.default]\nstages = ["new", "won"]\n[targets]\nx = 1\n[quotas.rep-001]\n"2026-06" = 100000\n'
+    text = '[targets]\nx = 1\n'
     config = load_config(write(tmp_path, text))
-    assert config.pipelines == {"default": {"stages": ["new", "won"]}}
     assert config.targets == {"x": 1}
-    assert config.quotas == {"rep-001": {"2026-06": 100000}}
 
 
 def test_crm_section_maps_stages_owners_and_pipelines(tmp_path: Path) -> None:
@@ -142,6 +140,20 @@ def test_crm_section_rejects_a_won_stage_that_is_not_closed_and_unknown_keys(tmp
     error = error_for(tmp_path, '[crm.close.stages]\nx = { pipeline = "p", stage = "s", won = true }\n')
     assert error.key == "crm.close.stages.x" and "closed" in str(error)
     assert error_for(tmp_path, "[crm.hubspot]\nowner = {}\n").key == "crm.hubspot.owner"
+
+
+def test_pipelines_and_quotas_are_validated_models(tmp_path: Path) -> None:
+    text = (
+        'currency = "EUR"\n[pipelines.default]\nstages = ["new", "demo"]\nwon_stages = ["won"]\n'
+        'lost_stages = ["lost"]\nprobabilities = { new = 0.1, demo = 0.4 }\n[quotas.rep-001]\n"2026-06" = 100000\n'
+    )
+    config = load_config(write(tmp_path, text))
+    pipelines = config.pipeline_specs()
+    assert pipelines.funnel("default") == ("new", "demo")
+    assert pipelines.closes_as("default", "won") == "won" and pipelines.default_probability("default", "demo") == 0.4
+    assert pipelines.direction("default", "demo", "new") == "backward"
+    assert config.quotas == {"rep-001": {"2026-06": 100000}}
+    assert config.currency == "EUR"
 
 
 def test_documented_example_file_loads(tmp_path: Path) -> None:
@@ -194,6 +206,16 @@ def test_bad_toml_error_names_the_path_and_line(tmp_path: Path) -> None:
         ("[teams]\nrep-001 = 7\n", "teams.rep-001", "string"),
         ("teams = [\"a\"]\n", "teams", "dictionary"),
         ("pipelines = 3\n", "pipelines", "dictionary"),
+        ("[pipelines.sales]\nstages = [\"a\"]\nstage = [\"a\"]\n", "pipelines.sales.stage", "unknown key"),
+        ("[pipelines.sales]\nstages = []\n", "pipelines.sales.stages", "at least 1"),
+        ("[pipelines.sales]\nstages = [\"a\", \"a\"]\n", "pipelines.sales", "more than once in this pipeline: a"),
+        ("[pipelines.sales]\nstages = [\"a\"]\nwon_stages = [\"a\"]\n", "pipelines.sales", "more than once in this pipeline: a"),
+        ("[pipelines.sales]\nstages = [\"a\"]\nprobabilities = { b = 0.5 }\n", "pipelines.sales", "not in this pipeline: b"),
+        ("[pipelines.sales]\nstages = [\"a\"]\nprobabilities = { a = 1.5 }\n", "pipelines.sales.probabilities.a", "less than or equal to 1"),
+        ("[pipelines.sales]\nstages = [\"a\"]\nloss_reasons = [\"Too Pricey\"]\n", "pipelines.sales.loss_reasons[0]", "pattern"),
+        ("[quotas.rep-001]\n\"2026-13\" = 5\n", "quotas.rep-001.2026-13", "pattern"),
+        ("[quotas.rep-001]\n\"2026-06\" = -5\n", "quotas.rep-001.2026-06", "greater than or equal to 0"),
+        ("currency = \"usd\"\n", "currency", "pattern"),
         ("[business_hours.default]\nhours = {}\n", "business_hours.default.timezone", "missing"),
         ('[business_hours.default]\ntimezone = "UTC"\n', "business_hours.default.hours", "missing"),
         ('[business_hours.default]\ntimezone = "Mars/Olympus"\nhours = {}\n', "business_hours.default.timezone", "unknown time zone"),
@@ -235,3 +257,10 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     with pytest.raises(Exception):
         config.lead_response = None  # type: ignore[misc]
     assert config.lead_response.sla_seconds == 600
+
+
+def test_documented_example_file_has_pipelines_and_quotas() -> None:
+    config = load_config(EXAMPLE)
+    assert config.currency == "USD"
+    assert config.pipeline_specs().funnel("default") == ("qualification", "discovery", "proposal", "negotiation")
+    assert config.quotas["rep-001"]["2026-11"] == 100000

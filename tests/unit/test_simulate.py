@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from salespulse.models.events import EVENT_TYPES, EventAdapter
-from salespulse.simulate import LEAD_SOURCES, STAGES, TrafficModel, build_roster
+from salespulse.simulate import LEAD_SOURCES, LOSS_REASONS, STAGES, TrafficModel, build_roster
 
 START = 1_700_000_000.0
 FAR = START + 10**8  # long after every lifecycle has ended
@@ -191,3 +191,24 @@ def test_quotas_for_every_rep_at_start() -> None:
     assert sorted(e["rep_id"] for e in quotas) == [f"rep-{i:03d}" for i in range(1, 7)]
     assert all(e["period"] == "2023-11" and ts(e) == START for e in quotas)
     assert not [e for e in world(seed=5, leads=1, quotas=False) if e["type"] == "quota.set"]
+
+
+def test_pipeline_traffic_has_qualified_leads_upsells_and_deals_linked_to_their_leads(
+    events: list[dict[str, Any]],
+) -> None:
+    created = {e["lead_id"]: e for e in events if e["type"] == "lead.created"}
+    qualified = [e for e in events if e["type"] == "lead.qualified"]
+    assert qualified and all(not created[e["lead_id"]]["mql"] for e in qualified)
+    deals = [e for e in events if e["type"] == "deal.created"]
+    assert all(e["lead_id"] in created for e in deals)
+    assert 0.05 <= sum(e["kind"] == "upsell" for e in deals) / len(deals) <= 0.15
+    assert {e["reason"] for e in events if e["type"] == "deal.lost"} <= set(LOSS_REASONS)
+
+
+def test_the_simulated_pipeline_is_the_built_in_default_one() -> None:
+    from salespulse.config import Config
+    from salespulse.simulate import PIPELINE, _STAGE_PROBABILITY
+
+    pipelines = Config().pipeline_specs()
+    assert pipelines.funnel(PIPELINE) == STAGES
+    assert [pipelines.default_probability(PIPELINE, s) for s in STAGES] == list(_STAGE_PROBABILITY)
