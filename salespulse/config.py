@@ -1,7 +1,8 @@
-"""The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA.
+"""The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA,
+activity targets and the activity settings.
 
 Parsed into strict pydantic models: an unknown or misspelt key is an error, never silently
-ignored. Sections not modelled yet (``pipelines``, ``targets``, ``quotas``, ``crm``) are reserved
+ignored. Sections not modelled yet (``pipelines``, ``quotas``, ``crm``) are reserved
 and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
 dotted key (``business_hours.teams.team-apac.hours.mon[0]``). See ``docs/config.example.toml``.
 """
@@ -22,6 +23,9 @@ from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
 
 __all__ = [
     "RESERVED_SECTIONS",
+    "ActivityConfig",
+    "TargetPeriods",
+    "TargetsSection",
     "WEEKDAYS",
     "BusinessHoursSection",
     "BusinessHoursSpec",
@@ -36,7 +40,7 @@ __all__ = [
 #: Weekday keys of ``hours`` tables, Monday first (index = ``date.weekday()``).
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Top-level tables accepted as raw dicts until they get their own models.
-RESERVED_SECTIONS: tuple[str, ...] = ("pipelines", "targets", "quotas", "crm")
+RESERVED_SECTIONS: tuple[str, ...] = ("pipelines", "quotas", "crm")
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -150,15 +154,55 @@ class LeadResponseConfig(_Model):
         return self.sla_seconds if self.sla_seconds is not None else env_default
 
 
+#: A target's kind: a published count field of the activity family (``call``, ``call:connected``,
+#: ``email_sent``, ``meeting_booked``, a logged kind such as ``visit``, ``total``) or of the engagement
+#: family (``emails_personalized``, ``emails_sent`` ...).
+TargetKind = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}(:[a-z0-9_]{1,64})?$")]
+TargetCounts = dict[TargetKind, Annotated[int, Field(gt=0, strict=True)]]
+
+
+class TargetPeriods(_Model):
+    """Targets per calendar period: ``day = { call = 40 }``, ``week = {...}``, ``month = {...}``."""
+
+    day: TargetCounts = Field(default_factory=dict)
+    week: TargetCounts = Field(default_factory=dict)
+    month: TargetCounts = Field(default_factory=dict)
+
+
+class TargetsSection(_Model):
+    """``[targets.default]``, ``[targets.teams.<team>]``, ``[targets.reps.<rep>]``: per kind, the rep's
+    own target wins over the team's, which wins over the default."""
+
+    default: TargetPeriods = Field(default_factory=TargetPeriods)
+    teams: dict[str, TargetPeriods] = Field(default_factory=dict)
+    reps: dict[str, TargetPeriods] = Field(default_factory=dict)
+
+    def for_rep(self, rep: str, team: str | None, period: str) -> dict[str, int]:
+        """The rep's targets for ``period`` (``day``, ``week`` or ``month``), kind by kind."""
+        out = dict(getattr(self.default, period))
+        if team is not None and team in self.teams:
+            out.update(getattr(self.teams[team], period))
+        if rep in self.reps:
+            out.update(getattr(self.reps[rep], period))
+        return out
+
+
+class ActivityConfig(_Model):
+    """``[activity]``: when a lead that was touched and did not convert counts as gone quiet."""
+
+    quiet_after_days: float = Field(14.0, gt=0, le=365)
+
+
 class Config(_Model):
     """The whole config file. ``Config()`` is the default: around the clock, no teams, env SLA."""
 
     business_hours: BusinessHoursSection = Field(default_factory=BusinessHoursSection)
     team_of_rep: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict, alias="teams")
     lead_response: LeadResponseConfig = Field(default_factory=LeadResponseConfig)
+    targets: TargetsSection = Field(default_factory=TargetsSection)
+    activity: ActivityConfig = Field(default_factory=ActivityConfig)
     # Reserved for later sections; kept raw so nothing is ignored silently.
     pipelines: dict[str, Any] = Field(default_factory=dict)
-    targets: dict[str, Any] = Field(default_factory=dict)
     quotas: dict[str, Any] = Field(default_factory=dict)
     crm: dict[str, Any] = Field(default_factory=dict)
 
@@ -182,6 +226,10 @@ class Config(_Model):
     def team_for_rep(self, rep: str | None) -> str | None:
         """The rep's team from the ``[teams]`` directory, or None."""
         return self.team_of_rep.get(rep) if rep is not None else None
+
+    def targets_for(self, rep: str, period: str) -> dict[str, int]:
+        """The rep's activity targets for ``day``, ``week`` or ``month`` (its team from ``[teams]``)."""
+        return self.targets.for_rep(rep, self.team_for_rep(rep), period)
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -226,6 +274,8 @@ def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
             data = data[part] if 0 <= part < len(data) else None
             continue
         name = str(part)
+        if name == "[key]":
+            continue  # pydantic's marker for "the key itself is bad": the key is already named
         out += ("." if out else "") + (name if _BARE_KEY.match(name) else json.dumps(name))
         data = data.get(name) if isinstance(data, dict) else None
     return out or "<top level>"

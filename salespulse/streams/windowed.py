@@ -10,7 +10,7 @@ are idempotent. ``render`` turns what changed into absolute per-partition partia
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -27,6 +27,9 @@ Dirty = tuple[int, str, str, str, str]
 #: Windows published on every flush; the others (week, month, rolling) share a budget per flush.
 LIVE_GRAINS = frozenset({"all", "day"})
 WindowSpec = tuple[str, str, str, float | None]  # (grain, bucket, cell name, window end epoch)
+Sibling = Callable[[str, str], Mapping[str, Number]]  # (scope, id) -> fields in the same partition and window
+#: Windows a per-rep target applies to.
+TARGET_GRAINS = frozenset({"day", "week", "month"})
 
 
 @lru_cache(maxsize=4096)
@@ -52,6 +55,10 @@ class WindowedFamily:
     all_time_scopes: tuple[str, ...] = ()
     #: Rolling window name -> span in hours.
     rolling_hours: Mapping[str, int] = {"24h": 24, "7d": 168}
+    #: Per-rep rates published with the rep's team's value beside them (``team_<rate>``, see ``group_of``).
+    beside_rates: tuple[str, ...] = ()
+    #: Per-rep targets: ``(rep, grain) -> {field: target}`` for day, week and month windows (None: none).
+    targets: Callable[[str, str], Mapping[str, int]] | None = None
 
     def __init__(self, cells: CellStore, tz: ZoneInfo, retention_s: float) -> None:
         self.cells = cells
@@ -183,6 +190,14 @@ class WindowedFamily:
         """The fields of a partial as published (a family adds rollups, rates, quantiles)."""
         return dict(fields)
 
+    def group_of(self, partition: int, rep: str) -> str | None:
+        """The team whose rates are published beside a rep's (``beside_rates``); None: nothing beside."""
+        return None
+
+    def owns_target(self, kind: str) -> bool:
+        """True if a configured target of ``kind`` is published with this family's per-rep windows."""
+        return True
+
     def render(self, owned: set[int], now: float | None = None, slow_budget: int | None = None) -> list[Partial]:
         """Take the dirty aggregates of owned partitions and return them as absolute partials.
 
@@ -207,7 +222,15 @@ class WindowedFamily:
                 for span, hours in self.rolling_hours.items():
                     fields = self._rolling(partition, scope, ident, hours, now)
                     wm = self.partition_wm.get(partition, -1)
-                    partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
+
+                    def rolling_sibling(s: str, i: str, p: int = partition, h: int = hours) -> Mapping[str, Number]:
+                        return self._rolling(p, s, i, h, now)
+
+                    partials.append(
+                        self._partial(
+                            partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at, rolling_sibling
+                        )
+                    )
                 continue
             cell = self.cells.get(partition, f"{grain}|{bucket}")
             if cell is None:
@@ -215,8 +238,13 @@ class WindowedFamily:
             fields = cell.get(scope, {}).get(ident, {})
             end = window_end_ts(grain, bucket, self.tz)
             ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
+            def sibling(s: str, i: str, cell: Cell = cell) -> Mapping[str, Number]:
+                return cell.get(s, {}).get(i, {})
+
             partials.append(
-                self._partial(partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at)
+                self._partial(
+                    partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at, sibling
+                )
             )
         return partials
 
@@ -253,8 +281,23 @@ class WindowedFamily:
         wm: int,
         ttl: int,
         updated_at: str,
+        sibling: Sibling | None = None,
     ) -> Partial:
         fields = self.published_fields(raw)
+        record = self.record(scope, ident, window, partition, wm, fields, updated_at)
+        group_key = None
+        if scope == "rep":
+            if self.targets is not None and window.partition(":")[0] in TARGET_GRAINS:
+                wanted = {k: v for k, v in self.targets(ident, window.partition(":")[0]).items() if self.owns_target(k)}
+                if wanted:
+                    # Not additive: every partition's partial carries the target, Redis merges it by max.
+                    fields = {**fields, **{f"target:{kind}": value for kind, value in wanted.items()}}
+                    record["targets"] = wanted
+            team = self.group_of(partition, ident) if self.beside_rates else None
+            if team is not None:
+                group_key = f"{self.redis_prefix}:team:{team}:{window}"
+                record["team"] = team
+                record["team_counts"] = self.published_fields(sibling("team", team) if sibling else {})
         return Partial(
             family=self.name,
             redis_key=f"{self.redis_prefix}:{scope}:{ident}:{window}",
@@ -263,7 +306,8 @@ class WindowedFamily:
             fields=fields,
             ttl_s=ttl,
             topic_key=f"{scope}:{ident}:{window}:p{partition}",
-            record=self.record(scope, ident, window, partition, wm, fields, updated_at),
+            record=record,
+            group_key=group_key,
         )
 
     def record(

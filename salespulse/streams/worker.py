@@ -18,17 +18,24 @@ from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
 from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
+from salespulse.metrics import engagement as engagement_metrics
 from salespulse.metrics.lead_response import redis_derived_spec
 from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
 from salespulse.publishers.flusher import Flusher
-from salespulse.publishers.prometheus import ActivityCollector, LeadResponseCollector, WorkerHealth
+from salespulse.publishers.prometheus import (
+    ActivityCollector,
+    EmailEventsCollector,
+    LeadResponseCollector,
+    WorkerHealth,
+)
 from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
 from salespulse.settings import Settings
 from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
+from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.record_log import RecordLog
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
@@ -130,7 +137,22 @@ class WorkerRuntime:
         retention_s = settings.retention_days * 86400
         sla_s = config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)
         self.activity = ActivityFamily(
-            CellStore(self.table, "activity"), settings.tz, retention_s, team_of_rep=config.team_of_rep
+            CellStore(self.table, "activity"),
+            settings.tz,
+            retention_s,
+            team_of_rep=config.team_of_rep,
+            targets=config.targets_for,
+            foreign_target_kinds=engagement_metrics.ADDITIVE_FIELDS,
+        )
+        self.engagement = EngagementFamily(
+            CellStore(self.table, "engagement"),
+            RecordLog(self.table, "outreach"),
+            settings.tz,
+            retention_s,
+            quiet_s=config.activity.quiet_after_days * 86400,
+            team_of_rep=config.team_of_rep,
+            outbound_kinds=config.lead_response.outbound_activity_kinds,
+            targets=config.targets_for,
         )
         self.lead_response = LeadResponseFamily(
             CellStore(self.table, "response"),
@@ -142,17 +164,22 @@ class WorkerRuntime:
             business_seconds=_business_seconds_function(config),
             outbound_kinds=config.lead_response.outbound_activity_kinds,
         )
-        families = [self.activity, self.lead_response]
+        families = [self.activity, self.lead_response, self.engagement]
         self.processor = BatchProcessor(
             DedupIndex(self.table, settings.dedup_horizon_hours * 3600), families, self._dead_letter
         )
         self.health = WorkerHealth(registry)
         registry.register(ActivityCollector(self.activity, self.owned_partitions))
         registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
+        registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
-            RedisPublisher(redis_client, derived={"lead_response": redis_derived_spec()}),
+            RedisPublisher(
+                redis_client,
+                derived={"lead_response": redis_derived_spec(), "engagement": engagement_metrics.redis_derived_spec()},
+                beside={"engagement": self.engagement.beside_rates},
+            ),
             TopicPublisher(settings.kafka_bootstrap),
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
