@@ -264,3 +264,11 @@ def test_bad_targets_and_activity_settings_name_the_key(tmp_path: Path, text: st
 def test_quiet_period_defaults_to_14_days_and_is_configurable(tmp_path: Path) -> None:
     assert Config().activity.quiet_after_days == 14
     assert load_config(write(tmp_path, "[activity]\nquiet_after_days = 3.5\n")).activity.quiet_after_days == 3.5
+
+
+def test_documented_example_targets_and_quiet_period() -> None:
+    config = load_config(EXAMPLE)
+    assert config.targets_for("rep-001", "day") == {"call": 60, "email_sent": 30}
+    assert config.targets_for("rep-101", "day") == {"call": 30, "email_sent": 30}  # team-apac's call target
+    assert config.targets_for("rep-101", "month") == {"emails_personalized": 50}
+    assert config.activity.quiet_after_days == 14
