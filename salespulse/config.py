@@ -177,6 +177,12 @@ class TargetsSection(_Model):
     teams: dict[str, TargetPeriods] = Field(default_factory=dict)
     reps: dict[str, TargetPeriods] = Field(default_factory=dict)
 
+    @property
+    def configured(self) -> bool:
+        """True if any target is set."""
+        periods = (self.default, *self.teams.values(), *self.reps.values())
+        return any(p.day or p.week or p.month for p in periods)
+
     def for_rep(self, rep: str, team: str | None, period: str) -> dict[str, int]:
         """The rep's targets for ``period`` (``day``, ``week`` or ``month``), kind by kind."""
         out = dict(getattr(self.default, period))

@@ -135,13 +135,14 @@ class WorkerRuntime:
         )
         config = load_config(settings.config)
         retention_s = settings.retention_days * 86400
+        targets = config.targets_for if config.targets.configured else None
         sla_s = config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)
         self.activity = ActivityFamily(
             CellStore(self.table, "activity"),
             settings.tz,
             retention_s,
             team_of_rep=config.team_of_rep,
-            targets=config.targets_for,
+            targets=targets,
             foreign_target_kinds=engagement_metrics.ADDITIVE_FIELDS,
         )
         self.engagement = EngagementFamily(
@@ -152,7 +153,7 @@ class WorkerRuntime:
             quiet_s=config.activity.quiet_after_days * 86400,
             team_of_rep=config.team_of_rep,
             outbound_kinds=config.lead_response.outbound_activity_kinds,
-            targets=config.targets_for,
+            targets=targets,
         )
         self.lead_response = LeadResponseFamily(
             CellStore(self.table, "response"),

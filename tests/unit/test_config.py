@@ -272,3 +272,9 @@ def test_documented_example_targets_and_quiet_period() -> None:
     assert config.targets_for("rep-101", "day") == {"call": 30, "email_sent": 30}  # team-apac's call target
     assert config.targets_for("rep-101", "month") == {"emails_personalized": 50}
     assert config.activity.quiet_after_days == 14
+
+
+def test_targets_count_as_configured_only_when_one_is_set(tmp_path: Path) -> None:
+    assert not Config().targets.configured
+    assert not load_config(write(tmp_path, "[targets.reps.rep-001]\n")).targets.configured
+    assert load_config(write(tmp_path, TARGETS)).targets.configured
