@@ -79,7 +79,7 @@ class EngagementPartial(BaseModel):
     scope: Literal["rep", "team", "source"]
     id: str
     window: str = Field(
-        pattern=r"^(all|day:\d{4}-\d{2}-\d{2}|week:\d{4}-W\d{2}|month:\d{4}-\d{2}|rolling:(24h|7d))$"
+        pattern=r"^(all|day:\d{4}-\d{2}-\d{2}|week:\d{4}-W\d{2}|month:\d{4}-\d{2}|rolling:7d)$"
     )
     partition: int = Field(ge=0)
     watermark: int = Field(ge=-1)

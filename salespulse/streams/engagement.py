@@ -70,6 +70,8 @@ class EngagementFamily(WindowedFamily):
     redis_prefix = REDIS_PREFIX
     published_scopes = ("rep", "team", "source")
     all_time_scopes = ("rep_team",)
+    #: Rates want samples: one rolling window (7 d) besides day, week and month; half the rolling cost.
+    rolling_hours = {"7d": 168}
     beside_rates = tuple(RATIOS)
 
     def __init__(
@@ -167,6 +169,8 @@ class EngagementFamily(WindowedFamily):
         fresh = lead is None
         if fresh:
             lead = {"wm": -1}
+        elif self._changes_nothing(lead, event, at):
+            return False  # the common repeats (reopened emails ...): skip the contribution arithmetic
         before = contribution(lead)
         before_due = self._quiet_deadline(lead)
         if not self._change(lead, event, at):
@@ -183,6 +187,20 @@ class EngagementFamily(WindowedFamily):
         self._add(partition, offset, now, before, contribution(lead))
         self.leads.touch(partition, lead_id)
         return True
+
+    def _changes_nothing(self, lead: LeadState, event: Any, at: float) -> bool:
+        """True for events that certainly leave an existing lead's state as it is."""
+        if isinstance(event, (EmailOpened, EmailClicked, EmailReplied, EmailBounced)):
+            return bool(lead.get("emails", {}).get(event.email_id, {}).get(_ENGAGEMENT_TYPES[type(event)]))
+        if isinstance(event, MeetingHeld):
+            return bool(lead.get("meetings", {}).get(event.meeting_id, {}).get("held"))
+        if isinstance(event, LeadDealClosed):
+            return event.outcome != DealOutcome.won or (lead.get("won") is not None and lead["won"] <= at)
+        if isinstance(event, LeadConverted):
+            return lead.get("converted") is not None and lead["converted"] <= at
+        if isinstance(event, ActivityLogged):
+            return channel_of_activity(event.kind, event.outbound, self.outbound_kinds) is None
+        return False
 
     def _change(self, lead: LeadState, event: Any, at: float) -> bool:
         """Fold one event into a lead's state; False if the event does not concern this family."""
@@ -215,10 +233,16 @@ class EngagementFamily(WindowedFamily):
             if meeting.get("at") is None or at < meeting["at"]:
                 meeting.update(at=at, rep=rep, team=team, kind=event.kind.value if event.kind else None)
         elif isinstance(event, MeetingHeld):
-            lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})["held"] = True
+            meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
+            if meeting.get("held"):
+                return False
+            meeting["held"] = True
         else:
             kind = _ENGAGEMENT_TYPES[type(event)]
-            lead.setdefault("emails", {}).setdefault(event.email_id, {})[kind] = True
+            email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
+            if email.get(kind):
+                return False  # a repeated open (or click ...): each email counts once per kind
+            email[kind] = True
         lead["last_seen"] = max(lead.get("last_seen", at), at)
         return True
 

@@ -69,6 +69,7 @@ class WindowedFamily:
         self.partition_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
         self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
+        self._beside_pending: list[tuple[Partial, Sibling, str]] = []
         self._rolling_base: dict[tuple[int, str, str, int], tuple[int, dict[str, Number]]] = {}
 
     @property
@@ -215,6 +216,7 @@ class WindowedFamily:
                 dirty.difference_update(deferred)
         updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         partials: list[Partial] = []
+        self._beside_pending: list[tuple[Partial, Sibling, str]] = []
         for partition, grain, bucket, scope, ident in dirty:
             if partition not in owned:
                 continue
@@ -246,7 +248,23 @@ class WindowedFamily:
                     partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at, sibling
                 )
             )
+        self._fill_team_counts(partials)
         return partials
+
+    def _fill_team_counts(self, partials: list[Partial]) -> None:
+        """Team fields beside each rep record: from the team partials of this render (a rep's change is its
+        team's too, so usually there), else looked up in the cells."""
+        pending, self._beside_pending = self._beside_pending, []
+        if not pending:
+            return
+        rendered = {
+            (p.partition, p.record["id"], p.record["window"]): p.record["counts"]
+            for p in partials
+            if p.record["scope"] == "team"
+        }
+        for partial, sibling, team in pending:
+            counts = rendered.get((partial.partition, team, partial.record["window"]))
+            partial.record["team_counts"] = counts if counts is not None else self.published_fields(sibling("team", team))
 
     def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> dict[str, Number]:
         # Sum of the completed hours, cached until the hour turns or a late event lands in one of
@@ -297,8 +315,8 @@ class WindowedFamily:
             if team is not None:
                 group_key = f"{self.redis_prefix}:team:{team}:{window}"
                 record["team"] = team
-                record["team_counts"] = self.published_fields(sibling("team", team) if sibling else {})
-        return Partial(
+                record["team_counts"] = {}
+        partial = Partial(
             family=self.name,
             redis_key=f"{self.redis_prefix}:{scope}:{ident}:{window}",
             partition=partition,
@@ -309,6 +327,9 @@ class WindowedFamily:
             record=record,
             group_key=group_key,
         )
+        if group_key is not None and sibling is not None:
+            self._beside_pending.append((partial, sibling, record["team"]))
+        return partial
 
     def record(
         self, scope: str, ident: str, window: str, partition: int, wm: int, fields: dict[str, Number], updated_at: str

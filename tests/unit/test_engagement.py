@@ -454,8 +454,9 @@ def test_rep_partials_carry_their_team_key_and_team_fields_and_targets_on_calend
     assert day.record["team"] == "north" and day.record["team_counts"]["emails_sent"] == 1
     assert "target:emails_personalized" not in day.record["counts"]
     assert partials[("rep", "anna", "month:2026-11")].fields["target:emails_personalized"] == 50
-    rolling = partials[("rep", "anna", "rolling:24h")]
-    assert rolling.group_key.endswith(":team:north:rolling:24h") and rolling.record["team_counts"]["emails_sent"] == 1
+    assert ("rep", "anna", "rolling:24h") not in partials  # engagement keeps one rolling window
+    rolling = partials[("rep", "anna", "rolling:7d")]
+    assert rolling.group_key.endswith(":team:north:rolling:7d") and rolling.record["team_counts"]["emails_sent"] == 1
     assert not any(k.startswith("target:") for k in rolling.fields)
     assert partials[("team", "north", "day:2026-11-22")].group_key is None
     assert partials[("rep", "cleo", "all")].record["team"] == "south"
@@ -657,3 +658,12 @@ def test_any_order_split_redelivery_and_crash_gives_the_batch_recomputation(
 
 def test_contribution_of_a_lead_without_events_is_empty() -> None:
     assert contribution({}) == {}
+
+
+def test_team_fields_beside_a_rep_come_from_the_cells_when_the_team_is_not_rendered_with_it() -> None:
+    w = Worker()
+    w.send([ev("email.sent", "L1", NOW - HOUR), ev("email.sent", "L2", NOW - HOUR, rep="ben")])
+    w.family.render({0}, NOW)
+    w.family.dirty.add((0, "day", "2026-11-22", "rep", "anna"))  # the rep alone, e.g. after a budgeted flush
+    (only,) = w.family.render({0}, NOW)
+    assert only.record["team"] == "north" and only.record["team_counts"]["emails_sent"] == 2
