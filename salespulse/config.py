@@ -1,10 +1,10 @@
 """The ``SALESPULSE_CONFIG`` TOML file: business hours, rep → team directory, lead-response SLA,
-pipelines (stage order, won/lost stages, default probabilities, loss reasons) and quotas.
+pipelines (stage order, won/lost stages, default probabilities, loss reasons), quotas, activity
+targets and the activity settings.
 
 Parsed into strict pydantic models: an unknown or misspelt key is an error, never silently
-ignored. ``[crm]`` (CRM id mappings) is modelled in :mod:`salespulse.crm_config`. Sections not
-modelled yet (``targets``) are reserved and kept as raw tables. Every problem is raised as :class:`ConfigError` naming the file and the
-dotted key (``business_hours.teams.team-apac.hours.mon[0]``). See ``docs/config.example.toml``.
+ignored. ``[crm]`` (CRM id mappings) is modelled in :mod:`salespulse.crm_config`. Every problem
+is raised as :class:`ConfigError` naming the file and the dotted key (``business_hours.teams.team-apac.hours.mon[0]``). See ``docs/config.example.toml``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
 from salespulse.metrics.pipeline import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
 
 __all__ = [
-    "RESERVED_SECTIONS",
+    "ActivityConfig",
+    "TargetPeriods",
+    "TargetsSection",
     "WEEKDAYS",
     "BusinessHoursSection",
     "BusinessHoursSpec",
@@ -48,8 +50,6 @@ __all__ = [
 
 #: Weekday keys of ``hours`` tables, Monday first (index = ``date.weekday()``).
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-#: Top-level tables accepted as raw dicts until they get their own models.
-RESERVED_SECTIONS: tuple[str, ...] = ("targets",)
 
 _INTERVAL = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -199,6 +199,49 @@ class PipelineConfig(_Model):
             probabilities=dict(self.probabilities),
             loss_reasons=tuple(self.loss_reasons) if self.loss_reasons is not None else DEFAULT_LOSS_REASONS,
         )
+#: A target's kind: a published count field of the activity family (``call``, ``call:connected``,
+#: ``email_sent``, ``meeting_booked``, a logged kind such as ``visit``, ``total``) or of the engagement
+#: family (``emails_personalized``, ``emails_sent`` ...).
+TargetKind = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}(:[a-z0-9_]{1,64})?$")]
+TargetCounts = dict[TargetKind, Annotated[int, Field(gt=0, strict=True)]]
+
+
+class TargetPeriods(_Model):
+    """Targets per calendar period: ``day = { call = 40 }``, ``week = {...}``, ``month = {...}``."""
+
+    day: TargetCounts = Field(default_factory=dict)
+    week: TargetCounts = Field(default_factory=dict)
+    month: TargetCounts = Field(default_factory=dict)
+
+
+class TargetsSection(_Model):
+    """``[targets.default]``, ``[targets.teams.<team>]``, ``[targets.reps.<rep>]``: per kind, the rep's
+    own target wins over the team's, which wins over the default."""
+
+    default: TargetPeriods = Field(default_factory=TargetPeriods)
+    teams: dict[str, TargetPeriods] = Field(default_factory=dict)
+    reps: dict[str, TargetPeriods] = Field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        """True if any target is set."""
+        periods = (self.default, *self.teams.values(), *self.reps.values())
+        return any(p.day or p.week or p.month for p in periods)
+
+    def for_rep(self, rep: str, team: str | None, period: str) -> dict[str, int]:
+        """The rep's targets for ``period`` (``day``, ``week`` or ``month``), kind by kind."""
+        out = dict(getattr(self.default, period))
+        if team is not None and team in self.teams:
+            out.update(getattr(self.teams[team], period))
+        if rep in self.reps:
+            out.update(getattr(self.reps[rep], period))
+        return out
+
+
+class ActivityConfig(_Model):
+    """``[activity]``: when a lead that was touched and did not convert counts as gone quiet."""
+
+    quiet_after_days: float = Field(14.0, gt=0, le=365)
 
 
 class Config(_Model):
@@ -212,8 +255,8 @@ class Config(_Model):
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     #: ``[quotas.<rep>]``: period (YYYY-MM) → amount in ``currency``; a ``quota.set`` event overrides it.
     quotas: dict[str, dict[Period, Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(default_factory=dict)
-    # Reserved for later sections; kept raw so nothing is ignored silently.
-    targets: dict[str, Any] = Field(default_factory=dict)
+    targets: TargetsSection = Field(default_factory=TargetsSection)
+    activity: ActivityConfig = Field(default_factory=ActivityConfig)
     crm: CrmSection = Field(default_factory=CrmSection)
 
     _default_hours: BusinessHours = PrivateAttr()
@@ -246,6 +289,10 @@ class Config(_Model):
     def team_for_rep(self, rep: str | None) -> str | None:
         """The rep's team from the ``[teams]`` directory, or None."""
         return self.team_of_rep.get(rep) if rep is not None else None
+
+    def targets_for(self, rep: str, period: str) -> dict[str, int]:
+        """The rep's activity targets for ``day``, ``week`` or ``month`` (its team from ``[teams]``)."""
+        return self.targets.for_rep(rep, self.team_for_rep(rep), period)
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -292,6 +339,8 @@ def _dotted(loc: tuple[int | str, ...], data: Any) -> str:
             data = data[part] if 0 <= part < len(data) else None
             continue
         name = str(part)
+        if name == "[key]":
+            continue  # pydantic's marker for "the key itself is bad": the key is already named
         out += ("." if out else "") + (name if _BARE_KEY.match(name) else json.dumps(name))
         data = data.get(name) if isinstance(data, dict) else None
     return out or "<top level>"

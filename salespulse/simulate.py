@@ -343,21 +343,23 @@ class TrafficModel:
         personalized = rng.random() < 0.40
         self._emit(at, "email.sent", **_acting(lead), email_id=email_id, personalized=personalized)
         fields = {**_acting(lead), "email_id": email_id}
+        # Open and click tracking knows the email, not the rep: the engine credits the sender.
+        tracked = {"lead_id": lead.lead_id, "email_id": email_id}
         if rng.random() < 0.04:
             self._push(self._after(at, rng.uniform(5, 120)), self._emit_later, "email.bounced", fields)
             return
         if rng.random() >= (0.55 if personalized else 0.40):
             return
         opened = self._after(at, self._lognormal(1200, 1.2))
-        self._push(opened, self._emit_later, "email.opened", fields)
+        self._push(opened, self._emit_later, "email.opened", tracked)
         again = opened
         for _ in range(3):  # people reopen; the engine must count each email once
             if rng.random() >= 0.35:
                 break
             again = self._after(again, self._lognormal(3600, 1.0))
-            self._push(again, self._emit_later, "email.opened", fields)
+            self._push(again, self._emit_later, "email.opened", tracked)
         if rng.random() < 0.25:
-            self._push(self._after(opened, rng.uniform(5, 300)), self._emit_later, "email.clicked", fields)
+            self._push(self._after(opened, rng.uniform(5, 300)), self._emit_later, "email.clicked", tracked)
         if rng.random() < 0.15:
             self._push(self._after(opened, self._lognormal(1800, 1.0)), self._emit_later, "email.replied", fields)
 

@@ -28,6 +28,11 @@ class ActivityPartial(BaseModel):
     counts: dict[str, int] = Field(
         description="count per field: kind, kind:outcome (calls), per-kind totals and 'total'"
     )
+    targets: dict[str, int] | None = Field(
+        None,
+        description="a rep's configured targets for this day, week or month window, per count field; not additive: "
+        "attainment = (sum of counts[kind] over partitions) / targets[kind]",
+    )
     updated_at: AwareDatetime
 
 
@@ -85,8 +90,44 @@ class PipelinePartial(BaseModel):
     updated_at: AwareDatetime
 
 
+class EngagementPartial(BaseModel):
+    """One partition's engagement fields for one rep, team or source in one window
+    (``salespulse.metrics.engagement``): email engagement, contact attempts by channel, follow-up
+    depth and activity ratios (docs/metrics.md).
+
+    Fields are additive (sum the latest record of every partition) and derive the rates from the
+    sums, e.g. open rate = emails_opened / emails_sent, contact rate of a channel = connected:<c> /
+    attempts:<c>. A rep's record also carries its team's fields of the same partition and window
+    (``team``, ``team_counts``), so a subscriber has the team's rate beside the rep's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["engagement"]
+    scope: Literal["rep", "team", "source"]
+    id: str
+    window: str = Field(
+        pattern=r"^(all|day:\d{4}-\d{2}-\d{2}|week:\d{4}-W\d{2}|month:\d{4}-\d{2}|rolling:7d)$"
+    )
+    partition: int = Field(ge=0)
+    watermark: int = Field(ge=-1)
+    counts: dict[str, float] = Field(
+        description="emails_sent, emails_opened/clicked/replied/bounced, emails_personalized/generic, "
+        "attempts:<channel>, connected:<channel>, reached:<channel>, won:<channel>, leads_converted, "
+        "touches_to_convert, leads_quiet, touches_before_quiet, leads, leads_first_meeting, outreach_leads, "
+        "outreach_first_meeting, first_meetings, first_meeting_next_step (zeros left out)"
+    )
+    targets: dict[str, int] | None = Field(None, description="a rep's targets of these fields (not additive)")
+    team: str | None = Field(None, description="for a rep: the team whose fields are in team_counts")
+    team_counts: dict[str, float] | None = Field(
+        None, description="for a rep: its team's additive fields in the same partition and window"
+    )
+    updated_at: AwareDatetime
+
+
 METRIC_RECORDS: dict[str, type[BaseModel]] = {
     "activity": ActivityPartial,
     "lead_response": LeadResponsePartial,
     "pipeline": PipelinePartial,
+    "engagement": EngagementPartial,
 }

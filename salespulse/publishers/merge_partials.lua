@@ -13,6 +13,7 @@
 --       every required field and some term is present), "products": [[name, [numerators], [denominators]]]
 --       (after ratios; every numerator present, denominator product > 0) and "histograms":
 --       [{"buckets": [...], "quantiles": [...]}] for families with several histograms.
+-- Targets and team-beside fields: see the section "targets and rep vs team" below.
 local payload = cjson.decode(ARGV[1])
 local channel, family = payload.channel, payload.family
 local spec = nil
@@ -77,6 +78,80 @@ local function derive(total, order)
   for _, h in ipairs(spec.histograms or {}) do quantiles_of(total, order, h.buckets, h.quantiles) end
 end
 
+-- ---- targets and rep vs team (docs/outputs.md) ------------------------------------------------------
+-- "target:<kind>" fields are not additive: each partition's partial carries the same target, the total
+-- takes the largest, and "attainment:<kind>" = total[kind] / target is derived from the merged total.
+-- payload.beside lists rate fields; a key's entry may name its group key (entry[4], a rep's team total).
+-- A rewritten rep total gets "team_<rate>" copied from its team's total; "K#group" names the team key
+-- and "<team key>#members" the rep keys, so a rewritten team total refreshes its reps' copies.
+-- Payloads list team keys before rep keys, so both orders meet the newest team values.
+local beside = nil
+if payload.beside ~= nil and payload.beside ~= cjson.null and #payload.beside > 0 then beside = payload.beside end
+
+local function merge_field(total, f, v)
+  if string.sub(f, 1, 7) == 'target:' then
+    if v > total[f] then total[f] = v end
+  else
+    total[f] = total[f] + v
+  end
+end
+
+local function add_attainment(total, order)
+  local targets = {}
+  for _, f in ipairs(order) do
+    if string.sub(f, 1, 7) == 'target:' then targets[#targets + 1] = f end
+  end
+  for _, f in ipairs(targets) do
+    if total[f] > 0 then
+      local name = 'attainment:' .. string.sub(f, 8)
+      order[#order + 1] = name
+      total[name] = (total[string.sub(f, 8)] or 0) / total[f]
+    end
+  end
+end
+
+local function copy_beside(key, group, values)
+  local got = redis.call('HMGET', group, unpack(beside))
+  local set, unset = {}, {}
+  for i, rate in ipairs(beside) do
+    if got[i] then
+      set[#set + 1] = 'team_' .. rate
+      set[#set + 1] = got[i]
+      if values ~= nil then values['team_' .. rate] = tonumber(got[i]) end
+    else
+      unset[#unset + 1] = 'team_' .. rate
+    end
+  end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+  if #unset > 0 then redis.call('HDEL', key, unpack(unset)) end
+end
+
+local function link_group(key, group, ttl, values)
+  if group == nil or group == cjson.null then
+    redis.call('DEL', key .. '#group')
+    return
+  end
+  redis.call('SET', key .. '#group', group)
+  redis.call('SADD', group .. '#members', key)
+  if ttl > 0 then
+    redis.call('EXPIRE', key .. '#group', ttl)
+    redis.call('EXPIRE', group .. '#members', ttl)
+  end
+  copy_beside(key, group, values)
+end
+
+local function refresh_members(group)
+  local members = group .. '#members'
+  for _, key in ipairs(redis.call('SMEMBERS', members)) do
+    if redis.call('GET', key .. '#group') == group and redis.call('EXISTS', key) == 1 then
+      copy_beside(key, group, nil)
+    else
+      redis.call('SREM', members, key)
+    end
+  end
+end
+-- ---- end of targets and rep vs team -----------------------------------------------------------------
+
 local changed = {}
 for _, entry in ipairs(payload.keys) do
   local key, ttl, partials = entry[1], entry[2], entry[3]
@@ -110,11 +185,12 @@ for _, entry in ipairs(payload.keys) do
             order[#order + 1] = f
             total[f] = 0
           end
-          total[f] = total[f] + tonumber(kv[j + 1])
+          merge_field(total, f, tonumber(kv[j + 1]))
         end
       end
     end
     if spec ~= nil then derive(total, order) end
+    add_attainment(total, order)
     redis.call('DEL', key)
     local targs, values = {}, {}
     for _, f in ipairs(order) do
@@ -126,6 +202,10 @@ for _, entry in ipairs(payload.keys) do
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)
       redis.call('EXPIRE', parts, ttl)
+    end
+    if beside ~= nil then
+      link_group(key, entry[4], ttl, values)
+      refresh_members(key)
     end
     changed[#changed + 1] = {key = key, values = values}
   end

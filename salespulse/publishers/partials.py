@@ -16,3 +16,5 @@ class Partial(NamedTuple):
     ttl_s: int
     topic_key: str
     record: dict[str, Any]
+    #: For a per-rep partial of a family with ``beside_rates``: the Redis key of its team's total.
+    group_key: str | None = None

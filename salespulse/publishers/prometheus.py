@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from salespulse.metrics.lead_response import BUCKET_FIELDS, RESPONSE_BUCKETS
 from salespulse.metrics.pipeline import DURATION_BUCKETS, bucket_fields
 from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.pipeline import PipelineFamily
 
@@ -37,6 +38,24 @@ class ActivityCollector(Collector):
         )
         for (rep, team, kind, outcome), value in sorted(self.family.counter_totals(self.owned()).items()):
             metric.add_metric([rep, team, kind, outcome], value)
+        yield metric
+
+
+class EmailEventsCollector(Collector):
+    """``salespulse_email_events_total{rep,team,event}``: sent emails engaged, each once per event kind."""
+
+    def __init__(self, family: EngagementFamily, owned: Callable[[], Iterable[int]]) -> None:
+        self.family = family
+        self.owned = owned
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        metric = CounterMetricFamily(
+            "salespulse_email_events",
+            "Sent emails opened, clicked, replied to or bounced (each email once per event), by sending rep and team.",
+            labels=["rep", "team", "event"],
+        )
+        for (rep, team, event), value in sorted(self.family.email_event_totals(self.owned()).items()):
+            metric.add_metric([rep, team, event], value)
         yield metric
 
 

@@ -27,12 +27,18 @@ class RedisPublisher:
     """Writes absolute partials to Redis idempotently; safe to repeat, safe against stale writers."""
 
     def __init__(
-        self, client: aioredis.Redis, channel: str = UPDATES_CHANNEL, derived: Mapping[str, Any] | None = None
+        self,
+        client: aioredis.Redis,
+        channel: str = UPDATES_CHANNEL,
+        derived: Mapping[str, Any] | None = None,
+        beside: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """``derived``: per family, the spec of fields computed from merged totals (see the Lua script)."""
+        """``derived``: per family, the spec of fields computed from merged totals (see the Lua script);
+        ``beside``: per family, the rates whose team value is written beside each rep's (``team_<rate>``)."""
         self.client = client
         self.channel = channel
         self.derived = dict(derived or {})
+        self.beside = {family: list(rates) for family, rates in (beside or {}).items()}
         self._script = client.register_script(files("salespulse.publishers").joinpath("merge_partials.lua").read_text())
 
     async def publish(self, partials: Sequence[Partial]) -> int:
@@ -45,14 +51,21 @@ class RedisPublisher:
             by_family[partial.family][partial.redis_key].append(partial)
         async with self.client.pipeline(transaction=False) as pipe:
             for family, keys in by_family.items():
-                items = list(keys.items())
+                # Group totals (teams) before the keys that copy from them (reps).
+                items = sorted(keys.items(), key=lambda item: item[1][0].group_key is not None)
                 for start in range(0, len(items), _KEYS_PER_CALL):
                     payload = {
                         "channel": self.channel,
                         "family": family,
                         "derived": self.derived.get(family),
+                        "beside": self.beside.get(family),
                         "keys": [
-                            [key, max(p.ttl_s for p in group), [[p.partition, p.watermark, p.fields] for p in group]]
+                            [
+                                key,
+                                max(p.ttl_s for p in group),
+                                [[p.partition, p.watermark, p.fields] for p in group],
+                                next((p.group_key for p in reversed(group) if p.group_key), None),
+                            ]
                             for key, group in items[start : start + _KEYS_PER_CALL]
                         ],
                     }

@@ -2,12 +2,14 @@
 
 Cells (``CellStore`` prefix ``activity``) follow ``WindowedFamily``: ``{"wm", "rep": {id: counts},
 "team": {id: counts}}``, and the all-time cell also ``rep_team`` (``"<rep>\\t<team>"``) for the
-Prometheus labels. Published windows: all, day, week, month, rolling 24 h and 7 d.
+Prometheus labels. Published windows: all, day, week, month, rolling 24 h and 7 d. With ``targets``,
+a rep's day, week and month partials carry ``target:<kind>`` (merged by max in Redis, which derives
+``attainment:<kind>``) and its metric records a ``targets`` map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from salespulse.metrics.activity import activity_of, split_field, with_rollups
@@ -32,9 +34,18 @@ class ActivityFamily(WindowedFamily):
         tz: ZoneInfo,
         retention_s: float,
         team_of_rep: dict[str, str] | None = None,
+        targets: Callable[[str, str], Mapping[str, int]] | None = None,
+        foreign_target_kinds: Iterable[str] = (),
     ) -> None:
+        """``targets``: ``(rep, "day" | "week" | "month") -> {kind: target}``; kinds in
+        ``foreign_target_kinds`` belong to another family's fields and are published there."""
         super().__init__(cells, tz, retention_s)
         self.team_of_rep = team_of_rep or {}
+        self.targets = targets
+        self.foreign_target_kinds = frozenset(foreign_target_kinds)
+
+    def owns_target(self, kind: str) -> bool:
+        return kind not in self.foreign_target_kinds
 
     def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool:
         """Count one admitted event; True if it was an activity."""

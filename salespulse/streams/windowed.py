@@ -10,7 +10,7 @@ are idempotent. ``render`` turns what changed into absolute per-partition partia
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -27,6 +27,9 @@ Dirty = tuple[int, str, str, str, str]
 #: Windows published on every flush; the others (week, month, rolling) share a budget per flush.
 LIVE_GRAINS = frozenset({"all", "day"})
 WindowSpec = tuple[str, str, str, float | None]  # (grain, bucket, cell name, window end epoch)
+Sibling = Callable[[str, str], Mapping[str, Number]]  # (scope, id) -> fields in the same partition and window
+#: Windows a per-rep target applies to.
+TARGET_GRAINS = frozenset({"day", "week", "month"})
 
 
 @lru_cache(maxsize=4096)
@@ -52,6 +55,10 @@ class WindowedFamily:
     all_time_scopes: tuple[str, ...] = ()
     #: Rolling window name -> span in hours.
     rolling_hours: Mapping[str, int] = {"24h": 24, "7d": 168}
+    #: Per-rep rates published with the rep's team's value beside them (``team_<rate>``, see ``group_of``).
+    beside_rates: tuple[str, ...] = ()
+    #: Per-rep targets: ``(rep, grain) -> {field: target}`` for day, week and month windows (None: none).
+    targets: Callable[[str, str], Mapping[str, int]] | None = None
 
     def __init__(self, cells: CellStore, tz: ZoneInfo, retention_s: float) -> None:
         self.cells = cells
@@ -62,6 +69,7 @@ class WindowedFamily:
         self.partition_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
         self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
+        self._beside_pending: list[tuple[Partial, Sibling, str]] = []
         self._rolling_base: dict[tuple[int, str, str, int], tuple[int, dict[str, Number]]] = {}
 
     @property
@@ -198,6 +206,14 @@ class WindowedFamily:
         """The fields of a partial as published (a family adds rollups, rates, quantiles)."""
         return dict(fields)
 
+    def group_of(self, partition: int, rep: str) -> str | None:
+        """The team whose rates are published beside a rep's (``beside_rates``); None: nothing beside."""
+        return None
+
+    def owns_target(self, kind: str) -> bool:
+        """True if a configured target of ``kind`` is published with this family's per-rep windows."""
+        return True
+
     def render(self, owned: set[int], now: float | None = None, slow_budget: int | None = None) -> list[Partial]:
         """Take the dirty aggregates of owned partitions and return them as absolute partials.
 
@@ -215,6 +231,7 @@ class WindowedFamily:
                 dirty.difference_update(deferred)
         updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         partials: list[Partial] = []
+        self._beside_pending: list[tuple[Partial, Sibling, str]] = []
         for partition, grain, bucket, scope, ident in dirty:
             if partition not in owned:
                 continue
@@ -222,7 +239,15 @@ class WindowedFamily:
                 for span, hours in self.rolling_hours.items():
                     fields = self._rolling(partition, scope, ident, hours, now)
                     wm = self.partition_wm.get(partition, -1)
-                    partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
+
+                    def rolling_sibling(s: str, i: str, p: int = partition, h: int = hours) -> Mapping[str, Number]:
+                        return self._rolling(p, s, i, h, now)
+
+                    partials.append(
+                        self._partial(
+                            partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at, rolling_sibling
+                        )
+                    )
                 continue
             cell = self.cells.get(partition, f"{grain}|{bucket}")
             if cell is None:
@@ -230,10 +255,31 @@ class WindowedFamily:
             fields = cell.get(scope, {}).get(ident, {})
             end = window_end_ts(grain, bucket, self.tz)
             ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
+            def sibling(s: str, i: str, cell: Cell = cell) -> Mapping[str, Number]:
+                return cell.get(s, {}).get(i, {})
+
             partials.append(
-                self._partial(partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at)
+                self._partial(
+                    partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at, sibling
+                )
             )
+        self._fill_team_counts(partials)
         return partials
+
+    def _fill_team_counts(self, partials: list[Partial]) -> None:
+        """Team fields beside each rep record: from the team partials of this render (a rep's change is its
+        team's too, so usually there), else looked up in the cells."""
+        pending, self._beside_pending = self._beside_pending, []
+        if not pending:
+            return
+        rendered = {
+            (p.partition, p.record["id"], p.record["window"]): p.record["counts"]
+            for p in partials
+            if p.record["scope"] == "team"
+        }
+        for partial, sibling, team in pending:
+            counts = rendered.get((partial.partition, team, partial.record["window"]))
+            partial.record["team_counts"] = counts if counts is not None else self.published_fields(sibling("team", team))
 
     def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> dict[str, Number]:
         # Sum of the completed hours, cached until the hour turns or a late event lands in one of
@@ -268,9 +314,24 @@ class WindowedFamily:
         wm: int,
         ttl: int,
         updated_at: str,
+        sibling: Sibling | None = None,
     ) -> Partial:
         fields = self.published_fields(raw)
-        return Partial(
+        record = self.record(scope, ident, window, partition, wm, fields, updated_at)
+        group_key = None
+        if scope == "rep":
+            if self.targets is not None and window.partition(":")[0] in TARGET_GRAINS:
+                wanted = {k: v for k, v in self.targets(ident, window.partition(":")[0]).items() if self.owns_target(k)}
+                if wanted:
+                    # Not additive: every partition's partial carries the target, Redis merges it by max.
+                    fields = {**fields, **{f"target:{kind}": value for kind, value in wanted.items()}}
+                    record["targets"] = wanted
+            team = self.group_of(partition, ident) if self.beside_rates else None
+            if team is not None:
+                group_key = f"{self.redis_prefix}:team:{team}:{window}"
+                record["team"] = team
+                record["team_counts"] = {}
+        partial = Partial(
             family=self.name,
             redis_key=f"{self.redis_prefix}:{scope}:{ident}:{window}",
             partition=partition,
@@ -278,8 +339,12 @@ class WindowedFamily:
             fields=fields,
             ttl_s=ttl,
             topic_key=f"{scope}:{ident}:{window}:p{partition}",
-            record=self.record(scope, ident, window, partition, wm, fields, updated_at),
+            record=record,
+            group_key=group_key,
         )
+        if group_key is not None and sibling is not None:
+            self._beside_pending.append((partial, sibling, record["team"]))
+        return partial
 
     def record(
         self, scope: str, ident: str, window: str, partition: int, wm: int, fields: dict[str, Number], updated_at: str

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
 from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
+from salespulse.metrics import engagement as engagement_metrics
 from salespulse.metrics.lead_response import redis_derived_spec
 from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_spec
 from salespulse.models.events import Event, event_to_json
@@ -27,6 +28,7 @@ from salespulse.publishers.flusher import Flusher
 from salespulse.publishers.prometheus import (
     ActivityCollector,
     ConsumerLagCollector,
+    EmailEventsCollector,
     LeadResponseCollector,
     PipelineCollector,
     WorkerHealth,
@@ -37,6 +39,7 @@ from salespulse.settings import Settings
 from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
+from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.pipeline import PipelineFamily, config_quota_events
 from salespulse.streams.record_log import RecordLog
@@ -137,9 +140,25 @@ class WorkerRuntime:
         )
         config = load_config(settings.config)
         retention_s = settings.retention_days * 86400
+        targets = config.targets_for if config.targets.configured else None
         sla_s = config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)
         self.activity = ActivityFamily(
-            CellStore(self.table, "activity"), settings.tz, retention_s, team_of_rep=config.team_of_rep
+            CellStore(self.table, "activity"),
+            settings.tz,
+            retention_s,
+            team_of_rep=config.team_of_rep,
+            targets=targets,
+            foreign_target_kinds=engagement_metrics.ADDITIVE_FIELDS,
+        )
+        self.engagement = EngagementFamily(
+            CellStore(self.table, "engagement"),
+            RecordLog(self.table, "outreach"),
+            settings.tz,
+            retention_s,
+            quiet_s=config.activity.quiet_after_days * 86400,
+            team_of_rep=config.team_of_rep,
+            outbound_kinds=config.lead_response.outbound_activity_kinds,
+            targets=targets,
         )
         self.lead_response = LeadResponseFamily(
             CellStore(self.table, "response"),
@@ -162,7 +181,7 @@ class WorkerRuntime:
             team_of_rep=config.team_of_rep,
         )
         self.config_quotas = config_quota_events(config.quotas, config.currency)
-        families = [self.activity, self.lead_response, self.pipeline]
+        families = [self.activity, self.lead_response, self.pipeline, self.engagement]
         self.processor = BatchProcessor(
             DedupIndex(self.table, settings.dedup_horizon_hours * 3600), families, self._dead_letter
         )
@@ -173,6 +192,7 @@ class WorkerRuntime:
         self.positions: dict[int, int] = {}
         registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
         registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
+        registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -181,7 +201,9 @@ class WorkerRuntime:
                 derived={
                     "lead_response": redis_derived_spec(),
                     "pipeline": pipeline_derived_spec(pipelines, [config.currency]),
+                    "engagement": engagement_metrics.redis_derived_spec(),
                 },
+                beside={"engagement": self.engagement.beside_rates},
             ),
             TopicPublisher(settings.kafka_bootstrap),
             self.health,

@@ -116,12 +116,6 @@ def test_bare_toml_dates_are_accepted_as_holidays(tmp_path: Path) -> None:
     assert config.business_hours_for("x").holidays == {date(2026, 5, 17)}
 
 
-def test_reserved_sections_are_kept_as_raw_tables(tmp_path: Path) -> None:
-    text = '[targets]\nx = 1\n'
-    config = load_config(write(tmp_path, text))
-    assert config.targets == {"x": 1}
-
-
 def test_crm_section_maps_stages_owners_and_pipelines(tmp_path: Path) -> None:
     text = (
         '[crm.hubspot]\nowners = { "123" = "rep-001" }\n'
@@ -264,3 +258,64 @@ def test_documented_example_file_has_pipelines_and_quotas() -> None:
     assert config.currency == "USD"
     assert config.pipeline_specs().funnel("default") == ("qualification", "discovery", "proposal", "negotiation")
     assert config.quotas["rep-001"]["2026-11"] == 100000
+# --- targets and [activity] ----------------------------------------------------------------------------------
+
+TARGETS = """
+[teams]
+rep-001 = "team-emea"
+[targets.default]
+day = { call = 40, email_sent = 30 }
+month = { emails_personalized = 50 }
+[targets.teams.team-emea]
+day = { call = 50 }
+[targets.reps.rep-001]
+day = { email_sent = 10 }
+week = { meeting_booked = 5 }
+"""
+
+
+def test_targets_resolve_rep_over_team_over_default_kind_by_kind(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, TARGETS))
+    assert config.targets_for("rep-001", "day") == {"call": 50, "email_sent": 10}
+    assert config.targets_for("rep-001", "week") == {"meeting_booked": 5}
+    assert config.targets_for("rep-001", "month") == {"emails_personalized": 50}
+    assert config.targets_for("rep-999", "day") == {"call": 40, "email_sent": 30}
+    assert Config().targets_for("rep-001", "day") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[targets.default]\nday = { call = 0 }\n", "targets.default.day.call"),
+        ("[targets.default]\nday = { call = 2.5 }\n", "targets.default.day.call"),
+        ("[targets.default]\nhour = { call = 2 }\n", "targets.default.hour"),
+        ('[targets.default]\nday = { "Call Out" = 2 }\n', 'targets.default.day."Call Out"'),
+        ("[targets]\nx = 1\n", "targets.x"),
+        ("[activity]\nquiet_after_days = 0\n", "activity.quiet_after_days"),
+        ("[activity]\nquiet_days = 3\n", "activity.quiet_days"),
+    ],
+    ids=["zero", "fraction", "period", "kind", "unknown", "quiet-zero", "quiet-typo"],
+)
+def test_bad_targets_and_activity_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert info.value.key == key, str(info.value)
+
+
+def test_quiet_period_defaults_to_14_days_and_is_configurable(tmp_path: Path) -> None:
+    assert Config().activity.quiet_after_days == 14
+    assert load_config(write(tmp_path, "[activity]\nquiet_after_days = 3.5\n")).activity.quiet_after_days == 3.5
+
+
+def test_documented_example_targets_and_quiet_period() -> None:
+    config = load_config(EXAMPLE)
+    assert config.targets_for("rep-001", "day") == {"call": 60, "email_sent": 30}
+    assert config.targets_for("rep-101", "day") == {"call": 30, "email_sent": 30}  # team-apac's call target
+    assert config.targets_for("rep-101", "month") == {"emails_personalized": 50}
+    assert config.activity.quiet_after_days == 14
+
+
+def test_targets_count_as_configured_only_when_one_is_set(tmp_path: Path) -> None:
+    assert not Config().targets.configured
+    assert not load_config(write(tmp_path, "[targets.reps.rep-001]\n")).targets.configured
+    assert load_config(write(tmp_path, TARGETS)).targets.configured

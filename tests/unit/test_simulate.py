@@ -212,3 +212,42 @@ def test_the_simulated_pipeline_is_the_built_in_default_one() -> None:
     pipelines = Config().pipeline_specs()
     assert pipelines.funnel(PIPELINE) == STAGES
     assert [pipelines.default_probability(PIPELINE, s) for s in STAGES] == list(_STAGE_PROBABILITY)
+
+
+def test_simulated_traffic_exercises_the_engagement_family(events: list[dict[str, Any]]) -> None:
+    """Opens and clicks name no rep (tracking knows the email only) and still count for the sender; every
+    channel, a personalised share, first meetings with next steps and conversions show up."""
+    from zoneinfo import ZoneInfo
+
+    import orjson
+
+    from salespulse.metrics.engagement import derived_fields
+    from salespulse.streams.cells import CellStore
+    from salespulse.streams.dedup import DedupIndex
+    from salespulse.streams.engagement import EngagementFamily
+    from salespulse.streams.processor import BatchProcessor
+    from salespulse.streams.record_log import RecordLog
+
+    tracked = [e for e in events if e["type"] in ("email.opened", "email.clicked")]
+    assert tracked and not any("rep_id" in e for e in tracked)
+    assert all("rep_id" in e for e in events if e["type"] == "email.replied")
+
+    table: dict[str, bytes] = {}
+    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), ZoneInfo("UTC"), 10**9, quiet_s=6 * 3600)
+    processor = BatchProcessor(DedupIndex(table, 10**9), [family], lambda r, why: None)
+    processor.process([(0, i, orjson.dumps(e)) for i, e in enumerate(events)], now=FAR)
+    sent_by = Counter(e["rep_id"] for e in events if e["type"] == "email.sent")
+    reps = family.all_time({0}, "rep")
+    assert {rep: fields.get("emails_sent") for rep, fields in reps.items() if fields.get("emails_sent")} == sent_by
+    total = family.all_time({0}, "team")
+    merged: dict[str, float] = {}
+    for fields in total.values():
+        for name, value in fields.items():
+            merged[name] = merged.get(name, 0) + value
+    rates = derived_fields(merged)
+    assert 0.15 <= rates["open_rate"] <= 0.6 and 0 < rates["click_rate"] < rates["open_rate"]
+    assert 0.30 <= rates["personalized_share"] <= 0.50
+    assert 0.10 <= rates["contact_rate:call"] <= 0.20 and 0 < rates["contact_rate:email"] < 0.2
+    assert 0.5 <= rates["contact_rate:meeting"] <= 1.0
+    assert merged["attempts:social"] > 0 and merged["attempts:other"] > 0
+    assert 0 < rates["next_step_rate"] <= 1 and merged["leads_converted"] > 0 and merged["leads_quiet"] > 0

@@ -1,0 +1,236 @@
+"""Engagement: email engagement, contact rate by channel, follow-up depth and activity ratios, per lead.
+
+Everything here is a pure function of one lead's state (``LeadState``, kept by
+``salespulse.streams.engagement``), so events arriving in any order are applied as
+``contribution(new) - contribution(old)``:
+
+- **Email engagement** (in the window of the email's *send*, credited to the sending rep and team):
+  ``emails_sent``; ``emails_opened`` / ``emails_clicked`` / ``emails_replied`` / ``emails_bounced``
+  count each sent email once per kind however often it was opened; ``emails_personalized`` /
+  ``emails_generic`` (``personalized`` true / false or absent). An engagement that arrives before
+  its ``email.sent`` waits in the lead state and counts once the send is known.
+- **Contact rate by channel** (window of the attempt): ``attempts:<channel>`` and
+  ``connected:<channel>``: a call with outcome ``connected``; an email that got a reply; a booked
+  meeting that was held. ``social`` (social-media kinds of ``activity.logged``) and ``other``
+  (other outbound activities) have attempts only: no event says they were answered.
+- **Each channel's later conversion to won** (window of the lead's first connected attempt on the
+  channel, credited to that attempt's rep): ``reached:<channel>`` leads reached on it, ``won:<channel>``
+  of those, leads with a deal won (``lead.deal_closed`` outcome ``won``) at or after that contact.
+- **Follow-up depth**: a lead ends when it converts (``lead.converted``; window of the conversion) or
+  goes quiet (touched, not converted, and its partition's event time passed the last touch by the
+  quiet period; window of the last touch). ``leads_converted`` / ``touches_to_convert`` (outbound
+  touches up to the conversion) and ``leads_quiet`` / ``touches_before_quiet``, credited to the rep
+  and team of the last counted touch.
+- **Activity ratios**: per source, ``leads`` created and ``leads_first_meeting`` that booked a first
+  meeting (window of creation); per rep, ``outreach_leads`` (window of the first outbound touch)
+  and ``outreach_first_meeting``; ``first_meetings`` (window of the first meeting) and
+  ``first_meeting_next_step`` (a later meeting booked, or the lead converted, after it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from salespulse.metrics.fields import Number
+
+UNASSIGNED = "unassigned"
+UNKNOWN_SOURCE = "unknown"
+CHANNELS: tuple[str, ...] = ("call", "email", "meeting", "social", "other")
+#: Channels with a "connected" signal (and hence a contact rate and a later conversion).
+CONNECTABLE: tuple[str, ...] = ("call", "email", "meeting")
+ENGAGEMENT_KINDS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced")
+#: ``activity.logged`` kinds (normalised) that are the ``social`` channel.
+_SOCIAL = re.compile(r"^(linkedin|social|twitter|x_|facebook|instagram|whatsapp|telegram|wechat)")
+_KIND_CHARS = re.compile(r"[^a-z0-9_]+")
+
+LeadState = dict[str, Any]
+Contribution = dict[tuple[float, str, str, str], Number]  # (instant, scope, id, field) -> value
+
+#: Additive fields of this family (Redis partials, the metric topic); rates are derived from them.
+ADDITIVE_FIELDS: tuple[str, ...] = (
+    "emails_sent",
+    *(f"emails_{kind}" for kind in ENGAGEMENT_KINDS),
+    "emails_personalized",
+    "emails_generic",
+    *(f"attempts:{c}" for c in CHANNELS),
+    *(f"connected:{c}" for c in CONNECTABLE),
+    *(f"reached:{c}" for c in CONNECTABLE),
+    *(f"won:{c}" for c in CONNECTABLE),
+    "leads_converted",
+    "touches_to_convert",
+    "leads_quiet",
+    "touches_before_quiet",
+    "leads",
+    "leads_first_meeting",
+    "outreach_leads",
+    "outreach_first_meeting",
+    "first_meetings",
+    "first_meeting_next_step",
+)
+
+#: Derived rate -> (numerator, denominator); computed from merged totals only, never summed.
+RATIOS: dict[str, tuple[str, str]] = {
+    "open_rate": ("emails_opened", "emails_sent"),
+    "click_rate": ("emails_clicked", "emails_sent"),
+    "reply_rate": ("emails_replied", "emails_sent"),
+    "bounce_rate": ("emails_bounced", "emails_sent"),
+    "personalized_share": ("emails_personalized", "emails_sent"),
+    **{f"contact_rate:{c}": (f"connected:{c}", f"attempts:{c}") for c in CONNECTABLE},
+    **{f"conversion_rate:{c}": (f"won:{c}", f"reached:{c}") for c in CONNECTABLE},
+    "avg_touches_to_convert": ("touches_to_convert", "leads_converted"),
+    "avg_touches_before_quiet": ("touches_before_quiet", "leads_quiet"),
+    "first_meeting_rate": ("leads_first_meeting", "leads"),
+    "outreach_meeting_rate": ("outreach_first_meeting", "outreach_leads"),
+    "next_step_rate": ("first_meeting_next_step", "first_meetings"),
+}
+
+
+def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozenset[str] = frozenset()) -> str | None:
+    """The channel of an ``activity.logged``: ``social`` for social-media kinds, ``other`` for other
+    outbound activities (``outbound`` or a configured outbound kind), ``None`` if it is not a touch."""
+    normalised = _KIND_CHARS.sub("_", kind.strip().lower()).strip("_")
+    if _SOCIAL.match(normalised):
+        return "social"
+    if outbound or kind.strip().lower() in outbound_kinds:
+        return "other"
+    return None
+
+
+def attempts(lead: LeadState) -> list[tuple[float, str, str, str, bool, str]]:
+    """Every outbound attempt with a known time: ``(at, channel, rep, team, connected, id)``, sorted."""
+    out: list[tuple[float, str, str, str, bool, str]] = []
+    for at, channel, rep, team, connected, ident in lead.get("touches", ()):
+        out.append((at, channel, rep, team, bool(connected), ident))
+    for email_id, email in lead.get("emails", {}).items():
+        if email.get("at") is not None:
+            out.append((email["at"], "email", email["rep"], email["team"], bool(email.get("replied")), email_id))
+    for meeting_id, meeting in lead.get("meetings", {}).items():
+        if meeting.get("at") is not None:
+            out.append((meeting["at"], "meeting", meeting["rep"], meeting["team"], bool(meeting.get("held")), meeting_id))
+    out.sort()
+    return out
+
+
+def last_touch(lead: LeadState) -> float | None:
+    """When the lead was last touched (event time), or ``None`` if never."""
+    found = attempts(lead)
+    return found[-1][0] if found else None
+
+
+def first_meeting(lead: LeadState) -> tuple[float, str, dict[str, Any]] | None:
+    """The earliest booked meeting of kind ``first`` (or without a kind): ``(at, id, meeting)``."""
+    candidates = [
+        (meeting["at"], meeting_id, meeting)
+        for meeting_id, meeting in lead.get("meetings", {}).items()
+        if meeting.get("at") is not None and meeting.get("kind") in (None, "first")
+    ]
+    return min(candidates, key=lambda item: (item[0], item[1])) if candidates else None
+
+
+def contribution(lead: LeadState) -> Contribution:
+    """A lead's additive fields per ``(instant, scope, id, field)``."""
+    out: Contribution = {}
+
+    def credit(at: float, rep: str, team: str, field: str, value: Number = 1) -> None:
+        for scope, ident in (("rep", rep), ("team", team)):
+            key = (at, scope, ident, field)
+            out[key] = out.get(key, 0) + value
+
+    for email in lead.get("emails", {}).values():
+        at = email.get("at")
+        if at is None:
+            continue  # engagement of an email whose send is not known yet: waits for it
+        rep, team = email["rep"], email["team"]
+        credit(at, rep, team, "emails_sent")
+        credit(at, rep, team, "emails_personalized" if email.get("personalized") else "emails_generic")
+        pair = f"{rep}\t{team}"
+        for kind in ENGAGEMENT_KINDS:
+            if email.get(kind):
+                credit(at, rep, team, f"emails_{kind}")
+                key = (at, "rep_team", pair, f"emails_{kind}")
+                out[key] = out.get(key, 0) + 1
+
+    found = attempts(lead)
+    reached: dict[str, tuple[float, str, str]] = {}
+    for at, channel, rep, team, connected, _ident in found:
+        credit(at, rep, team, f"attempts:{channel}")
+        if connected and channel in CONNECTABLE:
+            credit(at, rep, team, f"connected:{channel}")
+            reached.setdefault(channel, (at, rep, team))
+    won = lead.get("won")
+    for channel, (at, rep, team) in reached.items():
+        credit(at, rep, team, f"reached:{channel}")
+        if won is not None and won >= at:
+            credit(at, rep, team, f"won:{channel}")
+
+    converted = lead.get("converted")
+    fallback_team = lead.get("team") or UNASSIGNED
+    if converted is not None:
+        before = [a for a in found if a[0] <= converted]
+        rep, team = (before[-1][2], before[-1][3]) if before else (UNASSIGNED, fallback_team)
+        credit(converted, rep, team, "leads_converted")
+        credit(converted, rep, team, "touches_to_convert", len(before))
+    elif lead.get("quiet") and found:
+        at, _channel, rep, team, _connected, _ident = found[-1]
+        credit(at, rep, team, "leads_quiet")
+        credit(at, rep, team, "touches_before_quiet", len(found))
+
+    meeting = first_meeting(lead)
+    created = lead.get("created")
+    if created is not None:
+        source = lead.get("source") or UNKNOWN_SOURCE
+        for field in ("leads", "leads_first_meeting") if meeting is not None else ("leads",):
+            out[(created, "source", source, field)] = 1
+    if found:
+        at, _channel, rep, team, _connected, _ident = found[0]
+        credit(at, rep, team, "outreach_leads")
+        if meeting is not None and meeting[0] >= at:
+            credit(at, rep, team, "outreach_first_meeting")
+    if meeting is not None:
+        at, meeting_id, first = meeting
+        credit(at, first["rep"], first["team"], "first_meetings")
+        later = any(
+            other_id != meeting_id and other.get("at") is not None and other["at"] > at
+            for other_id, other in lead.get("meetings", {}).items()
+        )
+        if later or (converted is not None and converted >= at):
+            credit(at, first["rep"], first["team"], "first_meeting_next_step")
+    return out
+
+
+def contribution_change(old: Contribution, new: Contribution) -> dict[float, list[tuple[str, str, dict[str, Number]]]]:
+    """``new - old`` as deltas per instant: ``{instant: [(scope, id, {field: change})]}``, unchanged left out."""
+    grouped: dict[float, dict[tuple[str, str], dict[str, Number]]] = {}
+    for key in old.keys() | new.keys():
+        change = new.get(key, 0) - old.get(key, 0)
+        if change:
+            at, scope, ident, field = key
+            grouped.setdefault(at, {}).setdefault((scope, ident), {})[field] = change
+    return {at: [(scope, ident, fields) for (scope, ident), fields in by_id.items()] for at, by_id in grouped.items()}
+
+
+def derived_fields(fields: Mapping[str, Number]) -> dict[str, float]:
+    """The rates of a (merged) set of additive fields; a rate whose denominator is 0 is left out."""
+    out: dict[str, float] = {}
+    for name, (numerator, denominator) in RATIOS.items():
+        den = fields.get(denominator, 0)
+        if den:
+            out[name] = fields.get(numerator, 0) / den
+    return out
+
+
+def batch_recompute(leads: list[LeadState]) -> dict[tuple[str, str], dict[str, Number]]:
+    """Reference: all-time additive fields per (scope, id) over final lead states (for tests)."""
+    totals: dict[tuple[str, str], dict[str, Number]] = {}
+    for lead in leads:
+        for (_at, scope, ident, field), value in contribution(lead).items():
+            fields = totals.setdefault((scope, ident), {})
+            fields[field] = fields.get(field, 0) + value
+    return totals
+
+
+def redis_derived_spec() -> dict[str, Any]:
+    """How Redis derives the rates from merged totals (mirrors ``derived_fields``)."""
+    return {"ratios": [[name, num, den] for name, (num, den) in RATIOS.items()]}

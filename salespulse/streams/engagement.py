@@ -1,0 +1,308 @@
+"""The engagement family in the stream: per-lead outreach state, and its windowed aggregates.
+
+Two stores, written in this order every batch (aggregates first, so a crash never keeps a lead's new
+state while losing the aggregate change it caused): ``engagement`` (``WindowedFamily`` cells per rep,
+team and source, plus the partition's event-time clock in the cell ``clock|-``) and the lead states
+(emails, calls, meetings, activities, conversion, won, quiet) in a ``RecordLog``: one changelog
+record per batch. The arithmetic is ``salespulse.metrics.engagement``.
+
+**Going quiet, deterministically.** Each partition keeps an event-time clock: the latest
+``occurred_at`` of its events, each capped at its Kafka record's timestamp (so a future-stamped event
+cannot fast-forward it). After every event, leads whose last touch is ``quiet_s`` or more behind the
+clock are marked quiet, at that event's offset. The clock and the marks are functions of the
+partition's log, so replays and other batch splits reach the same states; a later touch revives a
+quiet lead. A partition with no traffic waits for its next event.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from salespulse.metrics.engagement import (
+    ADDITIVE_FIELDS,
+    ENGAGEMENT_KINDS,
+    RATIOS,
+    UNASSIGNED,
+    LeadState,
+    channel_of_activity,
+    contribution,
+    contribution_change,
+    last_touch,
+)
+from salespulse.models.events import (
+    ActivityLogged,
+    CallLogged,
+    CallOutcome,
+    DealOutcome,
+    EmailBounced,
+    EmailClicked,
+    EmailOpened,
+    EmailReplied,
+    EmailSent,
+    LeadConverted,
+    LeadCreated,
+    LeadDealClosed,
+    MeetingBooked,
+    MeetingHeld,
+)
+from salespulse.streams.cells import CellStore
+from salespulse.streams.record_log import RecordLog
+from salespulse.streams.windowed import Number, WindowedFamily
+
+FAMILY = "engagement"
+REDIS_PREFIX = "salespulse:engagement"
+CLOCK_CELL = "clock|-"
+DEFAULT_QUIET_S = 14 * 86400.0
+_ENGAGEMENT_TYPES = {EmailOpened: "opened", EmailClicked: "clicked", EmailReplied: "replied", EmailBounced: "bounced"}
+_LEAD_TYPES = (
+    LeadCreated, LeadConverted, LeadDealClosed, CallLogged, EmailSent, EmailOpened, EmailClicked, EmailReplied,
+    EmailBounced, MeetingBooked, MeetingHeld, ActivityLogged,
+)
+
+
+class EngagementFamily(WindowedFamily):
+    """Email engagement, contact rates by channel, follow-up depth and activity ratios per rep, team and source."""
+
+    name = FAMILY
+    redis_prefix = REDIS_PREFIX
+    published_scopes = ("rep", "team", "source")
+    all_time_scopes = ("rep_team",)
+    #: Rates want samples: one rolling window (7 d) besides day, week and month; half the rolling cost.
+    rolling_hours = {"7d": 168}
+    beside_rates = tuple(RATIOS)
+
+    def __init__(
+        self,
+        cells: CellStore,
+        leads: CellStore | RecordLog,
+        tz: ZoneInfo,
+        retention_s: float,
+        quiet_s: float = DEFAULT_QUIET_S,
+        team_of_rep: Mapping[str, str] | None = None,
+        outbound_kinds: Iterable[str] = (),
+        targets: Callable[[str, str], Mapping[str, int]] | None = None,
+    ) -> None:
+        super().__init__(cells, tz, retention_s)
+        self.leads = leads
+        self.quiet_s = quiet_s
+        self.team_of_rep = dict(team_of_rep or {})
+        self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
+        self.targets = targets
+        #: Per partition: heap of (last touch + quiet period, lead id) of leads that may go quiet.
+        self.quiet_due: dict[int, list[tuple[float, str]]] = {}
+        #: Per partition: the team each rep last acted for (the team whose rates go beside the rep's).
+        self._team_seen: dict[int, dict[str, str]] = {}
+
+    @property
+    def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
+        """Write order: aggregates (and the clock) before the lead states they were derived from."""
+        return (self.cells, self.leads)
+
+    def owns_target(self, kind: str) -> bool:
+        """Targets of this family's additive fields (``emails_personalized`` ...) are published here."""
+        return kind in ADDITIVE_FIELDS
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def on_loaded(self, partition: int) -> None:
+        heap: list[tuple[float, str]] = []
+        for lead_id, lead in self.leads.items(partition):
+            due = self._quiet_deadline(lead)
+            if due is not None:
+                heap.append((due, lead_id))
+        heapq.heapify(heap)
+        self.quiet_due[partition] = heap
+        seen: dict[str, str] = {}
+        for _lead_id, lead in self.leads.items(partition):
+            for _at, _channel, rep, team, *_ in lead.get("touches", ()):
+                seen[rep] = team
+            for item in (*lead.get("emails", {}).values(), *lead.get("meetings", {}).values()):
+                if item.get("rep") is not None:
+                    seen[item["rep"]] = item["team"]
+        self._team_seen[partition] = seen
+
+    def drop_partition(self, partition: int) -> None:
+        super().drop_partition(partition)
+        self.quiet_due.pop(partition, None)
+        self._team_seen.pop(partition, None)
+
+    def group_of(self, partition: int, rep: str) -> str | None:
+        """The rep's team: from the ``[teams]`` directory, else the team the rep last acted for here."""
+        return self.team_of_rep.get(rep) or self._team_seen.get(partition, {}).get(rep)
+
+    def _quiet_deadline(self, lead: LeadState) -> float | None:
+        if lead.get("converted") is not None or lead.get("quiet"):
+            return None
+        touched = last_touch(lead)
+        return None if touched is None else touched + self.quiet_s
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def clock(self, partition: int) -> float:
+        """The partition's event-time clock (epoch seconds; ``-inf`` before any event)."""
+        cell = self.cells.get(partition, CLOCK_CELL)
+        return float("-inf") if cell is None else cell.get("at", float("-inf"))
+
+    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+        """Advance the partition's clock, update the lead the event concerns, then mark leads gone quiet."""
+        at = event.occurred_at.timestamp()
+        clock = self.cells.cell(partition, CLOCK_CELL)
+        if offset > clock["wm"]:
+            seen = min(at, arrived) if arrived is not None else at
+            if seen > clock.get("at", float("-inf")):
+                clock["at"] = seen
+                self.cells.touch(partition, CLOCK_CELL)
+        changed = False
+        if isinstance(event, _LEAD_TYPES):
+            changed = self._update(partition, offset, event, at, now)
+        self._mark_quiet(partition, offset, now)
+        return changed
+
+    def _update(self, partition: int, offset: int, event: Any, at: float, now: float) -> bool:
+        lead_id = event.lead_id
+        lead = self.leads.get(partition, lead_id)
+        if lead is not None and offset <= lead["wm"]:
+            return False  # the state already holds this event (replay after a crash)
+        fresh = lead is None
+        if fresh:
+            lead = {"wm": -1}
+        elif self._changes_nothing(lead, event, at):
+            return False  # the common repeats (reopened emails ...): skip the contribution arithmetic
+        before = contribution(lead)
+        before_due = self._quiet_deadline(lead)
+        if not self._change(lead, event, at):
+            return False
+        if event.rep_id and not isinstance(event, (LeadCreated, LeadConverted)):
+            team = event.team or self.team_of_rep.get(event.rep_id)
+            if team:
+                self._team_seen.setdefault(partition, {})[event.rep_id] = team
+        if fresh:
+            stored = self.leads.cell(partition, lead_id)
+            stored.update(lead)
+            lead = stored
+        self._refresh_quiet(partition, lead_id, lead, before_due)
+        self._add(partition, offset, now, before, contribution(lead))
+        self.leads.touch(partition, lead_id)
+        return True
+
+    def _changes_nothing(self, lead: LeadState, event: Any, at: float) -> bool:
+        """True for events that certainly leave an existing lead's state as it is."""
+        if isinstance(event, (EmailOpened, EmailClicked, EmailReplied, EmailBounced)):
+            return bool(lead.get("emails", {}).get(event.email_id, {}).get(_ENGAGEMENT_TYPES[type(event)]))
+        if isinstance(event, MeetingHeld):
+            return bool(lead.get("meetings", {}).get(event.meeting_id, {}).get("held"))
+        if isinstance(event, LeadDealClosed):
+            return event.outcome != DealOutcome.won or (lead.get("won") is not None and lead["won"] <= at)
+        if isinstance(event, LeadConverted):
+            return lead.get("converted") is not None and lead["converted"] <= at
+        if isinstance(event, ActivityLogged):
+            return channel_of_activity(event.kind, event.outbound, self.outbound_kinds) is None
+        return False
+
+    def _change(self, lead: LeadState, event: Any, at: float) -> bool:
+        """Fold one event into a lead's state; False if the event does not concern this family."""
+        rep = event.rep_id or UNASSIGNED
+        team = event.team or self.team_of_rep.get(rep) or UNASSIGNED
+        if isinstance(event, LeadCreated):
+            lead["created"] = at if lead.get("created") is None else min(lead["created"], at)
+            lead["source"] = lead.get("source") or event.source
+            lead["team"] = lead.get("team") or event.team
+        elif isinstance(event, LeadConverted):
+            lead["converted"] = at if lead.get("converted") is None else min(lead["converted"], at)
+        elif isinstance(event, LeadDealClosed):
+            if event.outcome != DealOutcome.won:
+                return False
+            lead["won"] = at if lead.get("won") is None else min(lead["won"], at)
+        elif isinstance(event, CallLogged):
+            connected = event.outcome == CallOutcome.connected
+            lead.setdefault("touches", []).append([at, "call", rep, team, connected, event.event_id])
+        elif isinstance(event, ActivityLogged):
+            channel = channel_of_activity(event.kind, event.outbound, self.outbound_kinds)
+            if channel is None:
+                return False
+            lead.setdefault("touches", []).append([at, channel, rep, team, False, event.event_id])
+        elif isinstance(event, EmailSent):
+            email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
+            if email.get("at") is None or at < email["at"]:
+                email.update(at=at, rep=rep, team=team, personalized=bool(event.personalized))
+        elif isinstance(event, MeetingBooked):
+            meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
+            if meeting.get("at") is None or at < meeting["at"]:
+                meeting.update(at=at, rep=rep, team=team, kind=event.kind.value if event.kind else None)
+        elif isinstance(event, MeetingHeld):
+            meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
+            if meeting.get("held"):
+                return False
+            meeting["held"] = True
+        else:
+            kind = _ENGAGEMENT_TYPES[type(event)]
+            email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
+            if email.get(kind):
+                return False  # a repeated open (or click ...): each email counts once per kind
+            email[kind] = True
+        lead["last_seen"] = max(lead.get("last_seen", at), at)
+        return True
+
+    def _refresh_quiet(self, partition: int, lead_id: str, lead: LeadState, before_due: float | None) -> None:
+        """Quiet iff touched, not converted and the clock passed the last touch by the quiet period."""
+        touched = last_touch(lead)
+        quiet = lead.get("converted") is None and touched is not None and self.clock(partition) >= touched + self.quiet_s
+        if quiet:
+            lead["quiet"] = True
+        else:
+            lead.pop("quiet", None)
+        due = self._quiet_deadline(lead)
+        if due is not None and due != before_due:
+            heapq.heappush(self.quiet_due.setdefault(partition, []), (due, lead_id))
+
+    def _mark_quiet(self, partition: int, offset: int, now: float) -> None:
+        heap = self.quiet_due.get(partition)
+        clock = self.clock(partition)
+        held: list[tuple[float, str]] = []
+        while heap and heap[0][0] <= clock:
+            due, lead_id = heapq.heappop(heap)
+            lead = self.leads.get(partition, lead_id)
+            if lead is None or self._quiet_deadline(lead) != due:
+                continue  # gone, converted, already quiet, or touched since
+            if offset <= lead["wm"]:
+                held.append((due, lead_id))  # the state already holds this offset: a later one may mark it
+                continue
+            before = contribution(lead)
+            lead["quiet"] = True
+            self._add(partition, offset, now, before, contribution(lead))
+            self.leads.touch(partition, lead_id)
+        for entry in held:
+            heapq.heappush(heap, entry)  # type: ignore[arg-type]
+
+    def _add(self, partition: int, offset: int, now: float, before: Any, after: Any) -> None:
+        for instant, deltas in contribution_change(before, after).items():
+            self.add(partition, offset, instant, now, deltas)
+
+    # -- outputs -----------------------------------------------------------------------------------
+
+    def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
+        return {name: value for name, value in fields.items() if value}
+
+    def email_event_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str], int]:
+        """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus)."""
+        totals: dict[tuple[str, str, str], int] = {}
+        for pair, fields in self.all_time(owned, "rep_team").items():
+            rep, _, team = pair.partition("\t")
+            for kind in ENGAGEMENT_KINDS:
+                value = int(fields.get(f"emails_{kind}", 0))
+                if value:
+                    totals[(rep, team, kind)] = value
+        return totals
+
+    def expire(self, partition: int, now: float) -> int:
+        """Expire window cells, and lead states with nothing newer than retention (their aggregates stay)."""
+        expired = super().expire(partition, now)
+        cutoff = now - self.retention_s
+        for lead_id, lead in self.leads.items(partition):
+            if lead.get("last_seen", 0.0) < cutoff:
+                self.leads.delete(partition, lead_id)
+                expired += 1
+        return expired
