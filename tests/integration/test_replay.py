@@ -45,7 +45,7 @@ def lead(lead_id: str, at: str) -> dict:
             "rep_id": "rep-r", "team": "team-r", "source": "import"}
 
 
-async def replay_headers(bootstrap: str) -> list[list[tuple[str, bytes]]]:
+async def headers_by_event_id(bootstrap: str) -> dict[str, list[list[tuple[str, bytes]]]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
@@ -53,7 +53,10 @@ async def replay_headers(bootstrap: str) -> list[list[tuple[str, bytes]]]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         batch = await consumer.getmany(timeout_ms=2000)
-        return [list(m.headers) for msgs in batch.values() for m in msgs]
+        found: dict[str, list[list[tuple[str, bytes]]]] = {}
+        for m in (m for msgs in batch.values() for m in msgs):
+            found.setdefault(orjson.loads(m.value)["event_id"], []).append(list(m.headers))
+        return found
     finally:
         await consumer.stop()
 
@@ -100,7 +103,12 @@ async def test_replay_backfills_metrics_never_alerts_and_counts_once_when_repeat
     assert run_replay(fresh_broker, str(probe)).returncode == 0
     text = await wait_for_metric(stack.url, "salespulse_activities_total", 1, rep="rep-probe")
     assert metric_sum(text, "salespulse_activities_total", rep="rep-r", kind="call") == 3
-    assert all((REPLAY_HEADER, b"1") in headers for headers in (await replay_headers(fresh_broker.bootstrap))[1:])
+    # Every copy of a replayed event carries the replay header; the live webhook event does not.
+    written = await headers_by_event_id(fresh_broker.bootstrap)
+    replayed_ids = ("replayed-", "probe", "created-L-replayed")
+    replayed = [headers for event_id, copies in written.items() if event_id.startswith(replayed_ids) for headers in copies]
+    assert replayed and all((REPLAY_HEADER, b"1") in headers for headers in replayed)
+    assert [(REPLAY_HEADER, b"1") in headers for headers in written["created-L-live"]] == [False]
 
 
 async def test_replay_of_a_csv_export_maps_columns_and_honours_the_rate(

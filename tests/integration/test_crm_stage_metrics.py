@@ -1,9 +1,4 @@
-"""A Pipedrive v2 stage change moves ``salespulse_stage_entries_total``.
-
-The stage metrics are built on the pipeline branch (issue 4), not on this one: until it is merged this test
-fails, which ``xfail(strict=True)`` records. Once merged it passes, strict xfail turns that into a failure,
-and the marker must be removed.
-"""
+"""A Pipedrive v2 stage change moves ``salespulse_stage_entries_total`` end to end."""
 
 from __future__ import annotations
 
@@ -13,10 +8,7 @@ from salespulse.embedded.broker import EmbeddedBroker
 from tests.integration.stack import SalespulseProcess
 from tests.integration.test_crm_webhooks import pipedrive_v2, post_pipedrive, stack, wait_for_metric  # noqa: F401
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.xfail(strict=True, reason="salespulse_stage_entries_total comes with the pipeline branch (issue 4)"),
-]
+pytestmark = pytest.mark.integration
 
 
 async def test_a_pipedrive_v2_stage_change_moves_stage_entries(stack: SalespulseProcess,  # noqa: F811
