@@ -32,6 +32,7 @@ from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.processor import BatchProcessor, Record
 from salespulse.streams.record_log import RecordLog
+from tests.unit.log_support import RecordingTable, records
 
 UTC = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()
@@ -65,26 +66,6 @@ def ev(type_: str, lead: str, at: float, rep: str | None = "anna", eid: str | No
     elif type_ == "lead.deal_closed":
         event |= {"deal_id": f"D-{lead}", "pipeline": "default", "outcome": "won", "amount": 1000}
     return event | fields
-
-
-def records(partition: int, events: Sequence[dict[str, Any]], first_offset: int = 0) -> list[Record]:
-    return [(partition, first_offset + i, orjson.dumps(e)) for i, e in enumerate(events)]
-
-
-class RecordingTable(dict):  # type: ignore[type-arg]
-    """A dict table that remembers the order of its writes (the changelog keeps that order)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.log: list[tuple[str, bytes | None]] = []
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.log.append((key, value))
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self.log.append((key, None))
-        super().__delitem__(key)
 
 
 class Worker:

@@ -40,6 +40,7 @@ from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.lead_response import LIVE_GRACE_S, LeadResponseFamily
 from salespulse.streams.processor import BatchProcessor, Record
 from salespulse.streams.record_log import RecordLog
+from tests.unit.log_support import RecordingTable, records
 
 #: How a family can keep its lead states (table prefix, store): one record per batch as the worker
 #: does, or one table row per lead (a ``CellStore``); both must behave the same.
@@ -104,27 +105,7 @@ def touch(lead_id: str, at: float, rep: str = "anna", kind: str = "call.logged",
     return event | fields
 
 
-def records(partition: int, events: Sequence[dict[str, Any]], first_offset: int = 0) -> list[Record]:
-    return [(partition, first_offset + i, orjson.dumps(e)) for i, e in enumerate(events)]
-
-
 # --- a worker over a dict table ---------------------------------------------------------------------------------
-
-
-class RecordingTable(dict):  # type: ignore[type-arg]
-    """A dict table that remembers the order of its writes (the changelog keeps that order)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.log: list[tuple[str, bytes | None]] = []
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.log.append((key, value))
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self.log.append((key, None))
-        super().__delitem__(key)
 
 
 class Worker:

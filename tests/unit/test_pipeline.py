@@ -42,6 +42,7 @@ from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.pipeline import PipelineFamily
 from salespulse.streams.processor import BatchProcessor, Record
 from salespulse.streams.record_log import RecordLog
+from tests.unit.log_support import RecordingTable
 
 UTC = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()
@@ -133,22 +134,6 @@ def key_of(event: Mapping[str, Any]) -> str:
 
 
 # --- a worker over a dict table, with follow-ups routed back ----------------------------------------------------
-
-
-class RecordingTable(dict):  # type: ignore[type-arg]
-    """A dict table that remembers the order of its writes (the changelog keeps that order)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.log: list[tuple[str, bytes | None]] = []
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.log.append((key, value))
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self.log.append((key, None))
-        super().__delitem__(key)
 
 
 class Worker:

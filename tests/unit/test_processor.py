@@ -26,6 +26,7 @@ from salespulse.streams.activity import ActivityFamily
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
+from tests.unit.log_support import records
 
 UTC = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()
@@ -52,10 +53,6 @@ def ev(event_id: str, event_type: str = "call.logged", at: float = NOW - HOUR, *
     elif event_type.startswith("email."):
         base |= {"email_id": f"m-{event_id}"}
     return base | fields
-
-
-def records(partition: int, events: Sequence[dict[str, Any]], first_offset: int = 0) -> list[Record]:
-    return [(partition, first_offset + i, orjson.dumps(e)) for i, e in enumerate(events)]
 
 
 class Worker:
