@@ -328,3 +328,18 @@ async def test_worker_health_metrics_reach_prometheus(resolved: Board) -> None:
     # A few hundred events a minute keep up easily: the backlog stays far below the alert's 1000 records.
     assert await value(f"max(max_over_time(salespulse_consumer_lag_records[{RANGE_S}s]))") < 1000
     assert await value("sum(salespulse_worker_events_total)") > 0
+
+
+async def test_revenue_against_quota_adds_up_across_the_month_gauges(resolved: Board) -> None:
+    async def by_rep(expr: str) -> dict[str, float]:
+        result = (await resolved.prometheus.api(resolved.session, "query", query=expr))["result"]
+        return {r["metric"]["rep"]: float(r["value"][1]) for r in result}
+
+    # Every simulated rep got a quota for this month at the start (quota.set): the month gauge has them all.
+    quotas = await by_rep('max by (rep) (salespulse_month_quota_amount{currency="USD"})')
+    assert quotas and quotas == await by_rep('max by (rep) (salespulse_quota_amount{currency="USD"})')
+    # Every deal of the run was won this month (unless the run straddles midnight at a month's end), so the
+    # month's won amount per rep is the all-time revenue per rep, from the same scrape.
+    won = await by_rep('sum by (rep) (salespulse_month_revenue_won_amount{currency="USD"})')
+    assert won and won == await by_rep('sum by (rep) (salespulse_revenue_won_total{currency="USD"})')
+    assert set(won) <= set(quotas)
