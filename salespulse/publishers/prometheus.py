@@ -117,9 +117,12 @@ def _duration_buckets(fields: dict[str, float], prefix: str) -> list[tuple[str, 
 class PipelineCollector(Collector):
     """The contract's stage, close, revenue and open-pipeline families from the state of owned partitions."""
 
-    def __init__(self, family: PipelineFamily, owned: Callable[[], Iterable[int]]) -> None:
+    def __init__(
+        self, family: PipelineFamily, owned: Callable[[], Iterable[int]], clock: Callable[[], float] = time.time
+    ) -> None:
         self.family = family
         self.owned = owned
+        self.clock = clock
 
     def collect(self) -> Iterator[Any]:
         owned = list(self.owned())
@@ -205,7 +208,33 @@ class PipelineCollector(Collector):
         for (rep, period, currency), amount in sorted(family.quotas(owned).items()):
             quotas.add_metric([rep, period, currency], amount)
         yield from (entries, transitions, time_in_stage, closed, revenue, cycle, reasons, open_deals, open_amount,
-                    weighted, quotas)
+                    weighted, quotas, *self._this_month(owned))
+
+    def _this_month(self, owned: list[int]) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        """Won amount and quota per rep in the calendar month of now (SALESPULSE_TIMEZONE), for attainment.
+
+        A rep's quota lives in the rep's partition and the rep's won deals in many deal partitions, so no
+        worker can divide them: the won amount is a partial (``sum by (rep)`` over workers), the quota is whole
+        where it is exported (``max by (rep)``); attainment is the first over the second.
+        """
+        won = GaugeMetricFamily(
+            "salespulse_month_revenue_won_amount",
+            "Amount won this calendar month by the deal owner, by rep and currency (a partial: sum by rep).",
+            labels=["rep", "currency"],
+        )
+        quota = GaugeMetricFamily(
+            "salespulse_month_quota_amount",
+            "The rep's quota for this calendar month, by rep and currency (max by rep).",
+            labels=["rep", "currency"],
+        )
+        for rep, fields in sorted(self.family.current_window(owned, "rep", "month", self.clock()).items()):
+            for name, value in sorted(fields.items()):
+                kind, _, currency = name.partition(":")
+                if kind == "won_amount" and fields.get("won"):
+                    won.add_metric([rep, currency], value)
+                elif kind == "quota" and value:
+                    quota.add_metric([rep, currency], value)
+        return won, quota
 
 
 class WorkerHealth:

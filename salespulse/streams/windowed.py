@@ -361,11 +361,21 @@ class WindowedFamily:
             "updated_at": updated_at,
         }
 
+    def current_window(self, owned: Iterable[int], scope: str, grain: str, now: float) -> dict[str, dict[str, Number]]:
+        """Fields per id of one scope in the ``day``, ``week`` or ``month`` holding ``now`` (in the family's time
+        zone), summed over owned partitions (Prometheus)."""
+        day, week, month = calendar_buckets(now, self.tz)
+        bucket = {"day": day, "week": week, "month": month}[grain]
+        return self._window_totals(owned, f"{grain}|{bucket}", scope)
+
     def all_time(self, owned: Iterable[int], scope: str) -> dict[str, dict[str, Number]]:
         """All-time fields per id of one scope, summed over owned partitions (Prometheus)."""
+        return self._window_totals(owned, f"all|{ALL_TIME}", scope)
+
+    def _window_totals(self, owned: Iterable[int], name: str, scope: str) -> dict[str, dict[str, Number]]:
         totals: dict[str, dict[str, Number]] = {}
         for partition in owned:
-            cell = self.cells.get(partition, f"all|{ALL_TIME}")
+            cell = self.cells.get(partition, name)
             if cell is None:
                 continue
             for ident, fields in cell.get(scope, {}).items():

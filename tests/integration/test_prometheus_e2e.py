@@ -36,6 +36,8 @@ RULES = board.ROOT / "prometheus" / "alerts.yml"
 SLA_S = 5
 UNTOUCHED_TEAM = "team-e2e-untouched"
 SCRAPE_S = 1
+SPEEDUP = 3000
+LEADS_PER_MINUTE = 600
 #: What the test substitutes for Grafana's global variables: the dashboard range is the last minute.
 RANGE_S = 60
 GLOBALS = {"__range": f"{RANGE_S}s", "__rate_interval": f"{4 * SCRAPE_S + 1}s", "__interval": "2s"}
@@ -142,9 +144,14 @@ async def stack(workdir: Path) -> AsyncIterator[Board]:
     """``salespulse run --simulate`` (embedded broker and Redis), an untouched lead, and Prometheus scraping it."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
     env.update(SALESPULSE_DATA_DIR=str(workdir / "data"), SALESPULSE_LEAD_RESPONSE_SLA_SECONDS=str(SLA_S))
-    # Fast simulated time, so that deals move through the stages and close within the test's minutes.
+    # Simulated time 3000x faster than the clock: a lead that becomes a deal is won or lost within about
+    # 20 s (the model's hours in stage), and 600 leads a minute (~60 events/s) give several wins and
+    # losses in every minute after the first half: every pipeline and quota panel has data in its range.
     salespulse = SalespulseProcess(
-        "run", workdir / "salespulse.log", env, args=["--simulate", "--leads-per-minute", "60", "--speedup", "600"]
+        "run",
+        workdir / "salespulse.log",
+        env,
+        args=["--simulate", "--leads-per-minute", str(LEADS_PER_MINUTE), "--speedup", str(SPEEDUP)],
     )
     salespulse.env = {**env, "SALESPULSE_HTTP_PORT": str(salespulse.port), "PYTHONUNBUFFERED": "1"}
     prometheus = Prometheus(workdir, f"127.0.0.1:{salespulse.port}")
@@ -321,3 +328,18 @@ async def test_worker_health_metrics_reach_prometheus(resolved: Board) -> None:
     # A few hundred events a minute keep up easily: the backlog stays far below the alert's 1000 records.
     assert await value(f"max(max_over_time(salespulse_consumer_lag_records[{RANGE_S}s]))") < 1000
     assert await value("sum(salespulse_worker_events_total)") > 0
+
+
+async def test_revenue_against_quota_adds_up_across_the_month_gauges(resolved: Board) -> None:
+    async def by_rep(expr: str) -> dict[str, float]:
+        result = (await resolved.prometheus.api(resolved.session, "query", query=expr))["result"]
+        return {r["metric"]["rep"]: float(r["value"][1]) for r in result}
+
+    # Every simulated rep got a quota for this month at the start (quota.set): the month gauge has them all.
+    quotas = await by_rep('max by (rep) (salespulse_month_quota_amount{currency="USD"})')
+    assert quotas and quotas == await by_rep('max by (rep) (salespulse_quota_amount{currency="USD"})')
+    # Every deal of the run was won this month (unless the run straddles midnight at a month's end), so the
+    # month's won amount per rep is the all-time revenue per rep, from the same scrape.
+    won = await by_rep('sum by (rep) (salespulse_month_revenue_won_amount{currency="USD"})')
+    assert won and won == await by_rep('sum by (rep) (salespulse_revenue_won_total{currency="USD"})')
+    assert set(won) <= set(quotas)

@@ -139,11 +139,13 @@ def key_of(event: Mapping[str, Any]) -> str:
 class Worker:
     """Dedup + pipeline family + processor over a table, as ``WorkerRuntime`` builds them."""
 
-    def __init__(self, table: dict[str, bytes] | None = None, pipelines: Pipelines = PIPELINES) -> None:
+    def __init__(
+        self, table: dict[str, bytes] | None = None, pipelines: Pipelines = PIPELINES, tz: ZoneInfo = UTC
+    ) -> None:
         self.table: dict[str, bytes] = RecordingTable() if table is None else table
         self.dead: list[tuple[Record, str]] = []
         self.family = PipelineFamily(
-            CellStore(self.table, "pipeline"), RecordLog(self.table, "pstate"), UTC, 35 * DAY,
+            CellStore(self.table, "pipeline"), RecordLog(self.table, "pstate"), tz, 35 * DAY,
             pipelines=pipelines, currency="USD", team_of_rep=TEAMS,
         )
         self.processor = BatchProcessor(
@@ -154,11 +156,12 @@ class Worker:
 class Cluster:
     """Partition logs plus one worker; ``send`` appends events by key, ``drain`` processes everything."""
 
-    def __init__(self, pipelines: Pipelines = PIPELINES) -> None:
+    def __init__(self, pipelines: Pipelines = PIPELINES, tz: ZoneInfo = UTC) -> None:
         self.logs: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
         self.committed = {p: 0 for p in range(PARTITIONS)}
         self.pipelines = pipelines
-        self.worker = Worker(pipelines=pipelines)
+        self.tz = tz
+        self.worker = Worker(pipelines=pipelines, tz=tz)
 
     def append(self, raw: bytes, key: str) -> None:
         self.logs[partition_of(key)].append(raw)
@@ -190,7 +193,7 @@ class Cluster:
                     landed.pop(key, None)
                 else:
                     landed[key] = value
-            self.worker = Worker(RecordingTable(landed), self.pipelines)  # restart from the last commit
+            self.worker = Worker(RecordingTable(landed), self.pipelines, self.tz)  # restart from the last commit
             return
         self.committed[partition] += len(batch)
 

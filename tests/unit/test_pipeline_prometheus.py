@@ -1,0 +1,107 @@
+"""The pipeline family's Prometheus families for revenue against quota: this month's won amount and quota per rep.
+
+No worker can compute a rep's attainment (the quota lives in the rep's partition, the won deals in many deal
+partitions), so each exports ``salespulse_month_revenue_won_amount`` (a partial, summed by rep over workers)
+and ``salespulse_month_quota_amount`` (whole where the rep's partition is, max by rep); the board divides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry
+
+from salespulse.publishers.prometheus import PipelineCollector
+from tests.unit.test_pipeline import (
+    DAY,
+    NOW,
+    PARTITIONS,
+    Cluster,
+    created,
+    lost,
+    moved,
+    partition_of,
+    quota,
+    won,
+)
+
+WON = "salespulse_month_revenue_won_amount"
+QUOTA = "salespulse_month_quota_amount"
+
+
+def scrape(cluster: Cluster, owned: Iterable[int], now: float = NOW) -> dict[tuple[str, str, str], float]:
+    """(family, rep, currency) -> value of the month gauges a worker owning ``owned`` exports at ``now``."""
+    registry = CollectorRegistry()
+    partitions = list(owned)
+    registry.register(PipelineCollector(cluster.family, lambda: partitions, clock=lambda: now))
+    return {
+        (metric.name, sample.labels["rep"], sample.labels["currency"]): sample.value
+        for metric in registry.collect()
+        if metric.name in (WON, QUOTA)
+        for sample in metric.samples
+    }
+
+
+def test_month_gauges_carry_this_months_wins_and_quota_per_rep_and_nothing_of_other_months() -> None:
+    cluster = Cluster()
+    cluster.send([
+        quota("anna", "2026-11", 100_000), quota("anna", "2026-10", 80_000, at=NOW - 40 * DAY),
+        quota("ben", "2026-11", 50_000),
+        created("D1", NOW - 5 * DAY), won("D1", NOW - 2 * DAY, amount=30_000),
+        created("D2", NOW - 5 * DAY), won("D2", NOW - DAY, amount=15_000),
+        created("D3", NOW - 40 * DAY), won("D3", NOW - 30 * DAY, amount=99_000),  # October
+        created("D4", NOW - 5 * DAY, rep="cleo"), lost("D4", NOW - DAY),
+        created("D5", NOW - 5 * DAY, rep="cleo"), moved("D5", NOW - DAY, "proposal"),  # still open
+    ])
+    cluster.drain()
+    assert scrape(cluster, range(PARTITIONS)) == {
+        (WON, "anna", "USD"): 45_000,
+        (QUOTA, "anna", "USD"): 100_000,
+        (QUOTA, "ben", "USD"): 50_000,  # no win yet: the board counts ben at 0 % of quota
+    }
+    december = datetime(2026, 12, 1, 12, tzinfo=timezone.utc).timestamp()
+    assert scrape(cluster, range(PARTITIONS), now=december) == {}  # a new month starts from nothing
+
+
+def test_workers_export_partials_whose_sum_is_the_won_amount_and_whose_max_is_the_quota() -> None:
+    cluster = Cluster()
+    deals = [f"D{i}" for i in range(12)]
+    events = [quota("anna", "2026-11", 100_000)]
+    for i, deal in enumerate(deals):
+        events += [created(deal, NOW - 3 * DAY), won(deal, NOW - DAY, amount=1_000 * (i + 1))]
+    cluster.send(events)
+    cluster.drain()
+    assert len({partition_of(d) for d in deals}) > 1  # the wins really are spread over partitions
+    whole = scrape(cluster, range(PARTITIONS))
+    assert whole[(WON, "anna", "USD")] == 78_000
+    workers = [scrape(cluster, [p]) for p in range(PARTITIONS)]
+    assert sum(w.get((WON, "anna", "USD"), 0) for w in workers) == 78_000
+    quotas = [w[(QUOTA, "anna", "USD")] for w in workers if (QUOTA, "anna", "USD") in w]
+    assert quotas == [100_000]  # only the worker owning anna's partition knows her quota
+    assert sum(w.get((WON, "anna", "USD"), 0) for w in workers) / max(quotas) == 0.78
+
+
+def test_a_reopened_win_leaves_the_months_revenue() -> None:
+    cluster = Cluster()
+    cluster.send([created("D1", NOW - 3 * DAY), won("D1", NOW - 2 * DAY, amount=10_000),
+                  moved("D1", NOW - DAY, "negotiation", frm="closed_won")])
+    cluster.drain()
+    assert (WON, "anna", "USD") not in scrape(cluster, range(PARTITIONS))
+
+
+def test_the_month_is_the_calendar_month_of_the_configured_time_zone() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    late_on_the_30th = datetime(2026, 11, 30, 23, 30, tzinfo=timezone.utc).timestamp()  # 1 December in Berlin
+    cluster = Cluster(tz=berlin)
+    cluster.send([quota("anna", "2026-12", 60_000, at=NOW), created("D1", NOW), won("D1", late_on_the_30th, 5_000)])
+    cluster.drain(now=late_on_the_30th + 60)
+    assert scrape(cluster, range(PARTITIONS), now=late_on_the_30th + 60) == {
+        (WON, "anna", "USD"): 5_000,
+        (QUOTA, "anna", "USD"): 60_000,
+    }
+    in_utc = Cluster()
+    in_utc.send([quota("anna", "2026-12", 60_000, at=NOW), created("D1", NOW), won("D1", late_on_the_30th, 5_000)])
+    in_utc.drain(now=late_on_the_30th + 60)
+    assert scrape(in_utc, range(PARTITIONS), now=late_on_the_30th + 60) == {(WON, "anna", "USD"): 5_000}
