@@ -1,19 +1,20 @@
 """The worker: a Faust app whose one agent feeds batches of ``salespulse.events`` to the metric families.
 
-Flow: ``take_events`` batch -> ``BatchProcessor`` (parse, dedup, families, changelogged cells) ->
-``Flusher`` (every ~250 ms: Redis, ``salespulse.metrics.*``) and, at scrape time, Prometheus.
+Flow: the records of each fetch (a batch agent, below Faust's per-message stream) -> ``BatchProcessor``
+(parse, dedup, families, changelogged cells) -> ``Flusher`` (every ~250 ms: Redis,
+``salespulse.metrics.*``) and, at scrape time, Prometheus.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import faust
 import redis.asyncio as aioredis
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
@@ -52,7 +53,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_commit_every": 10_000,
         "broker_commit_interval": settings.commit_interval_s,
         "stream_buffer_maxsize": 16_384,
-        "broker_max_poll_records": 5_000,
+        "broker_max_poll_records": settings.batch_max_events,  # one fetch is one batch
         "logging_config": None,
     }
     if settings.use_tansu_workarounds:
@@ -72,6 +73,16 @@ def arrival_time(message: Any) -> float:
     if REPLAY_HEADER in names:
         return float("inf")
     return message.timestamp
+
+
+def to_record(consumer_record: ConsumerRecord) -> Record:
+    """The processor's record of an aiokafka record: ``arrival_time`` from its millisecond timestamp."""
+    headers = consumer_record.headers
+    if headers and any(name == REPLAY_HEADER for name, _ in headers):
+        arrived = float("inf")
+    else:
+        arrived = consumer_record.timestamp / 1000
+    return (consumer_record.partition, consumer_record.offset, consumer_record.value, arrived)
 
 
 def _utc(epoch: float) -> datetime:
@@ -108,7 +119,9 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, registry: CollectorRegistry, redis_client: aioredis.Redis) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-        self.app = SalespulseApp(settings.app_id, fetch_max_wait_ms=100, **faust_settings(settings))
+        self.app = SalespulseApp(
+            settings.app_id, fetch_max_wait_ms=settings.batch_within_ms, **faust_settings(settings)
+        )
         self.events_topic = self.app.topic(
             EVENTS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
@@ -165,25 +178,24 @@ class WorkerRuntime:
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
         )
-        self.app.agent(self.events_topic, name="salespulse.count")(self._count)
+        self.app.batch_agent(self.events_topic, self._consume)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
-    async def _count(self, stream: faust.StreamT) -> None:
-        within = self.settings.batch_within_ms / 1000
-        async for events in stream.take_events(self.settings.batch_max_events, within=within):
-            records: list[Record] = [
-                (e.message.partition, e.message.offset, e.value, arrival_time(e.message)) for e in events
-            ]
-            staged = self.processor.stage(records)
-            stats = staged.stats
-            if stats.follow_ups:
-                await self._deliver_follow_ups(stats.follow_ups)
-            self.processor.persist(staged)
-            self.health.batch_events.observe(len(records))
-            self.health.events.labels("counted").inc(stats.processed)
-            self.health.events.labels("duplicate").inc(stats.duplicates)
-            self.health.events.labels("dead_letter").inc(stats.dead_lettered)
-            self.flusher.notify()
+    async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
+        """The batch agent of ``salespulse.events``: offsets are committed after this returns."""
+        await self._count([to_record(r) for r in consumer_records])
+
+    async def _count(self, records: list[Record]) -> None:
+        staged = self.processor.stage(records)
+        stats = staged.stats
+        if stats.follow_ups:
+            await self._deliver_follow_ups(stats.follow_ups)
+        self.processor.persist(staged)
+        self.health.batch_events.observe(len(records))
+        self.health.events.labels("counted").inc(stats.processed)
+        self.health.events.labels("duplicate").inc(stats.duplicates)
+        self.health.events.labels("dead_letter").inc(stats.dead_lettered)
+        self.flusher.notify()
 
     async def _deliver_follow_ups(self, follow_ups: list[Event]) -> None:
         """Write follow-up events to ``salespulse.events`` and wait for the broker's acks (before state is written)."""
