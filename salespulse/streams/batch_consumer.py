@@ -3,12 +3,16 @@
 Faust hands every fetched record to the conductor, a stream queue and a per-event ack, one at a time;
 on a 2-core machine that path alone caps a worker near 9,000 events/s whatever the agent does. For a
 topic registered with ``SalespulseApp.batch_agent``, this consumer instead passes all the records one
-fetch returned for it (per partition in offset order) to the handler in one call, and acks them all
-when the handler returns: the handler persists its state before returning, so Faust's commit loop,
-which flushes the producer (the table changelogs) before committing, never commits an offset whose
-effect was not written. Everything else stays Faust's: group membership and assignment, table recovery
-and standby changelogs (still delivered message by message), commits, and rebalances, which wait for a
-batch in flight (it counts as an unacked message) before tables and partitions are handed over.
+fetch returned for it (per partition in offset order) to the agent's ``handle`` in one call.
+
+Offsets are acked only by ``persist``, which the consumer runs right before every offset commit
+(Faust's periodic commit, ``broker_commit_every`` records, a rebalance, a stop) and before giving up
+partitions: the agent writes everything it handled since the last ``persist``, then those offsets are
+acked, then Faust flushes the producer (the table changelogs) and commits them. So no offset is
+committed before its effect was written, and state is written once per commit, not once per fetch.
+
+Everything else stays Faust's: group membership and assignment, table recovery and standby changelogs
+(still delivered message by message), commits, and rebalances.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.structs import ConsumerRecord
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -24,39 +28,83 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.utils.futures import notify
 
-#: A batch agent: awaited with the records of one fetch; when it returns their offsets may be committed.
-BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
+
+class BatchAgent(NamedTuple):
+    """A topic's consumer: ``handle`` applies one fetch's records; ``persist`` writes all handled so far."""
+
+    #: Awaited with the records of one fetch; may keep their effect in memory until ``persist``.
+    handle: Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
+    #: Writes (to tables, whose changelogs the commit flushes) everything handled since the last call.
+    persist: Callable[[], Awaitable[None]]
 
 
-class BatchInFlight:
-    """A batch being handled, standing in the consumer's unacked messages so that rebalances and stops wait for it."""
+class UnpersistedState:
+    """Stands in the consumer's unacked messages while handled records await ``persist``, so a stop waits."""
 
-    __slots__ = ("acked", "refcount", "tps", "revoked", "__weakref__")
+    __slots__ = ("acked", "refcount", "__weakref__")
 
-    def __init__(self, tps: set[TP]) -> None:
+    def __init__(self) -> None:
         self.acked = False
         self.refcount = 1  # read by Faust's wait_empty log line
-        self.tps = tps
-        self.revoked: set[TP] = set()
 
     def __repr__(self) -> str:
-        return f"<batch of {sorted(str(tp) for tp in self.tps)}>"
+        return "<batch-agent state not yet persisted>"
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, delivering the records of batch-agent topics a fetch at a time."""
 
-    _in_flight: BatchInFlight | None = None
+    _lock: asyncio.Lock | None = None
+    _marker: UnpersistedState | None = None
+    _revoking: bool = False
+
+    def _batch_state(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+            #: per partition, (first, last) offsets handled since the last persist
+            self._unpersisted: dict[TP, tuple[int, int]] = {}
+            self._unpersisted_count = 0
+        return self._lock
+
+    @property
+    def _agents(self) -> dict[str, BatchAgent]:
+        return getattr(self.app, "batch_agents", {})
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        await self.persist_batches()  # what is about to be committed must be written first
+        return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        batch = self._in_flight
-        if batch is not None:
-            batch.revoked |= revoked  # its offsets there are no longer ours to commit
-        await super().on_partitions_revoked(revoked)
+        # Write all handled state while the partitions are still ours, and take no new fetch until
+        # Faust has stopped the flow: the next owner recovers the tables from this point.
+        self._revoking = True
+        try:
+            await self.persist_batches()
+            await super().on_partitions_revoked(revoked)
+        finally:
+            self._revoking = False
+
+    async def persist_batches(self) -> None:
+        """Have every batch agent write what it handled, then ack those offsets (for the next commit)."""
+        if not self._agents:
+            return
+        async with self._batch_state():
+            if not self._unpersisted:
+                return
+            for agent in set(self._agents.values()):
+                await agent.persist()
+            self._ack(self._unpersisted)
+            self._unpersisted = {}
+            self._unpersisted_count = 0
+            marker, self._marker = self._marker, None
+            if marker is not None:
+                marker.acked = True
+                self._unacked_messages.discard(marker)  # type: ignore[arg-type]
+            notify(self._waiting_for_ack)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by the integration tests
-        handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
-        if not handlers:
+        agents = self._agents
+        if not agents:
             await super()._drain_messages(fetcher)
             return
         consumer_stopped = self._stopped.is_set
@@ -78,16 +126,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
                         break
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
-                    if tp.topic in handlers:
+                    if tp.topic in agents:
                         fresh = await self._unread(tp, tp_records)
                         if fresh:
                             batches.setdefault(tp.topic, []).append((tp, fresh))
                     else:
                         await self._deliver_one_by_one(tp, tp_records, generation_id)
                 for topic, parts in batches.items():
-                    if not self._still_current(generation_id):
-                        break
-                    await self._handle(handlers[topic], parts)
+                    await self._handle(agents[topic], parts, generation_id)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -107,7 +153,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _still_current(self, generation_id: int) -> bool:
         """False once a rebalance began after the fetch: its records are re-read from the committed offsets."""
-        return self.flow_active and self.app.consumer_generation_id == generation_id
+        return self.flow_active and not self._revoking and self.app.consumer_generation_id == generation_id
 
     async def _seek_back(self) -> None:
         try:
@@ -134,57 +180,52 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 continue
             if read and message.offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
                 await self._add_gap(tp, read + 1, message.offset)
-            await self._maybe_commit_every()
+            commit_every = self._commit_every
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
             self._read_offset[tp] = message.offset
 
-    async def _maybe_commit_every(self) -> None:
+    async def _handle(self, agent: BatchAgent, parts: list[tuple[TP, list[ConsumerRecord]]], generation_id: int) -> None:
+        """Hand one topic's records to its agent, to completion even if the drain is cancelled meanwhile."""
+        await self.app.producer.buffer.wait_until_ebb()  # back-pressure from the changelog writes, as Faust's path has
+        # Shielded: a stop cancels the drain, not a batch half-way through (its follow-ups sent, say).
+        await asyncio.shield(asyncio.ensure_future(self._handle_locked(agent, parts, generation_id)))
         commit_every = self._commit_every
-        if commit_every is not None and self._n_acked >= commit_every:
-            self._n_acked = 0
+        if commit_every is not None and self._unpersisted_count >= commit_every:
             await self.commit()
 
-    async def _handle(self, handler: BatchHandler, parts: list[tuple[TP, list[ConsumerRecord]]]) -> None:
-        """Run the handler over one topic's records, to completion even if the drain is cancelled meanwhile."""
-        await self.app.producer.buffer.wait_until_ebb()  # back-pressure from the changelog writes, as Faust's path has
-        batch = BatchInFlight({tp for tp, _ in parts})
-        self._unacked_messages.add(batch)  # type: ignore[arg-type]
-        self._in_flight = batch
-        records = [record for _, tp_records in parts for record in tp_records]
-        # Shielded: a stop cancels the drain, not a batch half-way between its follow-ups and its writes.
-        await asyncio.shield(asyncio.ensure_future(self._handle_and_ack(handler, records, parts, batch)))
-        for tp, tp_records in parts:
-            self._read_offset[tp] = tp_records[-1].offset
-        await self._maybe_commit_every()
-
-    async def _handle_and_ack(
-        self,
-        handler: BatchHandler,
-        records: list[ConsumerRecord],
-        parts: list[tuple[TP, list[ConsumerRecord]]],
-        batch: BatchInFlight,
+    async def _handle_locked(
+        self, agent: BatchAgent, parts: list[tuple[TP, list[ConsumerRecord]]], generation_id: int
     ) -> None:
-        try:
-            await handler(records)
-            self._ack(parts, batch.revoked)
-        finally:
-            batch.acked = True
-            self._unacked_messages.discard(batch)  # type: ignore[arg-type]
-            if self._in_flight is batch:
-                self._in_flight = None
-            notify(self._waiting_for_ack)
+        async with self._batch_state():
+            if not self._still_current(generation_id):
+                return  # a rebalance began: these records are read again from the committed offsets
+            await agent.handle([record for _, tp_records in parts for record in tp_records])
+            unpersisted = self._unpersisted
+            for tp, tp_records in parts:
+                last = tp_records[-1].offset
+                first = unpersisted[tp][0] if tp in unpersisted else tp_records[0].offset
+                unpersisted[tp] = (first, last)
+                self._read_offset[tp] = last
+                self._unpersisted_count += len(tp_records)
+            if self._marker is None:
+                self._marker = UnpersistedState()
+                self._unacked_messages.add(self._marker)  # type: ignore[arg-type]
 
-    def _ack(self, parts: list[tuple[TP, list[ConsumerRecord]]], revoked: set[TP]) -> None:
-        """Mark the handled offsets acked as ``Consumer.ack`` does, holes between records included (none to wait for)."""
+    def _ack(self, ranges: dict[TP, tuple[int, int]]) -> None:
+        """Mark the persisted offsets acked as ``Consumer.ack`` does, holes between records included."""
         inbound = getattr(self.app.monitor, "stream_inbound_time", None)
         now = monotonic()
-        for tp, tp_records in parts:
-            if tp in revoked or not self.app.topics.acks_enabled_for(tp.topic):
+        for tp, (first, last) in ranges.items():
+            if not self.app.topics.acks_enabled_for(tp.topic):
                 continue
             committed = self._committed_offset[tp]
-            first = tp_records[0].offset if committed is None else max(committed, tp_records[0].offset)
+            if committed is not None:
+                first = max(first, committed)
             acked_index = self._acked_index[tp]
-            fresh = [offset for offset in range(first, tp_records[-1].offset + 1) if offset not in acked_index]
+            fresh = [offset for offset in range(first, last + 1) if offset not in acked_index]
             acked_index.update(fresh)
             self._acked[tp].extend(fresh)
             self._n_acked += len(fresh)

@@ -32,8 +32,9 @@ from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.record_log import RecordLog
-from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
+from salespulse.streams.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
+from salespulse.streams.batch_consumer import BatchAgent
 from salespulse.streams.transport import SalespulseApp
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
 
@@ -178,19 +179,28 @@ class WorkerRuntime:
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
         )
-        self.app.batch_agent(self.events_topic, self._consume)
+        self._unpersisted: StagedBatch | None = None
+        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
-        """The batch agent of ``salespulse.events``: offsets are committed after this returns."""
+        """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""
         await self._count([to_record(r) for r in consumer_records])
+
+    async def _persist(self) -> None:
+        """Write every batch counted since the last call (the consumer calls this before committing their offsets)."""
+        staged, self._unpersisted = self._unpersisted, None
+        if staged is not None:
+            self.processor.persist(staged)
 
     async def _count(self, records: list[Record]) -> None:
         staged = self.processor.stage(records)
         stats = staged.stats
         if stats.follow_ups:
             await self._deliver_follow_ups(stats.follow_ups)
-        self.processor.persist(staged)
+        # Follow-ups are acked: the batch may be written, which the consumer has done (``_persist``)
+        # before it commits these offsets; batches are merged so each cell is written once per commit.
+        self._unpersisted = staged if self._unpersisted is None else self._unpersisted.merge(staged)
         self.health.batch_events.observe(len(records))
         self.health.events.labels("counted").inc(stats.processed)
         self.health.events.labels("duplicate").inc(stats.duplicates)
