@@ -824,6 +824,17 @@ def latency_percentiles(values: list[float], missing: int) -> dict[str, float | 
     return out
 
 
+async def merge_script_stats(client: aioredis.Redis) -> tuple[int, int]:
+    """Calls and microseconds Redis spent in EVAL/EVALSHA so far (``INFO commandstats``)."""
+    stats = await client.info("commandstats")
+    calls = usec = 0
+    for name in ("cmdstat_evalsha", "cmdstat_eval"):
+        entry = stats.get(name) or {}
+        calls += int(entry.get("calls", 0))
+        usec += int(entry.get("usec", 0))
+    return calls, usec
+
+
 def probe_series(live: LiveResult) -> list[list[float | None]]:
     if not live.probes:
         return []
@@ -1013,7 +1024,7 @@ def print_report(results: dict[str, Any]) -> None:
             f"probes missing: {lat['probes_missing']}; live events sent {lat['live_events_sent']:,} in "
             f"{lat['duration_s']:.1f}s; consumer lag mean {lat['consumer_lag_s']['mean']} s, max "
             f"{lat['consumer_lag_s']['max']} s; {health.get('flushes')} flushes of {health.get('mean_flush_ms')} ms "
-            f"on average; CPU % {lat.get('cpu_percent', {})}"
+            f"on average; Redis busy in scripts {lat.get('redis_script_ms')} ms in all; CPU % {lat.get('cpu_percent', {})}"
         )
     corr = results.get("correctness")
     if corr:
@@ -1163,6 +1174,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(1.0)
                     cpu = CpuMeter({"worker": worker.pid, "bench": os.getpid(), **infra})
                     health_before = await worker.health()
+                    scripts_before = await merge_script_stats(redis_client)
                     spy = start_spy(args, worker.pid, run_dir / "worker-live-profile.txt", run_dir)
                     cpu.start()
                     live = await live_phase(
@@ -1171,6 +1183,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )  # fmt: skip
                     cpu_pct = cpu.stop()
                     live_health = health_diff(health_before, await worker.health(), live.duration_s)
+                    scripts_after = await merge_script_stats(redis_client)
                     if spy is not None:
                         results["profile_live"] = stop_spy(spy, run_dir / "worker-live-profile.txt")
                     lat_redis = [1000 * (p.seen - p.sent) for p in live.probes.values() if p.seen is not None]
@@ -1209,6 +1222,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         },
                         "cpu_percent": cpu_pct,
                         "worker_health": live_health,
+                        # Redis's own time running scripts (the merge, the alert guard) in the live phase,
+                        # from INFO commandstats: what of a flush's wait is Redis working
+                        "redis_script_ms": round((scripts_after[1] - scripts_before[1]) / 1000, 1),
+                        "redis_script_calls": scripts_after[0] - scripts_before[0],
                         # [seconds after the first probe, produce->Redis ms or null], one per probe
                         "probe_series": probe_series(live),
                         "worker_consumed_all": after["complete"],
