@@ -69,21 +69,21 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def arrival_time(message: Any) -> float:
     """When ingest wrote a record (its Kafka timestamp); infinitely late for a replayed one, so it never alerts."""
-    headers = message.headers or ()
-    names = headers.keys() if isinstance(headers, dict) else (name for name, _ in headers)
-    if REPLAY_HEADER in names:
-        return float("inf")
-    return message.timestamp
+    return _arrival(message.headers, message.timestamp)
 
 
 def to_record(consumer_record: ConsumerRecord) -> Record:
-    """The processor's record of an aiokafka record: ``arrival_time`` from its millisecond timestamp."""
-    headers = consumer_record.headers
-    if headers and any(name == REPLAY_HEADER for name, _ in headers):
-        arrived = float("inf")
-    else:
-        arrived = consumer_record.timestamp / 1000
+    """The processor's record of an aiokafka record (timestamp in ms), its 4th element as ``arrival_time``."""
+    arrived = _arrival(consumer_record.headers, consumer_record.timestamp / 1000)
     return (consumer_record.partition, consumer_record.offset, consumer_record.value, arrived)
+
+
+def _arrival(headers: Any, timestamp_s: float) -> float:
+    if headers:
+        names = headers.keys() if isinstance(headers, dict) else (name for name, _ in headers)
+        if REPLAY_HEADER in names:
+            return float("inf")
+    return timestamp_s
 
 
 def _utc(epoch: float) -> datetime:
