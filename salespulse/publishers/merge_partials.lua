@@ -3,9 +3,11 @@
 --                "keys": [[key, ttl_s, [[partition, watermark, {field: value}], ...]], ...]}
 -- (one JSON argument: decoding it here in C is far cheaper than packing thousands of arguments).
 -- For each key K: hash "K#p<partition>" holds that partition's absolute values and "_wm"; set
--- "K#parts" names every partial hash; hash K is the field-wise sum of all partials, rewritten once
--- per key whatever number of its partials changed. A partial with a lower watermark than the stored
--- one is stale (from a worker that has since lost the partition) and ignored.
+-- "K#parts" names every partial hash; hash K is the field-wise sum of all partials. A partial with a
+-- lower watermark than the stored one is stale (from a worker that has since lost the partition) and
+-- ignored. K is updated by the difference between each new partial and the one it replaces (read
+-- anyway to compare watermarks), once per key whatever number of its partials changed; it is rebuilt
+-- as the sum of every partial when it does not exist (new, or expired) or lost a partial (expired).
 -- Derived fields (rates, quantiles) are computed from the merged totals, never summed:
 -- spec {"ratios": [[name, numerator, denominator]], "quantiles": [[name, q]],
 --       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts).
@@ -48,52 +50,147 @@ local function derive(total, order)
   end
 end
 
+local function fmt(v) return string.format('%.15g', v) end
+
+local derived_names = {}
+if spec ~= nil then
+  for _, r in ipairs(spec.ratios or {}) do derived_names[#derived_names + 1] = r[1] end
+  for _, qs in ipairs(spec.quantiles or {}) do derived_names[#derived_names + 1] = qs[1] end
+end
+
+local function hash_table(kv)
+  local t = {}
+  for j = 1, #kv, 2 do t[kv[j]] = kv[j + 1] end
+  return t
+end
+
+-- K rewritten whole as the field-wise sum of every partial that still exists.
+local function rebuild(key, parts)
+  local total, order = {}, {}
+  for _, part in ipairs(redis.call('SMEMBERS', parts)) do
+    local kv = redis.call('HGETALL', part)
+    if #kv == 0 then redis.call('SREM', parts, part) end
+    for j = 1, #kv, 2 do
+      local f = kv[j]
+      if f ~= '_wm' then
+        if total[f] == nil then
+          order[#order + 1] = f
+          total[f] = 0
+        end
+        total[f] = total[f] + tonumber(kv[j + 1])
+      end
+    end
+  end
+  if spec ~= nil then derive(total, order) end
+  redis.call('DEL', key)
+  local targs, values = {}, {}
+  for _, f in ipairs(order) do
+    targs[#targs + 1] = f
+    targs[#targs + 1] = fmt(total[f])
+    values[f] = total[f]
+  end
+  if #targs > 0 then redis.call('HSET', key, unpack(targs)) end
+  return values
+end
+
+-- K plus the per-field differences; a field no partial holds any more leaves K. nil: rebuild instead.
+local function apply_deltas(key, parts, deltas, delta_order, dropped)
+  local kv = redis.call('HGETALL', key)
+  if #kv == 0 then return nil end
+  local total, order = {}, {}
+  for j = 1, #kv, 2 do total[kv[j]] = tonumber(kv[j + 1]) end
+  local targs, gone = {}, {}
+  for _, f in ipairs(delta_order) do
+    local value = (total[f] or 0) + deltas[f]
+    total[f] = value
+    targs[#targs + 1] = f
+    targs[#targs + 1] = fmt(value)
+  end
+  for f, _ in pairs(dropped) do
+    if total[f] == 0 then  -- still held (as 0) by another partial?
+      local held = false
+      for _, part in ipairs(redis.call('SMEMBERS', parts)) do
+        if redis.call('HEXISTS', part, f) == 1 then
+          held = true
+          break
+        end
+      end
+      if not held then
+        total[f] = nil
+        gone[#gone + 1] = f
+      end
+    end
+  end
+  if spec ~= nil then
+    for _, name in ipairs(derived_names) do total[name] = nil end
+    derive(total, order)
+    for _, name in ipairs(derived_names) do
+      if total[name] ~= nil then
+        targs[#targs + 1] = name
+        targs[#targs + 1] = fmt(total[name])
+      else
+        gone[#gone + 1] = name
+      end
+    end
+  end
+  if #targs > 0 then redis.call('HSET', key, unpack(targs)) end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  return total
+end
+
 local changed = {}
 for _, entry in ipairs(payload.keys) do
   local key, ttl, partials = entry[1], entry[2], entry[3]
   local parts = key .. '#parts'
-  local any = false
+  local any, whole = false, false
+  local deltas, delta_order, dropped = {}, {}, {}
   for _, partial in ipairs(partials) do
     local partition, wm, fields = partial[1], partial[2], partial[3]
     local pkey = key .. '#p' .. partition
-    local stored = tonumber(redis.call('HGET', pkey, '_wm') or '-1')
+    local old = hash_table(redis.call('HGETALL', pkey))
+    local stored = tonumber(old._wm or '-1')
     if wm >= stored then
-      redis.call('DEL', pkey)
-      local args = {'_wm', tostring(wm)}
+      if old._wm == nil then
+        whole = whole or redis.call('SADD', parts, pkey) == 0  -- named but gone: it expired
+      end
+      old._wm = nil
+      local args, stale = {'_wm', tostring(wm)}, {}
       for f, v in pairs(fields) do
-        args[#args + 1] = f
-        args[#args + 1] = string.format('%.15g', v)
+        local before = old[f]
+        local text = fmt(v)
+        if before ~= text then
+          args[#args + 1] = f
+          args[#args + 1] = text
+          local d = v - (tonumber(before) or 0)
+          if deltas[f] == nil then
+            delta_order[#delta_order + 1] = f
+            deltas[f] = d
+          else
+            deltas[f] = deltas[f] + d
+          end
+        end
+        old[f] = nil
+      end
+      for f, before in pairs(old) do
+        stale[#stale + 1] = f
+        dropped[f] = true
+        if deltas[f] == nil then
+          delta_order[#delta_order + 1] = f
+          deltas[f] = -tonumber(before)
+        else
+          deltas[f] = deltas[f] - tonumber(before)
+        end
       end
       redis.call('HSET', pkey, unpack(args))
-      redis.call('SADD', parts, pkey)
+      if #stale > 0 then redis.call('HDEL', pkey, unpack(stale)) end
       if ttl > 0 then redis.call('EXPIRE', pkey, ttl) end
       any = true
     end
   end
   if any then
-    local total, order = {}, {}
-    for _, part in ipairs(redis.call('SMEMBERS', parts)) do
-      local kv = redis.call('HGETALL', part)
-      for j = 1, #kv, 2 do
-        local f = kv[j]
-        if f ~= '_wm' then
-          if total[f] == nil then
-            order[#order + 1] = f
-            total[f] = 0
-          end
-          total[f] = total[f] + tonumber(kv[j + 1])
-        end
-      end
-    end
-    if spec ~= nil then derive(total, order) end
-    redis.call('DEL', key)
-    local targs, values = {}, {}
-    for _, f in ipairs(order) do
-      targs[#targs + 1] = f
-      targs[#targs + 1] = string.format('%.15g', total[f])
-      values[f] = total[f]
-    end
-    if #targs > 0 then redis.call('HSET', key, unpack(targs)) end
+    local values = nil
+    if not whole then values = apply_deltas(key, parts, deltas, delta_order, dropped) end
+    if values == nil then values = rebuild(key, parts) end
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)
       redis.call('EXPIRE', parts, ttl)
