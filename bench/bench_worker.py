@@ -852,7 +852,8 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 #: (label, substring of a frame) for the inclusive breakdown of the worker profile.
 PROFILE_GROUPS: list[tuple[str, str]] = [
-    ("salespulse agent: BatchProcessor.process", "process (salespulse/streams/processor.py"),
+    ("salespulse batch agent: stage (parse, dedup, families)", "stage (salespulse/streams/processor.py"),
+    ("salespulse batch agent: persist (before each commit)", "persist (salespulse/streams/processor.py"),
     ("  event_from_json (pydantic)", "event_from_json (salespulse/models/events.py"),
     ("  activity family (apply)", "apply (salespulse/streams/activity.py"),
     ("  windowed cells (WindowedFamily)", "salespulse/streams/windowed.py"),
@@ -865,6 +866,7 @@ PROFILE_GROUPS: list[tuple[str, str]] = [
     ("  TopicPublisher.publish", "publish (salespulse/publishers/topic_publisher.py"),
     ("lead-response alert clock / sinks", "salespulse/publishers/alerts.py"),
     ("/metrics scrape (prometheus_client)", "generate_latest (prometheus_client/"),
+    ("salespulse batch consumer (fetch → agent, acks)", "salespulse/streams/batch_consumer.py"),
     ("faust consumer: fetch + drain", "faust/transport/consumer.py"),
     ("faust conductor: per-message on_message", "faust/transport/conductor"),
     ("faust stream iteration / take_events", "faust/streams.py"),
