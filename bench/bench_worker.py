@@ -688,7 +688,8 @@ class LiveResult:
     duration_s: float = 0.0
     messages: int = 0
     max_send_lag_ms: float = 0.0
-    lag_events: list[float] = field(default_factory=list)  # produced - consumed, sampled every 2 s
+    lag_events: list[float] = field(default_factory=list)  # produced - consumed, sampled every --lag-sample-s
+    scrape_ms: list[float] = field(default_factory=list)  # how long each of those /metrics scrapes took
 
 
 async def live_phase(
@@ -702,6 +703,7 @@ async def live_phase(
     probe_interval_s: float,
     tag: str,
     consumed: Any,
+    lag_sample_s: float = 2.0,
 ) -> LiveResult:
     """Produce ``rate`` events/s for ``duration_s`` plus probes; time each probe's key on ``salespulse:updates``."""
     total_live = int(rate * duration_s) + 10
@@ -736,8 +738,10 @@ async def live_phase(
 
     async def watch_lag() -> None:
         while not stop_listening.is_set():
-            await asyncio.sleep(2.0)  # a scrape costs the worker tens of ms of event loop
+            await asyncio.sleep(lag_sample_s)  # a scrape costs the worker tens of ms of event loop
+            started = time.perf_counter()
             got = await consumed()
+            result.scrape_ms.append(1000 * (time.perf_counter() - started))
             if got is not None and base is not None:
                 lag_samples.append((time.time(), result.sent_live + len(result.probes), got - base))
 
@@ -1026,7 +1030,8 @@ def print_report(results: dict[str, Any]) -> None:
             f"probes missing: {lat['probes_missing']}; live events sent {lat['live_events_sent']:,} in "
             f"{lat['duration_s']:.1f}s; consumer lag mean {lat['consumer_lag_s']['mean']} s, max "
             f"{lat['consumer_lag_s']['max']} s; {health.get('flushes')} flushes of {health.get('mean_flush_ms')} ms "
-            f"on average; Redis busy in scripts {lat.get('redis_script_ms')} ms in all; CPU % {lat.get('cpu_percent', {})}"
+            f"on average; Redis busy in scripts {lat.get('redis_script_ms')} ms in all; a /metrics scrape every "
+            f"{lat.get('lag_sample_s')} s took {lat.get('scrape_ms_median')} ms (median); CPU % {lat.get('cpu_percent', {})}"
         )
     corr = results.get("correctness")
     if corr:
@@ -1182,6 +1187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     live = await live_phase(
                         broker.bootstrap, rs.url, args.seed, args.reps, args.teams, args.rate,
                         args.live_seconds, args.probe_interval_ms / 1000, uuid.uuid4().hex[:6], worker.consumed,
+                        args.lag_sample_s,
                     )  # fmt: skip
                     cpu_pct = cpu.stop()
                     live_health = health_diff(health_before, await worker.health(), live.duration_s)
@@ -1224,6 +1230,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         },
                         "cpu_percent": cpu_pct,
                         "worker_health": live_health,
+                        # the lag samples are /metrics scrapes, each a pause of the worker's event loop
+                        "lag_sample_s": args.lag_sample_s,
+                        "scrape_ms_median": round(percentile(live.scrape_ms, 50), 1) if live.scrape_ms else None,
                         # Redis's own time running scripts (the merge, the alert guard) in the live phase,
                         # from INFO commandstats: what of a flush's wait is Redis working
                         "redis_script_ms": round((scripts_after[1] - scripts_before[1]) / 1000, 1),
@@ -1258,6 +1267,9 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=20.0, help="length of the latency phase (s)")
     parser.add_argument("--probe-interval-ms", type=float, default=50.0, help="one probe event every this many ms")
     parser.add_argument("--poll-ms", type=float, default=1000.0, help="longest /metrics polling period (adaptive)")
+    parser.add_argument(
+        "--lag-sample-s", type=float, default=2.0, help="live phase: consumer lag sampled (a /metrics scrape) this often"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on a consumption phase after (s)")
     parser.add_argument("--breakdown-events", type=int, default=30_000, help="records for the in-process breakdown")
     parser.add_argument("--skip-baselines", action="store_true", help="skip baselines A and B and reference C")
