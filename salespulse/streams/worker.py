@@ -28,13 +28,13 @@ from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
 from salespulse.settings import Settings
 from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.batch_consumer import BatchAgent
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.record_log import RecordLog
 from salespulse.streams.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
-from salespulse.streams.batch_consumer import BatchAgent
 from salespulse.streams.transport import SalespulseApp
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
 
@@ -74,8 +74,10 @@ def arrival_time(message: Any) -> float:
 
 def to_record(consumer_record: ConsumerRecord) -> Record:
     """The processor's record of an aiokafka record (timestamp in ms), its 4th element as ``arrival_time``."""
-    arrived = _arrival(consumer_record.headers, consumer_record.timestamp / 1000)
-    return (consumer_record.partition, consumer_record.offset, consumer_record.value, arrived)
+    value = consumer_record.value if consumer_record.value is not None else b""  # a null value is dead-lettered
+    if consumer_record.timestamp is None:  # no timestamp: the processor takes "now"
+        return (consumer_record.partition, consumer_record.offset, value)
+    return (consumer_record.partition, consumer_record.offset, value, _arrival(consumer_record.headers, consumer_record.timestamp / 1000))
 
 
 def _arrival(headers: Any, timestamp_s: float) -> float:

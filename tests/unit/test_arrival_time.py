@@ -28,3 +28,8 @@ def test_a_consumed_record_becomes_a_processor_record_arriving_at_its_timestamp_
 def test_a_consumed_replayed_record_arrives_infinitely_late() -> None:
     record = SimpleNamespace(partition=0, offset=7, value=b"{}", timestamp=1_700_000_000_500, headers=[(REPLAY_HEADER, b"1")])
     assert to_record(record)[3] == float("inf")  # type: ignore[arg-type]
+
+
+def test_a_consumed_record_without_value_or_timestamp_is_still_a_record() -> None:
+    record = SimpleNamespace(partition=1, offset=3, value=None, timestamp=None, headers=[])
+    assert to_record(record) == (1, 3, b"")  # type: ignore[arg-type]  # dead-lettered; "now" as arrival
