@@ -93,32 +93,53 @@ local function rebuild(key, parts)
   return values
 end
 
--- K plus the per-field differences; a field no partial holds any more leaves K. nil: rebuild instead.
-local function apply_deltas(key, parts, deltas, delta_order, dropped)
+local function integral(x) return x == math.floor(x) end
+
+-- K plus the per-field differences; a field no partial holds any more leaves K. Integer sums move
+-- exactly; a field with a fraction (in a partial or in K) is summed again over every partial instead,
+-- since a difference of large and small floats would lose the small ones. nil: rebuild instead.
+local function apply_deltas(key, parts, deltas, delta_order, dropped, inexact)
   local kv = redis.call('HGETALL', key)
   if #kv == 0 then return nil end
   local total, order = {}, {}
   for j = 1, #kv, 2 do total[kv[j]] = tonumber(kv[j + 1]) end
+  local resum = {}
+  for _, f in ipairs(delta_order) do
+    if inexact[f] or not integral(total[f] or 0) then resum[#resum + 1] = f end
+  end
+  local sums = {}
+  if #resum > 0 then
+    for _, part in ipairs(redis.call('SMEMBERS', parts)) do
+      local vals = redis.call('HMGET', part, unpack(resum))
+      for i, f in ipairs(resum) do
+        if vals[i] then sums[f] = (sums[f] or 0) + tonumber(vals[i]) end
+      end
+    end
+  end
   local targs, gone = {}, {}
   for _, f in ipairs(delta_order) do
-    local value = (total[f] or 0) + deltas[f]
-    total[f] = value
-    targs[#targs + 1] = f
-    targs[#targs + 1] = fmt(value)
-  end
-  for f, _ in pairs(dropped) do
-    if total[f] == 0 then  -- still held (as 0) by another partial?
-      local held = false
-      for _, part in ipairs(redis.call('SMEMBERS', parts)) do
-        if redis.call('HEXISTS', part, f) == 1 then
-          held = true
-          break
+    local value
+    if inexact[f] or not integral(total[f] or 0) then
+      value = sums[f]
+    else
+      value = (total[f] or 0) + deltas[f]
+      if value == 0 and dropped[f] then  -- still held (as 0) by another partial?
+        local held = false
+        for _, part in ipairs(redis.call('SMEMBERS', parts)) do
+          if redis.call('HEXISTS', part, f) == 1 then
+            held = true
+            break
+          end
         end
+        if not held then value = nil end
       end
-      if not held then
-        total[f] = nil
-        gone[#gone + 1] = f
-      end
+    end
+    total[f] = value
+    if value == nil then
+      gone[#gone + 1] = f
+    else
+      targs[#targs + 1] = f
+      targs[#targs + 1] = fmt(value)
     end
   end
   if spec ~= nil then
@@ -143,7 +164,7 @@ for _, entry in ipairs(payload.keys) do
   local key, ttl, partials = entry[1], entry[2], entry[3]
   local parts = key .. '#parts'
   local any, whole = false, false
-  local deltas, delta_order, dropped = {}, {}, {}
+  local deltas, delta_order, dropped, inexact = {}, {}, {}, {}
   for _, partial in ipairs(partials) do
     local partition, wm, fields = partial[1], partial[2], partial[3]
     local pkey = key .. '#p' .. partition
@@ -161,7 +182,9 @@ for _, entry in ipairs(payload.keys) do
         if before ~= text then
           args[#args + 1] = f
           args[#args + 1] = text
-          local d = v - (tonumber(before) or 0)
+          local was = tonumber(before) or 0
+          if not (integral(v) and integral(was)) then inexact[f] = true end
+          local d = v - was
           if deltas[f] == nil then
             delta_order[#delta_order + 1] = f
             deltas[f] = d
@@ -174,6 +197,7 @@ for _, entry in ipairs(payload.keys) do
       for f, before in pairs(old) do
         stale[#stale + 1] = f
         dropped[f] = true
+        if not integral(tonumber(before)) then inexact[f] = true end
         if deltas[f] == nil then
           delta_order[#delta_order + 1] = f
           deltas[f] = -tonumber(before)
@@ -189,7 +213,7 @@ for _, entry in ipairs(payload.keys) do
   end
   if any then
     local values = nil
-    if not whole then values = apply_deltas(key, parts, deltas, delta_order, dropped) end
+    if not whole then values = apply_deltas(key, parts, deltas, delta_order, dropped, inexact) end
     if values == nil then values = rebuild(key, parts) end
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)
