@@ -730,7 +730,8 @@ class LiveResult:
     duration_s: float = 0.0
     messages: int = 0
     max_send_lag_ms: float = 0.0
-    lag_events: list[float] = field(default_factory=list)  # produced - consumed, sampled every 2 s
+    lag_events: list[float] = field(default_factory=list)  # produced - consumed, sampled every --lag-sample-s
+    scrape_ms: list[float] = field(default_factory=list)  # how long each of those /metrics scrapes took
 
 
 async def live_phase(
@@ -744,6 +745,7 @@ async def live_phase(
     probe_interval_s: float,
     tag: str,
     consumed: Any,
+    lag_sample_s: float = 2.0,
 ) -> LiveResult:
     """Produce ``rate`` events/s for ``duration_s`` plus probes; time each probe's key on ``salespulse:updates``."""
     total_live = int(rate * duration_s) + 10
@@ -778,8 +780,10 @@ async def live_phase(
 
     async def watch_lag() -> None:
         while not stop_listening.is_set():
-            await asyncio.sleep(2.0)  # a scrape costs the worker tens of ms of event loop
+            await asyncio.sleep(lag_sample_s)  # a scrape costs the worker tens of ms of event loop
+            started = time.perf_counter()
             got = await consumed()
+            result.scrape_ms.append(1000 * (time.perf_counter() - started))
             if got is not None and base is not None:
                 lag_samples.append((time.time(), result.sent_live + len(result.probes), got - base))
 
@@ -866,6 +870,17 @@ def latency_percentiles(values: list[float], missing: int) -> dict[str, float | 
     return out
 
 
+async def merge_script_stats(client: aioredis.Redis) -> tuple[int, int]:
+    """Calls and microseconds Redis spent in EVAL/EVALSHA so far (``INFO commandstats``)."""
+    stats = await client.info("commandstats")
+    calls = usec = 0
+    for name in ("cmdstat_evalsha", "cmdstat_eval"):
+        entry = stats.get(name) or {}
+        calls += int(entry.get("calls", 0))
+        usec += int(entry.get("usec", 0))
+    return calls, usec
+
+
 def probe_series(live: LiveResult) -> list[list[float | None]]:
     if not live.probes:
         return []
@@ -883,7 +898,8 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 #: (label, substring of a frame) for the inclusive breakdown of the worker profile.
 PROFILE_GROUPS: list[tuple[str, str]] = [
-    ("salespulse agent: BatchProcessor.process", "process (salespulse/streams/processor.py"),
+    ("salespulse batch agent: stage (parse, dedup, families)", "stage (salespulse/streams/processor.py"),
+    ("salespulse batch agent: persist (before each commit)", "persist (salespulse/streams/processor.py"),
     ("  event_from_json (pydantic)", "event_from_json (salespulse/models/events.py"),
     ("  activity family (apply)", "apply (salespulse/streams/activity.py"),
     ("  windowed cells (WindowedFamily)", "salespulse/streams/windowed.py"),
@@ -896,6 +912,7 @@ PROFILE_GROUPS: list[tuple[str, str]] = [
     ("  TopicPublisher.publish", "publish (salespulse/publishers/topic_publisher.py"),
     ("lead-response alert clock / sinks", "salespulse/publishers/alerts.py"),
     ("/metrics scrape (prometheus_client)", "generate_latest (prometheus_client/"),
+    ("salespulse batch consumer (fetch → agent, acks)", "salespulse/streams/batch_consumer.py"),
     ("faust consumer: fetch + drain", "faust/transport/consumer.py"),
     ("faust conductor: per-message on_message", "faust/transport/conductor"),
     ("faust stream iteration / take_events", "faust/streams.py"),
@@ -1057,7 +1074,8 @@ def print_report(results: dict[str, Any]) -> None:
             f"probes missing: {lat['probes_missing']}; live events sent {lat['live_events_sent']:,} in "
             f"{lat['duration_s']:.1f}s; consumer lag mean {lat['consumer_lag_s']['mean']} s, max "
             f"{lat['consumer_lag_s']['max']} s; {health.get('flushes')} flushes of {health.get('mean_flush_ms')} ms "
-            f"on average; CPU % {lat.get('cpu_percent', {})}"
+            f"on average; Redis busy in scripts {lat.get('redis_script_ms')} ms in all; a /metrics scrape every "
+            f"{lat.get('lag_sample_s')} s took {lat.get('scrape_ms_median')} ms (median); CPU % {lat.get('cpu_percent', {})}"
         )
     corr = results.get("correctness")
     if corr:
@@ -1207,14 +1225,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(1.0)
                     cpu = CpuMeter({"worker": worker.pid, "bench": os.getpid(), **infra})
                     health_before = await worker.health()
+                    scripts_before = await merge_script_stats(redis_client)
                     spy = start_spy(args, worker.pid, run_dir / "worker-live-profile.txt", run_dir)
                     cpu.start()
                     live = await live_phase(
                         broker.bootstrap, rs.url, args.seed, args.reps, args.teams, args.rate,
                         args.live_seconds, args.probe_interval_ms / 1000, uuid.uuid4().hex[:6], worker.consumed,
+                        args.lag_sample_s,
                     )  # fmt: skip
                     cpu_pct = cpu.stop()
                     live_health = health_diff(health_before, await worker.health(), live.duration_s)
+                    scripts_after = await merge_script_stats(redis_client)
                     if spy is not None:
                         results["profile_live"] = stop_spy(spy, run_dir / "worker-live-profile.txt")
                     lat_redis = [1000 * (p.seen - p.sent) for p in live.probes.values() if p.seen is not None]
@@ -1253,6 +1274,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         },
                         "cpu_percent": cpu_pct,
                         "worker_health": live_health,
+                        # the lag samples are /metrics scrapes, each a pause of the worker's event loop
+                        "lag_sample_s": args.lag_sample_s,
+                        "scrape_ms_median": round(percentile(live.scrape_ms, 50), 1) if live.scrape_ms else None,
+                        # Redis's own time running scripts (the merge, the alert guard) in the live phase,
+                        # from INFO commandstats: what of a flush's wait is Redis working
+                        "redis_script_ms": round((scripts_after[1] - scripts_before[1]) / 1000, 1),
+                        "redis_script_calls": scripts_after[0] - scripts_before[0],
                         # [seconds after the first probe, produce->Redis ms or null], one per probe
                         "probe_series": probe_series(live),
                         "worker_consumed_all": after["complete"],
@@ -1283,6 +1311,9 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=20.0, help="length of the latency phase (s)")
     parser.add_argument("--probe-interval-ms", type=float, default=50.0, help="one probe event every this many ms")
     parser.add_argument("--poll-ms", type=float, default=1000.0, help="longest /metrics polling period (adaptive)")
+    parser.add_argument(
+        "--lag-sample-s", type=float, default=2.0, help="live phase: consumer lag sampled (a /metrics scrape) this often"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on a consumption phase after (s)")
     parser.add_argument("--breakdown-events", type=int, default=30_000, help="records for the in-process breakdown")
     parser.add_argument("--skip-baselines", action="store_true", help="skip baselines A and B and reference C")

@@ -73,37 +73,31 @@ def _trace() -> None:
 
     out = open(os.environ.get("BENCH_TRACE_FILE", "worker-trace.jsonl"), "ab", buffering=0)  # noqa: SIM115
 
-    async def _count(self: WorkerRuntime, stream: Any) -> None:
-        within = self.settings.batch_within_ms / 1000
-        done = time.time()
-        async for events in stream.take_events(self.settings.batch_max_events, within=within):
-            got = time.time()
-            stamps = [e.message.timestamp for e in events]
-            records: list[Record] = [(e.message.partition, e.message.offset, e.value) for e in events]
-            stats = self.processor.process(records)
-            self.health.batch_events.observe(len(records))
-            self.health.events.labels("counted").inc(stats.processed)
-            self.health.events.labels("duplicate").inc(stats.duplicates)
-            self.health.events.labels("dead_letter").inc(stats.dead_lettered)
-            self.flusher.notify()
-            end = time.time()
-            out.write(
-                orjson.dumps(
-                    {
-                        "k": "batch", "t": got, "wait": got - done, "proc": end - got, "n": len(records),
-                        "age_new": got - max(stamps), "age_old": got - min(stamps),
-                    }
-                )  # fmt: skip
-                + b"\n"
-            )
-            done = end
+    original_count = WorkerRuntime._count
+    last_done = [time.time()]
+
+    async def _count(self: WorkerRuntime, records: list[Record]) -> None:
+        got = time.time()
+        stamps = [r[3] for r in records if len(r) > 3 and r[3] != float("inf")] or [got]  # type: ignore[misc]
+        await original_count(self, records)
+        end = time.time()
+        out.write(
+            orjson.dumps(
+                {
+                    "k": "batch", "t": got, "wait": got - last_done[0], "proc": end - got, "n": len(records),
+                    "age_new": got - max(stamps), "age_old": got - min(stamps),
+                }
+            )  # fmt: skip
+            + b"\n"
+        )
+        last_done[0] = end
 
     WorkerRuntime._count = _count  # type: ignore[method-assign]
     original_flush = Flusher.flush
 
-    async def flush(self: Flusher) -> int:
+    async def flush(self: Flusher, force: bool = False) -> int:
         started = time.time()
-        n = await original_flush(self)
+        n = await original_flush(self, force)
         out.write(orjson.dumps({"k": "flush", "t": started, "dur": time.time() - started, "n": n}) + b"\n")
         return n
 
@@ -112,17 +106,20 @@ def _trace() -> None:
     # Anatomy of a flush: render (synchronous), Redis and metric-topic publishing (each awaited).
     from salespulse.publishers.redis_publisher import RedisPublisher
     from salespulse.publishers.topic_publisher import TopicPublisher
-    from salespulse.streams.activity import ActivityFamily
+    from salespulse.streams.windowed import WindowedFamily
 
-    original_render = ActivityFamily.render
+    original_render = WindowedFamily.render
 
-    def render(self: ActivityFamily, owned: set[int], now: float | None = None) -> Any:
+    def render(self: WindowedFamily, owned: set[int], now: float | None = None, **kwargs: Any) -> Any:
         started = time.time()
-        partials = original_render(self, owned, now)
-        out.write(orjson.dumps({"k": "render", "t": started, "dur": time.time() - started, "n": len(partials)}) + b"\n")
+        partials = original_render(self, owned, now, **kwargs)
+        out.write(
+            orjson.dumps({"k": "render", "f": self.name, "t": started, "dur": time.time() - started, "n": len(partials)})
+            + b"\n"
+        )
         return partials
 
-    ActivityFamily.render = render  # type: ignore[method-assign]
+    WindowedFamily.render = render  # type: ignore[method-assign]
 
     def timed(cls: Any, kind: str) -> None:
         original = cls.publish

@@ -81,7 +81,13 @@ class CellStore:
         return count
 
     def write(self, partition: int, name: str) -> None:
-        """Persist one cell now, keeping its watermark (a change driven by the clock, not an event)."""
+        """Persist one cell now, keeping its watermark (a change driven by the clock, not an event).
+
+        A cell that events changed since the last ``write_touched`` is left to that call (written now
+        with its old watermark, a replay after a crash would count those events twice).
+        """
+        if name in self._touched[partition]:
+            return
         cell = self._cells[partition][name]
         self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
 

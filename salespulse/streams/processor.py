@@ -87,6 +87,13 @@ class StagedBatch:
     last_offsets: dict[int, int]
     now: float
 
+    def merge(self, later: "StagedBatch") -> "StagedBatch":
+        """This batch and the one staged after it, to be persisted as one (each cell written once)."""
+        stats = BatchStats()
+        stats.add(self.stats)
+        stats.add(later.stats)
+        return StagedBatch(stats, {**self.last_offsets, **later.last_offsets}, max(self.now, later.now))
+
 
 def describe_validation_error(exc: ValidationError) -> str:
     """A one-line reason naming each bad field, for the dead-letter record."""

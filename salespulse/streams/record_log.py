@@ -105,12 +105,17 @@ class RecordLog:
 
     def write(self, partition: int, name: str) -> None:
         """Persist one state now, keeping its watermark (a change driven by the clock)."""
-        self._write(partition, {name: self._states[partition][name]})
+        self.write_many(partition, {name})
 
     def write_many(self, partition: int, names: set[str]) -> None:
-        """Persist several states now as one record, keeping their watermarks."""
+        """Persist several states now as one record, keeping their watermarks.
+
+        A state that events changed since the last ``write_touched`` is left to that call: written now
+        with its old watermark, a replay after a crash would apply those events to it a second time.
+        """
         states = self._states[partition]
-        self._write(partition, {name: states[name] for name in names if name in states})
+        touched = self._touched[partition]
+        self._write(partition, {name: states[name] for name in names if name in states and name not in touched})
 
     def delete(self, partition: int, name: str) -> None:
         """Forget a state, with a record that says so."""

@@ -1,20 +1,21 @@
 """The worker: a Faust app whose one agent feeds batches of ``salespulse.events`` to the metric families.
 
-Flow: ``take_events`` batch -> ``BatchProcessor`` (parse, dedup, families, changelogged cells) ->
-``Flusher`` (every ~250 ms: Redis, ``salespulse.metrics.*``) and, at scrape time, Prometheus.
+Flow: the records of each fetch (a batch agent, below Faust's per-message stream) -> ``BatchProcessor``
+(parse, dedup, families, changelogged cells) -> ``Flusher`` (every ~250 ms: Redis,
+``salespulse.metrics.*``) and, at scrape time, Prometheus.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import faust
 from faust.types import TP
 import redis.asyncio as aioredis
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
@@ -37,13 +38,14 @@ from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
 from salespulse.settings import Settings
 from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.batch_consumer import BatchAgent
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.pipeline import PipelineFamily, config_quota_events
 from salespulse.streams.record_log import RecordLog
-from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
+from salespulse.streams.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
 from salespulse.streams.tables import PartitionKeyedTable
 from salespulse.streams.transport import SalespulseApp
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
@@ -64,7 +66,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_commit_every": 10_000,
         "broker_commit_interval": settings.commit_interval_s,
         "stream_buffer_maxsize": 16_384,
-        "broker_max_poll_records": 5_000,
+        "broker_max_poll_records": settings.batch_max_events,  # one fetch is one batch
         "logging_config": None,
     }
     if settings.use_tansu_workarounds:
@@ -79,11 +81,23 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def arrival_time(message: Any) -> float:
     """When ingest wrote a record (its Kafka timestamp); infinitely late for a replayed one, so it never alerts."""
-    headers = message.headers or ()
-    names = headers.keys() if isinstance(headers, dict) else (name for name, _ in headers)
-    if REPLAY_HEADER in names:
-        return float("inf")
-    return message.timestamp
+    return _arrival(message.headers, message.timestamp)
+
+
+def to_record(consumer_record: ConsumerRecord) -> Record:
+    """The processor's record of an aiokafka record (timestamp in ms), its 4th element as ``arrival_time``."""
+    value = consumer_record.value if consumer_record.value is not None else b""  # a null value is dead-lettered
+    if consumer_record.timestamp is None:  # no timestamp: the processor takes "now"
+        return (consumer_record.partition, consumer_record.offset, value)
+    return (consumer_record.partition, consumer_record.offset, value, _arrival(consumer_record.headers, consumer_record.timestamp / 1000))
+
+
+def _arrival(headers: Any, timestamp_s: float) -> float:
+    if headers:
+        names = headers.keys() if isinstance(headers, dict) else (name for name, _ in headers)
+        if REPLAY_HEADER in names:
+            return float("inf")
+    return timestamp_s
 
 
 def _utc(epoch: float) -> datetime:
@@ -120,7 +134,9 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, registry: CollectorRegistry, redis_client: aioredis.Redis) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-        self.app = SalespulseApp(settings.app_id, fetch_max_wait_ms=100, **faust_settings(settings))
+        self.app = SalespulseApp(
+            settings.app_id, fetch_max_wait_ms=settings.batch_within_ms, **faust_settings(settings)
+        )
         self.events_topic = self.app.topic(
             EVENTS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
@@ -217,29 +233,37 @@ class WorkerRuntime:
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
         )
-        self.app.agent(self.events_topic, name="salespulse.count")(self._count)
+        self._unpersisted: StagedBatch | None = None
+        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
         if self.config_quotas:
             self.app.task(self._send_config_quotas)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
-    async def _count(self, stream: faust.StreamT) -> None:
-        within = self.settings.batch_within_ms / 1000
-        async for events in stream.take_events(self.settings.batch_max_events, within=within):
-            records: list[Record] = [
-                (e.message.partition, e.message.offset, e.value, arrival_time(e.message)) for e in events
-            ]
-            staged = self.processor.stage(records)
-            stats = staged.stats
-            if stats.follow_ups:
-                await self._deliver_follow_ups(stats.follow_ups)
+    async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
+        """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""
+        await self._count([to_record(r) for r in consumer_records])
+
+    async def _persist(self) -> None:
+        """Write every batch counted since the last call (the consumer calls this before committing their offsets)."""
+        staged, self._unpersisted = self._unpersisted, None
+        if staged is not None:
             self.processor.persist(staged)
-            for partition, offset, *_ in records:
-                self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
-            self.health.batch_events.observe(len(records))
-            self.health.events.labels("counted").inc(stats.processed)
-            self.health.events.labels("duplicate").inc(stats.duplicates)
-            self.health.events.labels("dead_letter").inc(stats.dead_lettered)
-            self.flusher.notify()
+
+    async def _count(self, records: list[Record]) -> None:
+        staged = self.processor.stage(records)
+        stats = staged.stats
+        if stats.follow_ups:
+            await self._deliver_follow_ups(stats.follow_ups)
+        # Follow-ups are acked: the batch may be written, which the consumer has done (``_persist``)
+        # before it commits these offsets; batches are merged so each cell is written once per commit.
+        self._unpersisted = staged if self._unpersisted is None else self._unpersisted.merge(staged)
+        for partition, offset, *_ in records:
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+        self.health.batch_events.observe(len(records))
+        self.health.events.labels("counted").inc(stats.processed)
+        self.health.events.labels("duplicate").inc(stats.duplicates)
+        self.health.events.labels("dead_letter").inc(stats.dead_lettered)
+        self.flusher.notify()
 
     async def _deliver_follow_ups(self, follow_ups: list[Event]) -> None:
         """Write follow-up events to ``salespulse.events`` and wait for the broker's acks (before state is written)."""
