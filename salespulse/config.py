@@ -254,7 +254,7 @@ class Config(_Model):
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     #: ``[quotas.<rep>]``: period (YYYY-MM) → amount in ``currency``; a ``quota.set`` event overrides it.
-    quotas: dict[str, dict[Period, Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(default_factory=dict)
+    quotas: dict[str, dict[Period, Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]]] = Field(default_factory=dict)
     targets: TargetsSection = Field(default_factory=TargetsSection)
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     crm: CrmSection = Field(default_factory=CrmSection)

@@ -22,7 +22,9 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Bounded so that sums stay finite (an ``inf`` would poison every aggregate it joins).
+MAX_AMOUNT = 1e15
+Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 
@@ -164,7 +166,7 @@ class CallLogged(_LeadEvent):
     type: Literal["call.logged"]
     rep_id: Id
     outcome: CallOutcome
-    duration_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    duration_s: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False)] | None = None
 
 
 class EmailSent(_LeadEvent):

@@ -128,6 +128,10 @@ def _business_seconds_function(config: Config) -> Callable[[float, float, str], 
     return business_seconds
 
 
+class UnwritableState(RuntimeError):
+    """The worker's memory holds a batch that failed half-way: it must not be written (the worker restarts)."""
+
+
 class WorkerRuntime:
     """Everything a worker process runs, built explicitly from settings (no module-level app)."""
 
@@ -234,6 +238,7 @@ class WorkerRuntime:
             self.health,
         )
         self._unpersisted: StagedBatch | None = None
+        self._poisoned = False
         self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
         if self.config_quotas:
             self.app.task(self._send_config_quotas)
@@ -244,16 +249,28 @@ class WorkerRuntime:
         await self._count([to_record(r) for r in consumer_records])
 
     async def _persist(self) -> None:
-        """Write every batch counted since the last call (the consumer calls this before committing their offsets)."""
+        """Write every batch counted since the last call (the consumer calls this before committing their offsets).
+
+        Raises ``UnwritableState`` once a batch failed half-way: nothing more is written or committed, and
+        the restarted worker replays from the last commit.
+        """
+        if self._poisoned:
+            raise UnwritableState("a batch failed after changing memory: restart to replay from the last commit")
         staged, self._unpersisted = self._unpersisted, None
         if staged is not None:
             self.processor.persist(staged)
 
     async def _count(self, records: list[Record]) -> None:
-        staged = self.processor.stage(records)
-        stats = staged.stats
-        if stats.follow_ups:
-            await self._deliver_follow_ups(stats.follow_ups)
+        try:
+            staged = self.processor.stage(records)
+            stats = staged.stats
+            if stats.follow_ups:
+                await self._deliver_follow_ups(stats.follow_ups)
+        except BaseException:
+            # stage() already admitted ids and touched cells in memory; writing any of that under an
+            # earlier batch's watermark would count this batch twice on replay, so write nothing more.
+            self._poisoned = True
+            raise
         # Follow-ups are acked: the batch may be written, which the consumer has done (``_persist``)
         # before it commits these offsets; batches are merged so each cell is written once per commit.
         self._unpersisted = staged if self._unpersisted is None else self._unpersisted.merge(staged)

@@ -542,3 +542,16 @@ def test_call_and_email_events_round_trip_with_any_valid_ids_and_aware_times(eve
     assert again.occurred_at.utcoffset() == event.occurred_at.utcoffset()
     assert None not in orjson.loads(raw).values()
     assert again.partition_key == event.lead_id
+
+
+@pytest.mark.parametrize(
+    ("event_type", "name", "value"),
+    [("deal.won", "amount", 1e300), ("deal.created", "amount", 2e15), ("quota.set", "amount", 1e16),
+     ("call.logged", "duration_s", 1e9)],
+)
+def test_amounts_and_durations_too_large_to_sum_are_rejected_naming_the_field(
+    event_type: str, name: str, value: float
+) -> None:
+    with pytest.raises(RejectedRequest) as info:
+        parse_events(orjson.dumps([example(event_type, **{name: value})]))
+    assert [(e["index"], e["field"]) for e in info.value.body["errors"]] == [(0, name)]

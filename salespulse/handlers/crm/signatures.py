@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import unquote
 
-from salespulse.handlers.signatures import SignatureError
+from salespulse.handlers.signatures import SignatureError, any_digest_matches, parse_timestamp
 
 #: HubSpot v3: the timestamp (epoch ms) must be at most this old (and at most this far ahead: clock skew).
 HUBSPOT_TOLERANCE_MS = 5 * 60 * 1000
@@ -23,14 +23,6 @@ CLOSE_TOLERANCE_S = 5 * 60
 
 #: The percent-escapes HubSpot decodes in the URI before signing v3 (its documented table).
 _HUBSPOT_V3_DECODED = ("%3A", "%2F", "%3F", "%40", "%21", "%24", "%27", "%28", "%29", "%2A", "%2C", "%3B")
-
-
-def _any_matches(expected: str, candidates: Sequence[str]) -> bool:
-    # Compare against every candidate so timing never tells which one (or how much) matched.
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(expected.encode(), candidate.encode())
-    return matched
 
 
 def hubspot_v3_uri(uri: str) -> str:
@@ -74,15 +66,12 @@ def verify_hubspot(
     v3 = headers.get("X-HubSpot-Signature-v3")
     if v3:
         raw_ts = headers.get("X-HubSpot-Request-Timestamp", "")
-        try:
-            ts = int(raw_ts)
-        except ValueError:
-            raise SignatureError("X-HubSpot-Request-Timestamp is missing or not epoch milliseconds") from None
+        ts = parse_timestamp(raw_ts, "X-HubSpot-Request-Timestamp is missing or not epoch milliseconds")
         current = time.time() * 1000 if now_ms is None else now_ms
         if abs(current - ts) > HUBSPOT_TOLERANCE_MS:
             raise SignatureError("X-HubSpot-Request-Timestamp is more than 5 minutes away from now")
         expected = [hubspot_v3_signature(secret, method, uri, body, raw_ts) for uri in uris]
-        if not any(_any_matches(candidate, [v3]) for candidate in expected):
+        if not any(any_digest_matches(candidate, [v3]) for candidate in expected):
             raise SignatureError("X-HubSpot-Signature-v3 does not match the request")
         return "v3"
     signature = headers.get("X-HubSpot-Signature")
@@ -95,7 +84,7 @@ def verify_hubspot(
         candidates = [hubspot_v1_signature(secret, body)]
     else:
         raise SignatureError("X-HubSpot-Signature-Version must be v1 or v2")
-    if not _any_matches(signature.lower(), candidates):
+    if not any(any_digest_matches(candidate, [signature.lower()]) for candidate in candidates):
         raise SignatureError(f"X-HubSpot-Signature ({version}) does not match the request")
     return version
 
@@ -111,14 +100,11 @@ def verify_close(key_hex: str, body: bytes, headers: Mapping[str, str], now: flo
     signature = headers.get("close-sig-hash", "")
     if not raw_ts or not signature:
         raise SignatureError("missing close-sig-hash or close-sig-timestamp header")
-    try:
-        ts = int(raw_ts)
-    except ValueError:
-        raise SignatureError("close-sig-timestamp is not epoch seconds") from None
+    ts = parse_timestamp(raw_ts, "close-sig-timestamp is not epoch seconds")
     current = time.time() if now is None else now
     if abs(current - ts) > CLOSE_TOLERANCE_S:
         raise SignatureError(f"close-sig-timestamp is more than {CLOSE_TOLERANCE_S} s away from now")
-    if not _any_matches(close_signature(key_hex, raw_ts, body), [signature.lower()]):
+    if not any_digest_matches(close_signature(key_hex, raw_ts, body), [signature.lower()]):
         raise SignatureError("close-sig-hash does not match the body")
 
 
