@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal, Union
@@ -327,6 +328,15 @@ EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[
 
 #: Types only the worker writes (cross-partition links between a lead and its deal); webhooks refuse them.
 INTERNAL_EVENT_TYPES: frozenset[str] = frozenset({"deal.lead_linked", "lead.deal_closed"})
+
+
+def derived_event_id(*parts: object) -> str:
+    """The fixed id of an event salespulse derives from others: its parts joined by ``:``, or, when that
+    would be longer than an event id may be, a prefix and the SHA-256 of the whole (fixed all the same)."""
+    joined = ":".join(str(part) for part in parts)
+    if len(joined) <= 128:
+        return joined
+    return f"{parts[0]}:sha256:{hashlib.sha256(joined.encode()).hexdigest()}"
 
 
 def event_to_json(event: _EventBase) -> bytes:

@@ -16,7 +16,7 @@ as per-partition partials of ``salespulse:pipeline:open:<scope>:<id>``.
 Cross-partition links (follow-up events, written to ``salespulse.events`` before the state is persisted):
 ``lead.converted`` → ``deal.lead_linked`` (``link:<deal>:<lead>``) to the deal's partition; a deal whose
 lead is known from ``deal.created`` → ``lead.converted`` (``convert:<deal>:<lead>``) to the lead's
-partition; a closed deal whose lead is known → ``lead.deal_closed`` (``closed:<deal>:<lead>:<outcome>``).
+partition; a closed deal whose lead is known → ``lead.deal_closed`` (``closed:<deal>:<lead>:<outcome>:<close ms>``).
 Their ids are deterministic, so a replay resends the same ids and dedup drops them.
 """
 
@@ -50,6 +50,7 @@ from salespulse.models.events import (
     DealUpdated,
     DealWon,
     Event,
+    derived_event_id,
     LeadAssigned,
     LeadConverted,
     LeadCreated,
@@ -194,7 +195,7 @@ class PipelineFamily(WindowedFamily):
         if isinstance(event, LeadConverted):
             self._follow_ups.append(
                 DealLeadLinked(
-                    event_id=f"link:{event.deal_id}:{lead_id}",
+                    event_id=derived_event_id("link", event.deal_id, lead_id),
                     type="deal.lead_linked",
                     occurred_at=event.occurred_at,
                     deal_id=event.deal_id,
@@ -266,7 +267,7 @@ class PipelineFamily(WindowedFamily):
             created = state["created"]
             self._follow_ups.append(
                 LeadConverted(
-                    event_id=f"convert:{deal_id}:{lead_id}",
+                    event_id=derived_event_id("convert", deal_id, lead_id),
                     type="lead.converted",
                     occurred_at=datetime.fromtimestamp(created[0], timezone.utc),
                     lead_id=lead_id,
@@ -280,7 +281,7 @@ class PipelineFamily(WindowedFamily):
             return
         self._follow_ups.append(
             LeadDealClosed(
-                event_id=f"closed:{deal_id}:{lead_id}:{after.status}",
+                event_id=derived_event_id("closed", deal_id, lead_id, after.status, round(after.at * 1000)),
                 type="lead.deal_closed",
                 occurred_at=datetime.fromtimestamp(after.at, timezone.utc),
                 lead_id=lead_id,
@@ -385,7 +386,7 @@ def config_quota_events(quotas: Mapping[str, Mapping[str, float]], currency: str
     """
     return [
         QuotaSet(
-            event_id=f"config-quota:{rep}:{period}:{amount!r}:{currency}",
+            event_id=derived_event_id("config-quota", rep, period, repr(amount), currency),
             type="quota.set",
             occurred_at=EARLIEST_OCCURRED_AT,
             rep_id=rep,

@@ -441,7 +441,28 @@ def test_lead_converted_links_the_deal_and_the_close_comes_back_to_the_lead() ->
     assert (fields["leads"], fields["opportunities"], fields["customers"], fields["mql_customers"]) == (1, 1, 1, 1)
     assert fields["lead_to_opportunity"] == 1 and fields["mql_to_customer"] == 1
     types = [orjson.loads(raw)["event_id"] for log in cluster.logs.values() for raw in log]
-    assert "link:D1:L1" in types and "closed:D1:L1:won" in types
+    assert "link:D1:L1" in types and f"closed:D1:L1:won:{round((NOW - DAY) * 1000)}" in types
+
+
+def test_a_deal_won_again_after_a_correction_to_lost_makes_its_lead_a_customer_again() -> None:
+    cluster = Cluster()
+    cluster.send([lead("L1", NOW - 5 * DAY), created("D1", NOW - 4 * DAY, lead="L1")])
+    cluster.drain()
+    for close in (won("D1", NOW - 3 * DAY, amount=3_000), lost("D1", NOW - 2 * DAY), won("D1", NOW - DAY)):
+        cluster.send([close])
+        cluster.drain()
+    assert cluster.fields("source", "ads")["customers"] == 1
+
+
+def test_follow_up_ids_of_very_long_deal_and_lead_ids_stay_valid_and_fixed() -> None:
+    deal_id, lead_id = "D" * 128, "L" * 128
+    cluster = Cluster()
+    cluster.send([lead(lead_id, NOW - 5 * DAY), converted(lead_id, deal_id, NOW - 4 * DAY),
+                  created(deal_id, NOW - 4 * DAY), won(deal_id, NOW - DAY, amount=3_000)])
+    cluster.drain()
+    assert cluster.fields("source", "ads")["customers"] == 1
+    ids = [orjson.loads(raw)["event_id"] for log in cluster.logs.values() for raw in log]
+    assert any(i.startswith("closed:sha256:") for i in ids) and all(len(i) <= 128 for i in ids)
 
 
 def test_deal_created_with_lead_id_tells_the_lead_it_converted_and_the_close_arriving_first_still_counts() -> None:

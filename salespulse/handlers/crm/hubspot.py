@@ -27,7 +27,7 @@ from salespulse.handlers.crm.common import (
     number,
     text,
 )
-from salespulse.models.events import Event
+from salespulse.models.events import Event, derived_event_id
 
 #: CRM object type ids of ``object.*`` subscriptions (the new developer platform).
 OBJECT_TYPES = {"0-1": "contact", "0-3": "deal"}
@@ -210,6 +210,6 @@ def _association(item: _Item, out: Normalised) -> None:
     lead_id, deal_id = (from_id, to_id) if first == "contact" else (to_id, from_id)
     # HubSpot reports both directions of one association: one id for both, so the pair is counted once.
     out.events.append(
-        event(item.path, event_id=f"hubspot:association:{lead_id}:{deal_id}", type="lead.converted",
+        event(item.path, event_id=derived_event_id("hubspot", "association", lead_id, deal_id), type="lead.converted",
               occurred_at=item.at, lead_id=lead_id, deal_id=deal_id)
     )
