@@ -3,7 +3,9 @@
 Reads JSON Lines of canonical events, or CSV rows with a column mapping (``--map field=column``, constants
 with ``--set field=value``). Each event is written keyed by its ``partition_key`` with the Kafka header
 ``salespulse-replay`` (the worker treats such records as infinitely late: counted in every metric, never an
-SLA alert). The worker's ``event_id`` dedup makes a replay idempotent: replaying a file twice counts it once.
+SLA alert). The worker's ``event_id`` dedup makes a replay idempotent within its horizon
+(``SALESPULSE_DEDUP_HORIZON_HOURS``, 72 h): replaying a file twice within it counts it once; an id seen
+longer ago than that is forgotten, so do not replay the same file again days later.
 
 Resumable: after every acknowledged chunk the line number reached is written atomically to the position file
 (default ``FILE.position``); a new run starts after it. A bad row is reported with its line and field and
