@@ -26,6 +26,7 @@ from salespulse.metrics.engagement import (
     ENGAGEMENT_KINDS,
     RATIOS,
     UNASSIGNED,
+    Contribution,
     LeadState,
     channel_of_activity,
     contribution,
@@ -56,6 +57,8 @@ FAMILY = "engagement"
 REDIS_PREFIX = "salespulse:engagement"
 CLOCK_CELL = "clock|-"
 DEFAULT_QUIET_S = 14 * 86400.0
+#: Leads per partition whose contribution is kept in memory (most recently changed first to stay).
+CONTRIBUTION_CACHE_SIZE = 20_000
 _ENGAGEMENT_TYPES = {EmailOpened: "opened", EmailClicked: "clicked", EmailReplied: "replied", EmailBounced: "bounced"}
 _LEAD_TYPES = (
     LeadCreated, LeadConverted, LeadDealClosed, CallLogged, EmailSent, EmailOpened, EmailClicked, EmailReplied,
@@ -95,6 +98,11 @@ class EngagementFamily(WindowedFamily):
         self.quiet_due: dict[int, list[tuple[float, str]]] = {}
         #: Per partition: the team each rep last acted for (the team whose rates go beside the rep's).
         self._team_seen: dict[int, dict[str, str]] = {}
+        #: Per partition: lead id -> ``contribution(state)`` as last added to the cells, so that a change
+        #: computes the lead's contribution once (after) instead of twice. Memory only, bounded, and
+        #: always equal to the contribution of the state in ``leads``: every change of a state updates
+        #: or drops its entry; a miss recomputes it from the state.
+        self._contributions: dict[int, dict[str, Contribution]] = {}
 
     @property
     def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
@@ -123,11 +131,13 @@ class EngagementFamily(WindowedFamily):
                 if item.get("rep") is not None:
                     seen[item["rep"]] = item["team"]
         self._team_seen[partition] = seen
+        self._contributions[partition] = {}
 
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
         self.quiet_due.pop(partition, None)
         self._team_seen.pop(partition, None)
+        self._contributions.pop(partition, None)
 
     def group_of(self, partition: int, rep: str) -> str | None:
         """The rep's team: from the ``[teams]`` directory, else the team the rep last acted for here."""
@@ -171,7 +181,7 @@ class EngagementFamily(WindowedFamily):
             lead = {"wm": -1}
         elif self._changes_nothing(lead, event, at):
             return False  # the common repeats (reopened emails ...): skip the contribution arithmetic
-        before = contribution(lead)
+        before = self._contribution(partition, lead_id, lead) if not fresh else {}
         before_due = self._quiet_deadline(lead)
         if not self._change(lead, event, at):
             return False
@@ -184,7 +194,7 @@ class EngagementFamily(WindowedFamily):
             stored.update(lead)
             lead = stored
         self._refresh_quiet(partition, lead_id, lead, before_due)
-        self._add(partition, offset, now, before, contribution(lead))
+        self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
         self.leads.touch(partition, lead_id)
         return True
 
@@ -270,12 +280,27 @@ class EngagementFamily(WindowedFamily):
             if offset <= lead["wm"]:
                 held.append((due, lead_id))  # the state already holds this offset: a later one may mark it
                 continue
-            before = contribution(lead)
+            before = self._contribution(partition, lead_id, lead)
             lead["quiet"] = True
-            self._add(partition, offset, now, before, contribution(lead))
+            self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
             self.leads.touch(partition, lead_id)
         for entry in held:
             heapq.heappush(heap, entry)  # type: ignore[arg-type]
+
+    def _contribution(self, partition: int, lead_id: str, lead: LeadState) -> Contribution:
+        """The lead's current contribution: remembered since its last change, else computed."""
+        found = self._contributions.get(partition, {}).get(lead_id)
+        return contribution(lead) if found is None else found
+
+    def _remember(self, partition: int, lead_id: str, lead: LeadState) -> Contribution:
+        """Compute a changed lead's contribution and keep it (the least recently changed are dropped)."""
+        after = contribution(lead)
+        cache = self._contributions.setdefault(partition, {})
+        cache.pop(lead_id, None)  # re-inserted last: the dict's order is the order of changes
+        cache[lead_id] = after
+        if len(cache) > CONTRIBUTION_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        return after
 
     def _add(self, partition: int, offset: int, now: float, before: Any, after: Any) -> None:
         for instant, deltas in contribution_change(before, after).items():
@@ -304,5 +329,6 @@ class EngagementFamily(WindowedFamily):
         for lead_id, lead in self.leads.items(partition):
             if lead.get("last_seen", 0.0) < cutoff:
                 self.leads.delete(partition, lead_id)
+                self._contributions.get(partition, {}).pop(lead_id, None)
                 expired += 1
         return expired
