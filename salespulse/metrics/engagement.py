@@ -233,11 +233,16 @@ def contribution(lead: LeadState) -> Contribution:
 def contribution_change(old: Contribution, new: Contribution) -> dict[float, list[tuple[str, str, dict[str, Number]]]]:
     """``new - old`` as deltas per instant: ``{instant: [(scope, id, {field: change})]}``, unchanged left out."""
     grouped: dict[float, dict[tuple[str, str], dict[str, Number]]] = {}
-    for key in old.keys() | new.keys():
-        change = new.get(key, 0) - old.get(key, 0)
+    get_old = old.get
+    for key, value in new.items():
+        change = value - get_old(key, 0)
         if change:
             at, scope, ident, field = key
             grouped.setdefault(at, {}).setdefault((scope, ident), {})[field] = change
+    for key, value in old.items():
+        if value and key not in new:
+            at, scope, ident, field = key
+            grouped.setdefault(at, {}).setdefault((scope, ident), {})[field] = -value
     return {at: [(scope, ident, fields) for (scope, ident), fields in by_id.items()] for at, by_id in grouped.items()}
 
 

@@ -309,7 +309,10 @@ class EngagementFamily(WindowedFamily):
     # -- outputs -----------------------------------------------------------------------------------
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        return {name: value for name, value in fields.items() if value}
+        out = dict(fields)
+        if 0 in out.values():  # rare (a lead revived from quiet ...): filter only then
+            return {name: value for name, value in out.items() if value}
+        return out
 
     def email_event_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str], int]:
         """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus)."""

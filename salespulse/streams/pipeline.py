@@ -362,7 +362,10 @@ class PipelineFamily(WindowedFamily):
         return out
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        return {name: value for name, value in fields.items() if value}
+        out = dict(fields)
+        if 0 in out.values():  # a field back to zero (a deal moved on ...): filter only then
+            return {name: value for name, value in out.items() if value}
+        return out
 
     def expire(self, partition: int, now: float) -> int:
         """Expire window cells, and closed deals, leads and quotas older than the state retention."""
