@@ -50,7 +50,7 @@ from salespulse.models.events import (
     MeetingHeld,
 )
 from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog
+from salespulse.streams.record_log import RecordLog, delete_states
 from salespulse.streams.windowed import Number, WindowedFamily
 
 FAMILY = "engagement"
@@ -329,9 +329,10 @@ class EngagementFamily(WindowedFamily):
         """Expire window cells, and lead states with nothing newer than retention (their aggregates stay)."""
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
-        for lead_id, lead in self.leads.items(partition):
-            if lead.get("last_seen", 0.0) < cutoff:
-                self.leads.delete(partition, lead_id)
-                self._contributions.get(partition, {}).pop(lead_id, None)
-                expired += 1
-        return expired
+        stale = [lead_id for lead_id, lead in self.leads.items(partition) if lead.get("last_seen", 0.0) < cutoff]
+        if stale:
+            delete_states(self.leads, partition, stale)
+            cache = self._contributions.get(partition, {})
+            for lead_id in stale:
+                cache.pop(lead_id, None)
+        return expired + len(stale)

@@ -182,3 +182,21 @@ def test_cells_are_the_same_whatever_the_contribution_cache_keeps(monkeypatch: p
     assert table_totals(small.table) == expected
     assert table_totals(small.table, "day") == table_totals(reference.table, "day")
     assert all(len(cache) <= cache_size for cache in small.family._contributions.values())
+
+
+def test_lead_states_past_retention_are_deleted_in_one_record_and_their_aggregates_stay() -> None:
+    t0 = NOW - 40 * DAY  # retention is 35 days
+    w = Worker()
+    w.send([ev("email.sent", f"L{n}", t0 + n, email_id=f"m{n}") for n in range(5)], now=t0 + HOUR)
+    w.send([ev("email.sent", "L9", NOW - HOUR, email_id="m9")], now=t0 + HOUR + 1)
+    before = table_totals(w.table)
+    records = set(w.table)
+    w.send([ev("call.logged", "L9", NOW - 60)], now=NOW)  # this batch runs the expiry pass
+    assert {lead for lead, _ in w.family.leads.items(0)} == {"L9"}
+    assert set(w.family._contributions[0]) == {"L9"}
+    outreach_records = [key for key in set(w.table) - records if "|outreach|" in key]
+    assert len(outreach_records) <= 2  # the batch's states and one deletion record, not one per lead
+    assert table_totals(w.table)[("rep", "anna")]["emails_sent"] == before[("rep", "anna")]["emails_sent"] == 6
+    reloaded = Worker(dict(w.table))
+    reloaded.processor.ensure_loaded(0)
+    assert {lead for lead, _ in reloaded.family.leads.items(0)} == {"L9"}

@@ -116,3 +116,39 @@ def test_a_deleted_state_never_comes_back_from_an_older_record_still_alive() -> 
     again = RecordLog(table, "leads")
     again.load_partition(0)
     assert {n: s["v"] for n, s in again.items(0)} == {"keeper": 3}
+
+
+def test_deleting_many_states_is_one_record_and_none_comes_back_on_reload() -> None:
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    for i in range(30):  # one record per state: the older ones stay alive until the deletion
+        log.cell(0, f"L{i}")["v"] = i
+        log.touch(0, f"L{i}")
+        log.write_touched(0, i)
+    writes_before = set(table)
+    assert log.delete_many(0, [f"L{i}" for i in range(25)] + ["never-there"]) == 25
+    new_records = set(table) - writes_before
+    assert len(new_records) <= 1  # one deletion record (or none left: it only said "deleted" of the oldest)
+    reloaded = RecordLog(table, "leads")
+    reloaded.load_partition(0)
+    assert {n: s["v"] for n, s in reloaded.items(0)} == {f"L{i}": i for i in range(25, 30)}
+    # the records that held only deleted states are gone from the table
+    assert len(table) == 5 + len(new_records)
+
+
+def test_a_state_deleted_among_many_and_touched_in_the_same_batch_is_not_written_back() -> None:
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    for name in ("a", "b"):
+        log.cell(0, name)["v"] = 1
+        log.touch(0, name)
+    log.write_touched(0, 1)
+    log.cell(0, "a")["v"] = 2
+    log.touch(0, "a")
+    log.delete_many(0, ["a"])
+    log.write_touched(0, 2)
+    reloaded = RecordLog(table, "leads")
+    reloaded.load_partition(0)
+    assert {n: s["v"] for n, s in reloaded.items(0)} == {"b": 1}
