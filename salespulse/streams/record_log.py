@@ -28,7 +28,9 @@ class RecordLog:
         self._states: dict[int, dict[str, Cell]] = {}
         self._touched: dict[int, set[str]] = {}
         self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
-        self._live: dict[int, dict[int, int]] = {}  # seq -> how many latest states (or deletions) it holds
+        # seq -> how many latest states (or deletions) it holds; keys in increasing seq order (records
+        # are added in sequence and only ever removed), so the oldest live record is the first key.
+        self._live: dict[int, dict[int, int]] = {}
         self._tombs: dict[int, dict[int, set[str]]] = {}  # seq -> keys whose latest word is "deleted" there
         self._next_seq: dict[int, int] = {}
 
@@ -169,7 +171,7 @@ class RecordLog:
         tombs = self._tombs[partition]
         where = self._where[partition]
         while live:
-            oldest = min(live)
+            oldest = next(iter(live))  # == min(live), without scanning every live record per write
             names = tombs.get(oldest, set())
             if live[oldest] != len(names):
                 return
