@@ -37,7 +37,9 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka.partitioner import murmur2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# ``--code DIR`` imports salespulse from another checkout (A/B runs: bench/ab_families.py); read before the imports.
+_CODE = next((sys.argv[i + 1] for i, arg in enumerate(sys.argv[:-1]) if arg == "--code"), None)
+sys.path.insert(0, _CODE or str(Path(__file__).resolve().parent.parent))
 
 from salespulse.config import Config  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
@@ -199,9 +201,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs per set")
     parser.add_argument("--sets", default=",".join(FAMILY_SETS), help="comma-separated family sets to time")
     parser.add_argument("--no-gc", action="store_true", help="cyclic GC off while timing (what it costs)")
+    parser.add_argument("--gc-threshold", metavar="G0,G1,G2", help="gc.set_threshold while timing, e.g. 50000,20,100")
     parser.add_argument("--profile", metavar="SET", help="print a cProfile of one set instead of timing")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--output", default="bench/results/families-latest.json")
+    parser.add_argument("--code", metavar="DIR", help="import salespulse from this checkout instead of this one")
     args = parser.parse_args()
 
     # A fixed clock (not the wall clock): same workload and digests whenever the script runs.
@@ -213,6 +217,8 @@ def main() -> None:
 
     if args.no_gc:
         gc.disable()
+    if args.gc_threshold:
+        gc.set_threshold(*(int(part) for part in args.gc_threshold.split(",")))
     if args.profile:
         print(profile_set(batches, FAMILY_SETS[args.profile], now, args.partitions, args.top))
         return
@@ -250,7 +256,7 @@ def main() -> None:
         )
     out = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code": code_version(),
+        "code": {"dir": args.code} if args.code else code_version(),
         "args": vars(args),
         "records": n,
         "batches": len(batches),
