@@ -259,12 +259,12 @@ class EngagementFamily(WindowedFamily):
     def _refresh_quiet(self, partition: int, lead_id: str, lead: LeadState, before_due: float | None) -> None:
         """Quiet iff touched, not converted and the clock passed the last touch by the quiet period."""
         touched = last_touch(lead)
-        quiet = lead.get("converted") is None and touched is not None and self.clock(partition) >= touched + self.quiet_s
-        if quiet:
+        due = touched + self.quiet_s if touched is not None and lead.get("converted") is None else None
+        if due is not None and self.clock(partition) >= due:
             lead["quiet"] = True
+            due = None  # a quiet lead has no deadline (as _quiet_deadline says, without a second pass)
         else:
             lead.pop("quiet", None)
-        due = self._quiet_deadline(lead)
         if due is not None and due != before_due:
             heapq.heappush(self.quiet_due.setdefault(partition, []), (due, lead_id))
 
