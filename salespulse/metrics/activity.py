@@ -70,13 +70,12 @@ def split_field(field: str) -> tuple[str, str]:
 def with_rollups(counts: Mapping[str, int]) -> dict[str, int]:
     """A count hash as published: every field, each kind's total over outcomes, and ``total``."""
     out: dict[str, int] = dict(counts)
-    total = 0
     for field, n in counts.items():
-        kind, outcome = split_field(field)
-        if outcome != NO_OUTCOME:
-            out[kind] = out.get(kind, 0) + n
-        total += n
-    out["total"] = total
+        if ":" in field:  # only outcome fields roll up (split_field, without splitting the others)
+            kind, _, outcome = field.partition(":")
+            if outcome and outcome != NO_OUTCOME:
+                out[kind] = out.get(kind, 0) + n
+    out["total"] = sum(counts.values())
     return out
 
 

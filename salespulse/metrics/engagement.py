@@ -98,6 +98,14 @@ def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozen
     return None
 
 
+#: Field names by channel or kind, built once (the contribution is computed for every changed lead).
+_EMAIL_KIND_FIELDS: tuple[tuple[str, str], ...] = tuple((kind, f"emails_{kind}") for kind in ENGAGEMENT_KINDS)
+_ATTEMPT_FIELDS = {c: f"attempts:{c}" for c in CHANNELS}
+_CONNECTED_FIELDS = {c: f"connected:{c}" for c in CONNECTABLE}
+_REACHED_FIELDS = {c: f"reached:{c}" for c in CONNECTABLE}
+_WON_FIELDS = {c: f"won:{c}" for c in CONNECTABLE}
+
+
 def attempts(lead: LeadState) -> list[tuple[float, str, str, str, bool, str]]:
     """Every outbound attempt with a known time: ``(at, channel, rep, team, connected, id)``, sorted."""
     out: list[tuple[float, str, str, str, bool, str]] = []
@@ -114,64 +122,85 @@ def attempts(lead: LeadState) -> list[tuple[float, str, str, str, bool, str]]:
 
 
 def last_touch(lead: LeadState) -> float | None:
-    """When the lead was last touched (event time), or ``None`` if never."""
-    found = attempts(lead)
-    return found[-1][0] if found else None
+    """When the lead was last touched (event time), or ``None`` if never: the latest attempt's time."""
+    latest: float | None = None
+    for touch in lead.get("touches", ()):
+        if latest is None or touch[0] > latest:
+            latest = touch[0]
+    for items in (lead.get("emails"), lead.get("meetings")):
+        if items:
+            for item in items.values():
+                at = item.get("at")
+                if at is not None and (latest is None or at > latest):
+                    latest = at
+    return latest
 
 
 def first_meeting(lead: LeadState) -> tuple[float, str, dict[str, Any]] | None:
     """The earliest booked meeting of kind ``first`` (or without a kind): ``(at, id, meeting)``."""
-    candidates = [
-        (meeting["at"], meeting_id, meeting)
-        for meeting_id, meeting in lead.get("meetings", {}).items()
-        if meeting.get("at") is not None and meeting.get("kind") in (None, "first")
-    ]
-    return min(candidates, key=lambda item: (item[0], item[1])) if candidates else None
+    found: tuple[float, str, dict[str, Any]] | None = None
+    for meeting_id, meeting in lead.get("meetings", {}).items():
+        at = meeting.get("at")
+        if at is not None and meeting.get("kind") in (None, "first"):
+            if found is None or (at, meeting_id) < (found[0], found[1]):
+                found = (at, meeting_id, meeting)
+    return found
 
 
 def contribution(lead: LeadState) -> Contribution:
     """A lead's additive fields per ``(instant, scope, id, field)``."""
     out: Contribution = {}
+    get = out.get
 
     def credit(at: float, rep: str, team: str, field: str, value: Number = 1) -> None:
-        for scope, ident in (("rep", rep), ("team", team)):
-            key = (at, scope, ident, field)
-            out[key] = out.get(key, 0) + value
+        key = (at, "rep", rep, field)
+        out[key] = get(key, 0) + value
+        key = (at, "team", team, field)
+        out[key] = get(key, 0) + value
 
-    for email in lead.get("emails", {}).values():
-        at = email.get("at")
-        if at is None:
-            continue  # engagement of an email whose send is not known yet: waits for it
-        rep, team = email["rep"], email["team"]
-        credit(at, rep, team, "emails_sent")
-        credit(at, rep, team, "emails_personalized" if email.get("personalized") else "emails_generic")
-        pair = f"{rep}\t{team}"
-        for kind in ENGAGEMENT_KINDS:
-            if email.get(kind):
-                credit(at, rep, team, f"emails_{kind}")
-                key = (at, "rep_team", pair, f"emails_{kind}")
-                out[key] = out.get(key, 0) + 1
+    emails = lead.get("emails")
+    if emails:
+        for email in emails.values():
+            at = email.get("at")
+            if at is None:
+                continue  # engagement of an email whose send is not known yet: waits for it
+            rep, team = email["rep"], email["team"]
+            credit(at, rep, team, "emails_sent")
+            credit(at, rep, team, "emails_personalized" if email.get("personalized") else "emails_generic")
+            pair = None
+            for kind, field in _EMAIL_KIND_FIELDS:
+                if email.get(kind):
+                    credit(at, rep, team, field)
+                    if pair is None:
+                        pair = f"{rep}\t{team}"
+                    key = (at, "rep_team", pair, field)
+                    out[key] = get(key, 0) + 1
 
     found = attempts(lead)
     reached: dict[str, tuple[float, str, str]] = {}
     for at, channel, rep, team, connected, _ident in found:
-        credit(at, rep, team, f"attempts:{channel}")
-        if connected and channel in CONNECTABLE:
-            credit(at, rep, team, f"connected:{channel}")
-            reached.setdefault(channel, (at, rep, team))
+        credit(at, rep, team, _ATTEMPT_FIELDS.get(channel) or f"attempts:{channel}")
+        if connected and channel in _CONNECTED_FIELDS:
+            credit(at, rep, team, _CONNECTED_FIELDS[channel])
+            if channel not in reached:
+                reached[channel] = (at, rep, team)
     won = lead.get("won")
     for channel, (at, rep, team) in reached.items():
-        credit(at, rep, team, f"reached:{channel}")
+        credit(at, rep, team, _REACHED_FIELDS[channel])
         if won is not None and won >= at:
-            credit(at, rep, team, f"won:{channel}")
+            credit(at, rep, team, _WON_FIELDS[channel])
 
     converted = lead.get("converted")
-    fallback_team = lead.get("team") or UNASSIGNED
     if converted is not None:
-        before = [a for a in found if a[0] <= converted]
-        rep, team = (before[-1][2], before[-1][3]) if before else (UNASSIGNED, fallback_team)
+        count = 0
+        rep, team = UNASSIGNED, lead.get("team") or UNASSIGNED
+        for attempt in found:  # sorted: the last one at or before the conversion is the credited touch
+            if attempt[0] > converted:
+                break
+            count += 1
+            rep, team = attempt[2], attempt[3]
         credit(converted, rep, team, "leads_converted")
-        credit(converted, rep, team, "touches_to_convert", len(before))
+        credit(converted, rep, team, "touches_to_convert", count)
     elif lead.get("quiet") and found:
         at, _channel, rep, team, _connected, _ident = found[-1]
         credit(at, rep, team, "leads_quiet")
@@ -181,8 +210,9 @@ def contribution(lead: LeadState) -> Contribution:
     created = lead.get("created")
     if created is not None:
         source = lead.get("source") or UNKNOWN_SOURCE
-        for field in ("leads", "leads_first_meeting") if meeting is not None else ("leads",):
-            out[(created, "source", source, field)] = 1
+        out[(created, "source", source, "leads")] = 1
+        if meeting is not None:
+            out[(created, "source", source, "leads_first_meeting")] = 1
     if found:
         at, _channel, rep, team, _connected, _ident = found[0]
         credit(at, rep, team, "outreach_leads")
@@ -203,11 +233,16 @@ def contribution(lead: LeadState) -> Contribution:
 def contribution_change(old: Contribution, new: Contribution) -> dict[float, list[tuple[str, str, dict[str, Number]]]]:
     """``new - old`` as deltas per instant: ``{instant: [(scope, id, {field: change})]}``, unchanged left out."""
     grouped: dict[float, dict[tuple[str, str], dict[str, Number]]] = {}
-    for key in old.keys() | new.keys():
-        change = new.get(key, 0) - old.get(key, 0)
+    get_old = old.get
+    for key, value in new.items():
+        change = value - get_old(key, 0)
         if change:
             at, scope, ident, field = key
             grouped.setdefault(at, {}).setdefault((scope, ident), {})[field] = change
+    for key, value in old.items():
+        if value and key not in new:
+            at, scope, ident, field = key
+            grouped.setdefault(at, {}).setdefault((scope, ident), {})[field] = -value
     return {at: [(scope, ident, fields) for (scope, ident), fields in by_id.items()] for at, by_id in grouped.items()}
 
 

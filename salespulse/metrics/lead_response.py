@@ -93,10 +93,14 @@ def contribution_change(
 ) -> list[tuple[str, str, dict[str, float]]]:
     """``new - old`` as deltas ``(scope, id, {field: change})``, leaving out what did not change."""
     grouped: dict[tuple[str, str], dict[str, float]] = {}
-    for key in old.keys() | new.keys():
-        change = new.get(key, 0) - old.get(key, 0)
+    get_old = old.get
+    for key, value in new.items():
+        change = value - get_old(key, 0)
         if change:
             grouped.setdefault((key[0], key[1]), {})[key[2]] = change
+    for key, value in old.items():
+        if value and key not in new:
+            grouped.setdefault((key[0], key[1]), {})[key[2]] = -value
     return [(scope, ident, fields) for (scope, ident), fields in grouped.items()]
 
 

@@ -26,6 +26,7 @@ from salespulse.metrics.engagement import (
     ENGAGEMENT_KINDS,
     RATIOS,
     UNASSIGNED,
+    Contribution,
     LeadState,
     channel_of_activity,
     contribution,
@@ -49,13 +50,15 @@ from salespulse.models.events import (
     MeetingHeld,
 )
 from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog
+from salespulse.streams.record_log import RecordLog, delete_states
 from salespulse.streams.windowed import Number, WindowedFamily
 
 FAMILY = "engagement"
 REDIS_PREFIX = "salespulse:engagement"
 CLOCK_CELL = "clock|-"
 DEFAULT_QUIET_S = 14 * 86400.0
+#: Leads per partition whose contribution is kept in memory (most recently changed first to stay).
+CONTRIBUTION_CACHE_SIZE = 20_000
 _ENGAGEMENT_TYPES = {EmailOpened: "opened", EmailClicked: "clicked", EmailReplied: "replied", EmailBounced: "bounced"}
 _LEAD_TYPES = (
     LeadCreated, LeadConverted, LeadDealClosed, CallLogged, EmailSent, EmailOpened, EmailClicked, EmailReplied,
@@ -95,6 +98,11 @@ class EngagementFamily(WindowedFamily):
         self.quiet_due: dict[int, list[tuple[float, str]]] = {}
         #: Per partition: the team each rep last acted for (the team whose rates go beside the rep's).
         self._team_seen: dict[int, dict[str, str]] = {}
+        #: Per partition: lead id -> ``contribution(state)`` as last added to the cells, so that a change
+        #: computes the lead's contribution once (after) instead of twice. Memory only, bounded, and
+        #: always equal to the contribution of the state in ``leads``: every change of a state updates
+        #: or drops its entry; a miss recomputes it from the state.
+        self._contributions: dict[int, dict[str, Contribution]] = {}
 
     @property
     def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
@@ -123,11 +131,13 @@ class EngagementFamily(WindowedFamily):
                 if item.get("rep") is not None:
                     seen[item["rep"]] = item["team"]
         self._team_seen[partition] = seen
+        self._contributions[partition] = {}
 
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
         self.quiet_due.pop(partition, None)
         self._team_seen.pop(partition, None)
+        self._contributions.pop(partition, None)
 
     def group_of(self, partition: int, rep: str) -> str | None:
         """The rep's team: from the ``[teams]`` directory, else the team the rep last acted for here."""
@@ -171,7 +181,7 @@ class EngagementFamily(WindowedFamily):
             lead = {"wm": -1}
         elif self._changes_nothing(lead, event, at):
             return False  # the common repeats (reopened emails ...): skip the contribution arithmetic
-        before = contribution(lead)
+        before = self._contribution(partition, lead_id, lead) if not fresh else {}
         before_due = self._quiet_deadline(lead)
         if not self._change(lead, event, at):
             return False
@@ -184,7 +194,7 @@ class EngagementFamily(WindowedFamily):
             stored.update(lead)
             lead = stored
         self._refresh_quiet(partition, lead_id, lead, before_due)
-        self._add(partition, offset, now, before, contribution(lead))
+        self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
         self.leads.touch(partition, lead_id)
         return True
 
@@ -249,12 +259,12 @@ class EngagementFamily(WindowedFamily):
     def _refresh_quiet(self, partition: int, lead_id: str, lead: LeadState, before_due: float | None) -> None:
         """Quiet iff touched, not converted and the clock passed the last touch by the quiet period."""
         touched = last_touch(lead)
-        quiet = lead.get("converted") is None and touched is not None and self.clock(partition) >= touched + self.quiet_s
-        if quiet:
+        due = touched + self.quiet_s if touched is not None and lead.get("converted") is None else None
+        if due is not None and self.clock(partition) >= due:
             lead["quiet"] = True
+            due = None  # a quiet lead has no deadline (as _quiet_deadline says, without a second pass)
         else:
             lead.pop("quiet", None)
-        due = self._quiet_deadline(lead)
         if due is not None and due != before_due:
             heapq.heappush(self.quiet_due.setdefault(partition, []), (due, lead_id))
 
@@ -270,12 +280,27 @@ class EngagementFamily(WindowedFamily):
             if offset <= lead["wm"]:
                 held.append((due, lead_id))  # the state already holds this offset: a later one may mark it
                 continue
-            before = contribution(lead)
+            before = self._contribution(partition, lead_id, lead)
             lead["quiet"] = True
-            self._add(partition, offset, now, before, contribution(lead))
+            self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
             self.leads.touch(partition, lead_id)
         for entry in held:
             heapq.heappush(heap, entry)  # type: ignore[arg-type]
+
+    def _contribution(self, partition: int, lead_id: str, lead: LeadState) -> Contribution:
+        """The lead's current contribution: remembered since its last change, else computed."""
+        found = self._contributions.get(partition, {}).get(lead_id)
+        return contribution(lead) if found is None else found
+
+    def _remember(self, partition: int, lead_id: str, lead: LeadState) -> Contribution:
+        """Compute a changed lead's contribution and keep it (the least recently changed are dropped)."""
+        after = contribution(lead)
+        cache = self._contributions.setdefault(partition, {})
+        cache.pop(lead_id, None)  # re-inserted last: the dict's order is the order of changes
+        cache[lead_id] = after
+        if len(cache) > CONTRIBUTION_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        return after
 
     def _add(self, partition: int, offset: int, now: float, before: Any, after: Any) -> None:
         for instant, deltas in contribution_change(before, after).items():
@@ -284,7 +309,10 @@ class EngagementFamily(WindowedFamily):
     # -- outputs -----------------------------------------------------------------------------------
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        return {name: value for name, value in fields.items() if value}
+        out = dict(fields)
+        if 0 in out.values():  # rare (a lead revived from quiet ...): filter only then
+            return {name: value for name, value in out.items() if value}
+        return out
 
     def email_event_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str], int]:
         """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus)."""
@@ -301,8 +329,10 @@ class EngagementFamily(WindowedFamily):
         """Expire window cells, and lead states with nothing newer than retention (their aggregates stay)."""
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
-        for lead_id, lead in self.leads.items(partition):
-            if lead.get("last_seen", 0.0) < cutoff:
-                self.leads.delete(partition, lead_id)
-                expired += 1
-        return expired
+        stale = [lead_id for lead_id, lead in self.leads.items(partition) if lead.get("last_seen", 0.0) < cutoff]
+        if stale:
+            delete_states(self.leads, partition, stale)
+            cache = self._contributions.get(partition, {})
+            for lead_id in stale:
+                cache.pop(lead_id, None)
+        return expired + len(stale)

@@ -32,7 +32,7 @@ from salespulse.metrics.lead_response import (
 )
 from salespulse.models.events import LeadAssigned, LeadCreated
 from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog
+from salespulse.streams.record_log import RecordLog, delete_states
 from salespulse.streams.windowed import Number, WindowedFamily
 
 FAMILY = "lead_response"
@@ -347,13 +347,16 @@ class LeadResponseFamily(WindowedFamily):
         """Expire window cells, and lead states created (or last touched) before retention."""
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
+        stale = []
         for lead_id, lead in self.leads.items(partition):
             newest = max(
                 lead.get("created") or 0.0, lead.get("touch") or 0.0, *(at for at, _ in lead.get("owners") or ())
             )
             if newest < cutoff and (partition, lead_id) not in self.unpublished:
-                self.leads.delete(partition, lead_id)
-                self.awaiting.get(partition, set()).discard(lead_id)
-                expired += 1
-        return expired
+                stale.append(lead_id)
+        if stale:
+            delete_states(self.leads, partition, stale)  # one changelog record, not one per lead
+            awaiting = self.awaiting.get(partition, set())
+            awaiting.difference_update(stale)
+        return expired + len(stale)
 

@@ -60,7 +60,7 @@ from salespulse.models.events import (
 )
 from salespulse.publishers.partials import Partial
 from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog
+from salespulse.streams.record_log import RecordLog, delete_states
 from salespulse.streams.windowed import Number, WindowedFamily
 
 log = logging.getLogger(__name__)
@@ -363,18 +363,24 @@ class PipelineFamily(WindowedFamily):
         return out
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        return {name: value for name, value in fields.items() if value}
+        out = dict(fields)
+        if 0 in out.values():  # a field back to zero (a deal moved on ...): filter only then
+            return {name: value for name, value in out.items() if value}
+        return out
 
     def expire(self, partition: int, now: float) -> int:
         """Expire window cells, and closed deals, leads and quotas older than the state retention."""
         expired = super().expire(partition, now)
         cutoff = now - self.state_retention_s
-        for key, state in self.states.items(partition):
-            if _newest_fact(key, state) < cutoff and not (key.startswith("d:") and self._view(state).status == "open"):
-                self.states.delete(partition, key)
-                self.quota_keys.get(partition, set()).discard(key)
-                expired += 1
-        return expired
+        stale = [
+            key
+            for key, state in self.states.items(partition)
+            if _newest_fact(key, state) < cutoff and not (key.startswith("d:") and self._view(state).status == "open")
+        ]
+        if stale:
+            delete_states(self.states, partition, stale)  # one changelog record, not one per state
+            self.quota_keys.get(partition, set()).difference_update(stale)
+        return expired + len(stale)
 
 
 def config_quota_events(quotas: Mapping[str, Mapping[str, float]], currency: str) -> list[QuotaSet]:

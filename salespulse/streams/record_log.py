@@ -9,11 +9,11 @@ rewritten by a later one is deleted, so the log stays about as large as the live
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 
 import orjson
 
-from salespulse.streams.cells import Cell
+from salespulse.streams.cells import Cell, CellStore
 from salespulse.streams.tables import table_key
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
@@ -28,7 +28,9 @@ class RecordLog:
         self._states: dict[int, dict[str, Cell]] = {}
         self._touched: dict[int, set[str]] = {}
         self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
-        self._live: dict[int, dict[int, int]] = {}  # seq -> how many latest states (or deletions) it holds
+        # seq -> how many latest states (or deletions) it holds; keys in increasing seq order (records
+        # are added in sequence and only ever removed), so the oldest live record is the first key.
+        self._live: dict[int, dict[int, int]] = {}
         self._tombs: dict[int, dict[int, set[str]]] = {}  # seq -> keys whose latest word is "deleted" there
         self._next_seq: dict[int, int] = {}
 
@@ -123,6 +125,17 @@ class RecordLog:
             self._touched[partition].discard(name)
             self._write(partition, {name: None})
 
+    def delete_many(self, partition: int, names: Iterable[str]) -> int:
+        """Forget several states with one record that says so (expiry); returns how many were there."""
+        states = self._states.get(partition, {})
+        gone = [name for name in names if states.pop(name, None) is not None]
+        if gone:
+            touched = self._touched[partition]
+            for name in gone:
+                touched.discard(name)
+            self._write(partition, dict.fromkeys(gone))
+        return len(gone)
+
     def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
         return iter(list(self._states.get(partition, {}).items()))
 
@@ -163,7 +176,7 @@ class RecordLog:
         tombs = self._tombs[partition]
         where = self._where[partition]
         while live:
-            oldest = min(live)
+            oldest = next(iter(live))  # == min(live), without scanning every live record per write
             names = tombs.get(oldest, set())
             if live[oldest] != len(names):
                 return
@@ -179,3 +192,12 @@ class RecordLog:
         key = self._key(partition, seq)
         if key in self._table:
             del self._table[key]
+
+
+def delete_states(store: "RecordLog | CellStore", partition: int, names: Iterable[str]) -> None:
+    """Delete states of a partition: one record for all of them in a ``RecordLog``, one by one otherwise."""
+    if isinstance(store, RecordLog):
+        store.delete_many(partition, names)
+    else:
+        for name in names:
+            store.delete(partition, name)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from salespulse.streams.record_log import RecordLog
 
 
@@ -116,3 +120,86 @@ def test_a_deleted_state_never_comes_back_from_an_older_record_still_alive() -> 
     again = RecordLog(table, "leads")
     again.load_partition(0)
     assert {n: s["v"] for n, s in again.items(0)} == {"keeper": 3}
+
+
+def test_deleting_many_states_is_one_record_and_none_comes_back_on_reload() -> None:
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    for i in range(30):  # one record per state: the older ones stay alive until the deletion
+        log.cell(0, f"L{i}")["v"] = i
+        log.touch(0, f"L{i}")
+        log.write_touched(0, i)
+    writes_before = set(table)
+    assert log.delete_many(0, [f"L{i}" for i in range(25)] + ["never-there"]) == 25
+    new_records = set(table) - writes_before
+    assert len(new_records) <= 1  # one deletion record (or none left: it only said "deleted" of the oldest)
+    reloaded = RecordLog(table, "leads")
+    reloaded.load_partition(0)
+    assert {n: s["v"] for n, s in reloaded.items(0)} == {f"L{i}": i for i in range(25, 30)}
+    # the records that held only deleted states are gone from the table
+    assert len(table) == 5 + len(new_records)
+
+
+def test_a_state_deleted_among_many_and_touched_in_the_same_batch_is_not_written_back() -> None:
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    for name in ("a", "b"):
+        log.cell(0, name)["v"] = 1
+        log.touch(0, name)
+    log.write_touched(0, 1)
+    log.cell(0, "a")["v"] = 2
+    log.touch(0, "a")
+    log.delete_many(0, ["a"])
+    log.write_touched(0, 2)
+    reloaded = RecordLog(table, "leads")
+    reloaded.load_partition(0)
+    assert {n: s["v"] for n, s in reloaded.items(0)} == {"b": 1}
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["write", "delete", "delete_many", "reload"]), st.lists(st.sampled_from("abcdefg"), max_size=4)),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_any_writes_and_deletes_reload_to_the_latest_states_and_nothing_else(steps: list[tuple[str, list[str]]]) -> None:
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    expected: dict[str, int] = {}
+    for n, (op, names) in enumerate(steps):
+        if op == "write":
+            for name in names:
+                log.cell(0, name)["v"] = n
+                log.touch(0, name)
+                expected[name] = n
+            log.write_touched(0, n)
+        elif op == "delete":
+            for name in names:
+                log.delete(0, name)
+                expected.pop(name, None)
+        elif op == "delete_many":
+            log.delete_many(0, names)
+            for name in names:
+                expected.pop(name, None)
+        else:
+            log = RecordLog(table, "leads")
+            log.load_partition(0)
+        reloaded = RecordLog(table, "leads")
+        reloaded.load_partition(0)
+        assert {name: state["v"] for name, state in reloaded.items(0)} == expected
+        assert_oldest_record_holds_a_latest_state(table)
+
+
+def assert_oldest_record_holds_a_latest_state(table: dict[str, bytes]) -> None:
+    """Compaction: the oldest record left is never one that only says "deleted" (nothing older needs it)."""
+    records = [orjson.loads(table[key]) for key in sorted(table)]
+    if not records:
+        return
+    later = {name for record in records[1:] for name in record}
+    latest_here = [name for name in records[0] if name not in later]
+    assert any(records[0][name] is not None for name in latest_here), records
