@@ -11,7 +11,11 @@ record per batch. The arithmetic is ``salespulse.metrics.engagement``.
 cannot fast-forward it). After every event, leads whose last touch is ``quiet_s`` or more behind the
 clock are marked quiet, at that event's offset. The clock and the marks are functions of the
 partition's log, so replays and other batch splits reach the same states; a later touch revives a
-quiet lead. A partition with no traffic waits for its next event.
+quiet lead. A partition with no traffic waits for its next event. The clock cell keeps the steps of
+its advances since its previous write, so a replay after a crash that wrote the clock cell but not
+every other cell sees the clock as of each replayed offset, not the later value of the crashed batch
+(which would mark leads quiet at other offsets than the first run did, and cells skipping those
+offsets would miss the change).
 """
 
 from __future__ import annotations
@@ -66,6 +70,19 @@ _LEAD_TYPES = (
 )
 
 
+def clock_as_of(clock: Mapping[str, Any], offset: int) -> float:
+    """The clock cell's value as of ``offset`` (at or before its ``wm``): its last step at or before it."""
+    steps = clock.get("steps")
+    if steps is None:
+        return clock.get("at", float("-inf"))  # a cell written before steps were kept
+    found = float("-inf")
+    for step_offset, at in steps:
+        if step_offset > offset:
+            break
+        found = at
+    return found
+
+
 class EngagementFamily(WindowedFamily):
     """Email engagement, contact rates by channel, follow-up depth and activity ratios per rep, team and source."""
 
@@ -103,6 +120,9 @@ class EngagementFamily(WindowedFamily):
         #: always equal to the contribution of the state in ``leads``: every change of a state updates
         #: or drops its entry; a miss recomputes it from the state.
         self._contributions: dict[int, dict[str, Contribution]] = {}
+        #: Per partition, while replaying offsets the clock cell already holds (after a crash that
+        #: wrote it but not everything else): the clock as of the replayed offset.
+        self._replay_clock: dict[int, float] = {}
 
     @property
     def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
@@ -132,12 +152,14 @@ class EngagementFamily(WindowedFamily):
                     seen[item["rep"]] = item["team"]
         self._team_seen[partition] = seen
         self._contributions[partition] = {}
+        self._replay_clock.pop(partition, None)
 
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
         self.quiet_due.pop(partition, None)
         self._team_seen.pop(partition, None)
         self._contributions.pop(partition, None)
+        self._replay_clock.pop(partition, None)
 
     def group_of(self, partition: int, rep: str) -> str | None:
         """The rep's team: from the ``[teams]`` directory, else the team the rep last acted for here."""
@@ -152,7 +174,14 @@ class EngagementFamily(WindowedFamily):
     # -- events ------------------------------------------------------------------------------------
 
     def clock(self, partition: int) -> float:
-        """The partition's event-time clock (epoch seconds; ``-inf`` before any event)."""
+        """The partition's event-time clock (epoch seconds; ``-inf`` before any event).
+
+        While a replay re-applies offsets the stored clock already holds, the clock as of the offset
+        being replayed (from the cell's ``steps``), not the later value the cell was written with.
+        """
+        replayed = self._replay_clock.get(partition)
+        if replayed is not None:
+            return replayed
         cell = self.cells.get(partition, CLOCK_CELL)
         return float("-inf") if cell is None else cell.get("at", float("-inf"))
 
@@ -161,15 +190,39 @@ class EngagementFamily(WindowedFamily):
         at = event.occurred_at.timestamp()
         clock = self.cells.cell(partition, CLOCK_CELL)
         if offset > clock["wm"]:
+            self._replay_clock.pop(partition, None)
             seen = min(at, arrived) if arrived is not None else at
             if seen > clock.get("at", float("-inf")):
-                clock["at"] = seen
+                self._advance_clock(clock, offset, seen)
                 self.cells.touch(partition, CLOCK_CELL)
+        else:
+            self._replay_clock[partition] = clock_as_of(clock, offset)
         changed = False
         if isinstance(event, _LEAD_TYPES):
             changed = self._update(partition, offset, event, at, now)
         self._mark_quiet(partition, offset, now)
         return changed
+
+    @staticmethod
+    def _advance_clock(clock: dict[str, Any], offset: int, seen: float) -> None:
+        """Set the clock to ``seen`` at ``offset``, and keep the steps a replay from the last write needs.
+
+        ``steps`` (``[offset, at]`` of each advance) keeps this batch's advances (after the cell's
+        ``wm``, the last batch that wrote it) and the last advance at or before ``wm`` (the clock as
+        of the last commit), so ``clock_as_of`` can give the clock at any offset a replay starts from.
+        """
+        steps = clock.get("steps")
+        if steps is None:  # a cell written before steps were kept: its value as of its watermark
+            steps = [[clock["wm"], clock["at"]]] if "at" in clock else []
+        wm = clock["wm"]
+        older = 0
+        while older + 1 < len(steps) and steps[older + 1][0] <= wm:
+            older += 1
+        if older:
+            del steps[:older]
+        steps.append([offset, seen])
+        clock["steps"] = steps
+        clock["at"] = seen
 
     def _update(self, partition: int, offset: int, event: Any, at: float, now: float) -> bool:
         lead_id = event.lead_id

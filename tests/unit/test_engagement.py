@@ -648,3 +648,37 @@ def test_team_fields_beside_a_rep_come_from_the_cells_when_the_team_is_not_rende
     w.family.dirty.add((0, "day", "2026-11-22", "rep", "anna"))  # the rep alone, e.g. after a budgeted flush
     (only,) = w.family.render({0}, NOW)
     assert only.record["team"] == "north" and only.record["team_counts"]["emails_sent"] == 2
+
+
+def test_a_replay_sees_the_clock_as_of_its_offset_not_as_a_crashed_batch_left_it() -> None:
+    """Regression (a hash-seed dependent failure of the crash property): the clock cell reached the
+    changelog from a crashed batch whose last event moved the clock 3 days on, while the day cell had
+    landed only from an earlier crash. Replaying the first call against the later clock marked the
+    lead quiet at that offset (skipped by the day cell), and the later call revived it (applied):
+    ``leads_quiet -1`` in the day cell. The replay must see the clock as of each replayed offset."""
+    day = "0|engagement|day|2026-11-22"
+    events = [
+        ev("call.logged", "L0", NOW - HOUR, outcome="connected"),
+        ev("meeting.held", "L0", NOW - HOUR, meeting_id="g0"),
+        ev("call.logged", "L0", NOW - HOUR + QUIET_S, outcome="connected"),
+    ]
+    stream = records(0, events)
+    worker = Worker()
+    table = worker.table
+    assert isinstance(table, RecordingTable)
+    before = dict(table)
+    table.log.clear()
+    worker.process(stream[:1])
+    landed = before | {key: value for key, value in table.log if key == day or "dedup" in key}
+    worker = Worker(RecordingTable(landed))  # crash: only the day cell (and the ids) landed
+    table = worker.table
+    before = dict(table)
+    table.log.clear()
+    worker.process(stream)
+    landed = before | {key: value for key, value in table.log if key != day and "outreach" not in key}
+    worker = Worker(RecordingTable(landed))  # crash: the clock (3 days on) landed, the day cell not
+    for record in stream:
+        worker.process([record])
+    totals = table_totals(worker.table, "day")
+    assert totals[("rep", "anna")] == {"attempts:call": 2, "connected:call": 2, "reached:call": 1, "outreach_leads": 1}
+    assert table_totals(worker.table) == normalise(batch_recompute(reference_states(events)))
