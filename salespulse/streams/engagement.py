@@ -281,12 +281,14 @@ class EngagementFamily(WindowedFamily):
             lead["won"] = at if lead.get("won") is None else min(lead["won"], at)
         elif isinstance(event, CallLogged):
             connected = event.outcome == CallOutcome.connected
-            lead.setdefault("touches", []).append([at, "call", rep, team, connected, event.event_id])
+            if not _add_touch(lead, [at, "call", rep, team, connected, event.event_id]):
+                return False
         elif isinstance(event, ActivityLogged):
             channel = channel_of_activity(event.kind, event.outbound, self.outbound_kinds)
             if channel is None:
                 return False
-            lead.setdefault("touches", []).append([at, channel, rep, team, False, event.event_id])
+            if not _add_touch(lead, [at, channel, rep, team, False, event.event_id]):
+                return False
         elif isinstance(event, EmailSent):
             email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
             if email.get("at") is None or at < email["at"]:
@@ -389,3 +391,12 @@ class EngagementFamily(WindowedFamily):
             for lead_id in stale:
                 cache.pop(lead_id, None)
         return expired + len(stale)
+
+
+def _add_touch(lead: dict[str, Any], touch: list[Any]) -> bool:
+    """Record a touch once per event id (a redelivery past the dedup horizon changes nothing); True if new."""
+    touches = lead.setdefault("touches", [])
+    if any(existing[-1] == touch[-1] for existing in touches):
+        return False
+    touches.append(touch)
+    return True

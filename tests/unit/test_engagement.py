@@ -682,3 +682,12 @@ def test_a_replay_sees_the_clock_as_of_its_offset_not_as_a_crashed_batch_left_it
     totals = table_totals(worker.table, "day")
     assert totals[("rep", "anna")] == {"attempts:call": 2, "connected:call": 2, "reached:call": 1, "outreach_leads": 1}
     assert table_totals(worker.table) == normalise(batch_recompute(reference_states(events)))
+
+
+def test_a_touch_redelivered_after_the_dedup_horizon_is_not_counted_again() -> None:
+    w = Worker()
+    call = ev("call.logged", "L1", NOW - HOUR, eid="call-1", outcome="connected")
+    w.send([call], now=NOW)
+    w.send([ev("call.logged", "L2", NOW - HOUR)], now=NOW + 4 * DAY)  # its write expires ids older than 72 h
+    assert w.send([call], now=NOW + 4 * DAY + 1).duplicates == 0, "the dedup index forgot call-1"
+    assert w.fields("rep", "anna")["attempts:call"] == 2
