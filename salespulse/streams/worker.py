@@ -274,8 +274,8 @@ class WorkerRuntime:
         # Follow-ups are acked: the batch may be written, which the consumer has done (``_persist``)
         # before it commits these offsets; batches are merged so each cell is written once per commit.
         self._unpersisted = staged if self._unpersisted is None else self._unpersisted.merge(staged)
-        for partition, offset, *_ in records:
-            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+        for partition, last_offset in staged.last_offsets.items():
+            self.positions[partition] = max(self.positions.get(partition, 0), last_offset + 1)
         self.health.batch_events.observe(len(records))
         self.health.events.labels("counted").inc(stats.processed)
         self.health.events.labels("duplicate").inc(stats.duplicates)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -29,3 +30,17 @@ class RecordingTable(dict):  # type: ignore[type-arg]
 def records(partition: int, events: Sequence[dict[str, Any]], first_offset: int = 0) -> list[Record]:
     """Events as consecutive ``(partition, offset, raw JSON)`` records of one partition's log."""
     return [(partition, first_offset + i, orjson.dumps(e)) for i, e in enumerate(events)]
+
+
+def crash_mid_write(table: RecordingTable, process: Callable[[], object], rnd: random.Random) -> RecordingTable:
+    """Run ``process`` against ``table``, then keep only a random prefix of its writes (what reached the
+    changelog before a crash); returns the table a restarted worker would load."""
+    landed = dict(table)
+    table.log.clear()
+    process()
+    for key, value in table.log[: rnd.randint(0, len(table.log))]:
+        if value is None:
+            landed.pop(key, None)
+        else:
+            landed[key] = value
+    return RecordingTable(landed)

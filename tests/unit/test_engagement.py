@@ -32,7 +32,7 @@ from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.processor import BatchProcessor, Record
 from salespulse.streams.record_log import RecordLog
-from tests.unit.log_support import RecordingTable, records
+from tests.unit.log_support import RecordingTable, crash_mid_write, records
 
 UTC = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()
@@ -610,16 +610,8 @@ def test_any_order_split_redelivery_and_crash_gives_the_batch_recomputation(
         if crashes < 3 and rnd.random() < 0.3:
             table = worker.table
             assert isinstance(table, RecordingTable)
-            before = dict(table)
-            table.log.clear()
-            worker.process(batch, now)
-            landed = before
-            for key, value in table.log[: rnd.randint(0, len(table.log))]:  # a prefix reached the changelog
-                if value is None:
-                    landed.pop(key, None)
-                else:
-                    landed[key] = value
-            worker = Worker(RecordingTable(landed))  # restart from the last commit
+            landed = crash_mid_write(table, lambda: worker.process(batch, now), rnd)
+            worker = Worker(landed)  # restart from the last commit
             crashes += 1
             continue
         worker.process(batch, now)

@@ -40,7 +40,7 @@ from salespulse.streams.dedup import DedupIndex
 from salespulse.streams.lead_response import LIVE_GRACE_S, LeadResponseFamily
 from salespulse.streams.processor import BatchProcessor, Record
 from salespulse.streams.record_log import RecordLog
-from tests.unit.log_support import RecordingTable, records
+from tests.unit.log_support import RecordingTable, crash_mid_write, records
 
 #: How a family can keep its lead states (table prefix, store): one record per batch as the worker
 #: does, or one table row per lead (a ``CellStore``); both must behave the same.
@@ -1098,16 +1098,8 @@ def test_any_history_order_split_and_crash_gives_the_batch_recomputation(
         if crashes < 3 and rnd.random() < 0.3:
             table = worker.table
             assert isinstance(table, RecordingTable)
-            before = dict(table)
-            table.log.clear()
-            worker.process(batch, now)
-            landed = before
-            for key, value in table.log[: rnd.randint(0, len(table.log))]:  # a prefix reached the changelog
-                if value is None:
-                    landed.pop(key, None)
-                else:
-                    landed[key] = value
-            worker = Worker(RecordingTable(landed), store=store)  # restart from the last commit
+            landed = crash_mid_write(table, lambda: worker.process(batch, now), rnd)
+            worker = Worker(landed, store=store)  # restart from the last commit
             crashes += 1
             continue
         worker.process(batch, now)
