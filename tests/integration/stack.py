@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -210,3 +210,22 @@ async def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5, timeout_s:
         return records
     finally:
         await consumer.stop()
+
+
+async def wait_for_topic_records(
+    bootstrap: str, topic: str, done: Callable[[dict[bytes, dict]], bool], timeout_s: float = 15.0
+) -> dict[bytes, dict]:
+    """The newest JSON record per key of a metric topic, polled until ``done`` holds (fails after ``timeout_s``).
+
+    Metric topics take the newest values every 2 s (docs/outputs.md), so a test must wait for them.
+    """
+    latest: dict[bytes, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for key, value in await read_topic(bootstrap, topic, idle_s=0.5):
+            latest[key] = orjson.loads(value)
+        if done(latest):
+            return latest
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic} never held the expected records; newest per key: {latest!r}"[:4000])
+        await asyncio.sleep(0.5)

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
@@ -19,10 +18,11 @@ from tests.integration.stack import (
     metrics_text,
     now_iso,
     post_events,
-    read_topic,
     stack_env,
     wait_for_hash,
+    wait_for_topic_records,
 )
+from salespulse.streams.topics import metrics_topic
 
 pytestmark = pytest.mark.integration
 PERIOD = datetime.now(timezone.utc).strftime("%Y-%m")
@@ -121,9 +121,11 @@ async def test_stages_closes_lead_links_quotas_and_forecast_reach_redis_promethe
     assert metric_value(text, "salespulse_time_in_stage_seconds_count", pipeline="sales", stage="new") == 2
     assert metric_value(text, "salespulse_quota_amount", rep="rep-1", period=PERIOD, currency="USD") == 100_000
 
-    records = [orjson.loads(value) for _, value in await read_topic(fresh_broker.bootstrap, "salespulse.metrics.pipeline")]
-    assert any(r["scope"] == "pipeline" and r["window"] == "now" for r in records)
-    assert {r["family"] for r in records} == {"pipeline"}
+    latest = await wait_for_topic_records(
+        fresh_broker.bootstrap, metrics_topic("pipeline"),
+        lambda got: any(r["scope"] == "pipeline" and r["window"] == "now" for r in got.values()),
+    )
+    assert {r["family"] for r in latest.values()} == {"pipeline"}
 
 
 async def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(

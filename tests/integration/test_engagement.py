@@ -7,7 +7,6 @@ attainment, ``salespulse_email_events_total``, and ``salespulse.metrics.engageme
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,9 +30,9 @@ from tests.integration.stack import (
     metrics_text,
     now_iso,
     post_events,
-    read_topic,
     stack_env,
     wait_for_hash,
+    wait_for_topic_records,
 )
 
 pytestmark = pytest.mark.integration
@@ -126,14 +125,13 @@ async def test_engagement_rates_team_rates_targets_and_email_events_end_to_end(
     assert metric_value(text, "salespulse_email_events_total", rep=e1, team=team, event="replied") == 2
     assert metric_value(text, "salespulse_email_events_total", rep=e2, team=team, event="opened") == 1
 
-    # The metric topic takes the newest values every 2 s: poll until the rep's record has its team beside it.
-    record: dict = {}
-    for _ in range(20):
-        latest = {k: orjson.loads(v) for k, v in await read_topic(fresh_broker.bootstrap, metrics_topic("engagement"), idle_s=0.5)}
-        found = [r for k, r in latest.items() if k.startswith(f"rep:{e1}:all:p".encode())]
-        if found and sum(r["counts"].get("emails_opened", 0) for r in found) == 1:
-            record = found[0]
-            break
-        await asyncio.sleep(0.5)
+    def rep_records(latest: dict[bytes, dict]) -> list[dict]:
+        return [r for k, r in latest.items() if k.startswith(f"rep:{e1}:all:p".encode())]
+
+    latest = await wait_for_topic_records(
+        fresh_broker.bootstrap, metrics_topic("engagement"),
+        lambda got: sum(r["counts"].get("emails_opened", 0) for r in rep_records(got)) == 1,
+    )
+    record = rep_records(latest)[0]
     assert record["family"] == "engagement" and record["team"] == team
     assert record["team_counts"]["emails_sent"] >= record["counts"]["emails_sent"]

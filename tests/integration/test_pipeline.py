@@ -31,6 +31,7 @@ from tests.integration.stack import (
     read_topic,
     stack_env,
     wait_for_hash,
+    wait_for_topic_records,
 )
 
 pytestmark = pytest.mark.integration
@@ -74,16 +75,10 @@ async def test_webhook_activities_reach_redis_prometheus_and_the_metric_topic(
     assert metric_value(text, "salespulse_activities_total", rep="rep-a", kind="email_sent", outcome="none") == 4
     assert metric_value(text, "salespulse_events_published_total", type="call.logged") == 12
 
-    # The metric topic takes the newest values every 2 s (docs/outputs.md): poll until they are there.
-    latest: dict[bytes, dict] = {}
-    for _ in range(20):
-        for key, value in await read_topic(fresh_broker.bootstrap, metrics_topic("activity"), idle_s=0.5):
-            latest[key] = orjson.loads(value)
-        rep_a_all = [r for k, r in latest.items() if k.startswith(b"rep:rep-a:all:p")]
-        if sum(r["counts"]["total"] for r in rep_a_all) == 11:
-            break
-        await asyncio.sleep(0.5)
-    assert sum(r["counts"]["total"] for r in rep_a_all) == 11
+    def rep_a_total(latest: dict[bytes, dict]) -> int:
+        return sum(r["counts"]["total"] for k, r in latest.items() if k.startswith(b"rep:rep-a:all:p"))
+
+    latest = await wait_for_topic_records(fresh_broker.bootstrap, metrics_topic("activity"), lambda got: rep_a_total(got) == 11)
     assert {r["family"] for r in latest.values()} == {"activity"}
 
 
