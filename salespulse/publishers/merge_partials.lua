@@ -1,11 +1,13 @@
 -- Set per-partition partials and rewrite their totals, atomically (salespulse, docs/outputs.md).
--- ARGV[1]: JSON {"channel", "family", "derived": spec or null,
---                "keys": [[key, ttl_s, [[partition, watermark, {field: value}], ...]], ...]}
+-- ARGV[1]: JSON {"channel", "family", "derived": spec or null, "beside": [rate, ...] or null,
+--                "keys": [[key, ttl_s, [[partition, watermark, "<watermark> <fields as JSON>"], ...], group], ...]}
 -- (one JSON argument: decoding it here in C is far cheaper than packing thousands of arguments).
--- For each key K: hash "K#p<partition>" holds that partition's absolute values and "_wm"; set
--- "K#parts" names every partial hash; hash K is the field-wise sum of all partials, rewritten once
--- per key whatever number of its partials changed. A partial with a lower watermark than the stored
--- one is stale (from a worker that has since lost the partition) and ignored.
+-- For each key K: hash "K#partials" holds, per partition, "<watermark> <fields as JSON>" (the fields
+-- as the worker serialised them, so no precision is lost on the way), and "_group" (see below); hash K
+-- is the field-wise sum of every partition's fields, rewritten once per key whatever number of its
+-- partials changed. A partial with a lower watermark than the stored one is stale (from a worker that
+-- has since lost the partition) and ignored. All of a key's partials are read with one HGETALL: a few
+-- commands per key, whatever the number of partitions and fields.
 -- Derived fields (rates, quantiles) are computed from the merged totals, never summed:
 -- spec {"ratios": [[name, numerator, denominator]], "quantiles": [[name, q]],
 --       "buckets": [[field, upper bound or -1 for +Inf]]} (non-cumulative bucket counts), and optionally
@@ -82,14 +84,26 @@ end
 -- "target:<kind>" fields are not additive: each partition's partial carries the same target, the total
 -- takes the largest, and "attainment:<kind>" = total[kind] / target is derived from the merged total.
 -- payload.beside lists rate fields; a key's entry may name its group key (entry[4], a rep's team total).
--- A rewritten rep total gets "team_<rate>" copied from its team's total; "K#group" names the team key
--- and "<team key>#members" the rep keys, so a rewritten team total refreshes its reps' copies.
--- Payloads list team keys before rep keys, so both orders meet the newest team values.
+-- A rewritten rep total gets "team_<rate>" from its team's total; the rep's "K#partials" field "_group"
+-- names its team and "<team key>#members" is the set of the team's rep keys (a rep that changes team
+-- leaves the old set), so a rewritten team total refreshes its members' copies. Payloads list each team
+-- key before its reps, whose copies then come from the values just written.
 local beside = nil
 if payload.beside ~= nil and payload.beside ~= cjson.null and #payload.beside > 0 then beside = payload.beside end
 
+-- Whether a field is a target, memoised: the merge loop meets the same few field names thousands of times.
+local target_field = {}
+local function is_target(f)
+  local found = target_field[f]
+  if found == nil then
+    found = string.sub(f, 1, 7) == 'target:'
+    target_field[f] = found
+  end
+  return found
+end
+
 local function merge_field(total, f, v)
-  if string.sub(f, 1, 7) == 'target:' then
+  if is_target(f) then
     if v > total[f] then total[f] = v end
   else
     total[f] = total[f] + v
@@ -99,7 +113,7 @@ end
 local function add_attainment(total, order)
   local targets = {}
   for _, f in ipairs(order) do
-    if string.sub(f, 1, 7) == 'target:' then targets[#targets + 1] = f end
+    if is_target(f) then targets[#targets + 1] = f end
   end
   for _, f in ipairs(targets) do
     if total[f] > 0 then
@@ -110,14 +124,27 @@ local function add_attainment(total, order)
   end
 end
 
-local function copy_beside(key, group, values)
+-- Team totals written by this call, for their reps that follow: {team key: {field: value}}.
+local written = {}
+
+local function team_values(group)
+  local values = written[group]
+  if values ~= nil then return values end
+  values = {}
   local got = redis.call('HMGET', group, unpack(beside))
-  local set, unset = {}, {}
   for i, rate in ipairs(beside) do
-    if got[i] then
+    if got[i] then values[rate] = tonumber(got[i]) end
+  end
+  return values
+end
+
+-- Copy a team's rates into a rep total that this call does not rewrite.
+local function refresh_member(key, values)
+  local set, unset = {}, {}
+  for _, rate in ipairs(beside) do
+    if values[rate] ~= nil then
       set[#set + 1] = 'team_' .. rate
-      set[#set + 1] = got[i]
-      if values ~= nil then values['team_' .. rate] = tonumber(got[i]) end
+      set[#set + 1] = string.format('%.15g', values[rate])
     else
       unset[#unset + 1] = 'team_' .. rate
     end
@@ -125,72 +152,76 @@ local function copy_beside(key, group, values)
   if #set > 0 then redis.call('HSET', key, unpack(set)) end
   if #unset > 0 then redis.call('HDEL', key, unpack(unset)) end
 end
-
-local function link_group(key, group, ttl, values)
-  if group == nil or group == cjson.null then
-    redis.call('DEL', key .. '#group')
-    return
-  end
-  redis.call('SET', key .. '#group', group)
-  redis.call('SADD', group .. '#members', key)
-  if ttl > 0 then
-    redis.call('EXPIRE', key .. '#group', ttl)
-    redis.call('EXPIRE', group .. '#members', ttl)
-  end
-  copy_beside(key, group, values)
-end
-
-local function refresh_members(group)
-  local members = group .. '#members'
-  for _, key in ipairs(redis.call('SMEMBERS', members)) do
-    if redis.call('GET', key .. '#group') == group and redis.call('EXISTS', key) == 1 then
-      copy_beside(key, group, nil)
-    else
-      redis.call('SREM', members, key)
-    end
-  end
-end
 -- ---- end of targets and rep vs team -----------------------------------------------------------------
 
+local function watermark_of(stored)
+  return tonumber(string.sub(stored, 1, string.find(stored, ' ', 1, true) - 1))
+end
+
+local function fields_of(stored)
+  return cjson.decode(string.sub(stored, string.find(stored, ' ', 1, true) + 1))
+end
+
+local position = {}
+for i, entry in ipairs(payload.keys) do position[entry[1]] = i end
+
 local changed = {}
-for _, entry in ipairs(payload.keys) do
-  local key, ttl, partials = entry[1], entry[2], entry[3]
-  local parts = key .. '#parts'
-  local any = false
-  for _, partial in ipairs(partials) do
-    local partition, wm, fields = partial[1], partial[2], partial[3]
-    local pkey = key .. '#p' .. partition
-    local stored = tonumber(redis.call('HGET', pkey, '_wm') or '-1')
-    if wm >= stored then
-      redis.call('DEL', pkey)
-      local args = {'_wm', tostring(wm)}
-      for f, v in pairs(fields) do
-        args[#args + 1] = f
-        args[#args + 1] = string.format('%.15g', v)
-      end
-      redis.call('HSET', pkey, unpack(args))
-      redis.call('SADD', parts, pkey)
-      if ttl > 0 then redis.call('EXPIRE', pkey, ttl) end
-      any = true
+for index, entry in ipairs(payload.keys) do
+  local key, ttl, partials, group = entry[1], entry[2], entry[3], entry[4]
+  if group == cjson.null then group = nil end
+  local pkey = key .. '#partials'
+  local stored, old_group = {}, nil
+  local kv = redis.call('HGETALL', pkey)
+  for j = 1, #kv, 2 do
+    if kv[j] == '_group' then
+      if kv[j + 1] ~= '' then old_group = kv[j + 1] end
+    else
+      stored[kv[j]] = kv[j + 1]
     end
   end
-  if any then
+  local args = {}
+  for _, partial in ipairs(partials) do
+    local partition, wm, value = tostring(partial[1]), partial[2], partial[3]
+    local current = stored[partition]
+    if current == nil or wm >= watermark_of(current) then
+      stored[partition] = value
+      args[#args + 1] = partition
+      args[#args + 1] = value
+    end
+  end
+  if #args > 0 then
+    if beside ~= nil and group ~= old_group then
+      args[#args + 1] = '_group'
+      args[#args + 1] = group or ''
+      if old_group ~= nil and old_group ~= '' then redis.call('SREM', old_group .. '#members', key) end
+      if group ~= nil then
+        redis.call('SADD', group .. '#members', key)
+        if ttl > 0 then redis.call('EXPIRE', group .. '#members', ttl) end
+      end
+    end
+    redis.call('HSET', pkey, unpack(args))
     local total, order = {}, {}
-    for _, part in ipairs(redis.call('SMEMBERS', parts)) do
-      local kv = redis.call('HGETALL', part)
-      for j = 1, #kv, 2 do
-        local f = kv[j]
-        if f ~= '_wm' then
-          if total[f] == nil then
-            order[#order + 1] = f
-            total[f] = 0
-          end
-          merge_field(total, f, tonumber(kv[j + 1]))
+    for _, value in pairs(stored) do
+      for f, v in pairs(fields_of(value)) do
+        if total[f] == nil then
+          order[#order + 1] = f
+          total[f] = 0
         end
+        merge_field(total, f, v)
       end
     end
     if spec ~= nil then derive(total, order) end
     add_attainment(total, order)
+    if beside ~= nil then
+      if group ~= nil then
+        local team = team_values(group)
+        for _, rate in ipairs(beside) do
+          if team[rate] ~= nil then put(total, order, 'team_' .. rate, team[rate]) end
+        end
+      else
+        written[key] = total
+      end
+    end
     redis.call('DEL', key)
     local targs, values = {}, {}
     for _, f in ipairs(order) do
@@ -201,11 +232,20 @@ for _, entry in ipairs(payload.keys) do
     if #targs > 0 then redis.call('HSET', key, unpack(targs)) end
     if ttl > 0 then
       redis.call('EXPIRE', key, ttl)
-      redis.call('EXPIRE', parts, ttl)
+      redis.call('EXPIRE', pkey, ttl)
     end
-    if beside ~= nil then
-      link_group(key, entry[4], ttl, values)
-      refresh_members(key)
+    if beside ~= nil and group == nil then
+      -- a team total: refresh the copies of its reps that this call does not rewrite after it
+      local members = key .. '#members'
+      for _, member in ipairs(redis.call('SMEMBERS', members)) do
+        if (position[member] or 0) <= index then
+          if redis.call('EXISTS', member) == 1 then
+            refresh_member(member, total)
+          else
+            redis.call('SREM', members, member)
+          end
+        end
+      end
     end
     changed[#changed + 1] = {key = key, values = values}
   end

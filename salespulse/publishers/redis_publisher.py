@@ -1,7 +1,7 @@
 """Redis output: per-partition partial hashes merged into totals by one atomic Lua script, plus pub/sub.
 
 Key schema (docs/outputs.md): ``salespulse:<family>:<scope>:<id>:<window>`` is a hash of totals;
-``...#p<partition>`` the partial of one partition (with ``_wm``), ``...#parts`` the set of partials.
+``...#partials`` a hash of every partition's partial (``<watermark> <fields as JSON>`` per partition).
 Every flush is one pipelined round trip; each script call publishes one message on
 ``salespulse:updates`` listing the keys it changed and their new totals.
 """
@@ -51,8 +51,8 @@ class RedisPublisher:
             by_family[partial.family][partial.redis_key].append(partial)
         async with self.client.pipeline(transaction=False) as pipe:
             for family, keys in by_family.items():
-                # Group totals (teams) before the keys that copy from them (reps).
-                items = sorted(keys.items(), key=lambda item: item[1][0].group_key is not None)
+                # Each group total (a team) just before the keys that copy from it (its reps).
+                items = sorted(keys.items(), key=_group_first)
                 for start in range(0, len(items), _KEYS_PER_CALL):
                     payload = {
                         "channel": self.channel,
@@ -63,7 +63,7 @@ class RedisPublisher:
                             [
                                 key,
                                 max(p.ttl_s for p in group),
-                                [[p.partition, p.watermark, p.fields] for p in group],
+                                [[p.partition, p.watermark, f"{p.watermark} {orjson.dumps(p.fields).decode()}"] for p in group],
                                 next((p.group_key for p in reversed(group) if p.group_key), None),
                             ]
                             for key, group in items[start : start + _KEYS_PER_CALL]
@@ -72,3 +72,9 @@ class RedisPublisher:
                     await self._script(keys=[], args=[orjson.dumps(payload)], client=pipe)
             results = await pipe.execute()
         return sum(int(r) for r in results)
+
+
+def _group_first(item: tuple[str, list[Partial]]) -> tuple[str, bool]:
+    key, partials = item
+    group = next((p.group_key for p in reversed(partials) if p.group_key), None)
+    return (group or key, group is not None)

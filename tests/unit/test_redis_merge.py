@@ -48,6 +48,15 @@ async def totals(client: aioredis.Redis, key: str = KEY) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
 
 
+async def stored_partial(client: aioredis.Redis, partition: int, key: str = KEY) -> tuple[int, dict[str, float]] | None:
+    """The watermark and fields ``key#partials`` holds for a partition (None: nothing)."""
+    raw = await client.hget(f"{key}#partials", str(partition))
+    if raw is None:
+        return None
+    watermark, fields = raw.split(b" ", 1)
+    return int(watermark), orjson.loads(fields)
+
+
 async def test_partials_of_two_partitions_sum_into_the_total_hash(redis_client: aioredis.Redis) -> None:
     publisher = RedisPublisher(redis_client)
     changed = await publisher.publish(
@@ -58,15 +67,9 @@ async def test_partials_of_two_partitions_sum_into_the_total_hash(redis_client: 
     )
     assert changed == 1  # one total hash, rewritten once for both partitions
     assert await totals(redis_client) == {"call:connected": 3, "call": 3, "email_sent": 3, "total": 6}
-    assert await totals(redis_client, f"{KEY}#p0") == {"_wm": 5, "call:connected": 1, "call": 1, "total": 1}
-    assert await totals(redis_client, f"{KEY}#p1") == {
-        "_wm": 9,
-        "call:connected": 2,
-        "email_sent": 3,
-        "call": 2,
-        "total": 5,
-    }
-    assert await redis_client.smembers(f"{KEY}#parts") == {f"{KEY}#p0".encode(), f"{KEY}#p1".encode()}
+    assert await stored_partial(redis_client, 0) == (5, {"call:connected": 1, "call": 1, "total": 1})
+    assert await stored_partial(redis_client, 1) == (9, {"call:connected": 2, "email_sent": 3, "call": 2, "total": 5})
+    assert await redis_client.hlen(f"{KEY}#partials") == 2
 
 
 async def test_partials_published_in_separate_calls_also_sum(redis_client: aioredis.Redis) -> None:
@@ -99,7 +102,7 @@ async def test_partial_with_a_lower_watermark_than_stored_is_ignored(redis_clien
     # a worker that lost partition 0 still flushes its older view
     assert await publisher.publish([partial(0, 7, {"call": 1, "visit": 9, "total": 10})]) == 0
     assert await totals(redis_client) == {"call": 6, "total": 6}
-    assert await totals(redis_client, f"{KEY}#p0") == {"_wm": 10, "call": 5, "total": 5}
+    assert await stored_partial(redis_client, 0) == (10, {"call": 5, "total": 5})
 
 
 async def test_stale_partial_in_a_mixed_batch_leaves_the_others_applied(redis_client: aioredis.Redis) -> None:
@@ -127,7 +130,7 @@ async def test_field_missing_from_a_new_partial_contributes_zero_for_that_partit
     assert await totals(redis_client) == {"call": 2, "visit": 5, "total": 7}
     await publisher.publish([partial(0, 2, {"call": 3, "total": 3})])  # partition 0 has no visit any more
     assert await totals(redis_client) == {"call": 3, "visit": 4, "total": 7}
-    assert "visit" not in await totals(redis_client, f"{KEY}#p0")
+    assert await stored_partial(redis_client, 0) == (2, {"call": 3, "total": 3})
     await publisher.publish([partial(1, 2, {"total": 0})])  # and now neither partition has one
     assert (await totals(redis_client)).get("visit", 0) == 0
     assert (await totals(redis_client)).get("call") == 3
@@ -136,14 +139,14 @@ async def test_field_missing_from_a_new_partial_contributes_zero_for_that_partit
 async def test_ttl_is_applied_to_total_partial_and_parts_when_positive(redis_client: aioredis.Redis) -> None:
     key = "salespulse:activity:rep:anna:day:2026-11-22"
     await RedisPublisher(redis_client).publish([partial(0, 1, {"total": 1}, key=key, ttl_s=120)])
-    for name in (key, f"{key}#p0", f"{key}#parts"):
+    for name in (key, f"{key}#partials"):
         ttl = await redis_client.ttl(name)
         assert 0 < ttl <= 120, name
 
 
 async def test_no_ttl_when_ttl_is_zero(redis_client: aioredis.Redis) -> None:
     await RedisPublisher(redis_client).publish([partial(0, 1, {"total": 1}, ttl_s=0)])
-    for name in (KEY, f"{KEY}#p0", f"{KEY}#parts"):
+    for name in (KEY, f"{KEY}#partials"):
         assert await redis_client.ttl(name) == -1, name
 
 
@@ -153,7 +156,7 @@ async def test_ttl_is_refreshed_by_each_publication(redis_client: aioredis.Redis
     await publisher.publish([partial(0, 1, {"total": 1}, key=key, ttl_s=60)])
     await publisher.publish([partial(1, 1, {"total": 1}, key=key, ttl_s=3600)])
     assert 60 < await redis_client.ttl(key) <= 3600
-    assert 60 < await redis_client.ttl(f"{key}#parts") <= 3600
+    assert 60 < await redis_client.ttl(f"{key}#partials") <= 3600
 
 
 async def _next_message(pubsub: Any, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -259,7 +262,7 @@ async def test_rendered_activity_partials_of_two_partitions_merge_to_the_batch_t
     assert await redis_client.ttl("salespulse:activity:rep:anna:all") == -1
 
 
-async def test_totals_kept_by_differences_equal_a_rebuild_from_the_stored_partials(redis_client: aioredis.Redis) -> None:
+async def test_a_total_equals_a_rebuild_from_the_stored_partials(redis_client: aioredis.Redis) -> None:
     rng = random.Random(7)
     publisher = RedisPublisher(redis_client, derived={"lead_response": redis_derived_spec()})
     fields = ["created", "touched", "within_sla", "response_sum_s", *BUCKET_FIELDS[:4]]
@@ -275,8 +278,9 @@ async def test_totals_kept_by_differences_equal_a_rebuild_from_the_stored_partia
     for key in keys:
         merged = await totals(redis_client, key)
         # Without its total, the next publication rebuilds it as the sum of every stored partial.
-        stored = await totals(redis_client, f"{key}#p0")
-        wm = int(stored.pop("_wm"))
+        found = await stored_partial(redis_client, 0, key)
+        assert found is not None
+        wm, stored = found
         await redis_client.delete(key)
         await publisher.publish([partial(0, wm, stored, key=key, family="lead_response")])
         rebuilt = await totals(redis_client, key)
