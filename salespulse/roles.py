@@ -135,7 +135,9 @@ def _worker_services(
     gc.set_threshold(50_000, 20, 100)
     runtime = WorkerRuntime(settings, registry, redis_client)
     readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
-    services: list[Service] = [runtime.flusher, runtime.alert_clock]
+    services: list[Service] = [runtime.flusher]
+    if runtime.alert_clock is not None:
+        services.append(runtime.alert_clock)
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:

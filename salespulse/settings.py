@@ -8,6 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The metric families a worker can run, in the order it renders them.
+METRIC_FAMILIES = ("activity", "lead_response", "pipeline", "engagement")
+
 #: Contract limits of the generic webhook endpoint.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 500
@@ -45,6 +48,11 @@ class Settings(BaseSettings):
     flush_slow_budget: int = Field(
         250, ge=1, description="per flush, at most this many week/month/rolling aggregates (all-time and today: all)"
     )
+    families: str = Field(
+        ",".join(METRIC_FAMILIES),
+        description="comma-separated metric families this worker runs (docs/operations.md: split them across "
+        "consumer groups to scale out)",
+    )
     batch_max_events: int = Field(2000, ge=1, description="events per worker batch")
     batch_within_ms: int = Field(100, ge=1, description="longest wait to fill a worker batch")
     commit_interval_s: float = Field(2.8, gt=0, description="worker: how often consumed offsets are committed")
@@ -65,6 +73,22 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(METRIC_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown metric families {unknown}; known: {', '.join(METRIC_FAMILIES)}")
+        if not names:
+            raise ValueError(f"name at least one metric family of {', '.join(METRIC_FAMILIES)}")
+        return ",".join(name for name in METRIC_FAMILIES if name in names)
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """The metric families this worker runs, in rendering order."""
+        return tuple(self.families.split(","))
 
     @field_validator("pipedrive_basic_auth")
     @classmethod

@@ -9,12 +9,13 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from salespulse.settings import METRIC_FAMILIES
+
 log = logging.getLogger(__name__)
 
 EVENTS_TOPIC = "salespulse.events"
 DLQ_TOPIC = "salespulse.events.dlq"
 ALERTS_TOPIC = "salespulse.alerts"
-METRIC_FAMILIES = ("activity", "lead_response", "pipeline", "engagement")
 #: Header ``salespulse replay`` puts on the events it writes: measured like any other, never alerted on.
 REPLAY_HEADER = "salespulse-replay"
 

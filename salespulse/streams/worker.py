@@ -200,19 +200,26 @@ class WorkerRuntime:
             currency=config.currency,
             team_of_rep=config.team_of_rep,
         )
-        self.config_quotas = config_quota_events(config.quotas, config.currency)
-        families = [self.activity, self.lead_response, self.pipeline, self.engagement]
+        enabled = settings.family_names
+        # Quotas from the config enter as events only the pipeline family reads.
+        self.config_quotas = config_quota_events(config.quotas, config.currency) if "pipeline" in enabled else []
+        families = [family for family in (self.activity, self.lead_response, self.pipeline, self.engagement)
+                    if family.name in enabled]
         self.processor = BatchProcessor(
             DedupIndex(self.table, settings.dedup_horizon_hours * 3600), families, self._dead_letter
         )
         self.health = WorkerHealth(registry)
-        registry.register(ActivityCollector(self.activity, self.owned_partitions))
-        registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
+        if "activity" in enabled:
+            registry.register(ActivityCollector(self.activity, self.owned_partitions))
+        if "lead_response" in enabled:
+            registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
-        registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
-        registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
+        if "pipeline" in enabled:
+            registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
+        if "engagement" in enabled:
+            registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -231,7 +238,8 @@ class WorkerRuntime:
             max_pending=settings.flush_max_updates,
             slow_budget=settings.flush_slow_budget,
         )
-        self.alert_clock = AlertClock(
+        #: SLA alerts come from the lead response family's lead states: None when it does not run here.
+        self.alert_clock = None if "lead_response" not in enabled else AlertClock(
             self.lead_response,
             self.owned_partitions,
             AlertSinks(redis_client, settings.kafka_bootstrap),
