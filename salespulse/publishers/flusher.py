@@ -1,7 +1,9 @@
 """The publishing loop: every flush interval (or sooner when many updates wait), render and publish.
 
 Renders dirty aggregates of the partitions this worker owns into absolute partials and sends them to
-Redis and the metric topics. A failed sink keeps its partials (newest per key) for the next flush,
+Redis and the metric topics. Redis gets each family's live windows (all time, today) as soon as that
+family is rendered, while the next one renders, then the long windows of all; the metric topics get
+everything at their own pace. A failed sink keeps its partials (newest per key) for the next flush,
 so an outage delays numbers but loses none.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from mode import Service
 
 from salespulse.metrics.windows import hour_bucket
-from salespulse.publishers.partials import Partial
+from salespulse.publishers.partials import Partial, is_live
 from salespulse.publishers.prometheus import WorkerHealth
 from salespulse.publishers.redis_publisher import RedisPublisher
 from salespulse.publishers.topic_publisher import TopicPublisher
@@ -48,16 +50,15 @@ class _Sink:
         if not force and time.monotonic() - self._last_sent < self.min_interval_s:
             return
         self._last_sent = time.monotonic()
-        pending = list(self.backlog.values())
+        # Take the whole backlog: calls that overlap (one per family) send disjoint sets.
+        pending, self.backlog = self.backlog, {}
         try:
-            await self.send(pending)  # type: ignore[misc]
+            await self.send(list(pending.values()))  # type: ignore[misc]
         except Exception as exc:
             health.publish_errors.labels(self.name).inc()
             log.warning("publishing to %s failed (%d partials kept for the next flush): %r", self.name, len(pending), exc)
-            return
-        for partial in pending:
-            if self.backlog.get((partial.redis_key, partial.partition)) is partial:
-                del self.backlog[(partial.redis_key, partial.partition)]
+            for key, partial in pending.items():
+                self.backlog.setdefault(key, partial)  # a newer value queued meanwhile wins
 
 
 class Flusher(Service):
@@ -84,7 +85,8 @@ class Flusher(Service):
         self.max_pending = max_pending
         self.slow_budget = slow_budget
         # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
-        self.sinks = [_Sink("redis", redis.publish), _Sink("kafka", topics.publish, min_interval_s=2.0)]
+        self.redis_sink = _Sink("redis", redis.publish)
+        self.kafka_sink = _Sink("kafka", topics.publish, min_interval_s=2.0)
         self._wake = asyncio.Event()
         self._hour = hour_bucket(time.time())
         self._lock = asyncio.Lock()
@@ -136,10 +138,20 @@ class Flusher(Service):
                 for family in self.families:
                     family.mark_rolling_dirty(owned)
             partials: list[Partial] = []
+            later: list[Partial] = []
+            sending: list[asyncio.Task[None]] = []
             budget = None if force else max(1, self.slow_budget // len(self.families))
             for family in self.families:
-                partials += family.render(owned, now, slow_budget=budget)
-            await asyncio.gather(*(sink.flush(partials, self.health, force) for sink in self.sinks))
+                rendered = family.render(owned, now, slow_budget=budget)
+                partials += rendered
+                live = [p for p in rendered if is_live(p)]
+                later += [p for p in rendered if not is_live(p)]
+                # Redis merges this family's live windows while the next family renders.
+                sending.append(asyncio.create_task(self.redis_sink.flush(live, self.health, force)))
+                await asyncio.sleep(0)  # let the task write its commands before rendering goes on
+            sending.append(asyncio.create_task(self.redis_sink.flush(later, self.health, force)))
+            sending.append(asyncio.create_task(self.kafka_sink.flush(partials, self.health, force)))
+            await asyncio.gather(*sending)
             if partials:
                 self.health.flush_seconds.observe(time.perf_counter() - started)
             return len(partials)

@@ -18,3 +18,9 @@ class Partial(NamedTuple):
     record: dict[str, Any]
     #: For a per-rep partial of a family with ``beside_rates``: the Redis key of its team's total.
     group_key: str | None = None
+
+
+def is_live(partial: Partial) -> bool:
+    """True for the windows a flush sends first: all time, today and current snapshots (``now``)."""
+    window = partial.record.get("window", "")
+    return window in ("all", "now") or window.startswith("day:")

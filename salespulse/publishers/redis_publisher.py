@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from salespulse.publishers.partials import Partial
 
@@ -49,29 +50,41 @@ class RedisPublisher:
         by_family: dict[str, dict[str, list[Partial]]] = defaultdict(lambda: defaultdict(list))
         for partial in partials:
             by_family[partial.family][partial.redis_key].append(partial)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for family, keys in by_family.items():
-                # Each group total (a team) just before the keys that copy from it (its reps).
-                items = sorted(keys.items(), key=_group_first)
-                for start in range(0, len(items), _KEYS_PER_CALL):
-                    payload = {
-                        "channel": self.channel,
-                        "family": family,
-                        "derived": self.derived.get(family),
-                        "beside": self.beside.get(family),
-                        "keys": [
-                            [
-                                key,
-                                max(p.ttl_s for p in group),
-                                [[p.partition, p.watermark, f"{p.watermark} {orjson.dumps(p.fields).decode()}"] for p in group],
-                                next((p.group_key for p in reversed(group) if p.group_key), None),
-                            ]
-                            for key, group in items[start : start + _KEYS_PER_CALL]
-                        ],
-                    }
-                    await self._script(keys=[], args=[orjson.dumps(payload)], client=pipe)
-            results = await pipe.execute()
+        payloads: list[bytes] = []
+        for family, keys in by_family.items():
+            # Each group total (a team) just before the keys that copy from it (its reps).
+            items = sorted(keys.items(), key=_group_first)
+            for start in range(0, len(items), _KEYS_PER_CALL):
+                payload = {
+                    "channel": self.channel,
+                    "family": family,
+                    "derived": self.derived.get(family),
+                    "beside": self.beside.get(family),
+                    "keys": [
+                        [
+                            key,
+                            max(p.ttl_s for p in group),
+                            [[p.partition, p.watermark, f"{p.watermark} {orjson.dumps(p.fields).decode()}"] for p in group],
+                            next((p.group_key for p in reversed(group) if p.group_key), None),
+                        ]
+                        for key, group in items[start : start + _KEYS_PER_CALL]
+                    ],
+                }
+                payloads.append(orjson.dumps(payload))
+        try:
+            results = await self._evalsha(payloads)
+        except NoScriptError:  # a restarted Redis forgot the script: load it and send again (idempotent)
+            await self.client.script_load(self._script.script)
+            results = await self._evalsha(payloads)
         return sum(int(r) for r in results)
+
+    async def _evalsha(self, payloads: Sequence[bytes]) -> list[Any]:
+        # EVALSHA directly, not through a Script object: a pipeline of those first asks Redis whether the
+        # script exists, a round trip per flush before any command is sent.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                pipe.evalsha(self._script.sha, 0, payload)
+            return await pipe.execute()
 
 
 def _group_first(item: tuple[str, list[Partial]]) -> tuple[str, bool]:

@@ -286,3 +286,11 @@ async def test_a_total_equals_a_rebuild_from_the_stored_partials(redis_client: a
         rebuilt = await totals(redis_client, key)
         assert merged.keys() == rebuilt.keys()
         assert all(abs(merged[f] - rebuilt[f]) < 1e-9 for f in rebuilt), (key, merged, rebuilt)
+
+
+async def test_a_redis_that_forgot_the_script_gets_it_again_and_the_flush_goes_through(redis_client: aioredis.Redis) -> None:
+    publisher = RedisPublisher(redis_client)
+    await publisher.publish([partial(0, 1, {"total": 1})])
+    await redis_client.script_flush()  # as after a Redis restart
+    assert await publisher.publish([partial(1, 1, {"total": 2})]) == 1
+    assert await totals(redis_client) == {"total": 3}
