@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from aiohttp import web
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from salespulse.handlers.crm.endpoint import CrmWebhook
 from salespulse.handlers.webhooks import GenericWebhook, json_response
@@ -17,6 +18,16 @@ from salespulse.settings import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+class CollectedMetrics:
+    """Metric families already collected, offered to ``generate_latest`` like a registry."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
 
 
 def build_http_app(
@@ -39,8 +50,10 @@ def build_http_app(
         return json_response({"ready": all(checks.values()), "checks": checks}, 200 if all(checks.values()) else 503)
 
     async def metrics(_: web.Request) -> web.Response:
-        # In the loop, not a thread: collectors read worker state that only the loop mutates.
-        payload = generate_latest(registry)
+        # Collect in the loop (collectors read worker state that only the loop mutates), then format the
+        # snapshot in a thread: formatting is most of a scrape's cost, and the loop keeps consuming meanwhile.
+        snapshot = CollectedMetrics(list(registry.collect()))
+        payload = await asyncio.to_thread(generate_latest, snapshot)  # type: ignore[arg-type]
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
