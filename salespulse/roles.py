@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import logging
 import socket
@@ -26,6 +25,7 @@ from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
 from salespulse.settings import Settings
+from salespulse.streams.memory import GarbageCollection
 from salespulse.streams.topics import ensure_topics
 from salespulse.streams.worker import WorkerRuntime
 
@@ -130,12 +130,10 @@ def _worker_services(
     settings: Settings, registry: CollectorRegistry, with_ingest: bool
 ) -> tuple[faust.App, list[Service]]:
     redis_client = redis_client_for(settings.redis_url or "")
-    # The worker allocates many short-lived dicts per event: CPython's default first-generation
-    # threshold (700) makes the collector a fifth of its CPU (docs/performance.md), so collect rarer.
-    gc.set_threshold(50_000, 20, 100)
     runtime = WorkerRuntime(settings, registry, redis_client)
     readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
-    services: list[Service] = [runtime.flusher]
+    # The collector must not rescan the metric state in memory: see salespulse/streams/memory.py.
+    services: list[Service] = [GarbageCollection(), runtime.flusher]
     if runtime.alert_clock is not None:
         services.append(runtime.alert_clock)
     webhook = None
