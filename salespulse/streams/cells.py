@@ -60,6 +60,10 @@ class CellStore:
             found = cells[name] = {"wm": -1}
         return found
 
+    def loaded(self, partition: int) -> dict[str, Cell]:
+        """The cells of a loaded partition by name, to read in hot loops (create with ``cell``, mark with ``touch``)."""
+        return self._cells[partition]
+
     def get(self, partition: int, name: str) -> Cell | None:
         """The cell if it exists, without creating it."""
         return self._cells.get(partition, {}).get(name)
