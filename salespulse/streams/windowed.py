@@ -28,7 +28,6 @@ Dirty = tuple[int, str, str, str, str]
 #: Windows published on every flush; the others (week, month, rolling) share a budget per flush.
 LIVE_GRAINS = frozenset({"all", "day"})
 WindowSpec = tuple[str, str, str, float | None, int | None]  # (grain, bucket, cell name, end epoch, UTC hour)
-Sibling = Callable[[str, str], Mapping[str, Number]]  # (scope, id) -> fields in the same partition and window
 #: Windows a per-rep target applies to.
 TARGET_GRAINS = frozenset({"day", "week", "month"})
 
@@ -70,7 +69,6 @@ class WindowedFamily:
         self.partition_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
         self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
-        self._beside_pending: list[tuple[Partial, Sibling, str]] = []
         #: (partition, scope, id) -> (current hour, {span hours: sum of the span's completed hours}).
         self._rolling_base: dict[tuple[int, str, str], tuple[int, dict[int, dict[str, Number]]]] = {}
         #: Per partition, during a render: the UTC hours that have a cell, ascending (see ``_rolling``).
@@ -255,23 +253,14 @@ class WindowedFamily:
                 dirty.difference_update(deferred)
         updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         partials: list[Partial] = []
-        self._beside_pending: list[tuple[Partial, Sibling, str]] = []
         for partition, grain, bucket, scope, ident in dirty:
             if partition not in owned:
                 continue
             if grain == "rolling":
+                wm = self.partition_wm.get(partition, -1)
                 for span, hours in self.rolling_hours.items():
                     fields = self._rolling(partition, scope, ident, hours, now)
-                    wm = self.partition_wm.get(partition, -1)
-
-                    def rolling_sibling(s: str, i: str, p: int = partition, h: int = hours) -> Mapping[str, Number]:
-                        return self._rolling(p, s, i, h, now)
-
-                    partials.append(
-                        self._partial(
-                            partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at, rolling_sibling
-                        )
-                    )
+                    partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
                 continue
             cell = self.cells.get(partition, f"{grain}|{bucket}")
             if cell is None:
@@ -279,31 +268,36 @@ class WindowedFamily:
             fields = cell.get(scope, {}).get(ident, {})
             end = window_end_ts(grain, bucket, self.tz)
             ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
-            def sibling(s: str, i: str, cell: Cell = cell) -> Mapping[str, Number]:
-                return cell.get(s, {}).get(i, {})
-
             partials.append(
-                self._partial(
-                    partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at, sibling
-                )
+                self._partial(partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at)
             )
-        self._fill_team_counts(partials)
+        if self.beside_rates:
+            self._fill_team_counts(partials, now)
         return partials
 
-    def _fill_team_counts(self, partials: list[Partial]) -> None:
-        """Team fields beside each rep record: from the team partials of this render (a rep's change is its
-        team's too, so usually there), else looked up in the cells."""
-        pending, self._beside_pending = self._beside_pending, []
-        if not pending:
-            return
-        rendered = {
-            (p.partition, p.record["id"], p.record["window"]): p.record["counts"]
-            for p in partials
-            if p.record["scope"] == "team"
-        }
-        for partial, sibling, team in pending:
-            counts = rendered.get((partial.partition, team, partial.record["window"]))
-            partial.record["team_counts"] = counts if counts is not None else self.published_fields(sibling("team", team))
+    def _fill_team_counts(self, partials: list[Partial], now: float) -> None:
+        """Team fields beside each rep record (``group_key`` set): from the team partials of this render (a
+        rep's change is its team's too, so usually there), else read from the cells."""
+        rendered: dict[int, dict[str, dict[str, Number]]] = {}
+        for p in partials:
+            if p.record["scope"] == "team":
+                rendered.setdefault(p.partition, {})[p.redis_key] = p.record["counts"]
+        for partial in partials:
+            if partial.group_key is None:
+                continue
+            record = partial.record
+            counts = rendered.get(partial.partition, {}).get(partial.group_key)
+            if counts is None:
+                counts = self.published_fields(self._fields_in(partial.partition, record["window"], "team", record["team"], now))
+            record["team_counts"] = counts
+
+    def _fields_in(self, partition: int, window: str, scope: str, ident: str, now: float) -> Mapping[str, Number]:
+        """The raw fields of a scope id in a published window (``all``, ``day:2026-11-22``, ``rolling:7d`` ...)."""
+        grain, _, bucket = window.partition(":")
+        if grain == "rolling":
+            return self._rolling(partition, scope, ident, self.rolling_hours[bucket], now)
+        cell = self.cells.get(partition, f"{grain}|{bucket or ALL_TIME}")
+        return {} if cell is None else cell.get(scope, {}).get(ident, {})
 
     def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> dict[str, Number]:
         # Sum of the completed hours, cached until the hour turns or a late event lands in one of
@@ -354,8 +348,9 @@ class WindowedFamily:
         wm: int,
         ttl: int,
         updated_at: str,
-        sibling: Sibling | None = None,
     ) -> Partial:
+        """One partial; a rep's, in a family with ``beside_rates``, gets a ``group_key`` and its team's fields
+        (``team_counts``, filled in by ``_fill_team_counts`` once the render's partials are known)."""
         fields = self.published_fields(raw)
         record = self.record(scope, ident, window, partition, wm, fields, updated_at)
         group_key = None
@@ -382,8 +377,6 @@ class WindowedFamily:
             record=record,
             group_key=group_key,
         )
-        if group_key is not None and sibling is not None:
-            self._beside_pending.append((partial, sibling, record["team"]))
         return partial
 
     def record(
