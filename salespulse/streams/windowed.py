@@ -14,6 +14,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,8 @@ Dirty = tuple[int, str, str, str, str]
 #: Windows published on every flush; the others (week, month, rolling) share a budget per flush.
 LIVE_GRAINS = frozenset({"all", "day"})
 WindowSpec = tuple[str, str, str, float | None, int | None]  # (grain, bucket, cell name, end epoch, UTC hour)
+#: What a scope or id without fields reads as (shared, never written).
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 #: Windows a per-rep target applies to.
 TARGET_GRAINS = frozenset({"day", "week", "month"})
 
@@ -253,6 +256,7 @@ class WindowedFamily:
                 dirty.difference_update(deferred)
         updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         partials: list[Partial] = []
+        windows: dict[str, tuple[str, int]] = {}  # cell name -> (published window name, TTL): once per render
         for partition, grain, bucket, scope, ident in dirty:
             if partition not in owned:
                 continue
@@ -262,15 +266,17 @@ class WindowedFamily:
                     fields = self._rolling(partition, scope, ident, hours, now)
                     partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
                 continue
-            cell = self.cells.get(partition, f"{grain}|{bucket}")
+            name = f"{grain}|{bucket}"
+            cell = self.cells.get(partition, name)
             if cell is None:
                 continue
-            fields = cell.get(scope, {}).get(ident, {})
-            end = window_end_ts(grain, bucket, self.tz)
-            ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
-            partials.append(
-                self._partial(partition, scope, ident, window_name(grain, bucket), fields, cell["wm"], ttl, updated_at)
-            )
+            fields = cell.get(scope, _NO_FIELDS).get(ident, _NO_FIELDS)
+            window = windows.get(name)
+            if window is None:
+                end = window_end_ts(grain, bucket, self.tz)
+                ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
+                window = windows[name] = (window_name(grain, bucket), ttl)
+            partials.append(self._partial(partition, scope, ident, window[0], fields, cell["wm"], window[1], updated_at))
         if self.beside_rates:
             self._fill_team_counts(partials, now)
         return partials
@@ -366,18 +372,19 @@ class WindowedFamily:
                 group_key = f"{self.redis_prefix}:team:{team}:{window}"
                 record["team"] = team
                 record["team_counts"] = {}
-        partial = Partial(
-            family=self.name,
-            redis_key=f"{self.redis_prefix}:{scope}:{ident}:{window}",
-            partition=partition,
-            watermark=wm,
-            fields=fields,
-            ttl_s=ttl,
-            topic_key=f"{scope}:{ident}:{window}:p{partition}",
-            record=record,
-            group_key=group_key,
+        # Positional (family, redis_key, partition, watermark, fields, ttl_s, topic_key, record, group_key):
+        # twice as fast as keywords, and a render builds one per dirty aggregate.
+        return Partial(
+            self.name,
+            f"{self.redis_prefix}:{scope}:{ident}:{window}",
+            partition,
+            wm,
+            fields,
+            ttl,
+            f"{scope}:{ident}:{window}:p{partition}",
+            record,
+            group_key,
         )
-        return partial
 
     def record(
         self, scope: str, ident: str, window: str, partition: int, wm: int, fields: dict[str, Number], updated_at: str
