@@ -104,6 +104,7 @@ class WindowedFamily:
         cells = store.loaded(partition)
         dirty_add = self.dirty.add
         published = self.published_scopes
+        rolling_base = self._rolling_base
         everywhere = [delta for delta in deltas if delta[0] not in self.all_time_scopes]
         for grain, bucket, name, end, hour in self._windows(epoch):
             if only is not None and grain != only:
@@ -132,23 +133,21 @@ class WindowedFamily:
                     dirty_add((partition, grain, bucket, scope, ident))
                     continue
                 dirty_add((partition, "rolling", ALL_TIME, scope, ident))
-                if hour != current_hour:  # a completed hour changed: fold the change into its cached sums
-                    self._fold_into_rolling_base(partition, scope, ident, hour, current_hour, changes)
+                if hour == current_hour:
+                    continue
+                # A completed hour changed: fold the change into the cached sums of the spans holding it
+                # (``_rolling``), so they stay equal to their hours' cells.
+                key = (partition, scope, ident)
+                cached = rolling_base.get(key)
+                if cached is None:
+                    continue
+                if cached[0] != current_hour:
+                    del rolling_base[key]
+                    continue
+                for span, base in cached[1].items():
+                    if current_hour - span < hour < current_hour:
+                        add_fields(base, changes)
             store.touch(partition, name)
-
-    def _fold_into_rolling_base(
-        self, partition: int, scope: str, ident: str, hour: int, current_hour: int, changes: Mapping[str, Number]
-    ) -> None:
-        """Keep the cached sums of completed hours (``_rolling``) equal to the cells after a late change."""
-        cached = self._rolling_base.get((partition, scope, ident))
-        if cached is None:
-            return
-        if cached[0] != current_hour:
-            del self._rolling_base[(partition, scope, ident)]
-            return
-        for span, base in cached[1].items():
-            if current_hour - span < hour < current_hour:
-                add_fields(base, changes)
 
     def _windows(self, epoch: float) -> tuple[WindowSpec, ...]:
         """The cells an instant falls in, cached per quarter hour (all real UTC offsets are multiples)."""
