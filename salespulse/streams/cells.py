@@ -66,7 +66,8 @@ class CellStore:
 
     def get(self, partition: int, name: str) -> Cell | None:
         """The cell if it exists, without creating it."""
-        return self._cells.get(partition, {}).get(name)
+        cells = self._cells.get(partition)
+        return None if cells is None else cells.get(name)
 
     def touch(self, partition: int, name: str) -> None:
         """Mark a cell changed in the current batch, so ``write_touched`` persists it."""

@@ -325,13 +325,13 @@ class WindowedFamily:
             for hour in present[bisect_left(present, span_hours[0]) : bisect_left(present, current)]:
                 cell = self.cells.get(partition, f"hour|{hour}")
                 if cell is not None:
-                    fields = cell.get(scope, {}).get(ident)
+                    fields = cell.get(scope, _NO_FIELDS).get(ident)
                     if fields:
                         add_fields(base, fields)
         total = dict(base)
         cell: Cell | None = self.cells.get(partition, f"hour|{current}")
         if cell is not None:
-            fields = cell.get(scope, {}).get(ident)
+            fields = cell.get(scope, _NO_FIELDS).get(ident)
             if fields:
                 add_fields(total, fields)
         return total
