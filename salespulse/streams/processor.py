@@ -3,7 +3,8 @@
 Works on plain ``(partition, offset, raw bytes)`` records, so it runs the same under Faust, in unit
 tests and in the benchmark. Per partition, in offset order: a record that does not parse goes to the
 dead-letter callback with the reason (its neighbours go on); a redelivered ``event_id`` is skipped;
-every family applies the event; then the new ids and the touched cells are written, ids first.
+every family applies the admitted events (one family after the other); then the new ids and the
+touched cells are written, ids first.
 
 Two phases, so that follow-up events (internal links from a deal's partition to its lead's and back)
 are never lost: ``stage`` applies a batch in memory and collects the follow-ups, the caller delivers

@@ -305,7 +305,7 @@ class WindowedFamily:
         if grain == "rolling":
             return self._rolling(partition, scope, ident, self.rolling_hours[bucket], now)
         cell = self.cells.get(partition, f"{grain}|{bucket or ALL_TIME}")
-        return {} if cell is None else cell.get(scope, {}).get(ident, {})
+        return _NO_FIELDS if cell is None else cell.get(scope, _NO_FIELDS).get(ident, _NO_FIELDS)
 
     def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> dict[str, Number]:
         # Sum of the completed hours, cached until the hour turns or a late event lands in one of
