@@ -60,9 +60,14 @@ class CellStore:
             found = cells[name] = {"wm": -1}
         return found
 
+    def loaded(self, partition: int) -> dict[str, Cell]:
+        """The cells of a loaded partition by name, to read in hot loops (create with ``cell``, mark with ``touch``)."""
+        return self._cells[partition]
+
     def get(self, partition: int, name: str) -> Cell | None:
         """The cell if it exists, without creating it."""
-        return self._cells.get(partition, {}).get(name)
+        cells = self._cells.get(partition)
+        return None if cells is None else cells.get(name)
 
     def touch(self, partition: int, name: str) -> None:
         """Mark a cell changed in the current batch, so ``write_touched`` persists it."""

@@ -3,7 +3,8 @@
 Works on plain ``(partition, offset, raw bytes)`` records, so it runs the same under Faust, in unit
 tests and in the benchmark. Per partition, in offset order: a record that does not parse goes to the
 dead-letter callback with the reason (its neighbours go on); a redelivered ``event_id`` is skipped;
-every family applies the event; then the new ids and the touched cells are written, ids first.
+every family applies the admitted events (one family after the other); then the new ids and the
+touched cells are written, ids first.
 
 Two phases, so that follow-up events (internal links from a deal's partition to its lead's and back)
 are never lost: ``stage`` applies a batch in memory and collects the follow-ups, the caller delivers
@@ -177,31 +178,48 @@ class BatchProcessor:
         self.totals.add(stats)
 
     def _apply_partition(self, partition: int, group: list[Record], now: float, stats: BatchStats) -> None:
+        """Parse and admit a partition's records, then let each family apply all of them in offset order.
+
+        Family by family rather than event by event: the families share nothing, so the cells reach the
+        same values either way, and one family's working set stays in the CPU caches for the whole
+        batch (interleaving four families per event made each of them about a third slower). An event
+        that fails in a family is dead-lettered and skipped by the families after it, as when they were
+        applied per event; dead letters go out in record order.
+        """
         self.ensure_loaded(partition)
         admit = self.dedup.admit
-        families = self.families
-        by_type = stats.by_type
-        for record in group:
+        admitted: list[tuple[int, int, Event, float | None]] = []  # (index in group, offset, event, arrived)
+        failed: dict[int, str] = {}  # index in group -> why it is dead-lettered
+        for index, record in enumerate(group):
             offset, raw = record[1], record[2]
             # When the event was written to the log: the same on every replay, unlike ``now``.
             arrived = record[3] if len(record) > 3 else None  # type: ignore[misc]
             try:
                 event = event_from_json(raw)
             except ValidationError as exc:
-                self._dead_letter(record, describe_validation_error(exc), stats)
+                failed[index] = describe_validation_error(exc)
                 continue
             if not admit(partition, event.event_id, offset):
                 stats.duplicates += 1
                 continue
-            try:
-                for family in families:
-                    family.apply(partition, offset, event, now, arrived=arrived)
-            except Exception as exc:  # a bug must cost one event, not the agent
-                log.exception("event at %s/%s failed in a metric family", partition, offset)
-                self._dead_letter(record, f"processing error: {type(exc).__name__}: {exc}", stats)
-                continue
-            stats.processed += 1
-            by_type[event.type] = by_type.get(event.type, 0) + 1
+            admitted.append((index, offset, event, arrived))
+        for family in self.families:
+            apply = family.apply
+            for index, offset, event, arrived in admitted:
+                if failed and index in failed:
+                    continue
+                try:
+                    apply(partition, offset, event, now, arrived=arrived)
+                except Exception as exc:  # a bug must cost one event, not the agent
+                    log.exception("event at %s/%s failed in a metric family", partition, offset)
+                    failed[index] = f"processing error: {type(exc).__name__}: {exc}"
+        by_type = stats.by_type
+        for index, _offset, event, _arrived in admitted:
+            if index not in failed:
+                stats.processed += 1
+                by_type[event.type] = by_type.get(event.type, 0) + 1
+        for index in sorted(failed):
+            self._dead_letter(group[index], failed[index], stats)
 
     def _dead_letter(self, record: Record, reason: str, stats: BatchStats) -> None:
         stats.dead_lettered += 1

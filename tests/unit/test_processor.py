@@ -361,6 +361,37 @@ def test_event_that_fails_in_a_family_is_dead_lettered_and_its_neighbours_count(
     assert rep_counts(w.table) == {"anna": {"call:connected": 2}}
 
 
+def test_an_event_failing_in_one_family_stays_in_the_families_before_it_and_dead_letters_keep_record_order() -> None:
+    """Families apply a batch one after the other: the failing event is kept by the families that ran before the
+    failing one (as when it was applied event by event), skipped by those after, dead-lettered once, in record order."""
+    table: dict[str, bytes] = {}
+    dead: list[tuple[Record, str]] = []
+    first, second, third = (
+        ActivityFamily(CellStore(table, prefix), UTC, 35 * DAY, team_of_rep=TEAMS) for prefix in ("a1", "a2", "a3")
+    )
+    original = second.apply
+
+    def failing_apply(partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+        if event.event_id == "x":
+            raise RuntimeError("boom")
+        return original(partition, offset, event, now, arrived)
+
+    second.apply = failing_apply  # type: ignore[method-assign]
+    processor = BatchProcessor(DedupIndex(table, 72 * HOUR), [first, second, third], lambda r, why: dead.append((r, why)))
+    batch = records(0, [ev("c1"), ev("x"), ev("c2")])
+    batch.append((0, 3, b"{not json"))
+    stats = processor.process(batch, NOW)
+    assert (stats.processed, stats.dead_lettered) == (2, 2)
+    assert [(record[1], why.split(":")[0]) for record, why in dead] == [(1, "processing error"), (3, "(event)")]
+
+    def counted(prefix: str) -> dict[str, int]:
+        return orjson.loads(table[f"0|{prefix}|all|-"])["rep"]["anna"]
+
+    assert counted("a1") == {"call:connected": 3}, "the family before the failing one applied it"
+    assert counted("a2") == {"call:connected": 2}
+    assert counted("a3") == {"call:connected": 2}, "the family after the failing one skipped it"
+
+
 # --- partitions -------------------------------------------------------------------------------------------------
 
 
