@@ -50,6 +50,11 @@ infra_options = [
     click.option("--redis-url", help="redis://host:port/db [env SALESPULSE_REDIS_URL]"),
     click.option("--partitions", type=int, help="partitions of salespulse.events [env SALESPULSE_PARTITIONS, 4]"),
 ]
+families_option = click.option(
+    "--families",
+    help="comma-separated metric families to run: activity, lead_response, pipeline, engagement "
+    "[env SALESPULSE_FAMILIES, all]",
+)
 log_option = click.option(
     "--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
@@ -75,6 +80,7 @@ def main() -> None:
 
 @main.command()
 @_apply(http_options + infra_options)
+@families_option
 @click.option("--simulate/--no-simulate", default=False, help="Also send realistic synthetic CRM traffic to itself.")
 @click.option("--leads-per-minute", default=30.0, show_default=True, help="New leads per real minute.")
 @click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
@@ -109,11 +115,13 @@ def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, 
 
 @main.command()
 @_apply(http_options + infra_options)
+@families_option
 @log_option
 def worker(loglevel: str, **flags: Any) -> None:
     """A stream worker: consumes salespulse.events, keeps tables, publishes to Redis, metric topics, /metrics.
 
-    Start several with the same SALESPULSE_APP_ID to share the partitions.
+    Start several with the same SALESPULSE_APP_ID to share the partitions; run families in separate
+    groups (another SALESPULSE_APP_ID each, --families) to split the work (docs/operations.md).
     """
     from salespulse.roles import run_worker
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -30,3 +33,13 @@ def test_an_empty_family_list_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("SALESPULSE_FAMILIES", " , ")
     with pytest.raises(ValidationError, match="name at least one metric family"):
         Settings()
+
+
+def test_the_worker_command_refuses_an_unknown_family_flag_before_starting_anything() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "salespulse", "worker", "--families", "activity,forecast"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    said = done.stdout + done.stderr
+    assert "SALESPULSE_FAMILIES" in said and "forecast" in said
