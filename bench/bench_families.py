@@ -44,14 +44,14 @@ sys.path.insert(0, _CODE or str(Path(__file__).resolve().parent.parent))
 from salespulse.config import Config  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
-from salespulse.streams.activity import ActivityFamily  # noqa: E402
-from salespulse.streams.cells import CellStore  # noqa: E402
-from salespulse.streams.dedup import DedupIndex  # noqa: E402
-from salespulse.streams.engagement import EngagementFamily  # noqa: E402
-from salespulse.streams.lead_response import LeadResponseFamily  # noqa: E402
-from salespulse.streams.pipeline import PipelineFamily  # noqa: E402
-from salespulse.streams.processor import BatchProcessor  # noqa: E402
-from salespulse.streams.record_log import RecordLog  # noqa: E402
+from salespulse.families.activity.family import ActivityFamily  # noqa: E402
+from salespulse.engine.cells import CellStore  # noqa: E402
+from salespulse.engine.dedup import DedupIndex  # noqa: E402
+from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
+from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402
+from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
+from salespulse.engine.processor import BatchProcessor  # noqa: E402
+from salespulse.engine.record_log import RecordLog  # noqa: E402
 
 Record = tuple[int, int, bytes]
 FAMILY_SETS: dict[str, tuple[str, ...]] = {

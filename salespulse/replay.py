@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from salespulse.models.errors import field_errors
 from salespulse.models.events import INTERNAL_EVENT_TYPES, MAX_FUTURE_SKEW, Event, EventAdapter, event_to_json
-from salespulse.streams.topics import EVENTS_TOPIC, REPLAY_HEADER
+from salespulse.topics import EVENTS_TOPIC, REPLAY_HEADER
 
 #: Events sent between two position-file updates.
 CHUNK = 500

@@ -25,9 +25,9 @@ from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
 from salespulse.settings import Settings
-from salespulse.streams.memory import GarbageCollection
-from salespulse.streams.topics import ensure_topics
-from salespulse.streams.worker import WorkerRuntime
+from salespulse.engine.memory import GarbageCollection
+from salespulse.topics import ensure_topics
+from salespulse.engine.worker import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _worker_services(
     redis_client = redis_client_for(settings.redis_url or "")
     runtime = WorkerRuntime(settings, registry, redis_client)
     readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
-    # The collector must not rescan the metric state in memory: see salespulse/streams/memory.py.
+    # The collector must not rescan the metric state in memory: see salespulse/engine/memory.py.
     services: list[Service] = [GarbageCollection(), runtime.flusher]
     if runtime.alert_clock is not None:
         services.append(runtime.alert_clock)

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from salespulse.models.events import Event, event_to_json
-from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
+from salespulse.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
 
 
 class EventLogUnavailable(Exception):

@@ -22,7 +22,7 @@ import yaml
 from salespulse.cli import main as cli_main
 from tests.integration import dashboard as board
 from salespulse.settings import Settings
-from salespulse.streams.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, METRIC_FAMILIES, metrics_topic
+from salespulse.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, METRIC_FAMILIES, metrics_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

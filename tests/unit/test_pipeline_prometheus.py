@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
 
-from salespulse.publishers.prometheus import PipelineCollector
+from salespulse.outputs.prometheus import PipelineCollector
 from tests.unit.test_pipeline import (
     DAY,
     NOW,

@@ -18,8 +18,8 @@ from salespulse.models.metrics import METRIC_RECORDS
 from salespulse.models.events import EVENT_TYPES, EventAdapter, event_to_json
 from salespulse.models.metrics import ActivityPartial
 from salespulse.models.schema_export import export_schemas, rendered_schemas, stale_schemas
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
 from tests.unit.test_event_models import EXAMPLES, example
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,14 +19,14 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
-from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
-from salespulse.metrics import engagement as engagement_metrics
-from salespulse.metrics.lead_response import redis_derived_spec
-from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_spec
+from salespulse.families.business_hours import add_business_seconds, business_seconds_between
+from salespulse.families.engagement import rules as engagement_metrics
+from salespulse.families.lead_response.rules import redis_derived_spec
+from salespulse.families.pipeline.rules import redis_derived_spec as pipeline_derived_spec
 from salespulse.models.events import Event, event_to_json
-from salespulse.publishers.alerts import AlertClock, AlertSinks
-from salespulse.publishers.flusher import Flusher
-from salespulse.publishers.prometheus import (
+from salespulse.outputs.alerts import AlertClock, AlertSinks
+from salespulse.engine.flusher import Flusher
+from salespulse.outputs.prometheus import (
     ActivityCollector,
     ConsumerLagCollector,
     EmailEventsCollector,
@@ -34,21 +34,21 @@ from salespulse.publishers.prometheus import (
     PipelineCollector,
     WorkerHealth,
 )
-from salespulse.publishers.redis_publisher import RedisPublisher
-from salespulse.publishers.topic_publisher import TopicPublisher
+from salespulse.outputs.redis import RedisPublisher
+from salespulse.outputs.topics import TopicPublisher
 from salespulse.settings import Settings
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.batch_consumer import BatchAgent
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.engagement import EngagementFamily
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.pipeline import PipelineFamily, config_quota_events
-from salespulse.streams.record_log import RecordLog
-from salespulse.streams.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
-from salespulse.streams.tables import PartitionKeyedTable
-from salespulse.streams.transport import SalespulseApp
-from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.faust.batch_consumer import BatchAgent
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.pipeline.family import PipelineFamily, config_quota_events
+from salespulse.engine.record_log import RecordLog
+from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
+from salespulse.engine.faust.tables import PartitionKeyedTable
+from salespulse.engine.faust.app import SalespulseApp
+from salespulse.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 
 from mode import Service
 
-from salespulse.metrics.windows import hour_bucket
-from salespulse.publishers.partials import Partial, is_live
-from salespulse.publishers.prometheus import WorkerHealth
-from salespulse.publishers.redis_publisher import RedisPublisher
-from salespulse.publishers.topic_publisher import TopicPublisher
-from salespulse.streams.windowed import WindowedFamily
+from salespulse.families.windows import hour_bucket
+from salespulse.outputs.aggregates import Partial, is_live
+from salespulse.outputs.prometheus import WorkerHealth
+from salespulse.outputs.redis import RedisPublisher
+from salespulse.outputs.topics import TopicPublisher
+from salespulse.families.windowed import WindowedFamily
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 
 import orjson
 
-from salespulse.streams.tables import table_key
+from salespulse.engine.faust.tables import table_key
 
 _PREFIX = "dedup"
 

@@ -15,8 +15,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from salespulse.publishers.partials import Partial
-from salespulse.streams.topics import broker_reachable, metrics_topic
+from salespulse.outputs.aggregates import Partial
+from salespulse.topics import broker_reachable, metrics_topic
 
 _PARTITIONER = DefaultPartitioner()
 _MAX_BATCH_BYTES = 512 * 1024  # a flush is a few batches per partition (Kafka accepts 1 MiB by default)

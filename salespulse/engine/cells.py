@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from salespulse.streams.tables import table_key
+from salespulse.engine.faust.tables import table_key
 
 Cell = dict[str, Any]
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, MutableMapping
 
 import orjson
 
-from salespulse.streams.cells import Cell, CellStore
-from salespulse.streams.tables import table_key
+from salespulse.engine.cells import Cell, CellStore
+from salespulse.engine.faust.tables import table_key
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from salespulse.metrics.pipeline import (
+from salespulse.families.pipeline.rules import (
     LOST,
     WON,
     DealView,
@@ -58,10 +58,10 @@ from salespulse.models.events import (
     LeadQualified,
     QuotaSet,
 )
-from salespulse.publishers.partials import Partial
-from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog, delete_states
-from salespulse.streams.windowed import Number, WindowedFamily
+from salespulse.outputs.aggregates import Partial
+from salespulse.engine.cells import CellStore
+from salespulse.engine.record_log import RecordLog, delete_states
+from salespulse.families.windowed import Number, WindowedFamily
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from salespulse.metrics.fields import Number, add_fields
-from salespulse.metrics.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
-from salespulse.publishers.partials import Partial
-from salespulse.streams.cells import Cell, CellStore
+from salespulse.families.fields import Number, add_fields
+from salespulse.families.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
+from salespulse.outputs.aggregates import Partial
+from salespulse.engine.cells import Cell, CellStore
 
 Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
 # A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.

@@ -17,7 +17,7 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from salespulse.streams.batch_consumer import BatchAgent, BatchConsumer
+from salespulse.engine.faust.batch_consumer import BatchAgent, BatchConsumer
 
 
 class ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

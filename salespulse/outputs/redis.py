@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from salespulse.publishers.partials import Partial
+from salespulse.outputs.aggregates import Partial
 
 UPDATES_CHANNEL = "salespulse:updates"
 _KEYS_PER_CALL = 250
@@ -40,7 +40,7 @@ class RedisPublisher:
         self.channel = channel
         self.derived = dict(derived or {})
         self.beside = {family: list(rates) for family, rates in (beside or {}).items()}
-        self._script = client.register_script(files("salespulse.publishers").joinpath("merge_partials.lua").read_text())
+        self._script = client.register_script(files("salespulse.outputs").joinpath("merge_partials.lua").read_text())
 
     async def publish(self, partials: Sequence[Partial]) -> int:
         """Merge the partials in one pipelined round trip; returns how many keys changed."""

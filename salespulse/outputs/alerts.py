@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from salespulse.publishers.prometheus import WorkerHealth
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.topics import ALERTS_TOPIC
+from salespulse.outputs.prometheus import WorkerHealth
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.topics import ALERTS_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from salespulse.metrics.engagement import (
+from salespulse.families.engagement.rules import (
     ADDITIVE_FIELDS,
     ENGAGEMENT_KINDS,
     RATIOS,
@@ -53,9 +53,9 @@ from salespulse.models.events import (
     MeetingBooked,
     MeetingHeld,
 )
-from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog, delete_states
-from salespulse.streams.windowed import Number, WindowedFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.record_log import RecordLog, delete_states
+from salespulse.families.windowed import Number, WindowedFamily
 
 FAMILY = "engagement"
 REDIS_PREFIX = "salespulse:engagement"

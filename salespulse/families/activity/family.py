@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
-from salespulse.metrics.activity import activity_of, split_field, with_rollups
-from salespulse.streams.cells import CellStore
-from salespulse.streams.windowed import Number, WindowedFamily
+from salespulse.families.activity.rules import activity_of, split_field, with_rollups
+from salespulse.engine.cells import CellStore
+from salespulse.families.windowed import Number, WindowedFamily
 
 FAMILY = "activity"
 REDIS_PREFIX = "salespulse:activity"

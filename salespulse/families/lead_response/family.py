@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from salespulse.metrics.lead_response import (
+from salespulse.families.lead_response.rules import (
     ADDITIVE_FIELDS,
     UNASSIGNED,
     UNKNOWN_SOURCE,
@@ -31,9 +31,9 @@ from salespulse.metrics.lead_response import (
     responsible_rep,
 )
 from salespulse.models.events import LeadAssigned, LeadCreated
-from salespulse.streams.cells import CellStore
-from salespulse.streams.record_log import RecordLog, delete_states
-from salespulse.streams.windowed import Number, WindowedFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.record_log import RecordLog, delete_states
+from salespulse.families.windowed import Number, WindowedFamily
 
 FAMILY = "lead_response"
 REDIS_PREFIX = "salespulse:lead_response"

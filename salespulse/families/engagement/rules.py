@@ -1,7 +1,7 @@
 """Engagement: email engagement, contact rate by channel, follow-up depth and activity ratios, per lead.
 
 Everything here is a pure function of one lead's state (``LeadState``, kept by
-``salespulse.streams.engagement``), so events arriving in any order are applied as
+``salespulse.families.engagement.family``), so events arriving in any order are applied as
 ``contribution(new) - contribution(old)``:
 
 - **Email engagement** (in the window of the email's *send*, credited to the sending rep and team):
@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from salespulse.metrics.fields import Number
+from salespulse.families.fields import Number
 
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"

@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from salespulse.metrics.lead_response import BUCKET_FIELDS, RESPONSE_BUCKETS
-from salespulse.metrics.pipeline import DURATION_BUCKETS, bucket_fields
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.engagement import EngagementFamily
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.pipeline import PipelineFamily
+from salespulse.families.lead_response.rules import BUCKET_FIELDS, RESPONSE_BUCKETS
+from salespulse.families.pipeline.rules import DURATION_BUCKETS, bucket_fields
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.pipeline.family import PipelineFamily
 
 
 class ActivityCollector(Collector):

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from salespulse.models.errors import field_errors
 from salespulse.models.events import Event, event_from_json
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
 
 log = logging.getLogger(__name__)
 
