@@ -10,14 +10,13 @@ changelog traffic independent of the event rate.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Iterator, MutableMapping
 
 import orjson
 
 from salespulse.engine.faust.tables import table_key
+from salespulse.families.state import Cell
 
-Cell = dict[str, Any]
 
 
 class CellStore:
@@ -108,6 +107,15 @@ class CellStore:
             key = table_key(partition, f"{self._prefix}|{name}")
             if key in self._table:
                 del self._table[key]
+
+    def delete_many(self, partition: int, names: Iterable[str]) -> int:
+        """Remove several cells (one tombstone each); returns how many were there."""
+        gone = 0
+        for name in names:
+            if name in self._cells.get(partition, {}):
+                self.delete(partition, name)
+                gone += 1
+        return gone
 
     def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
         """The cells of a loaded partition."""

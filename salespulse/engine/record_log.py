@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 
 import orjson
 
-from salespulse.engine.cells import Cell, CellStore
+from salespulse.families.state import Cell
 from salespulse.engine.faust.tables import table_key
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
@@ -88,6 +88,10 @@ class RecordLog:
         if found is None:
             found = states[name] = {"wm": -1}
         return found
+
+    def loaded(self, partition: int) -> dict[str, Cell]:
+        """The states of a loaded partition by name."""
+        return self._states[partition]
 
     def get(self, partition: int, name: str) -> Cell | None:
         return self._states.get(partition, {}).get(name)
@@ -192,12 +196,3 @@ class RecordLog:
         key = self._key(partition, seq)
         if key in self._table:
             del self._table[key]
-
-
-def delete_states(store: "RecordLog | CellStore", partition: int, names: Iterable[str]) -> None:
-    """Delete states of a partition: one record for all of them in a ``RecordLog``, one by one otherwise."""
-    if isinstance(store, RecordLog):
-        store.delete_many(partition, names)
-    else:
-        for name in names:
-            store.delete(partition, name)

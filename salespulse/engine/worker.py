@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any
 
 from faust.types import TP
@@ -18,36 +17,27 @@ import redis.asyncio as aioredis
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from salespulse.config import Config, load_config
-from salespulse.families.business_hours import add_business_seconds, business_seconds_between
-from salespulse.families.engagement import rules as engagement_metrics
-from salespulse.families.lead_response.rules import redis_derived_spec
-from salespulse.families.pipeline.rules import redis_derived_spec as pipeline_derived_spec
-from salespulse.models.events import Event, event_to_json
-from salespulse.outputs.alerts import AlertClock, AlertSinks
+from salespulse.config import load_config
+from salespulse.engine.alert_clock import AlertClock
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.faust.app import SalespulseApp
+from salespulse.engine.faust.batch_consumer import BatchAgent
+from salespulse.engine.faust.internals import read_offsets
+from salespulse.engine.faust.tables import PartitionKeyedTable
 from salespulse.engine.flusher import Flusher
-from salespulse.outputs.prometheus import (
-    ActivityCollector,
-    ConsumerLagCollector,
-    EmailEventsCollector,
-    LeadResponseCollector,
-    PipelineCollector,
-    WorkerHealth,
-)
+from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
+from salespulse.engine.record_log import RecordLog
+from salespulse.families import registry
+from salespulse.families.context import FamilyContext
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.windowed import WindowedFamily
+from salespulse.models.events import Event, event_to_json
+from salespulse.outputs.alerts import AlertSinks
+from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
 from salespulse.outputs.redis import RedisPublisher
 from salespulse.outputs.topics import TopicPublisher
 from salespulse.settings import Settings
-from salespulse.families.activity.family import ActivityFamily
-from salespulse.engine.faust.batch_consumer import BatchAgent
-from salespulse.engine.cells import CellStore
-from salespulse.engine.dedup import DedupIndex
-from salespulse.families.engagement.family import EngagementFamily
-from salespulse.families.lead_response.family import LeadResponseFamily
-from salespulse.families.pipeline.family import PipelineFamily, config_quota_events
-from salespulse.engine.record_log import RecordLog
-from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
-from salespulse.engine.faust.tables import PartitionKeyedTable
-from salespulse.engine.faust.app import SalespulseApp
 from salespulse.topics import DLQ_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
 
 log = logging.getLogger(__name__)
@@ -100,34 +90,6 @@ def _arrival(headers: Any, timestamp_s: float) -> float:
     return timestamp_s
 
 
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
-
-
-def _deadline_function(config: Config, sla_s: float) -> Callable[[float, str], float]:
-    """A lead's first-touch deadline: creation + SLA in its team's business hours."""
-
-    def deadline_of(created: float, team: str) -> float:
-        hours = config.business_hours_for(team)
-        if hours.is_always_open:
-            return created + sla_s
-        return add_business_seconds(hours, _utc(created), sla_s).timestamp()
-
-    return deadline_of
-
-
-def _business_seconds_function(config: Config) -> Callable[[float, float, str], float]:
-    """Open seconds between two instants in a team's business hours (plain seconds around the clock)."""
-
-    def business_seconds(start: float, end: float, team: str) -> float:
-        hours = config.business_hours_for(team)
-        if hours.is_always_open or end <= start:
-            return max(0.0, end - start)
-        return business_seconds_between(hours, _utc(start), _utc(end))
-
-    return business_seconds
-
-
 class UnwritableState(RuntimeError):
     """The worker's memory holds a batch that failed half-way: it must not be written (the worker restarts)."""
 
@@ -135,7 +97,7 @@ class UnwritableState(RuntimeError):
 class WorkerRuntime:
     """Everything a worker process runs, built explicitly from settings (no module-level app)."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry, redis_client: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, registry_: CollectorRegistry, redis_client: aioredis.Redis) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
         self.app = SalespulseApp(
@@ -159,78 +121,41 @@ class WorkerRuntime:
             )
         )
         config = load_config(settings.config)
-        retention_s = settings.retention_days * 86400
-        targets = config.targets_for if config.targets.configured else None
-        sla_s = config.lead_response.effective_sla_seconds(settings.lead_response_sla_seconds)
-        self.activity = ActivityFamily(
-            CellStore(self.table, "activity"),
-            settings.tz,
-            retention_s,
-            team_of_rep=config.team_of_rep,
-            targets=targets,
-            foreign_target_kinds=engagement_metrics.ADDITIVE_FIELDS,
-        )
-        self.engagement = EngagementFamily(
-            CellStore(self.table, "engagement"),
-            RecordLog(self.table, "outreach"),
-            settings.tz,
-            retention_s,
-            quiet_s=config.activity.quiet_after_days * 86400,
-            team_of_rep=config.team_of_rep,
-            outbound_kinds=config.lead_response.outbound_activity_kinds,
-            targets=targets,
-        )
-        self.lead_response = LeadResponseFamily(
-            CellStore(self.table, "response"),
-            RecordLog(self.table, "leads"),
-            settings.tz,
-            retention_s,
-            sla_s=sla_s,
-            deadline_of=_deadline_function(config, sla_s),
-            business_seconds=_business_seconds_function(config),
-            outbound_kinds=config.lead_response.outbound_activity_kinds,
-        )
-        pipelines = config.pipeline_specs()
-        self.pipeline = PipelineFamily(
-            CellStore(self.table, "pipeline"),
-            RecordLog(self.table, "pstate"),
-            settings.tz,
-            retention_s,
-            pipelines=pipelines,
-            currency=config.currency,
-            team_of_rep=config.team_of_rep,
-        )
         enabled = settings.family_names
-        # Quotas from the config enter as events only the pipeline family reads.
-        self.config_quotas = config_quota_events(config.quotas, config.currency) if "pipeline" in enabled else []
-        families = [family for family in (self.activity, self.lead_response, self.pipeline, self.engagement)
-                    if family.name in enabled]
+        entries = {name: registry.load(name) for name in registry.NAMES}
+        #: Target kinds of a family's own fields are published with it; the activity family takes the others.
+        target_kinds = {name: frozenset(entry.spec.plain_fields) for name, entry in entries.items() if entry.spec.record.targets_doc}
+        self.families: dict[str, WindowedFamily] = {}
+        for name in enabled:
+            context = FamilyContext(
+                cells=lambda prefix: CellStore(self.table, prefix),
+                states=lambda prefix: RecordLog(self.table, prefix),
+                tz=settings.tz,
+                retention_s=settings.retention_days * 86400,
+                config=config,
+                sla_s=settings.lead_response_sla_seconds,
+                foreign_target_kinds=frozenset().union(*(k for n, k in target_kinds.items() if n != name)),
+            )
+            self.families[name] = entries[name].build(context)
+        families = list(self.families.values())
+        #: Events the families write to ``salespulse.events`` at start (configuration as events).
+        self.startup_events = [event for family in families for event in family.startup_events()]
         self.processor = BatchProcessor(
             DedupIndex(self.table, settings.dedup_horizon_hours * 3600), families, self._dead_letter
         )
-        self.health = WorkerHealth(registry)
-        if "activity" in enabled:
-            registry.register(ActivityCollector(self.activity, self.owned_partitions))
-        if "lead_response" in enabled:
-            registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
+        self.health = WorkerHealth(registry_)
+        for family in families:
+            registry_.register(family.collector(self.owned_partitions))
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
-        registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
-        if "pipeline" in enabled:
-            registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
-        if "engagement" in enabled:
-            registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
+        registry_.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
             RedisPublisher(
                 redis_client,
-                derived={
-                    "lead_response": redis_derived_spec(),
-                    "pipeline": pipeline_derived_spec(pipelines, [config.currency]),
-                    "engagement": engagement_metrics.redis_derived_spec(),
-                },
-                beside={"engagement": self.engagement.beside_rates},
+                derived={family.name: family.derived.redis_spec() for family in families},
+                beside={family.name: family.beside_rates for family in families if family.beside_rates},
             ),
             TopicPublisher(settings.kafka_bootstrap),
             self.health,
@@ -239,8 +164,9 @@ class WorkerRuntime:
             slow_budget=settings.flush_slow_budget,
         )
         #: SLA alerts come from the lead response family's lead states: None when it does not run here.
-        self.alert_clock = None if "lead_response" not in enabled else AlertClock(
-            self.lead_response,
+        lead_response = self.families.get("lead_response")
+        self.alert_clock = None if not isinstance(lead_response, LeadResponseFamily) else AlertClock(
+            lead_response,
             self.owned_partitions,
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
@@ -248,8 +174,8 @@ class WorkerRuntime:
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
         self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
-        if self.config_quotas:
-            self.app.task(self._send_config_quotas)
+        if self.startup_events:
+            self.app.task(self._send_startup_events)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
@@ -298,12 +224,12 @@ class WorkerRuntime:
         ]
         await asyncio.gather(*pending)
 
-    async def _send_config_quotas(self) -> None:
-        """Config quotas enter as ``quota.set`` events (fixed ids: every worker sends them, dedup keeps one)."""
+    async def _send_startup_events(self) -> None:
+        """Configuration entering as events (config quotas as ``quota.set``; fixed ids: dedup keeps one)."""
         try:
-            await self._deliver_follow_ups(self.config_quotas)
+            await self._deliver_follow_ups(self.startup_events)
         except Exception:  # the next start sends them again; a real quota.set needs none of this
-            log.exception("could not send the %d config quotas", len(self.config_quotas))
+            log.exception("could not send the %d start-up events", len(self.startup_events))
 
     def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning("dead-lettered %s/%s: %s", record[0], record[1], reason)
@@ -339,7 +265,7 @@ class WorkerRuntime:
         if not owned:
             return {}
         consumer = self.app.consumer
-        read_offsets = getattr(consumer, "_read_offset", {})  # Faust: set to the committed offset at seek
+        read = read_offsets(consumer)
         lags: dict[int, int | None] = {}
         for partition in owned:
             tp = TP(EVENTS_TOPIC, partition)
@@ -349,7 +275,7 @@ class WorkerRuntime:
                 high = None
             position = self.positions.get(partition)
             if position is None:
-                position = read_offsets.get(tp)
+                position = read.get(tp)
             lags[partition] = None if high is None or position is None else max(0, high - position)
         return lags
 

@@ -18,10 +18,17 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client.core import Metric
+
+from salespulse.families import keys
 from salespulse.families.fields import Number, add_fields
+from salespulse.families.keys import Key
+from salespulse.families.spec import FamilySpec
 from salespulse.families.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
 from salespulse.outputs.aggregates import Partial
-from salespulse.engine.cells import Cell, CellStore
+from salespulse.outputs.derived import Derived
+from salespulse.outputs.series import SpecCollector
+from salespulse.families.state import Cell, StateStore
 
 Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
 # A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.
@@ -48,22 +55,29 @@ def window_name(grain: str, bucket: str) -> str:
 
 
 class WindowedFamily:
-    """Base of a metric family whose cells hold ``{scope: {id: {field: number}}}`` per window."""
+    """Base of a metric family whose cells hold ``{scope: {id: {field: number}}}`` per window.
 
-    name: str = ""
-    redis_prefix: str = ""
-    #: Scopes published to Redis and the metric topic (others, like ``rep_team``, feed Prometheus only).
-    published_scopes: tuple[str, ...] = ("rep", "team")
-    #: Scopes kept only in the all-time cell (e.g. label combinations Prometheus needs).
-    all_time_scopes: tuple[str, ...] = ()
-    #: Rolling window name -> span in hours.
-    rolling_hours: Mapping[str, int] = {"24h": 24, "7d": 168}
-    #: Per-rep rates published with the rep's team's value beside them (``team_<rate>``, see ``group_of``).
-    beside_rates: tuple[str, ...] = ()
+    What it publishes, and how, is its ``spec`` (``FamilySpec``); a subclass adds its rules (``apply``).
+    """
+
+    spec: FamilySpec
     #: Per-rep targets: ``(rep, grain) -> {field: target}`` for day, week and month windows (None: none).
     targets: Callable[[str, str], Mapping[str, int]] | None = None
 
-    def __init__(self, cells: CellStore, tz: ZoneInfo, retention_s: float) -> None:
+    def __init__(self, cells: StateStore, tz: ZoneInfo, retention_s: float) -> None:
+        spec = self.spec
+        self.name = spec.name
+        self.redis_prefix = spec.redis_prefix
+        #: Scopes published to Redis and the metric topic (others, like ``rep_team``, feed Prometheus only).
+        self.published_scopes = spec.scopes
+        #: Scopes kept only in the all-time cell (label combinations Prometheus needs).
+        self.all_time_scopes = spec.all_time_scopes
+        #: Rolling window name -> span in hours.
+        self.rolling_hours = spec.rolling
+        #: Per-rep rates published with the rep's team's value beside them (``team_<rate>``, see ``group_of``).
+        self.beside_rates = spec.beside
+        self.derived: Derived = spec.derived
+        self._declared = spec.plain_fields if spec.only_declared else None
         self.cells = cells
         self.tz = tz
         self.retention_s = retention_s
@@ -79,7 +93,7 @@ class WindowedFamily:
         self._rendering = False
 
     @property
-    def stores(self) -> tuple[CellStore, ...]:
+    def stores(self) -> tuple[StateStore, ...]:
         """The cell stores a batch writes, in order."""
         return (self.cells,)
 
@@ -200,6 +214,10 @@ class WindowedFamily:
                     else:
                         self.dirty.add((partition, grain, bucket, scope, ident))
 
+    def startup_events(self) -> list[Any]:
+        """Events to write to ``salespulse.events`` when a worker starts (configuration as events): none by default."""
+        return []
+
     def take_follow_ups(self) -> list[Any]:
         """Follow-up events for ``salespulse.events``: none, unless a family links partitions."""
         return []
@@ -220,8 +238,13 @@ class WindowedFamily:
         self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        """The fields of a partial as published (a family adds rollups, rates, quantiles)."""
-        return dict(fields)
+        """The fields of a partial as published: the declared ones only, or without zeros, as the spec says."""
+        if self._declared is not None:
+            return {name: fields[name] for name in self._declared if name in fields}
+        out = dict(fields)
+        if self.spec.drop_zeros and 0 in out.values():  # rare (a count back to zero): filter only then
+            return {name: value for name, value in out.items() if value}
+        return out
 
     def group_of(self, partition: int, rep: str) -> str | None:
         """The team whose rates are published beside a rep's (``beside_rates``); None: nothing beside."""
@@ -413,6 +436,22 @@ class WindowedFamily:
     def all_time(self, owned: Iterable[int], scope: str) -> dict[str, dict[str, Number]]:
         """All-time fields per id of one scope, summed over owned partitions (Prometheus)."""
         return self._window_totals(owned, f"all|{ALL_TIME}", scope)
+
+    def all_time_keyed(self, owned: Iterable[int], scope: str) -> dict[Key, dict[str, Number]]:
+        """All-time fields per structured id of one scope, summed over owned partitions (Prometheus)."""
+        return {self.id_parts(scope, ident): fields for ident, fields in self.all_time(owned, scope).items()}
+
+    def id_parts(self, scope: str, ident: str) -> Key:
+        """The structured id of a scope's id: its parts for an all-time scope, else the id alone."""
+        return keys.decode(ident) if scope in self.all_time_scopes else (ident,)
+
+    def collector(self, owned: Callable[[], Iterable[int]], clock: Callable[[], float] = time.time) -> SpecCollector:
+        """The family's Prometheus collector: the spec's series, then ``live_series``."""
+        return SpecCollector(self.spec.series, self.all_time_keyed, owned, self.live_series, clock)
+
+    def live_series(self, owned: list[int], now: float) -> Iterable[Metric]:
+        """Series that no scope holds (gauges of live state); none by default."""
+        return ()
 
     def _window_totals(self, owned: Iterable[int], name: str, scope: str) -> dict[str, dict[str, Number]]:
         totals: dict[str, dict[str, Number]] = {}

@@ -1,25 +1,21 @@
 """SLA alerts out: ``salespulse.alerts`` (keyed by lead, in the lead's own partition) and Redis pub/sub.
 
 Each status of a lead's alert goes out once: the lead state records it as published only after both
-sinks took it; Redis guards its pub/sub message with ``HSETNX``; and before republishing what a
-crashed worker left unrecorded, the topic partition is read back for alerts already there.
+sinks took it (``engine.alert_clock``); Redis guards its pub/sub message with ``HSETNX``; and before
+republishing what a crashed worker left unrecorded, the topic partition is read back for alerts already there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from mode import Service
 
-from salespulse.outputs.prometheus import WorkerHealth
-from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.topics import ALERTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -95,58 +91,3 @@ class AlertSinks:
             return sent
         finally:
             await consumer.stop()
-
-
-class AlertClock(Service):
-    """Fires due SLA alerts from the lead states of owned partitions and publishes them, every tick."""
-
-    def __init__(
-        self,
-        family: LeadResponseFamily,
-        owned: Callable[[], set[int]],
-        sinks: AlertSinks,
-        health: WorkerHealth,
-        tick_s: float = 0.1,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.family = family
-        self.owned = owned
-        self.sinks = sinks
-        self.health = health
-        self.tick_s = tick_s
-
-    async def on_start(self) -> None:
-        await self.sinks.start()
-
-    async def on_stop(self) -> None:
-        await self.sinks.stop()
-
-    @Service.task
-    async def _tick(self) -> None:
-        while not self.should_stop:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.tick()
-            except Exception:  # the clock must outlive any single failure
-                self.health.publish_errors.labels("alerts").inc()
-                log.exception("alert tick failed")
-
-    async def tick(self, now: float | None = None) -> int:
-        """Fire what is due and publish what is unpublished; returns how many alerts went out."""
-        owned = self.owned()
-        inherited = sorted(self.family.inherited_unpublished & owned)
-        if inherited:
-            # A previous owner may have sent these and crashed before recording it: read them back.
-            sent = await asyncio.gather(*(self.sinks.already_sent(p) for p in inherited))
-            for partition, pairs in zip(inherited, sent):
-                self.family.mark_published((partition, lead_id, status) for lead_id, status in pairs)
-                self.family.inherited_unpublished.discard(partition)
-        self.family.due_alerts(owned, time.time() if now is None else now)
-        pending = self.family.pending_alerts(owned)
-        if pending:
-            await self.sinks.send(pending)
-            self.family.mark_published((partition, lead_id, alert["status"]) for partition, lead_id, alert in pending)
-            for _, _, alert in pending:
-                self.health.alerts.labels(alert["status"]).inc()
-        return len(pending)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from prometheus_client import CollectorRegistry
 
-from salespulse.outputs.alerts import AlertClock
+from salespulse.engine.alert_clock import AlertClock
 from salespulse.outputs.prometheus import WorkerHealth
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex

@@ -19,13 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.families.engagement.rules import (
-    ADDITIVE_FIELDS,
-    batch_recompute,
-    channel_of_activity,
-    contribution,
-    derived_fields,
-)
+from salespulse.families.engagement.rules import batch_recompute, channel_of_activity, contribution
+from salespulse.families.engagement.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex

@@ -16,13 +16,8 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from salespulse.families.lead_response.rules import (
-    ADDITIVE_FIELDS,
-    BUCKET_FIELDS,
-    RESPONSE_BUCKETS,
-    derived_fields,
-    redis_derived_spec,
-)
+from salespulse.families.lead_response.rules import BUCKET_FIELDS, RESPONSE_BUCKETS
+from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields, redis_derived_spec
 from salespulse.outputs.aggregates import Partial
 from salespulse.outputs.redis import RedisPublisher
 from salespulse.engine.cells import CellStore

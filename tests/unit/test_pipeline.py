@@ -20,22 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.families.pipeline.rules import (
-    PipelineSpec,
-    Pipelines,
-    deal_contribution,
-    derived_fields,
-    lead_contribution,
-    leads_needed,
-    pipeline_coverage,
-    quota_attainment,
-    quota_gap,
-    sales_productivity,
-    share_at_quota,
-    step_conversions,
-    weighted_amount,
-    win_rate,
-)
+from salespulse.families.pipeline.rules import PipelineSpec, Pipelines, deal_contribution, lead_contribution, leads_needed, pipeline_coverage, quota_attainment, quota_gap, sales_productivity, share_at_quota, step_conversions, weighted_amount, win_rate
+from salespulse.families.pipeline.spec import derived_fields
 from salespulse.models.events import EventAdapter, event_to_json
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
@@ -732,7 +718,7 @@ def test_any_history_order_redelivery_and_crash_gives_the_batch_recomputation(
 async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_python_formulas(
     redis_client: Any, unique_id: str
 ) -> None:
-    from salespulse.families.pipeline.rules import redis_derived_spec
+    from salespulse.families.pipeline.spec import redis_derived_spec
     from salespulse.outputs.redis import RedisPublisher
 
     cluster = Cluster()

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
 
-from salespulse.outputs.prometheus import PipelineCollector
 from tests.unit.test_pipeline import (
     DAY,
     NOW,
@@ -35,7 +34,7 @@ def scrape(cluster: Cluster, owned: Iterable[int], now: float = NOW) -> dict[tup
     """(family, rep, currency) -> value of the month gauges a worker owning ``owned`` exports at ``now``."""
     registry = CollectorRegistry()
     partitions = list(owned)
-    registry.register(PipelineCollector(cluster.family, lambda: partitions, clock=lambda: now))
+    registry.register(cluster.family.collector(lambda: partitions, clock=lambda: now))
     return {
         (metric.name, sample.labels["rep"], sample.labels["currency"]): sample.value
         for metric in registry.collect()

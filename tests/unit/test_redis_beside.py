@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 
-from salespulse.families.engagement.rules import RATIOS, derived_fields, redis_derived_spec
+from salespulse.families.engagement.spec import RATIOS, derived_fields, redis_derived_spec
 from salespulse.models.events import EventAdapter
 from salespulse.outputs.aggregates import Partial
 from salespulse.outputs.redis import RedisPublisher

@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from salespulse.families.activity.rules import with_rollups
 from salespulse.families.fields import add_fields
-from salespulse.families.lead_response.rules import BUCKET_FIELDS, redis_derived_spec
+from salespulse.families.lead_response.rules import BUCKET_FIELDS
+from salespulse.families.lead_response.spec import redis_derived_spec
 from salespulse.models.events import EventAdapter
 from salespulse.outputs.aggregates import Partial
 from salespulse.outputs.redis import UPDATES_CHANNEL, RedisPublisher

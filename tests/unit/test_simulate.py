@@ -221,7 +221,7 @@ def test_simulated_traffic_exercises_the_engagement_family(events: list[dict[str
 
     import orjson
 
-    from salespulse.families.engagement.rules import derived_fields
+    from salespulse.families.engagement.spec import derived_fields
     from salespulse.engine.cells import CellStore
     from salespulse.engine.dedup import DedupIndex
     from salespulse.families.engagement.family import EngagementFamily

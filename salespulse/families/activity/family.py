@@ -1,7 +1,7 @@
 """The activity family in the stream: rep and team activity counts per window.
 
-Cells (``CellStore`` prefix ``activity``) follow ``WindowedFamily``: ``{"wm", "rep": {id: counts},
-"team": {id: counts}}``, and the all-time cell also ``rep_team`` (``"<rep>\\t<team>"``) for the
+Cells (``StateStore`` prefix ``activity``) follow ``WindowedFamily``: ``{"wm", "rep": {id: counts},
+"team": {id: counts}}``, and the all-time cell also ``rep_team`` (``(rep, team)``) for the
 Prometheus labels. Published windows: all, day, week, month, rolling 24 h and 7 d. With ``targets``,
 a rep's day, week and month partials carry ``target:<kind>`` (merged by max in Redis, which derives
 ``attainment:<kind>``) and its metric records a ``targets`` map.
@@ -13,24 +13,23 @@ from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from salespulse.families.activity.rules import activity_of, split_field, with_rollups
-from salespulse.engine.cells import CellStore
+from salespulse.families.activity.spec import SPEC
+from salespulse.families.keys import encode
+from salespulse.families.state import StateStore
 from salespulse.families.windowed import Number, WindowedFamily
 
-FAMILY = "activity"
-REDIS_PREFIX = "salespulse:activity"
-_REP_TEAM_SEP = "\t"
+FAMILY = SPEC.name
+REDIS_PREFIX = SPEC.redis_prefix
 
 
 class ActivityFamily(WindowedFamily):
     """Counts rep activities (calls by outcome, emails sent, meetings, logged activities)."""
 
-    name = FAMILY
-    redis_prefix = REDIS_PREFIX
-    all_time_scopes = ("rep_team",)
+    spec = SPEC
 
     def __init__(
         self,
-        cells: CellStore,
+        cells: StateStore,
         tz: ZoneInfo,
         retention_s: float,
         team_of_rep: dict[str, str] | None = None,
@@ -54,7 +53,7 @@ class ActivityFamily(WindowedFamily):
             return False
         rep, team, field = activity.rep, activity.team, activity.field
         one = {field: 1}
-        deltas = [("rep", rep, one), ("team", team, one), ("rep_team", f"{rep}{_REP_TEAM_SEP}{team}", one)]
+        deltas = [("rep", rep, one), ("team", team, one), ("rep_team", encode((rep, team)), one)]
         self.add(partition, offset, event.occurred_at.timestamp(), now, deltas)  # type: ignore[attr-defined]
         return True
 
@@ -64,8 +63,7 @@ class ActivityFamily(WindowedFamily):
     def counter_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str, str], int]:
         """All-time counts per (rep, team, kind, outcome), summed over owned partitions (Prometheus)."""
         totals: dict[tuple[str, str, str, str], int] = {}
-        for rep_team, fields in self.all_time(owned, "rep_team").items():
-            rep, _, team = rep_team.partition(_REP_TEAM_SEP)
+        for (rep, team), fields in self.all_time_keyed(owned, "rep_team").items():
             for field, n in fields.items():
                 key = (rep, team, *split_field(field))
                 totals[key] = totals.get(key, 0) + int(n)

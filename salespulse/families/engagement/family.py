@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from salespulse.families.engagement.spec import ADDITIVE_FIELDS, SPEC
 from salespulse.families.engagement.rules import (
-    ADDITIVE_FIELDS,
     ENGAGEMENT_KINDS,
-    RATIOS,
     UNASSIGNED,
     Contribution,
     LeadState,
@@ -53,12 +52,11 @@ from salespulse.models.events import (
     MeetingBooked,
     MeetingHeld,
 )
-from salespulse.engine.cells import CellStore
-from salespulse.engine.record_log import RecordLog, delete_states
-from salespulse.families.windowed import Number, WindowedFamily
+from salespulse.families.state import StateStore
+from salespulse.families.windowed import WindowedFamily
 
-FAMILY = "engagement"
-REDIS_PREFIX = "salespulse:engagement"
+FAMILY = SPEC.name
+REDIS_PREFIX = SPEC.redis_prefix
 CLOCK_CELL = "clock|-"
 DEFAULT_QUIET_S = 14 * 86400.0
 #: Leads per partition whose contribution is kept in memory (most recently changed first to stay).
@@ -86,18 +84,12 @@ def clock_as_of(clock: Mapping[str, Any], offset: int) -> float:
 class EngagementFamily(WindowedFamily):
     """Email engagement, contact rates by channel, follow-up depth and activity ratios per rep, team and source."""
 
-    name = FAMILY
-    redis_prefix = REDIS_PREFIX
-    published_scopes = ("rep", "team", "source")
-    all_time_scopes = ("rep_team",)
-    #: Rates want samples: one rolling window (7 d) besides day, week and month; half the rolling cost.
-    rolling_hours = {"7d": 168}
-    beside_rates = tuple(RATIOS)
+    spec = SPEC
 
     def __init__(
         self,
-        cells: CellStore,
-        leads: CellStore | RecordLog,
+        cells: StateStore,
+        leads: StateStore,
         tz: ZoneInfo,
         retention_s: float,
         quiet_s: float = DEFAULT_QUIET_S,
@@ -125,7 +117,7 @@ class EngagementFamily(WindowedFamily):
         self._replay_clock: dict[int, float] = {}
 
     @property
-    def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
+    def stores(self) -> tuple[StateStore, StateStore]:
         """Write order: aggregates (and the clock) before the lead states they were derived from."""
         return (self.cells, self.leads)
 
@@ -363,17 +355,10 @@ class EngagementFamily(WindowedFamily):
 
     # -- outputs -----------------------------------------------------------------------------------
 
-    def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        out = dict(fields)
-        if 0 in out.values():  # rare (a lead revived from quiet ...): filter only then
-            return {name: value for name, value in out.items() if value}
-        return out
-
     def email_event_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str], int]:
         """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus)."""
         totals: dict[tuple[str, str, str], int] = {}
-        for pair, fields in self.all_time(owned, "rep_team").items():
-            rep, _, team = pair.partition("\t")
+        for (rep, team), fields in self.all_time_keyed(owned, "rep_team").items():
             for kind in ENGAGEMENT_KINDS:
                 value = int(fields.get(f"emails_{kind}", 0))
                 if value:
@@ -386,7 +371,7 @@ class EngagementFamily(WindowedFamily):
         cutoff = now - self.retention_s
         stale = [lead_id for lead_id, lead in self.leads.items(partition) if lead.get("last_seen", 0.0) < cutoff]
         if stale:
-            delete_states(self.leads, partition, stale)
+            self.leads.delete_many(partition, stale)
             cache = self._contributions.get(partition, {})
             for lead_id in stale:
                 cache.pop(lead_id, None)

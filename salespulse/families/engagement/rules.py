@@ -30,10 +30,10 @@ Everything here is a pure function of one lead's state (``LeadState``, kept by
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from salespulse.families.fields import Number
+from salespulse.families.keys import encode
 
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"
@@ -47,45 +47,6 @@ _KIND_CHARS = re.compile(r"[^a-z0-9_]+")
 
 LeadState = dict[str, Any]
 Contribution = dict[tuple[float, str, str, str], Number]  # (instant, scope, id, field) -> value
-
-#: Additive fields of this family (Redis partials, the metric topic); rates are derived from them.
-ADDITIVE_FIELDS: tuple[str, ...] = (
-    "emails_sent",
-    *(f"emails_{kind}" for kind in ENGAGEMENT_KINDS),
-    "emails_personalized",
-    "emails_generic",
-    *(f"attempts:{c}" for c in CHANNELS),
-    *(f"connected:{c}" for c in CONNECTABLE),
-    *(f"reached:{c}" for c in CONNECTABLE),
-    *(f"won:{c}" for c in CONNECTABLE),
-    "leads_converted",
-    "touches_to_convert",
-    "leads_quiet",
-    "touches_before_quiet",
-    "leads",
-    "leads_first_meeting",
-    "outreach_leads",
-    "outreach_first_meeting",
-    "first_meetings",
-    "first_meeting_next_step",
-)
-
-#: Derived rate -> (numerator, denominator); computed from merged totals only, never summed.
-RATIOS: dict[str, tuple[str, str]] = {
-    "open_rate": ("emails_opened", "emails_sent"),
-    "click_rate": ("emails_clicked", "emails_sent"),
-    "reply_rate": ("emails_replied", "emails_sent"),
-    "bounce_rate": ("emails_bounced", "emails_sent"),
-    "personalized_share": ("emails_personalized", "emails_sent"),
-    **{f"contact_rate:{c}": (f"connected:{c}", f"attempts:{c}") for c in CONNECTABLE},
-    **{f"conversion_rate:{c}": (f"won:{c}", f"reached:{c}") for c in CONNECTABLE},
-    "avg_touches_to_convert": ("touches_to_convert", "leads_converted"),
-    "avg_touches_before_quiet": ("touches_before_quiet", "leads_quiet"),
-    "first_meeting_rate": ("leads_first_meeting", "leads"),
-    "outreach_meeting_rate": ("outreach_first_meeting", "outreach_leads"),
-    "next_step_rate": ("first_meeting_next_step", "first_meetings"),
-}
-
 
 def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozenset[str] = frozenset()) -> str | None:
     """The channel of an ``activity.logged``: ``social`` for social-media kinds, ``other`` for other
@@ -172,7 +133,7 @@ def contribution(lead: LeadState) -> Contribution:
                 if email.get(kind):
                     credit(at, rep, team, field)
                     if pair is None:
-                        pair = f"{rep}\t{team}"
+                        pair = encode((rep, team))
                     key = (at, "rep_team", pair, field)
                     out[key] = get(key, 0) + 1
 
@@ -246,16 +207,6 @@ def contribution_change(old: Contribution, new: Contribution) -> dict[float, lis
     return {at: [(scope, ident, fields) for (scope, ident), fields in by_id.items()] for at, by_id in grouped.items()}
 
 
-def derived_fields(fields: Mapping[str, Number]) -> dict[str, float]:
-    """The rates of a (merged) set of additive fields; a rate whose denominator is 0 is left out."""
-    out: dict[str, float] = {}
-    for name, (numerator, denominator) in RATIOS.items():
-        den = fields.get(denominator, 0)
-        if den:
-            out[name] = fields.get(numerator, 0) / den
-    return out
-
-
 def batch_recompute(leads: list[LeadState]) -> dict[tuple[str, str], dict[str, Number]]:
     """Reference: all-time additive fields per (scope, id) over final lead states (for tests)."""
     totals: dict[tuple[str, str], dict[str, Number]] = {}
@@ -264,8 +215,3 @@ def batch_recompute(leads: list[LeadState]) -> dict[tuple[str, str], dict[str, N
             fields = totals.setdefault((scope, ident), {})
             fields[field] = fields.get(field, 0) + value
     return totals
-
-
-def redis_derived_spec() -> dict[str, Any]:
-    """How Redis derives the rates from merged totals (mirrors ``derived_fields``)."""
-    return {"ratios": [[name, num, den] for name, (num, den) in RATIOS.items()]}

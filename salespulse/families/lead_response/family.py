@@ -15,13 +15,15 @@ alert is published, then recorded in the lead's ``published`` list, so each stat
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from salespulse.families.lead_response.spec import SPEC
 from salespulse.families.lead_response.rules import (
-    ADDITIVE_FIELDS,
     UNASSIGNED,
     UNKNOWN_SOURCE,
     LeadState,
@@ -31,12 +33,11 @@ from salespulse.families.lead_response.rules import (
     responsible_rep,
 )
 from salespulse.models.events import LeadAssigned, LeadCreated
-from salespulse.engine.cells import CellStore
-from salespulse.engine.record_log import RecordLog, delete_states
-from salespulse.families.windowed import Number, WindowedFamily
+from salespulse.families.state import StateStore
+from salespulse.families.windowed import WindowedFamily
 
-FAMILY = "lead_response"
-REDIS_PREFIX = "salespulse:lead_response"
+FAMILY = SPEC.name
+REDIS_PREFIX = SPEC.redis_prefix
 #: A lead whose creation is processed later than this after its deadline is history: never alerted.
 LIVE_GRACE_S = 600.0
 
@@ -51,16 +52,12 @@ def iso(epoch: float) -> str:
 class LeadResponseFamily(WindowedFamily):
     """Response times, SLA compliance and coverage per rep, team and source; awaiting leads; SLA alerts."""
 
-    name = FAMILY
-    redis_prefix = REDIS_PREFIX
-    published_scopes = ("rep", "team", "source")
-    all_time_scopes = ("team_source", "team_rep")
-    rolling_hours = {"1h": 1, "24h": 24, "7d": 168, "30d": 720}
+    spec = SPEC
 
     def __init__(
         self,
-        cells: CellStore,
-        leads: CellStore | RecordLog,
+        cells: StateStore,
+        leads: StateStore,
         tz: ZoneInfo,
         retention_s: float,
         sla_s: float,
@@ -84,7 +81,7 @@ class LeadResponseFamily(WindowedFamily):
         self.inherited_unpublished: set[int] = set()
 
     @property
-    def stores(self) -> tuple[CellStore, CellStore | RecordLog]:
+    def stores(self) -> tuple[StateStore, StateStore]:
         """Write order: aggregates before the lead states they were derived from."""
         return (self.cells, self.leads)
 
@@ -326,8 +323,7 @@ class LeadResponseFamily(WindowedFamily):
     def breaches(self, owned: Iterable[int], now: float) -> dict[tuple[str, str], int]:
         """Per (team, rep): leads whose deadline passed without a touch (touched late, or still waiting)."""
         totals: dict[tuple[str, str], int] = {}
-        for team_rep, fields in self.all_time(owned, "team_rep").items():
-            team, _, rep = team_rep.partition("\t")
+        for (team, rep), fields in self.all_time_keyed(owned, "team_rep").items():
             if fields.get("late"):
                 totals[(team, rep)] = int(fields["late"])
         for partition in owned:
@@ -340,8 +336,27 @@ class LeadResponseFamily(WindowedFamily):
 
     # -- outputs -----------------------------------------------------------------------------------
 
-    def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        return {name: fields[name] for name in ADDITIVE_FIELDS if name in fields}
+    def live_series(self, owned: list[int], now: float) -> Iterator[Metric]:
+        """Waiting leads, SLA breaches and the SLA itself: from the lead states, not from a scope."""
+        awaiting = GaugeMetricFamily(
+            "salespulse_leads_awaiting_response", "Live leads not yet touched, by team.", labels=["team"]
+        )
+        oldest = GaugeMetricFamily(
+            "salespulse_oldest_awaiting_lead_age_seconds", "Age of the oldest live untouched lead, by team.", labels=["team"]
+        )
+        for team, (count, age) in sorted(self.awaiting_by_team(owned, now).items()):
+            awaiting.add_metric([team], count)
+            oldest.add_metric([team], age)
+        breaches = CounterMetricFamily(
+            "salespulse_lead_response_sla_breaches",
+            "Leads whose first-touch deadline passed untouched, by team and responsible rep.",
+            labels=["team", "rep"],
+        )
+        for (team, rep), count in sorted(self.breaches(owned, now).items()):
+            breaches.add_metric([team, rep], count)
+        sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
+        sla.add_metric([], self.sla_s)
+        yield from (awaiting, oldest, breaches, sla)
 
     def expire(self, partition: int, now: float) -> int:
         """Expire window cells, and lead states created (or last touched) before retention."""
@@ -355,7 +370,7 @@ class LeadResponseFamily(WindowedFamily):
             if newest < cutoff and (partition, lead_id) not in self.unpublished:
                 stale.append(lead_id)
         if stale:
-            delete_states(self.leads, partition, stale)  # one changelog record, not one per lead
+            self.leads.delete_many(partition, stale)  # one changelog record, not one per lead
             awaiting = self.awaiting.get(partition, set())
             awaiting.difference_update(stale)
         return expired + len(stale)

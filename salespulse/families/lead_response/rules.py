@@ -16,22 +16,31 @@ reassignment) is applied as ``contribution(new) - contribution(old)``.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from salespulse.families.keys import encode
 from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked
+from salespulse.outputs.derived import Histogram
 
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"
-#: Upper bounds (seconds) of the response-time buckets; they resolve the 5-minute rule and the day.
-RESPONSE_BUCKETS: tuple[float, ...] = (
-    15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800,
+#: Response times (business seconds) as non-cumulative bucket counts ``le_<seconds>`` ... ``le_inf``; the
+#: bounds resolve the 5-minute rule and the day.
+RESPONSE_TIMES = Histogram(
+    prefix="",
+    bounds=(15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800),
+    quantiles=(("p50_s", 0.5), ("p90_s", 0.9), ("p99_s", 0.99)),
 )
-BUCKET_FIELDS: tuple[str, ...] = tuple(f"le_{int(b)}" for b in RESPONSE_BUCKETS) + ("le_inf",)
-#: Additive fields of a scope id in a window (partials sum field by field).
-ADDITIVE_FIELDS: tuple[str, ...] = ("created", "touched", "within_sla", "late", "response_sum_s", *BUCKET_FIELDS)
-QUANTILES: dict[str, float] = {"p50_s": 0.5, "p90_s": 0.9, "p99_s": 0.99}
+RESPONSE_BUCKETS: tuple[float, ...] = RESPONSE_TIMES.bounds
+BUCKET_FIELDS: tuple[str, ...] = RESPONSE_TIMES.fields
+bucket_field = RESPONSE_TIMES.bucket  # ``le_300`` holds (180, 300]
+
+
+def quantile(fields: Mapping[str, float], q: float) -> float | None:
+    """The q-quantile of response times from the bucket counts, interpolating within a bucket."""
+    return RESPONSE_TIMES.quantile(fields, q)
+
 
 LeadState = dict[str, Any]
 
@@ -43,12 +52,6 @@ def is_touch(event: object, outbound_kinds: frozenset[str] = frozenset()) -> boo
     if isinstance(event, ActivityLogged):
         return bool(event.outbound) or event.kind.strip().lower() in outbound_kinds
     return False
-
-
-def bucket_field(response_s: float) -> str:
-    """The histogram field a response time falls in (``le_300`` holds (180, 300])."""
-    index = bisect.bisect_left(RESPONSE_BUCKETS, response_s)
-    return BUCKET_FIELDS[index]
 
 
 def responsible_rep(lead: LeadState) -> str:
@@ -80,8 +83,8 @@ def contribution(lead: LeadState) -> dict[tuple[str, str, str], float]:
         ("rep", rep),
         ("team", team),
         ("source", source),
-        ("team_source", f"{team}\t{source}"),
-        ("team_rep", f"{team}\t{rep}"),
+        ("team_source", encode((team, source))),
+        ("team_rep", encode((team, rep))),
     ):
         for field, value in fields.items():
             out[(scope, ident, field)] = value
@@ -104,43 +107,6 @@ def contribution_change(
     return [(scope, ident, fields) for (scope, ident), fields in grouped.items()]
 
 
-def quantile(fields: Mapping[str, float], q: float) -> float | None:
-    """The q-quantile of response times from the bucket counts, interpolating within a bucket."""
-    total = sum(fields.get(name, 0) for name in BUCKET_FIELDS)
-    if total <= 0:
-        return None
-    target = q * total
-    seen = 0.0
-    lower = 0.0
-    for name, upper in zip(BUCKET_FIELDS, (*RESPONSE_BUCKETS, None)):
-        count = fields.get(name, 0)
-        if count and seen + count >= target:
-            if upper is None:
-                return lower  # beyond the last bound: report the bound, never invent a value
-            return lower + (upper - lower) * (target - seen) / count
-        seen += count
-        if upper is not None:
-            lower = upper
-    return lower
-
-
-def derived_fields(fields: Mapping[str, float]) -> dict[str, float]:
-    """Rates, mean and quantiles of a (merged) set of additive fields; absent when undefined."""
-    out: dict[str, float] = {}
-    created = fields.get("created", 0)
-    touched = fields.get("touched", 0)
-    if created:
-        out["within_sla_rate"] = fields.get("within_sla", 0) / created
-        out["contact_coverage"] = touched / created
-    if touched:
-        out["avg_response_s"] = fields.get("response_sum_s", 0) / touched
-        for name, q in QUANTILES.items():
-            value = quantile(fields, q)
-            if value is not None:
-                out[name] = value
-    return out
-
-
 def batch_recompute(leads: Sequence[LeadState]) -> dict[tuple[str, str], dict[str, float]]:
     """Reference: all-time additive fields per (scope, id) over final lead states (for tests)."""
     totals: dict[tuple[str, str], dict[str, float]] = {}
@@ -149,16 +115,3 @@ def batch_recompute(leads: Sequence[LeadState]) -> dict[tuple[str, str], dict[st
             fields = totals.setdefault((scope, ident), {})
             fields[field] = fields.get(field, 0) + value
     return totals
-
-
-def redis_derived_spec() -> dict[str, Any]:
-    """How Redis derives rates and quantiles from merged totals (mirrors ``derived_fields``)."""
-    return {
-        "ratios": [
-            ["within_sla_rate", "within_sla", "created"],
-            ["contact_coverage", "touched", "created"],
-            ["avg_response_s", "response_sum_s", "touched"],
-        ],
-        "quantiles": [[name, q] for name, q in QUANTILES.items()],
-        "buckets": [[name, bound] for name, bound in zip(BUCKET_FIELDS, (*RESPONSE_BUCKETS, -1))],
-    }

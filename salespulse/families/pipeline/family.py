@@ -23,7 +23,7 @@ Their ids are deterministic, so a replay resends the same ids and dedup drops th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,6 +37,7 @@ from salespulse.families.pipeline.rules import (
     deal_contribution,
     lead_contribution,
     quota_contribution,
+    stage_parts,
     view,
     window_change,
 )
@@ -59,14 +60,19 @@ from salespulse.models.events import (
     QuotaSet,
 )
 from salespulse.outputs.aggregates import Partial
-from salespulse.engine.cells import CellStore
-from salespulse.engine.record_log import RecordLog, delete_states
-from salespulse.families.windowed import Number, WindowedFamily
+from salespulse.families.state import StateStore
+from prometheus_client.core import Metric
+
+from salespulse.families import keys
+from salespulse.families.keys import Key
+from salespulse.families.pipeline import live
+from salespulse.families.pipeline.spec import SPEC, derived
+from salespulse.families.windowed import WindowedFamily
 
 log = logging.getLogger(__name__)
 
-FAMILY = "pipeline"
-REDIS_PREFIX = "salespulse:pipeline"
+FAMILY = SPEC.name
+REDIS_PREFIX = SPEC.redis_prefix
 NOW_WINDOW = "now"
 #: Scopes of the *now* gauges published to Redis (``gauge`` feeds Prometheus only).
 NOW_PUBLISHED = ("pipeline", "rep", "team")
@@ -82,27 +88,26 @@ def _iso(epoch: float) -> str:
 class PipelineFamily(WindowedFamily):
     """Stage entries, transitions, time in stage, closes, revenue, cycles, lead cohorts, quotas, open pipeline."""
 
-    name = FAMILY
-    redis_prefix = REDIS_PREFIX
-    published_scopes = ("rep", "team", "source", "pipeline", "stage")
-    all_time_scopes = ("transition", "pipeline_rep")
-    rolling_hours = {"24h": 24, "7d": 168, "30d": 720}
+    spec = SPEC
 
     def __init__(
         self,
-        cells: CellStore,
-        states: RecordLog | CellStore,
+        cells: StateStore,
+        states: StateStore,
         tz: ZoneInfo,
         retention_s: float,
         pipelines: Pipelines | None = None,
         currency: str = "USD",
         team_of_rep: Mapping[str, str] | None = None,
         state_retention_s: float | None = None,
+        config_quotas: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
+        """``config_quotas``: rep -> {YYYY-MM: amount} from the config, sent as ``quota.set`` at start."""
         super().__init__(cells, tz, retention_s)
         self.states = states
         self.pipelines = pipelines or Pipelines()
         self.currency = currency
+        self.derived = derived(self.pipelines, [currency])
         self.team_of_rep: Mapping[str, str] = team_of_rep or {}
         #: Closed deals, leads and quotas are forgotten this long after their last fact (open deals never).
         self.state_retention_s = retention_s + 180 * 86400 if state_retention_s is None else state_retention_s
@@ -112,9 +117,10 @@ class PipelineFamily(WindowedFamily):
         #: Per partition: the state keys of quotas (so a scrape need not walk every deal and lead).
         self.quota_keys: dict[int, set[str]] = {}
         self._follow_ups: list[Event] = []
+        self._config_quotas = config_quota_events(config_quotas or {}, currency)
 
     @property
-    def stores(self) -> tuple[CellStore, RecordLog | CellStore]:
+    def stores(self) -> tuple[StateStore, StateStore]:
         """Write order: aggregates before the states they were derived from."""
         return (self.cells, self.states)
 
@@ -138,6 +144,10 @@ class PipelineFamily(WindowedFamily):
         self.open.pop(partition, None)
         self.quota_keys.pop(partition, None)
         self.open_dirty = {entry for entry in self.open_dirty if entry[0] != partition}
+
+    def startup_events(self) -> list[Event]:
+        """The config's quotas as ``quota.set`` events (fixed ids: every worker sends them, dedup keeps one)."""
+        return list(self._config_quotas)
 
     def take_follow_ups(self) -> list[Event]:
         taken, self._follow_ups = self._follow_ups, []
@@ -350,6 +360,13 @@ class PipelineFamily(WindowedFamily):
                         into[name] = into.get(name, 0.0) + value
         return totals
 
+    def open_totals_keyed(self, owned: Iterable[int], scope: str) -> dict[Key, dict[str, float]]:
+        """``open_totals`` per structured id (the ``gauge`` scope's ``(pipeline, stage, currency)``)."""
+        return {keys.decode(ident): fields for ident, fields in self.open_totals(owned, scope).items()}
+
+    def live_series(self, owned: list[int], now: float) -> Iterator[Metric]:
+        return live.live_series(self, owned, now)
+
     def quotas(self, owned: Iterable[int]) -> dict[tuple[str, str, str], float]:
         """(rep, period, currency) → quota amount, from the quota states of owned partitions (Prometheus)."""
         out: dict[tuple[str, str, str], float] = {}
@@ -362,11 +379,9 @@ class PipelineFamily(WindowedFamily):
                     out[(rep, period, value[3] or self.currency)] = float(value[2])
         return out
 
-    def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        out = dict(fields)
-        if 0 in out.values():  # a field back to zero (a deal moved on ...): filter only then
-            return {name: value for name, value in out.items() if value}
-        return out
+    def id_parts(self, scope: str, ident: str) -> Key:
+        """A stage scope's id ``<pipeline>/<stage>`` as ``(pipeline, stage)``; see ``WindowedFamily.id_parts``."""
+        return stage_parts(ident) if scope == "stage" else super().id_parts(scope, ident)
 
     def expire(self, partition: int, now: float) -> int:
         """Expire window cells, and closed deals, leads and quotas older than the state retention."""
@@ -378,7 +393,7 @@ class PipelineFamily(WindowedFamily):
             if _newest_fact(key, state) < cutoff and not (key.startswith("d:") and self._view(state).status == "open")
         ]
         if stale:
-            delete_states(self.states, partition, stale)  # one changelog record, not one per state
+            self.states.delete_many(partition, stale)  # one changelog record, not one per state
             self.quota_keys.get(partition, set()).difference_update(stale)
         return expired + len(stale)
 

@@ -22,11 +22,13 @@ needed = (quota / average deal size) / lead → customer rate; productivity = re
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from salespulse.families.keys import encode
+from salespulse.outputs.derived import Histogram
 
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"
@@ -39,13 +41,14 @@ DEFAULT_LOSS_REASONS: tuple[str, ...] = (
     "price", "competitor", "no_budget", "timing", "no_decision", "unresponsive", "product_fit", "lost_contact",
 )
 _REASON_CHARS = re.compile(r"[^a-z0-9_]+")
-#: Upper bounds (seconds) of the time-in-stage and sales-cycle buckets: 15 min to a year.
+#: Time in a stage (stage scope) and sales cycle (deal scopes), 15 min to a year, as non-cumulative buckets.
 DURATION_BUCKETS: tuple[float, ...] = (
     900, 3600, 14400, 43200, 86400, 259200, 604800, 1209600, 2592000, 5184000, 7776000, 15552000, 31536000,
 )
-QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
-#: Histogram field prefixes: ``tis`` time in stage (stage scope), ``cycle`` sales cycle (deal scopes).
-HISTOGRAMS: tuple[str, ...] = ("tis", "cycle")
+HISTOGRAMS: dict[str, Histogram] = {
+    prefix: Histogram(f"{prefix}_", DURATION_BUCKETS, tuple((f"{prefix}_{q}_s", v) for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))))
+    for prefix in ("tis", "cycle")
+}
 
 # A windowed contribution key: (instant epoch, only this grain or None for every window, scope, id, field).
 WindowKey = tuple[float, str | None, str, str, str]
@@ -53,17 +56,9 @@ NowKey = tuple[str, str, str]  # (scope, id, field)
 State = dict[str, Any]
 
 
-def bucket_fields(prefix: str) -> tuple[str, ...]:
-    """The bucket field names of a duration histogram, e.g. ``cycle_le_86400`` ... ``cycle_le_inf``."""
-    return tuple(f"{prefix}_le_{int(b)}" for b in DURATION_BUCKETS) + (f"{prefix}_le_inf",)
-
-
-_BUCKETS = {prefix: bucket_fields(prefix) for prefix in HISTOGRAMS}
-
-
 def duration_bucket(prefix: str, seconds: float) -> str:
     """The bucket a duration falls in (``_le_86400`` holds (43200, 86400])."""
-    return _BUCKETS[prefix][bisect.bisect_left(DURATION_BUCKETS, seconds)]
+    return HISTOGRAMS[prefix].bucket(seconds)
 
 
 # --- pipelines ----------------------------------------------------------------------------------------
@@ -208,25 +203,6 @@ def sales_productivity(revenue: float, reps: int) -> float | None:
     return ratio(revenue, reps)
 
 
-def quantile(fields: Mapping[str, float], prefix: str, q: float) -> float | None:
-    """The q-quantile of a duration histogram from its bucket counts, interpolating within a bucket."""
-    names = _BUCKETS[prefix]
-    total = sum(fields.get(name, 0) for name in names)
-    if total <= 0:
-        return None
-    target, seen, lower = q * total, 0.0, 0.0
-    for name, upper in zip(names, (*DURATION_BUCKETS, None)):
-        count = fields.get(name, 0)
-        if count and seen + count >= target:
-            if upper is None:
-                return lower
-            return lower + (upper - lower) * (target - seen) / count
-        seen += count
-        if upper is not None:
-            lower = upper
-    return lower
-
-
 # --- deal state -----------------------------------------------------------------------------------------
 #
 # DealState (a JSON dict, as the stream keeps it; every list sorted by (at, event_id)):
@@ -303,9 +279,15 @@ def stage_scope(pipeline: str, stage: str) -> str:
     return f"{pipeline}/{stage}"
 
 
+def stage_parts(ident: str) -> tuple[str, str]:
+    """``(pipeline, stage)`` of a stage scope id (the inverse of ``stage_scope``)."""
+    pipeline, _, stage = ident.partition("/")
+    return pipeline, stage
+
+
 def transition_id(pipeline: str, from_stage: str, to_stage: str) -> str:
-    """The id of a transition in the all-time ``transition`` scope (tab-separated, for Prometheus)."""
-    return f"{pipeline}\t{from_stage}\t{to_stage}"
+    """The id of a transition in the all-time ``transition`` scope (structured, for Prometheus)."""
+    return encode((pipeline, from_stage, to_stage))
 
 
 def deal_contribution(
@@ -366,7 +348,7 @@ def deal_contribution(
         deal_fields(v.at, v.pipeline, fields)
         for name in ("won", "lost", f"won_amount:{v.currency}"):
             if name in fields:  # Prometheus: deals_closed_total and revenue_won_total by pipeline and rep
-                put(v.at, "pipeline_rep", f"{v.pipeline}\t{v.rep}", name, fields[name])
+                put(v.at, "pipeline_rep", encode((v.pipeline, v.rep)), name, fields[name])
     churned = deal.get("churned")
     if churned is not None:
         won_at = v.at if v.status == WON else None
@@ -406,8 +388,8 @@ def churn_fields(rep: str, team: str, churned_at: float, won_at: float | None) -
 
 
 def open_gauge_id(pipeline: str, stage: str, currency: str) -> str:
-    """Id of the Prometheus open-pipeline gauge scope: tab-separated (pipeline, stage, currency)."""
-    return f"{pipeline}\t{stage}\t{currency}"
+    """Id of the Prometheus open-pipeline gauge scope: structured (pipeline, stage, currency)."""
+    return encode((pipeline, stage, currency))
 
 
 # --- lead and quota states ------------------------------------------------------------------------------
@@ -482,91 +464,4 @@ def window_change(
     return {
         instant: [(scope, ident, fields) for (scope, ident), fields in by_id.items()]
         for instant, by_id in grouped.items()
-    }
-
-
-# --- derived fields (Redis mirrors these in its merge script) -------------------------------------------
-
-
-def derived_fields(fields: Mapping[str, float], pipelines: Pipelines, currencies: Iterable[str]) -> dict[str, float]:
-    """Rates, averages, quotas and quantiles of a merged set of fields (absent when undefined)."""
-    spec = redis_derived_spec(pipelines, currencies)
-    total = dict(fields)
-    out: dict[str, float] = {}
-    for entry in spec["sums"]:
-        terms, requires = entry["terms"], entry["requires"]
-        if all(f in total for f in requires) and any(f in total for f, _ in terms):
-            out[entry["name"]] = total[entry["name"]] = sum(total.get(f, 0) * c for f, c in terms)
-    for name, num, den in spec["ratios"]:
-        if total.get(den, 0) > 0:
-            out[name] = total[name] = total.get(num, 0) / total[den]
-    for name, nums, dens in spec["products"]:
-        denominator = 1.0
-        for d in dens:
-            denominator *= total.get(d, 0)
-        if denominator > 0 and all(n in total for n in nums):
-            numerator = 1.0
-            for n in nums:
-                numerator *= total[n]
-            out[name] = total[name] = numerator / denominator
-    for histogram in spec["histograms"]:
-        for name, q in histogram["quantiles"]:
-            value = quantile(fields, histogram["prefix"], q)
-            if value is not None:
-                out[name] = value
-    return out
-
-
-def redis_derived_spec(pipelines: Pipelines, currencies: Iterable[str]) -> dict[str, Any]:
-    """How Redis derives the pipeline family's rates from merged totals (see merge_partials.lua).
-
-    In order: ``sums`` (Σ coefficient × field, when every ``requires`` field and some term is present),
-    ``ratios`` (denominator > 0, a missing numerator is 0), ``products`` (Π numerators / Π denominators, every
-    numerator present, denominator > 0), then the quantiles of each histogram.
-    """
-    currencies = sorted(set(currencies))
-    sums: list[dict[str, Any]] = [{"name": "closed", "terms": [["won", 1], ["lost", 1]], "requires": []}]
-    ratios: list[list[str]] = [
-        ["win_rate", "won", "closed"],
-        ["close_rate", "cohort_won", "deals_created"],
-        ["created_to_lost", "deals_created", "lost"],
-        ["upsell_share", "won_upsell", "won"],
-        ["cross_sell_share", "won_cross_sell", "won"],
-        ["lead_to_opportunity", "opportunities", "leads"],
-        ["lead_to_customer", "customers", "leads"],
-        ["mql_to_customer", "mql_customers", "mql"],
-        ["avg_cycle_s", "cycle_sum_s", "cycle_count"],
-        ["avg_time_in_stage_s", "tis_sum_s", "tis_count"],
-        ["churned_first_year_share", "churned_first_year", "churned"],
-    ]
-    products: list[list[Any]] = []
-    for c in currencies:
-        sums.append(
-            {"name": f"quota_gap:{c}", "terms": [[f"quota:{c}", 1], [f"won_amount:{c}", -1]], "requires": [f"quota:{c}"]}
-        )
-        ratios += [
-            [f"avg_deal_size:{c}", f"won_amount:{c}", "won"],
-            [f"quota_attainment:{c}", f"won_amount:{c}", f"quota:{c}"],
-            [f"pipeline_coverage:{c}", f"open_closing:{c}", f"quota_gap:{c}"],
-        ]
-        products.append([f"leads_needed:{c}", [f"quota:{c}", "won", "leads"], [f"won_amount:{c}", "customers"]])
-    seen: set[tuple[str, str]] = set()
-    for name in sorted(pipelines.specs):
-        stages = pipelines.funnel(name)
-        for a, b in zip(stages, stages[1:]):
-            if (a, b) not in seen:
-                seen.add((a, b))
-                ratios.append([f"conversion:{a}>{b}", f"entries:{b}", f"entries:{a}"])
-    return {
-        "sums": sums,
-        "ratios": ratios,
-        "products": products,
-        "histograms": [
-            {
-                "prefix": p,
-                "buckets": [[n, b] for n, b in zip(_BUCKETS[p], (*DURATION_BUCKETS, -1))],
-                "quantiles": [[f"{p}_{qn}_s", q] for qn, q in QUANTILES.items()],
-            }
-            for p in HISTOGRAMS
-        ],
     }
