@@ -44,14 +44,24 @@ sys.path.insert(0, _CODE or str(Path(__file__).resolve().parent.parent))
 from salespulse.config import Config  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
-from salespulse.families.activity.family import ActivityFamily  # noqa: E402
-from salespulse.engine.cells import CellStore  # noqa: E402
-from salespulse.engine.dedup import DedupIndex  # noqa: E402
-from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
-from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402
-from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
-from salespulse.engine.processor import BatchProcessor  # noqa: E402
-from salespulse.engine.record_log import RecordLog  # noqa: E402
+try:
+    from salespulse.engine.cells import CellStore
+    from salespulse.engine.dedup import DedupIndex
+    from salespulse.engine.processor import BatchProcessor
+    from salespulse.engine.record_log import RecordLog
+    from salespulse.families.activity.family import ActivityFamily
+    from salespulse.families.engagement.family import EngagementFamily
+    from salespulse.families.lead_response.family import LeadResponseFamily
+    from salespulse.families.pipeline.family import PipelineFamily
+except ImportError:  # a checkout from before engine/ and families/ (an A/B run against it)
+    from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
+    from salespulse.streams.cells import CellStore  # type: ignore[no-redef]
+    from salespulse.streams.dedup import DedupIndex  # type: ignore[no-redef]
+    from salespulse.streams.engagement import EngagementFamily  # type: ignore[no-redef]
+    from salespulse.streams.lead_response import LeadResponseFamily  # type: ignore[no-redef]
+    from salespulse.streams.pipeline import PipelineFamily  # type: ignore[no-redef]
+    from salespulse.streams.processor import BatchProcessor  # type: ignore[no-redef]
+    from salespulse.streams.record_log import RecordLog  # type: ignore[no-redef]
 
 Record = tuple[int, int, bytes]
 FAMILY_SETS: dict[str, tuple[str, ...]] = {

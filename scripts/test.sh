@@ -24,5 +24,6 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   fi
 fi
 .venv/bin/ruff check salespulse tests bench
+.venv/bin/mypy  # strict on salespulse/engine, families, outputs (pyproject.toml [tool.mypy])
 .venv/bin/salespulse schemas --check
 exec .venv/bin/python -m pytest -q "$@"

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from salespulse.models.errors import field_errors
 from salespulse.models.events import Event, event_from_json
-from salespulse.engine.cells import CellStore
+from salespulse.families.state import StateStore
 from salespulse.engine.dedup import DedupIndex
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Family(Protocol):
     partition_wm: dict[int, int]
 
     @property
-    def stores(self) -> Sequence[CellStore]:
+    def stores(self) -> Sequence[StateStore]:
         """Its cell stores, in the order a batch writes them (derived aggregates first)."""
         ...
 
@@ -193,7 +193,7 @@ class BatchProcessor:
         for index, record in enumerate(group):
             offset, raw = record[1], record[2]
             # When the event was written to the log: the same on every replay, unlike ``now``.
-            arrived = record[3] if len(record) > 3 else None  # type: ignore[misc]
+            arrived = record[3] if len(record) > 3 else None
             try:
                 event = event_from_json(raw)
             except ValidationError as exc:

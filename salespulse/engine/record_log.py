@@ -80,7 +80,7 @@ class RecordLog:
 
     def drop_partition(self, partition: int) -> None:
         for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq):
-            store.pop(partition, None)  # type: ignore[attr-defined]
+            store.pop(partition, None)
 
     def cell(self, partition: int, name: str) -> Cell:
         states = self._states[partition]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from faust.types import TP
 import redis.asyncio as aioredis
@@ -107,8 +107,7 @@ class WorkerRuntime:
             EVENTS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
         )
         self.dlq_topic = self.app.topic(DLQ_TOPIC, key_serializer="raw", value_serializer="raw")
-        self.table = self.app.tables.add(
-            PartitionKeyedTable(
+        self.table = PartitionKeyedTable(
                 self.app,
                 name="state",
                 beacon=self.app.tables.beacon,
@@ -119,7 +118,7 @@ class WorkerRuntime:
                 value_type=bytes,
                 help="salespulse metric cells and event-id dedup records, keyed '<partition>|<name>'",
             )
-        )
+        self.app.tables.add(self.table)
         config = load_config(settings.config)
         enabled = settings.family_names
         entries = {name: registry.load(name) for name in registry.NAMES}
@@ -176,7 +175,7 @@ class WorkerRuntime:
         self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
         if self.startup_events:
             self.app.task(self._send_startup_events)
-        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))  # mode's signal types want **signal
 
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
         """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""

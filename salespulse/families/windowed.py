@@ -97,6 +97,10 @@ class WindowedFamily:
         """The cell stores a batch writes, in order."""
         return (self.cells,)
 
+    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+        """Apply one admitted event (its rules); True if it concerned this family."""
+        raise NotImplementedError
+
     def on_loaded(self, partition: int) -> None:
         """Hook: a partition's cells were just loaded (rebuild in-memory indexes here)."""
 
@@ -352,9 +356,9 @@ class WindowedFamily:
                     if fields:
                         add_fields(base, fields)
         total = dict(base)
-        cell: Cell | None = self.cells.get(partition, f"hour|{current}")
-        if cell is not None:
-            fields = cell.get(scope, _NO_FIELDS).get(ident)
+        now_cell: Cell | None = self.cells.get(partition, f"hour|{current}")
+        if now_cell is not None:
+            fields = now_cell.get(scope, _NO_FIELDS).get(ident)
             if fields:
                 add_fields(total, fields)
         return total

@@ -49,8 +49,8 @@ def bucket_end(grain: str, bucket: str, tz: ZoneInfo) -> datetime | None:
         year, week = bucket.split("-W")
         end = date.fromisocalendar(int(year), int(week), 1) + timedelta(weeks=1)
     elif grain == "month":
-        year, month = (int(part) for part in bucket.split("-"))
-        end = date(year + month // 12, month % 12 + 1, 1)
+        y, m = (int(part) for part in bucket.split("-"))
+        end = date(y + m // 12, m % 12 + 1, 1)
     else:
         raise ValueError(f"unknown grain {grain!r}")
     return datetime(end.year, end.month, end.day, tzinfo=tz)

@@ -59,7 +59,7 @@ def record_model(family: str, scopes: Sequence[str], window_regex: str, spec: Re
         "window": _described(str, spec.window_doc, pattern=window_regex),
         "partition": _described(int, spec.partition_doc, ge=0),
         "watermark": _described(int, spec.watermark_doc, ge=-1),
-        "counts": _described(dict[str, spec.counts_type], spec.counts_doc),  # type: ignore[name-defined]
+        "counts": _described(dict[str, int] if spec.counts_type is int else dict[str, float], spec.counts_doc),
     }
     if spec.targets_doc is not None:
         fields["targets"] = (dict[str, int] | None, Field(None, description=spec.targets_doc))
@@ -70,7 +70,7 @@ def record_model(family: str, scopes: Sequence[str], window_regex: str, spec: Re
             Field(None, description="for a rep: its team's additive fields in the same partition and window"),
         )
     fields["updated_at"] = (AwareDatetime, ...)
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         spec.model_name, __config__=ConfigDict(extra="forbid"), __doc__=spec.doc, **fields
     )
     return model

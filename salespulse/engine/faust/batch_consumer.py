@@ -72,7 +72,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         await self.persist_batches()  # what is about to be committed must be written first
-        return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+        return bool(await super().force_commit(topics, start_new_transaction=start_new_transaction))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         # Write all handled state while the partitions are still ours, and take no new fetch until

@@ -17,7 +17,7 @@ def table_key(partition: int, name: str) -> str:
     return f"{partition}|{name}"
 
 
-class PartitionKeyedTable(faust.Table):
+class PartitionKeyedTable(faust.Table[str, bytes]):
     """A ``faust.Table`` that routes each changelog write by the partition prefix of its key."""
 
     def partition_for_key(self, key: Any) -> int:

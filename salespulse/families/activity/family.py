@@ -16,7 +16,8 @@ from salespulse.families.activity.rules import activity_of, split_field, with_ro
 from salespulse.families.activity.spec import SPEC
 from salespulse.families.keys import encode
 from salespulse.families.state import StateStore
-from salespulse.families.windowed import Number, WindowedFamily
+from salespulse.families.fields import Number
+from salespulse.families.windowed import WindowedFamily
 
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
@@ -58,7 +59,7 @@ class ActivityFamily(WindowedFamily):
         return True
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        return with_rollups(fields)  # type: ignore[arg-type]
+        return with_rollups(fields)
 
     def counter_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str, str], int]:
         """All-time counts per (rep, team, kind, outcome), summed over owned partitions (Prometheus)."""

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from salespulse.families.fields import Number
 from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked, MeetingHeld
 
 UNASSIGNED = "unassigned"
@@ -67,9 +68,9 @@ def split_field(field: str) -> tuple[str, str]:
     return kind, outcome or NO_OUTCOME
 
 
-def with_rollups(counts: Mapping[str, int]) -> dict[str, int]:
+def with_rollups(counts: Mapping[str, Number]) -> dict[str, Number]:
     """A count hash as published: every field, each kind's total over outcomes, and ``total``."""
-    out: dict[str, int] = dict(counts)
+    out: dict[str, Number] = dict(counts)
     for field, n in counts.items():
         if ":" in field:  # only outcome fields roll up (split_field, without splitting the others)
             kind, _, outcome = field.partition(":")

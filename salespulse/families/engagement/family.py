@@ -72,7 +72,7 @@ def clock_as_of(clock: Mapping[str, Any], offset: int) -> float:
     """The clock cell's value as of ``offset`` (at or before its ``wm``): its last step at or before it."""
     steps = clock.get("steps")
     if steps is None:
-        return clock.get("at", float("-inf"))  # a cell written before steps were kept
+        return float(clock.get("at", float("-inf")))  # a cell written before steps were kept
     found = float("-inf")
     for step_offset, at in steps:
         if step_offset > offset:
@@ -222,7 +222,7 @@ class EngagementFamily(WindowedFamily):
         if lead is not None and offset <= lead["wm"]:
             return False  # the state already holds this event (replay after a crash)
         fresh = lead is None
-        if fresh:
+        if lead is None:
             lead = {"wm": -1}
         elif self._changes_nothing(lead, event, at):
             return False  # the common repeats (reopened emails ...): skip the contribution arithmetic

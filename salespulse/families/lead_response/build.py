@@ -16,7 +16,7 @@ __all__ = ["SPEC", "build"]
 
 def build(ctx: FamilyContext) -> LeadResponseFamily:
     config = ctx.config
-    sla_s = config.lead_response.effective_sla_seconds(ctx.sla_s)
+    sla_s = config.lead_response.effective_sla_seconds(int(ctx.sla_s))
     return LeadResponseFamily(
         ctx.cells("response"),
         ctx.states("leads"),
