@@ -18,47 +18,13 @@ from mode import Service
 
 from salespulse.families.windows import hour_bucket
 from salespulse.outputs.aggregates import Partial, is_live
+from salespulse.outputs.sink import BufferedSink, Sink
 from salespulse.outputs.prometheus import WorkerHealth
 from salespulse.outputs.redis import RedisPublisher
 from salespulse.outputs.topics import TopicPublisher
 from salespulse.families.windowed import WindowedFamily
 
 log = logging.getLogger(__name__)
-
-
-class _Sink:
-    """One output with its backlog of unsent partials (newest per key and partition).
-
-    ``min_interval_s`` coalesces: a sink sent at most that often gets only the newest value of each
-    partial, which is all a compacted metric topic keeps anyway.
-    """
-
-    def __init__(
-        self, name: str, send: Callable[[Sequence[Partial]], "asyncio.Future[int] | object"], min_interval_s: float = 0.0
-    ) -> None:
-        self.name = name
-        self.send = send
-        self.min_interval_s = min_interval_s
-        self.backlog: dict[tuple[str, int], Partial] = {}
-        self._last_sent = 0.0
-
-    async def flush(self, partials: Sequence[Partial], health: WorkerHealth, force: bool = False) -> None:
-        for partial in partials:
-            self.backlog[(partial.redis_key, partial.partition)] = partial
-        if not self.backlog:
-            return
-        if not force and time.monotonic() - self._last_sent < self.min_interval_s:
-            return
-        self._last_sent = time.monotonic()
-        # Take the whole backlog: calls that overlap (one per family) send disjoint sets.
-        pending, self.backlog = self.backlog, {}
-        try:
-            await self.send(list(pending.values()))  # type: ignore[misc]
-        except Exception as exc:
-            health.publish_errors.labels(self.name).inc()
-            log.warning("publishing to %s failed (%d partials kept for the next flush): %r", self.name, len(pending), exc)
-            for key, partial in pending.items():
-                self.backlog.setdefault(key, partial)  # a newer value queued meanwhile wins
 
 
 class Flusher(Service):
@@ -85,8 +51,8 @@ class Flusher(Service):
         self.max_pending = max_pending
         self.slow_budget = slow_budget
         # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
-        self.redis_sink = _Sink("redis", redis.publish)
-        self.kafka_sink = _Sink("kafka", topics.publish, min_interval_s=2.0)
+        self.redis_sink = BufferedSink("redis", redis.publish)
+        self.kafka_sink = BufferedSink("kafka", topics.publish, min_interval_s=2.0)
         self._wake = asyncio.Event()
         self._hour = hour_bucket(time.time())
         self._lock = asyncio.Lock()
@@ -126,6 +92,14 @@ class Flusher(Service):
                 log.exception("flush failed")
             last_cpu = time.thread_time() - cpu_started
 
+    async def _deliver(self, sink: Sink, force: bool) -> None:
+        """Flush one sink; a failure is counted and logged (the sink keeps its partials for the next flush)."""
+        try:
+            await sink.flush(force)
+        except Exception as exc:
+            self.health.publish_errors.labels(sink.name).inc()
+            log.warning("publishing to %s failed (partials kept for the next flush): %r", sink.name, exc)
+
     async def flush(self, force: bool = False) -> int:
         """Render and publish everything dirty now (``force``: every sink, whatever its interval)."""
         async with self._lock:
@@ -147,10 +121,13 @@ class Flusher(Service):
                 live = [p for p in rendered if is_live(p)]
                 later += [p for p in rendered if not is_live(p)]
                 # Redis merges this family's live windows while the next family renders.
-                sending.append(asyncio.create_task(self.redis_sink.flush(live, self.health, force)))
+                self.redis_sink.add(live)
+                sending.append(asyncio.create_task(self._deliver(self.redis_sink, force)))
                 await asyncio.sleep(0)  # let the task write its commands before rendering goes on
-            sending.append(asyncio.create_task(self.redis_sink.flush(later, self.health, force)))
-            sending.append(asyncio.create_task(self.kafka_sink.flush(partials, self.health, force)))
+            self.redis_sink.add(later)
+            self.kafka_sink.add(partials)
+            sending.append(asyncio.create_task(self._deliver(self.redis_sink, force)))
+            sending.append(asyncio.create_task(self._deliver(self.kafka_sink, force)))
             await asyncio.gather(*sending)
             if partials:
                 self.health.flush_seconds.observe(time.perf_counter() - started)
