@@ -93,7 +93,13 @@ class FamilySpec:
     def docs_table(self) -> str:
         """The family's fields and derived fields as a Markdown table (docs/metrics.md embeds it)."""
         rows = ["| field | kind | meaning |", "| --- | --- | --- |"]
-        rows += [f"| `{f.name}` | additive | {f.doc} |" for f in self.fields]
+        grouped: list[tuple[list[str], str]] = []  # consecutive fields with one meaning share a row
+        for f in self.fields:
+            if grouped and grouped[-1][1] == f.doc:
+                grouped[-1][0].append(f.name)
+            else:
+                grouped.append(([f.name], f.doc))
+        rows += [f"| {', '.join(f'`{n}`' for n in names)} | additive | {doc} |" for names, doc in grouped]
         for s in self.derived.sums:
             rows.append(f"| `{s.name}` | derived | " + " + ".join(f"{c:g} × `{t}`" for t, c in s.terms) + " |")
         for r in self.derived.ratios:
