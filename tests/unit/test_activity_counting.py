@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from salespulse.families.fields import add_fields
-from salespulse.families.activity.rules import NO_OUTCOME, UNASSIGNED, Activity, activity_of, count_activities, normalise_kind, split_field, with_rollups
+from salespulse.families.activity.rules import (
+    NO_OUTCOME,
+    UNASSIGNED,
+    Activity,
+    activity_of,
+    count_activities,
+    normalise_kind,
+    split_field,
+    with_rollups,
+)
 from salespulse.models.events import CallLogged, EventAdapter
 from tests.unit.test_event_models import EXAMPLES, example
 

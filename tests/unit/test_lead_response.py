@@ -22,7 +22,15 @@ from hypothesis import strategies as st
 
 from salespulse.config import Config
 from salespulse.families.business_hours import add_business_seconds, business_seconds_between
-from salespulse.families.lead_response.rules import UNASSIGNED, batch_recompute, bucket_field, contribution, contribution_change, is_touch, quantile
+from salespulse.families.lead_response.rules import (
+    UNASSIGNED,
+    batch_recompute,
+    bucket_field,
+    contribution,
+    contribution_change,
+    is_touch,
+    quantile,
+)
 from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.windows import hour_bucket, rolling_hour_range
 from salespulse.models.events import EventAdapter

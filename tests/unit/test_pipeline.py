@@ -20,7 +20,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.families.pipeline.rules import PipelineSpec, Pipelines, deal_contribution, lead_contribution, leads_needed, pipeline_coverage, quota_attainment, quota_gap, sales_productivity, share_at_quota, step_conversions, weighted_amount, win_rate
+from salespulse.families.pipeline.rules import (
+    PipelineSpec,
+    Pipelines,
+    deal_contribution,
+    lead_contribution,
+    leads_needed,
+    pipeline_coverage,
+    quota_attainment,
+    quota_gap,
+    sales_productivity,
+    share_at_quota,
+    step_conversions,
+    weighted_amount,
+    win_rate,
+)
 from salespulse.families.pipeline.spec import derived_fields
 from salespulse.models.events import EventAdapter, event_to_json
 from salespulse.engine.cells import CellStore
@@ -382,6 +396,16 @@ def test_a_reopened_deal_counts_as_its_final_outcome_only() -> None:
     fields = cluster.drain().fields("pipeline", "sales")
     assert fields["won"] == 1 and "lost" not in fields
     assert fields["transition:lost>proposal"] == 1
+
+
+def test_a_deal_entering_a_stage_after_a_close_counts_as_reopened_once_in_the_window_of_that_entry() -> None:
+    cluster = Cluster()
+    cluster.send([created("D1", NOW - 3 * DAY), lost("D1", NOW - 2 * DAY), moved("D1", NOW - DAY, "proposal"),
+                  won("D1", NOW - HOUR, amount=2_000), created("D2", NOW - 3 * DAY), lost("D2", NOW - 2 * DAY)])
+    cluster.drain()
+    assert cluster.fields("pipeline", "sales")["reopened"] == 1
+    assert cluster.fields("rep", "anna", f"day|{datetime.fromtimestamp(NOW - DAY, timezone.utc).date()}")["reopened"] == 1
+    assert "reopened" not in cluster.fields("rep", "anna", f"day|{datetime.fromtimestamp(NOW - 2 * DAY, timezone.utc).date()}")
 
 
 def test_upsell_share_close_rate_and_churn_within_the_first_year() -> None:

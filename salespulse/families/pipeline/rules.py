@@ -326,6 +326,8 @@ def deal_contribution(
             if from_stage is not None:
                 put(at, "pipeline", pipeline, f"transition:{from_stage}>{stage}", 1.0)
                 put(at, "transition", transition_id(pipeline, from_stage, stage), "n", 1.0)
+            if previous is not None and previous[2] == "close":
+                deal_fields(at, pipeline, {"reopened": 1.0})
         if previous is not None and previous[2] == "entry":
             left = previous[3]
             duration = max(0.0, at - left[0])

@@ -80,6 +80,7 @@ SPEC = FamilySpec(
         Field("won_cross_sell", "won deals of kind cross_sell"),
         Field("lost", "deals lost"),
         Field("lost_reason:<reason>", "lost deals by normalised reason"),
+        Field("reopened", "closed deals that entered a stage again (window of that entry)"),
         *_histogram_fields("cycle", "sales cycle, creation to win"),
         Field("deals_created", "deals created (window of the creation)"),
         Field("cohort_won", "of those, won"),
