@@ -9,16 +9,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
 
 from mode import Service
 
-from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.outputs.alerts import AlertSinks
 from salespulse.outputs.prometheus import WorkerHealth
 
 log = logging.getLogger(__name__)
+
+#: (partition, lead id, the contract's alert JSON)
+Alert = tuple[int, str, dict[str, Any]]
+
+
+@runtime_checkable
+class AlertSource(Protocol):
+    """A family whose state fires alerts (the lead-response family's SLA alerts)."""
+
+    #: Partitions loaded with unpublished alerts: a previous owner may have sent them unrecorded.
+    inherited_unpublished: set[int]
+
+    def due_alerts(self, partitions: Iterable[int], now: float) -> int: ...
+    def pending_alerts(self, owned: set[int]) -> list[Alert]: ...
+    def mark_published(self, published: Iterable[tuple[int, str, str]]) -> None: ...
 
 
 class AlertClock(Service):
@@ -26,7 +40,7 @@ class AlertClock(Service):
 
     def __init__(
         self,
-        family: LeadResponseFamily,
+        family: AlertSource,
         owned: Callable[[], set[int]],
         sinks: AlertSinks,
         health: WorkerHealth,

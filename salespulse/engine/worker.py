@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
-from salespulse.engine.alert_clock import AlertClock
+from salespulse.engine.alert_clock import AlertClock, AlertSource
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.faust.app import SalespulseApp
@@ -30,7 +30,6 @@ from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dea
 from salespulse.engine.record_log import RecordLog
 from salespulse.families import registry
 from salespulse.families.context import FamilyContext
-from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.families.windowed import WindowedFamily
 from salespulse.models.events import Event, event_to_json
 from salespulse.outputs.alerts import AlertSinks
@@ -162,10 +161,10 @@ class WorkerRuntime:
             max_pending=settings.flush_max_updates,
             slow_budget=settings.flush_slow_budget,
         )
-        #: SLA alerts come from the lead response family's lead states: None when it does not run here.
-        lead_response = self.families.get("lead_response")
-        self.alert_clock = None if not isinstance(lead_response, LeadResponseFamily) else AlertClock(
-            lead_response,
+        #: Alerts come from a family's state (the lead-response SLA): None when no such family runs here.
+        source = next((family for family in families if isinstance(family, AlertSource)), None)
+        self.alert_clock = None if source is None else AlertClock(
+            source,
             self.owned_partitions,
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,

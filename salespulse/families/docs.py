@@ -1,7 +1,8 @@
 """The field tables of docs/metrics.md, generated from the family specs.
 
 ``python -m salespulse.families.docs`` rewrites them in place; tests/unit/test_family_specs.py fails
-when they are stale. Each table sits between ``<!-- spec:<family> -->`` and ``<!-- /spec:<family> -->``.
+when they are stale. Each table sits between ``<!-- spec:<family> -->`` and ``<!-- /spec:<family> -->``;
+a family without one gets a new section at the end.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ def render(text: str) -> str:
     for name, spec in specs().items():
         block = f"<!-- spec:{name} -->\n{spec.docs_table()}\n<!-- /spec:{name} -->"
         pattern = re.compile(rf"<!-- spec:{name} -->.*?<!-- /spec:{name} -->", re.S)
-        if not pattern.search(text):
-            raise ValueError(f"docs/metrics.md has no <!-- spec:{name} --> block")
-        text = pattern.sub(lambda _m: block, text)
+        if pattern.search(text):
+            text = pattern.sub(lambda _m: block, text)
+        else:  # a new family: its section goes at the end, to be given prose by hand
+            text = f"{text.rstrip()}\n\n### {name}\n\n{block}\n"
     return text
 
 
