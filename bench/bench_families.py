@@ -52,6 +52,8 @@ try:
     from salespulse.families.activity.family import ActivityFamily
     from salespulse.families.engagement.family import EngagementFamily
     from salespulse.families.lead_response.family import LeadResponseFamily
+    from salespulse.families import registry
+    from salespulse.families.context import FamilyContext
     from salespulse.families.pipeline.family import PipelineFamily
 except ImportError:  # a checkout from before engine/ and families/ (an A/B run against it)
     from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
@@ -62,6 +64,8 @@ except ImportError:  # a checkout from before engine/ and families/ (an A/B run 
     from salespulse.streams.pipeline import PipelineFamily  # type: ignore[no-redef]
     from salespulse.streams.processor import BatchProcessor  # type: ignore[no-redef]
     from salespulse.streams.record_log import RecordLog  # type: ignore[no-redef]
+
+    registry = None  # type: ignore[assignment]
 
 Record = tuple[int, int, bytes]
 FAMILY_SETS: dict[str, tuple[str, ...]] = {
@@ -125,6 +129,16 @@ def build_batches(n: int, seed: int, reps: int, teams: int, partitions: int, dup
 def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]:
     """The families of a set as the worker builds them (default config: no targets, default pipeline)."""
     utc = ZoneInfo("UTC")
+    if registry is not None:  # the registry builds every family, as in the worker
+        context = FamilyContext(
+            cells=lambda prefix: CellStore(table, prefix),
+            states=lambda prefix: RecordLog(table, prefix),
+            tz=utc,
+            retention_s=_RETENTION_S,
+            config=Config(),
+            sla_s=300,
+        )
+        return [registry.load(name).build(context) for name in names]
     out: list[Any] = []
     for name in names:
         if name == "activity":
