@@ -60,3 +60,8 @@ def rolling_hour_range(span_hours: int, now_s: float) -> range:
     """The ``span_hours`` hour buckets of the rolling window at ``now_s``: the current hour and those before it."""
     current = hour_bucket(now_s)
     return range(current - span_hours + 1, current + 1)
+
+
+def iso(epoch: float) -> str:
+    """An instant as the contract writes it: ISO 8601 in UTC."""
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()

@@ -17,30 +17,20 @@ class WorkerHealth:
     """The worker's own operational metrics (for consumer-side alerting), registered on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter(
-            "salespulse_worker_events",
-            "Records the worker consumed, by outcome (counted, duplicate, dead_letter).",
-            ["outcome"],
-            registry=registry,
-        )
+        self.events = Counter("salespulse_worker_events",
+                              "Records the worker consumed, by outcome (counted, duplicate, dead_letter).",
+                              ["outcome"], registry=registry)
         self.publish_errors = Counter(
             "salespulse_publish_errors", "Failed publisher flushes, by sink.", ["sink"], registry=registry
         )
-        self.flush_seconds = Histogram(
-            "salespulse_flush_seconds",
-            "Duration of one publisher flush (render, Redis, metric topics).",
-            registry=registry,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        )
+        self.flush_seconds = Histogram("salespulse_flush_seconds",
+                                       "Duration of one publisher flush (render, Redis, metric topics).",
+                                       registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.alerts = Counter(
             "salespulse_alerts_published", "SLA alerts published by this worker, by status.", ["status"], registry=registry
         )
-        self.batch_events = Histogram(
-            "salespulse_batch_events",
-            "Records per worker batch.",
-            registry=registry,
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-        )
+        self.batch_events = Histogram("salespulse_batch_events", "Records per worker batch.", registry=registry,
+                                      buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000))
 
 
 class ConsumerLagCollector(Collector):

@@ -29,10 +29,7 @@ class ActivityFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(
-        self,
-        cells: StateStore,
-        tz: ZoneInfo,
-        retention_s: float,
+        self, cells: StateStore, tz: ZoneInfo, retention_s: float,
         team_of_rep: dict[str, str] | None = None,
         targets: Callable[[str, str], Mapping[str, int]] | None = None,
         foreign_target_kinds: Iterable[str] = (),

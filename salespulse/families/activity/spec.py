@@ -19,14 +19,9 @@ SPEC = FamilySpec(
         Field("total", "every activity (a roll-up)"),
     ),
     series=(
-        Series(
-            "salespulse_activities",
-            "Rep activities (calls, emails sent, meetings, logged activities) by rep, team, kind and outcome.",
-            "counter",
-            scope="rep_team",
-            labels=("rep", "team", "kind", "outcome"),
-            fields=split_field,
-        ),
+        Series("salespulse_activities",
+               "Rep activities (calls, emails sent, meetings, logged activities) by rep, team, kind and outcome.",
+               "counter", scope="rep_team", labels=("rep", "team", "kind", "outcome"), fields=split_field),
     ),
     record=RecordSpec(
         model_name="ActivityPartial",

@@ -10,14 +10,10 @@ __all__ = ["SPEC", "build"]
 
 
 def build(ctx: FamilyContext) -> EngagementFamily:
-    config = ctx.config
+    c = ctx.config
+    targets = c.targets_for if c.targets.configured else None
+    quiet_s, outbound = c.activity.quiet_after_days * 86400, c.lead_response.outbound_activity_kinds
     return EngagementFamily(
-        ctx.cells("engagement"),
-        ctx.states("outreach"),
-        ctx.tz,
-        ctx.retention_s,
-        quiet_s=config.activity.quiet_after_days * 86400,
-        team_of_rep=config.team_of_rep,
-        outbound_kinds=config.lead_response.outbound_activity_kinds,
-        targets=config.targets_for if config.targets.configured else None,
+        ctx.cells("engagement"), ctx.states("outreach"), ctx.tz, ctx.retention_s,
+        quiet_s=quiet_s, team_of_rep=c.team_of_rep, outbound_kinds=outbound, targets=targets,
     )

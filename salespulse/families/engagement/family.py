@@ -86,12 +86,8 @@ class EngagementFamily(WindowedFamily):
 
     spec = SPEC
 
-    def __init__(
-        self,
-        cells: StateStore,
-        leads: StateStore,
-        tz: ZoneInfo,
-        retention_s: float,
+    def __init__(  # the windows' store, the leads' store, then the windows' zone and retention
+        self, cells: StateStore, leads: StateStore, tz: ZoneInfo, retention_s: float,
         quiet_s: float = DEFAULT_QUIET_S,
         team_of_rep: Mapping[str, str] | None = None,
         outbound_kinds: Iterable[str] = (),

@@ -8,17 +8,20 @@ from salespulse.outputs.derived import Derived, Ratio
 from salespulse.outputs.records import RecordSpec
 from salespulse.outputs.series import Series, one_of
 
+_RATES = ("open", "click", "reply", "bounce")  # the rate of each engagement kind (``open_rate`` ...)
+
 DERIVED = Derived(
     ratios=(
-        Ratio("open_rate", "emails_opened", "emails_sent"),
-        Ratio("click_rate", "emails_clicked", "emails_sent"),
-        Ratio("reply_rate", "emails_replied", "emails_sent"),
-        Ratio("bounce_rate", "emails_bounced", "emails_sent"),
+        # email engagement, each over the emails sent
+        *(Ratio(f"{rate}_rate", f"emails_{kind}", "emails_sent") for rate, kind in zip(_RATES, ENGAGEMENT_KINDS)),
         Ratio("personalized_share", "emails_personalized", "emails_sent"),
+        # contact rate and later conversion to won, per channel
         *(Ratio(f"contact_rate:{c}", f"connected:{c}", f"attempts:{c}") for c in CONNECTABLE),
         *(Ratio(f"conversion_rate:{c}", f"won:{c}", f"reached:{c}") for c in CONNECTABLE),
+        # follow-up depth
         Ratio("avg_touches_to_convert", "touches_to_convert", "leads_converted"),
         Ratio("avg_touches_before_quiet", "touches_before_quiet", "leads_quiet"),
+        # activity ratios
         Ratio("first_meeting_rate", "leads_first_meeting", "leads"),
         Ratio("outreach_meeting_rate", "outreach_first_meeting", "outreach_leads"),
         Ratio("next_step_rate", "first_meeting_next_step", "first_meetings"),
@@ -55,14 +58,10 @@ SPEC = FamilySpec(
     beside=DERIVED.names,
     drop_zeros=True,
     series=(
-        Series(
-            "salespulse_email_events",
-            "Sent emails opened, clicked, replied to or bounced (each email once per event), by sending rep and team.",
-            "counter",
-            scope="rep_team",
-            labels=("rep", "team", "event"),
-            fields=one_of({f"emails_{kind}": (kind,) for kind in ENGAGEMENT_KINDS}),
-        ),
+        Series("salespulse_email_events",
+               "Sent emails opened, clicked, replied to or bounced (each email once per event), by sending rep and team.",
+               "counter", scope="rep_team", labels=("rep", "team", "event"),
+               fields=one_of({f"emails_{kind}": (kind,) for kind in ENGAGEMENT_KINDS})),
     ),
     record=RecordSpec(
         model_name="EngagementPartial",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,6 +34,7 @@ from salespulse.families.lead_response.rules import (
 from salespulse.models.events import LeadAssigned, LeadCreated
 from salespulse.families.state import StateStore
 from salespulse.families.windowed import WindowedFamily
+from salespulse.families.windows import iso
 
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
@@ -45,21 +45,13 @@ DeadlineOf = Callable[[float, str], float]  # (created epoch, team) -> deadline 
 BusinessSeconds = Callable[[float, float, str], float]  # (start, end, team) -> open seconds between
 
 
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
-
-
 class LeadResponseFamily(WindowedFamily):
     """Response times, SLA compliance and coverage per rep, team and source; awaiting leads; SLA alerts."""
 
     spec = SPEC
 
-    def __init__(
-        self,
-        cells: StateStore,
-        leads: StateStore,
-        tz: ZoneInfo,
-        retention_s: float,
+    def __init__(  # the windows' store, the leads' store, then the windows' zone and retention
+        self, cells: StateStore, leads: StateStore, tz: ZoneInfo, retention_s: float,
         sla_s: float,
         deadline_of: DeadlineOf | None = None,
         business_seconds: BusinessSeconds | None = None,

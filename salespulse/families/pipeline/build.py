@@ -10,14 +10,8 @@ __all__ = ["SPEC", "build"]
 
 
 def build(ctx: FamilyContext) -> PipelineFamily:
-    config = ctx.config
+    c = ctx.config
     return PipelineFamily(
-        ctx.cells("pipeline"),
-        ctx.states("pstate"),
-        ctx.tz,
-        ctx.retention_s,
-        pipelines=config.pipeline_specs(),
-        currency=config.currency,
-        team_of_rep=config.team_of_rep,
-        config_quotas=config.quotas,
+        ctx.cells("pipeline"), ctx.states("pstate"), ctx.tz, ctx.retention_s,
+        pipelines=c.pipeline_specs(), currency=c.currency, team_of_rep=c.team_of_rep, config_quotas=c.quotas,
     )

@@ -68,6 +68,7 @@ from salespulse.families.keys import Key
 from salespulse.families.pipeline import live
 from salespulse.families.pipeline.spec import SPEC, derived
 from salespulse.families.windowed import WindowedFamily
+from salespulse.families.windows import iso
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +82,13 @@ _EPSILON = 1e-9
 _REPORTED: set[tuple[str, str]] = set()
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
-
-
 class PipelineFamily(WindowedFamily):
     """Stage entries, transitions, time in stage, closes, revenue, cycles, lead cohorts, quotas, open pipeline."""
 
     spec = SPEC
 
-    def __init__(
-        self,
-        cells: StateStore,
-        states: StateStore,
-        tz: ZoneInfo,
-        retention_s: float,
+    def __init__(  # the windows' store, the states' store, then the windows' zone and retention
+        self, cells: StateStore, states: StateStore, tz: ZoneInfo, retention_s: float,
         pipelines: Pipelines | None = None,
         currency: str = "USD",
         team_of_rep: Mapping[str, str] | None = None,
@@ -329,7 +322,7 @@ class PipelineFamily(WindowedFamily):
         dirty, self.open_dirty = self.open_dirty, set()
         if not dirty:
             return partials
-        updated_at = _iso(now if now is not None else datetime.now(timezone.utc).timestamp())
+        updated_at = iso(now if now is not None else datetime.now(timezone.utc).timestamp())
         for partition, scope, ident in dirty:
             if partition not in owned:
                 continue
@@ -430,6 +423,20 @@ def _newer(current: list[Any] | None, candidate: list[Any]) -> list[Any]:
     return current
 
 
+def _older(current: list[Any] | None, candidate: list[Any]) -> list[Any]:
+    """The earlier of two ``[at, eid, ...]`` values by (time, event id)."""
+    if current is None or (candidate[0], candidate[1]) < (current[0], current[1]):
+        return candidate
+    return current
+
+
+def _stamp(state: State, event: Any) -> tuple[float, str]:
+    """An event's ``(time, id)``, noting its time as the state's newest fact (for expiry)."""
+    at = event.occurred_at.timestamp()
+    state["last"] = max(state.get("last", at), at)
+    return at, event.event_id
+
+
 def _insert(items: list[list[Any]], item: list[Any]) -> None:
     if all(existing[1] != item[1] for existing in items):
         items.append(item)
@@ -437,13 +444,10 @@ def _insert(items: list[list[Any]], item: list[Any]) -> None:
 
 
 def _record_deal_event(state: State, event: Any) -> None:
-    """Fold one deal event into a deal state (see ``salespulse.metrics.pipeline`` for the layout)."""
-    at, eid = event.occurred_at.timestamp(), event.event_id
-    state["last"] = max(state.get("last", at), at)
+    """Fold one deal event into a deal state (see ``families.pipeline.rules`` for the layout)."""
+    at, eid = _stamp(state, event)
     if isinstance(event, CustomerChurned):
-        churned = state.get("churned")
-        if churned is None or (at, eid) < (churned[0], churned[1]):
-            state["churned"] = [at, eid, event.rep_id]
+        state["churned"] = _older(state.get("churned"), [at, eid, event.rep_id])
         return
     if isinstance(event, DealLeadLinked):
         lead = state.get("lead")
@@ -451,9 +455,8 @@ def _record_deal_event(state: State, event: Any) -> None:
             state["lead"] = [at, eid, event.lead_id]
         return
     if isinstance(event, DealCreated):
-        created = state.get("created")
-        if created is None or (at, eid) < (created[0], created[1]):
-            state["created"] = [at, eid, event.pipeline, event.kind.value if event.kind else None]
+        kind = event.kind.value if event.kind else None
+        state["created"] = _older(state.get("created"), [at, eid, event.pipeline, kind])
         _insert(state.setdefault("entries", []), [at, eid, event.pipeline, event.stage, None, event.probability])
         if event.lead_id:
             lead = state.get("lead")
@@ -487,12 +490,11 @@ def _record_deal_event(state: State, event: Any) -> None:
 
 def _record_lead_event(state: State, event: Any) -> None:
     """Fold one lead event into the family's own lead state."""
-    at, eid = event.occurred_at.timestamp(), event.event_id
-    state["last"] = max(state.get("last", at), at)
+    at, eid = _stamp(state, event)
     if isinstance(event, LeadCreated):
-        created = state.get("created")
-        if created is None or (at, eid) < (created[0], created[1]):
-            state["created"] = [at, eid]
+        created = [at, eid]
+        if _older(state.get("created"), created) is created:
+            state["created"] = created
             if event.source:
                 state["source"] = [at, eid, event.source]
         if event.mql:
@@ -507,9 +509,7 @@ def _record_lead_event(state: State, event: Any) -> None:
         deals[event.deal_id] = _newer(deals.get(event.deal_id), [at, eid, event.outcome.value])
         return  # the worker's own link event: it says nothing of the lead's owner or team
     elif isinstance(event, CustomerChurned):
-        churned = state.get("churned")
-        if churned is None or (at, eid) < (churned[0], churned[1]):
-            state["churned"] = [at, eid, event.rep_id]
+        state["churned"] = _older(state.get("churned"), [at, eid, event.rep_id])
         return
     if event.rep_id and isinstance(event, (LeadCreated, LeadAssigned)):
         state["owner"] = _newer(state.get("owner"), [at, eid, event.rep_id])
