@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from salespulse import __version__
-from salespulse.settings import Settings
+from salespulse.settings import METRIC_FAMILIES, Settings
 
 console = Console(stderr=True)
 
@@ -52,8 +52,7 @@ infra_options = [
 ]
 families_option = click.option(
     "--families",
-    help="comma-separated metric families to run: activity, lead_response, pipeline, engagement "
-    "[env SALESPULSE_FAMILIES, all]",
+    help=f"comma-separated metric families to run: {', '.join(METRIC_FAMILIES)} [env SALESPULSE_FAMILIES, all]",
 )
 log_option = click.option(
     "--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
