@@ -21,8 +21,8 @@ offsets would miss the change).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from salespulse.families.engagement.spec import ADDITIVE_FIELDS, SPEC
@@ -30,6 +30,7 @@ from salespulse.families.engagement.rules import (
     ENGAGEMENT_KINDS,
     UNASSIGNED,
     Contribution,
+    EngagementKind,
     LeadState,
     channel_of_activity,
     contribution,
@@ -61,7 +62,9 @@ CLOCK_CELL = "clock|-"
 DEFAULT_QUIET_S = 14 * 86400.0
 #: Leads per partition whose contribution is kept in memory (most recently changed first to stay).
 CONTRIBUTION_CACHE_SIZE = 20_000
-_ENGAGEMENT_TYPES = {EmailOpened: "opened", EmailClicked: "clicked", EmailReplied: "replied", EmailBounced: "bounced"}
+_ENGAGEMENT_TYPES: dict[type, EngagementKind] = {
+    EmailOpened: "opened", EmailClicked: "clicked", EmailReplied: "replied", EmailBounced: "bounced"
+}
 _LEAD_TYPES = (
     LeadCreated, LeadConverted, LeadDealClosed, CallLogged, EmailSent, EmailOpened, EmailClicked, EmailReplied,
     EmailBounced, MeetingBooked, MeetingHeld, ActivityLogged,
@@ -121,18 +124,25 @@ class EngagementFamily(WindowedFamily):
         """Targets of this family's additive fields (``emails_personalized`` ...) are published here."""
         return kind in ADDITIVE_FIELDS
 
+    def _lead(self, partition: int, lead_id: str) -> LeadState | None:
+        """A lead's state (the store holds JSON objects; this family's are ``LeadState``)."""
+        return cast(LeadState | None, self.leads.get(partition, lead_id))
+
+    def _leads(self, partition: int) -> Iterator[tuple[str, LeadState]]:
+        return cast(Iterator[tuple[str, LeadState]], self.leads.items(partition))
+
     # -- loading -----------------------------------------------------------------------------------
 
     def on_loaded(self, partition: int) -> None:
         heap: list[tuple[float, str]] = []
-        for lead_id, lead in self.leads.items(partition):
+        for lead_id, lead in self._leads(partition):
             due = self._quiet_deadline(lead)
             if due is not None:
                 heap.append((due, lead_id))
         heapq.heapify(heap)
         self.quiet_due[partition] = heap
         seen: dict[str, str] = {}
-        for _lead_id, lead in self.leads.items(partition):
+        for _lead_id, lead in self._leads(partition):
             for _at, _channel, rep, team, *_ in lead.get("touches", ()):
                 seen[rep] = team
             for item in (*lead.get("emails", {}).values(), *lead.get("meetings", {}).values()):
@@ -214,7 +224,7 @@ class EngagementFamily(WindowedFamily):
 
     def _update(self, partition: int, offset: int, event: Any, at: float, now: float) -> bool:
         lead_id = event.lead_id
-        lead = self.leads.get(partition, lead_id)
+        lead = self._lead(partition, lead_id)
         if lead is not None and offset <= lead["wm"]:
             return False  # the state already holds this event (replay after a crash)
         fresh = lead is None
@@ -231,7 +241,7 @@ class EngagementFamily(WindowedFamily):
             if team:
                 self._team_seen.setdefault(partition, {})[event.rep_id] = team
         if fresh:
-            stored = self.leads.cell(partition, lead_id)
+            stored = cast(LeadState, self.leads.cell(partition, lead_id))
             stored.update(lead)
             lead = stored
         self._refresh_quiet(partition, lead_id, lead, before_due)
@@ -280,11 +290,11 @@ class EngagementFamily(WindowedFamily):
         elif isinstance(event, EmailSent):
             email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
             if email.get("at") is None or at < email["at"]:
-                email.update(at=at, rep=rep, team=team, personalized=bool(event.personalized))
+                email.update({"at": at, "rep": rep, "team": team, "personalized": bool(event.personalized)})
         elif isinstance(event, MeetingBooked):
             meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
             if meeting.get("at") is None or at < meeting["at"]:
-                meeting.update(at=at, rep=rep, team=team, kind=event.kind.value if event.kind else None)
+                meeting.update({"at": at, "rep": rep, "team": team, "kind": event.kind.value if event.kind else None})
         elif isinstance(event, MeetingHeld):
             meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
             if meeting.get("held"):
@@ -317,7 +327,7 @@ class EngagementFamily(WindowedFamily):
         held: list[tuple[float, str]] = []
         while heap and heap[0][0] <= clock:
             due, lead_id = heapq.heappop(heap)
-            lead = self.leads.get(partition, lead_id)
+            lead = self._lead(partition, lead_id)
             if lead is None or self._quiet_deadline(lead) != due:
                 continue  # gone, converted, already quiet, or touched since
             if offset <= lead["wm"]:
@@ -365,7 +375,7 @@ class EngagementFamily(WindowedFamily):
         """Expire window cells, and lead states with nothing newer than retention (their aggregates stay)."""
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
-        stale = [lead_id for lead_id, lead in self.leads.items(partition) if lead.get("last_seen", 0.0) < cutoff]
+        stale = [lead_id for lead_id, lead in self._leads(partition) if lead.get("last_seen", 0.0) < cutoff]
         if stale:
             self.leads.delete_many(partition, stale)
             cache = self._contributions.get(partition, {})
@@ -374,7 +384,7 @@ class EngagementFamily(WindowedFamily):
         return expired + len(stale)
 
 
-def _add_touch(lead: dict[str, Any], touch: list[Any]) -> bool:
+def _add_touch(lead: LeadState, touch: list[Any]) -> bool:
     """Record a touch once per event id (a redelivery past the dedup horizon changes nothing); True if new."""
     touches = lead.setdefault("touches", [])
     if any(existing[-1] == touch[-1] for existing in touches):

@@ -30,7 +30,7 @@ Everything here is a pure function of one lead's state (``LeadState``, kept by
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from salespulse.families.fields import Number
 from salespulse.families.keys import encode
@@ -40,12 +40,50 @@ UNKNOWN_SOURCE = "unknown"
 CHANNELS: tuple[str, ...] = ("call", "email", "meeting", "social", "other")
 #: Channels with a "connected" signal (and hence a contact rate and a later conversion).
 CONNECTABLE: tuple[str, ...] = ("call", "email", "meeting")
-ENGAGEMENT_KINDS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced")
+EngagementKind = Literal["opened", "clicked", "replied", "bounced"]
+ENGAGEMENT_KINDS: tuple[EngagementKind, ...] = ("opened", "clicked", "replied", "bounced")
 #: ``activity.logged`` kinds (normalised) that are the ``social`` channel.
 _SOCIAL = re.compile(r"^(linkedin|social|twitter|x_|facebook|instagram|whatsapp|telegram|wechat)")
 _KIND_CHARS = re.compile(r"[^a-z0-9_]+")
 
-LeadState = dict[str, Any]
+class EmailState(TypedDict, total=False):
+    """A sent email of a lead: its send (``at``, ``rep``, ``team``, ``personalized``) and each engagement kind seen."""
+
+    at: float
+    rep: str
+    team: str
+    personalized: bool
+    opened: bool
+    clicked: bool
+    replied: bool
+    bounced: bool
+
+
+class MeetingState(TypedDict, total=False):
+    """A booked meeting of a lead: when, by whom, its kind, and whether it was held."""
+
+    at: float
+    rep: str
+    team: str
+    kind: str | None
+    held: bool
+
+
+class LeadState(TypedDict, total=False):
+    """One lead as the engagement family keeps it (a JSON object in the ``outreach`` record log)."""
+
+    wm: int
+    created: float
+    source: str | None
+    team: str | None
+    converted: float
+    won: float
+    quiet: bool
+    last_seen: float
+    #: Calls and outbound activities: ``[at, channel, rep, team, connected, event id]``.
+    touches: list[list[Any]]
+    emails: dict[str, EmailState]
+    meetings: dict[str, MeetingState]
 Contribution = dict[tuple[float, str, str, str], Number]  # (instant, scope, id, field) -> value
 
 def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozenset[str] = frozenset()) -> str | None:
@@ -60,7 +98,7 @@ def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozen
 
 
 #: Field names by channel or kind, built once (the contribution is computed for every changed lead).
-_EMAIL_KIND_FIELDS: tuple[tuple[str, str], ...] = tuple((kind, f"emails_{kind}") for kind in ENGAGEMENT_KINDS)
+_EMAIL_KIND_FIELDS: tuple[tuple[EngagementKind, str], ...] = tuple((kind, f"emails_{kind}") for kind in ENGAGEMENT_KINDS)
 _ATTEMPT_FIELDS = {c: f"attempts:{c}" for c in CHANNELS}
 _CONNECTED_FIELDS = {c: f"connected:{c}" for c in CONNECTABLE}
 _REACHED_FIELDS = {c: f"reached:{c}" for c in CONNECTABLE}
@@ -97,9 +135,9 @@ def last_touch(lead: LeadState) -> float | None:
     return latest
 
 
-def first_meeting(lead: LeadState) -> tuple[float, str, dict[str, Any]] | None:
+def first_meeting(lead: LeadState) -> tuple[float, str, MeetingState] | None:
     """The earliest booked meeting of kind ``first`` (or without a kind): ``(at, id, meeting)``."""
-    found: tuple[float, str, dict[str, Any]] | None = None
+    found: tuple[float, str, MeetingState] | None = None
     for meeting_id, meeting in lead.get("meetings", {}).items():
         at = meeting.get("at")
         if at is not None and meeting.get("kind") in (None, "first"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -77,13 +77,20 @@ class LeadResponseFamily(WindowedFamily):
         """Write order: aggregates before the lead states they were derived from."""
         return (self.cells, self.leads)
 
+    def _lead(self, partition: int, lead_id: str) -> LeadState | None:
+        """A lead's state (the store holds JSON objects; this family's are ``LeadState``)."""
+        return cast(LeadState | None, self.leads.get(partition, lead_id))
+
+    def _leads(self, partition: int) -> Iterator[tuple[str, LeadState]]:
+        return cast(Iterator[tuple[str, LeadState]], self.leads.items(partition))
+
     # -- loading -----------------------------------------------------------------------------------
 
     def on_loaded(self, partition: int) -> None:
         """Rebuild the in-memory indexes of a partition from its lead cells."""
         self.awaiting[partition] = set()
         self.deadlines[partition] = []
-        for lead_id, lead in self.leads.items(partition):
+        for lead_id, lead in self._leads(partition):
             self._index(partition, lead_id, lead)
         heapq.heapify(self.deadlines[partition])
         if any(p == partition for p, _ in self.unpublished):
@@ -127,11 +134,11 @@ class LeadResponseFamily(WindowedFamily):
         if not (created or touch or isinstance(event, LeadAssigned)):
             return False
         at = event.occurred_at.timestamp()
-        lead = self.leads.get(partition, lead_id)
+        lead = self._lead(partition, lead_id)
         if lead is not None and touch and lead.get("touch") is not None and at >= lead["touch"]:
             return False  # a follow-up touch: the first touch stands, nothing changes (the common case)
         if lead is None:
-            lead = self.leads.cell(partition, lead_id)
+            lead = cast(LeadState, self.leads.cell(partition, lead_id))
         if offset <= lead["wm"]:
             return False  # the state already holds this event (replay after a crash)
         before = contribution(lead)
@@ -177,7 +184,8 @@ class LeadResponseFamily(WindowedFamily):
             lead["live"] = arrived <= lead["deadline"] + LIVE_GRACE_S
 
     def _on_touch(self, partition: int, lead_id: str, lead: LeadState, event: Any, at: float, now: float) -> None:
-        if lead.get("touch") is not None and at >= lead["touch"]:
+        touch = lead.get("touch")
+        if touch is not None and at >= touch:
             return
         lead["touch"] = at
         lead["toucher"] = event.rep_id
@@ -213,9 +221,10 @@ class LeadResponseFamily(WindowedFamily):
             lead["touch_owner"] = UNASSIGNED  # nobody owned the lead when it was touched
 
     def _refresh_response(self, lead: LeadState) -> None:
-        if lead.get("created") is not None and lead.get("touch") is not None:
+        created, touch = lead.get("created"), lead.get("touch")
+        if created is not None and touch is not None:
             team = lead.get("hours_team") or lead.get("team") or UNASSIGNED
-            lead["response_s"] = max(0.0, self.business_seconds(lead["created"], lead["touch"], team))
+            lead["response_s"] = max(0.0, self.business_seconds(created, touch, team))
 
     # -- the clock ---------------------------------------------------------------------------------
 
@@ -227,7 +236,7 @@ class LeadResponseFamily(WindowedFamily):
             changed: set[str] = set()
             while heap and heap[0][0] <= now:
                 deadline, lead_id = heapq.heappop(heap)
-                lead = self.leads.get(partition, lead_id)
+                lead = self._lead(partition, lead_id)
                 if (
                     lead is None
                     or lead.get("touch") is not None
@@ -251,7 +260,7 @@ class LeadResponseFamily(WindowedFamily):
         for partition, lead_id in sorted(self.unpublished):
             if partition not in owned:
                 continue
-            lead = self.leads.get(partition, lead_id)
+            lead = self._lead(partition, lead_id)
             if lead is None:
                 continue
             published = lead.get("published", [])
@@ -285,7 +294,7 @@ class LeadResponseFamily(WindowedFamily):
         """Record durably that these (partition, lead id, status) alerts went out, so never again."""
         changed: dict[int, set[str]] = {}
         for partition, lead_id, status in published:
-            lead = self.leads.get(partition, lead_id)
+            lead = self._lead(partition, lead_id)
             if lead is None:
                 continue
             statuses = lead.setdefault("published", [])
@@ -304,7 +313,7 @@ class LeadResponseFamily(WindowedFamily):
         out: dict[str, tuple[int, float]] = {}
         for partition in owned:
             for lead_id in self.awaiting.get(partition, ()):
-                lead = self.leads.get(partition, lead_id)
+                lead = self._lead(partition, lead_id)
                 if lead is None or not lead.get("live"):
                     continue
                 team = lead.get("team") or UNASSIGNED
@@ -320,7 +329,7 @@ class LeadResponseFamily(WindowedFamily):
                 totals[(team, rep)] = int(fields["late"])
         for partition in owned:
             for lead_id in self.awaiting.get(partition, ()):
-                lead = self.leads.get(partition, lead_id)
+                lead = self._lead(partition, lead_id)
                 if lead is not None and lead["deadline"] <= now:
                     key = (lead.get("team") or UNASSIGNED, responsible_rep(lead))
                     totals[key] = totals.get(key, 0) + 1
@@ -355,7 +364,7 @@ class LeadResponseFamily(WindowedFamily):
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
         stale = []
-        for lead_id, lead in self.leads.items(partition):
+        for lead_id, lead in self._leads(partition):
             newest = max(
                 lead.get("created") or 0.0, lead.get("touch") or 0.0, *(at for at, _ in lead.get("owners") or ())
             )

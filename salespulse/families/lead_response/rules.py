@@ -17,7 +17,7 @@ reassignment) is applied as ``contribution(new) - contribution(old)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from salespulse.families.keys import encode
 from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked
@@ -42,7 +42,28 @@ def quantile(fields: Mapping[str, float], q: float) -> float | None:
     return RESPONSE_TIMES.quantile(fields, q)
 
 
-LeadState = dict[str, Any]
+class LeadState(TypedDict, total=False):
+    """One lead as the family keeps it (a JSON object in the ``leads`` record log); times are epoch seconds."""
+
+    wm: int  # the highest source offset this state holds
+    created: float  # the earliest ``lead.created``
+    deadline: float  # first-touch deadline (creation + SLA in the team's business hours)
+    hours_team: str  # whose business hours set the deadline
+    live: bool  # created in time to alert on (backfills are measured, never alerted)
+    touch: float | None  # the first outbound touch
+    toucher: str | None
+    owners: list[list[Any]]  # assignments ``[at, rep]``, sorted
+    owner: str | None  # the current owner
+    touch_owner: str | None  # the owner at the first touch
+    team: str | None
+    team_from: str  # where ``team`` came from: created, assigned or touch
+    source: str | None
+    mql: bool
+    response_s: float  # business seconds from creation to the first touch
+    alert: str | None  # firing | resolved
+    fired_at: float
+    resolved_at: float
+    published: list[str]  # alert statuses already published
 
 
 def is_touch(event: object, outbound_kinds: frozenset[str] = frozenset()) -> bool:
@@ -69,12 +90,13 @@ def contribution(lead: LeadState) -> dict[tuple[str, str, str], float]:
     if lead.get("created") is None:
         return {}
     fields: dict[str, float] = {"created": 1}
-    if lead.get("touch") is not None:
+    touch = lead.get("touch")
+    if touch is not None:
         response = float(lead["response_s"])
         fields["touched"] = 1
         fields["response_sum_s"] = response
         fields[bucket_field(response)] = 1
-        fields["within_sla" if lead["touch"] <= lead["deadline"] else "late"] = 1
+        fields["within_sla" if touch <= lead["deadline"] else "late"] = 1
     rep = responsible_rep(lead)
     team = lead.get("team") or UNASSIGNED
     source = lead.get("source") or UNKNOWN_SOURCE
