@@ -25,7 +25,7 @@ from salespulse.families.fields import Number, add_fields
 from salespulse.families.keys import Key
 from salespulse.families.spec import FamilySpec
 from salespulse.families.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
-from salespulse.outputs.aggregates import Partial
+from salespulse.outputs.aggregates import Partial, partial
 from salespulse.outputs.derived import Derived
 from salespulse.outputs.series import SpecCollector
 from salespulse.families.state import Cell, StateStore
@@ -317,13 +317,13 @@ class WindowedFamily:
         for p in partials:
             if p.record["scope"] == "team":
                 rendered.setdefault(p.partition, {})[p.redis_key] = p.record["counts"]
-        for partial in partials:
-            if partial.group_key is None:
+        for rep in partials:
+            if rep.group_key is None:
                 continue
-            record = partial.record
-            counts = rendered.get(partial.partition, {}).get(partial.group_key)
+            record = rep.record
+            counts = rendered.get(rep.partition, {}).get(rep.group_key)
             if counts is None:
-                counts = self.published_fields(self._fields_in(partial.partition, record["window"], "team", record["team"], now))
+                counts = self.published_fields(self._fields_in(rep.partition, record["window"], "team", record["team"], now))
             record["team_counts"] = counts
 
     def _fields_in(self, partition: int, window: str, scope: str, ident: str, now: float) -> Mapping[str, Number]:
@@ -384,51 +384,19 @@ class WindowedFamily:
         ttl: int,
         updated_at: str,
     ) -> Partial:
-        """One partial; a rep's, in a family with ``beside_rates``, gets a ``group_key`` and its team's fields
-        (``team_counts``, filled in by ``_fill_team_counts`` once the render's partials are known)."""
+        """One partial; a rep's, in a family with ``beside_rates``, names its team (its team's fields,
+        ``team_counts``, are filled in by ``_fill_team_counts`` once the render's partials are known)."""
         fields = self.published_fields(raw)
-        record = self.record(scope, ident, window, partition, wm, fields, updated_at)
-        group_key = None
+        wanted = None
+        team = None
         if scope == "rep":
             if self.targets is not None and window.partition(":")[0] in TARGET_GRAINS:
                 wanted = {k: v for k, v in self.targets(ident, window.partition(":")[0]).items() if self.owns_target(k)}
-                if wanted:
-                    # Not additive: every partition's partial carries the target, Redis merges it by max.
-                    fields = {**fields, **{f"target:{kind}": value for kind, value in wanted.items()}}
-                    record["targets"] = wanted
-            team = self.group_of(partition, ident) if self.beside_rates else None
-            if team is not None:
-                group_key = f"{self.redis_prefix}:team:{team}:{window}"
-                record["team"] = team
-                record["team_counts"] = {}
-        # Positional (family, redis_key, partition, watermark, fields, ttl_s, topic_key, record, group_key):
-        # twice as fast as keywords, and a render builds one per dirty aggregate.
-        return Partial(
-            self.name,
-            f"{self.redis_prefix}:{scope}:{ident}:{window}",
-            partition,
-            wm,
-            fields,
-            ttl,
-            f"{scope}:{ident}:{window}:p{partition}",
-            record,
-            group_key,
+            if self.beside_rates:
+                team = self.group_of(partition, ident)
+        return partial(
+            self.name, self.redis_prefix, scope, ident, window, partition, wm, fields, ttl, updated_at, wanted, team
         )
-
-    def record(
-        self, scope: str, ident: str, window: str, partition: int, wm: int, fields: dict[str, Number], updated_at: str
-    ) -> dict[str, Any]:
-        """The metric-topic record of a partial (its JSON Schema is in ``schemas/metrics/``)."""
-        return {
-            "family": self.name,
-            "scope": scope,
-            "id": ident,
-            "window": window,
-            "partition": partition,
-            "watermark": wm,
-            "counts": fields,
-            "updated_at": updated_at,
-        }
 
     def current_window(self, owned: Iterable[int], scope: str, grain: str, now: float) -> dict[str, dict[str, Number]]:
         """Fields per id of one scope in the ``day``, ``week`` or ``month`` holding ``now`` (in the family's time

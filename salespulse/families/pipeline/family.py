@@ -59,7 +59,7 @@ from salespulse.models.events import (
     LeadQualified,
     QuotaSet,
 )
-from salespulse.outputs.aggregates import Partial
+from salespulse.outputs.aggregates import NOW, Partial, partial
 from salespulse.families.state import StateStore
 from prometheus_client.core import Metric
 
@@ -74,7 +74,6 @@ log = logging.getLogger(__name__)
 
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
-NOW_WINDOW = "now"
 #: Scopes of the *now* gauges published to Redis (``gauge`` feeds Prometheus only).
 NOW_PUBLISHED = ("pipeline", "rep", "team")
 _EPSILON = 1e-9
@@ -328,18 +327,7 @@ class PipelineFamily(WindowedFamily):
                 continue
             fields = dict(self.open.get(partition, {}).get((scope, ident), {}))
             wm = self.partition_wm.get(partition, -1)
-            partials.append(
-                Partial(
-                    family=self.name,
-                    redis_key=f"{self.redis_prefix}:open:{scope}:{ident}",
-                    partition=partition,
-                    watermark=wm,
-                    fields=fields,
-                    ttl_s=0,
-                    topic_key=f"open:{scope}:{ident}:p{partition}",
-                    record=self.record(scope, ident, NOW_WINDOW, partition, wm, fields, updated_at),
-                )
-            )
+            partials.append(partial(self.name, self.redis_prefix, scope, ident, NOW, partition, wm, fields, 0, updated_at))
         return partials
 
     def open_totals(self, owned: Iterable[int], scope: str) -> dict[str, dict[str, float]]:
