@@ -143,7 +143,7 @@ class WorkerRuntime:
         )
         self.health = WorkerHealth(registry_)
         for family in families:
-            registry_.register(family.collector(self.owned_partitions))
+            registry_.register(family.collector(self.owned_partitions, skipped=self.health.skipped))
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry_.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))

@@ -46,8 +46,9 @@ class FamilySpec:
     redis_prefix: str
     #: Scopes published to Redis and the metric topic.
     scopes: tuple[str, ...]
-    #: Scopes kept in the all-time cell only, with structured ids (Prometheus label combinations).
-    all_time_scopes: tuple[str, ...]
+    #: Scopes kept in the all-time cell only, with structured ids (Prometheus label combinations): scope ->
+    #: how many parts its ids have (``{"team_source": 2}``: ``(team, source)``).
+    all_time_scopes: Mapping[str, int]
     #: Rolling window name -> span in hours (calendar windows day, week, month and ``all`` always).
     rolling: Mapping[str, int]
     fields: tuple[Field, ...]

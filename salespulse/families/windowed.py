@@ -42,6 +42,23 @@ _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 TARGET_GRAINS = frozenset({"day", "week", "month"})
 
 
+def _ignore(ident: str) -> None:
+    """What an undecodable id costs by default: nothing (a collector counts it)."""
+
+
+def keyed(
+    by_id: Mapping[str, dict[str, Number]], parts: Callable[[str], Key], malformed: Callable[[str], None]
+) -> dict[Key, dict[str, Number]]:
+    """``by_id`` keyed by structured ids; an id ``parts`` cannot decode is left out and passed to ``malformed``."""
+    out: dict[Key, dict[str, Number]] = {}
+    for ident, fields in by_id.items():
+        try:
+            out[parts(ident)] = fields
+        except keys.MalformedId:
+            malformed(ident)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def window_end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
     """When a window ends (epoch seconds), ``None`` for all-time."""
@@ -409,19 +426,28 @@ class WindowedFamily:
         """All-time fields per id of one scope, summed over owned partitions (Prometheus)."""
         return self._window_totals(owned, f"all|{ALL_TIME}", scope)
 
-    def all_time_keyed(self, owned: Iterable[int], scope: str) -> dict[Key, dict[str, Number]]:
-        """All-time fields per structured id of one scope, summed over owned partitions (Prometheus)."""
-        return {self.id_parts(scope, ident): fields for ident, fields in self.all_time(owned, scope).items()}
+    def all_time_keyed(
+        self, owned: Iterable[int], scope: str, malformed: Callable[[str], None] = _ignore
+    ) -> dict[Key, dict[str, Number]]:
+        """All-time fields per structured id of one scope, summed over owned partitions (Prometheus); an id
+        that does not decode (``MalformedId``) is left out and passed to ``malformed``."""
+        return keyed(self.all_time(owned, scope), lambda ident: self.id_parts(scope, ident), malformed)
 
     def id_parts(self, scope: str, ident: str) -> Key:
         """The structured id of a scope's id: its parts for an all-time scope, else the id alone."""
-        return keys.decode(ident) if scope in self.all_time_scopes else (ident,)
+        parts = self.all_time_scopes.get(scope)
+        return (ident,) if parts is None else keys.decode(ident, parts)
 
-    def collector(self, owned: Callable[[], Iterable[int]], clock: Callable[[], float] = time.time) -> SpecCollector:
+    def collector(
+        self,
+        owned: Callable[[], Iterable[int]],
+        clock: Callable[[], float] = time.time,
+        skipped: Callable[[str, str], None] | None = None,
+    ) -> SpecCollector:
         """The family's Prometheus collector: the spec's series, then ``live_series``."""
-        return SpecCollector(self.spec.series, self.all_time_keyed, owned, self.live_series, clock)
+        return SpecCollector(self.name, self.spec.series, self.all_time_keyed, owned, self.live_series, clock, skipped)
 
-    def live_series(self, owned: list[int], now: float) -> Iterable[Metric]:
+    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterable[Metric]:
         """Series that no scope holds (gauges of live state); none by default."""
         return ()
 

@@ -6,11 +6,36 @@ The business series come from each family's spec (``outputs.series.SpecCollector
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+
+class SkippedSeries:
+    """``salespulse_metric_series_skipped_total{family}``: series left out of a scrape, one at a time, so that
+    one bad value (an id written before control characters were refused, a bug) never fails ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.counter = None if registry is None else Counter(
+            "salespulse_metric_series_skipped",
+            "Series left out of a scrape because their state could not be rendered (see the worker log), by family.",
+            ["family"],
+            registry=registry,
+        )
+        self._logged: set[str] = set()
+
+    def __call__(self, family: str, why: str) -> None:
+        if self.counter is not None:
+            self.counter.labels(family).inc()
+        if family not in self._logged:  # once per family: ids may name people, and a scrape repeats them
+            self._logged.add(family)
+            log.warning("left a %s series out of /metrics: %s (counted in salespulse_metric_series_skipped_total)",
+                        family, why)
 
 
 class WorkerHealth:
@@ -31,6 +56,7 @@ class WorkerHealth:
         )
         self.batch_events = Histogram("salespulse_batch_events", "Records per worker batch.", registry=registry,
                                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000))
+        self.skipped = SkippedSeries(registry)
 
 
 class ConsumerLagCollector(Collector):

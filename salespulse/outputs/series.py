@@ -10,6 +10,7 @@ What no scope holds (live gauges of waiting leads, open deals now) a family adds
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,13 +21,15 @@ from prometheus_client.registry import Collector
 
 from salespulse.outputs.derived import Histogram, Number
 
+log = logging.getLogger(__name__)
 Key = tuple[str, ...]
-#: (owned partitions, scope) -> additive fields per structured id, summed over those partitions.
-Totals = Callable[[Iterable[int], str], Mapping[Key, Mapping[str, Number]]]
+#: (owned partitions, scope, what to do with an id that does not decode) -> additive fields per structured id,
+#: summed over those partitions.
+Totals = Callable[[Iterable[int], str, Callable[[str], None]], Mapping[Key, Mapping[str, Number]]]
 #: A field name -> the label values it adds, or None when the field is not part of the series.
 FieldLabels = Callable[[str], Key | None]
-#: (owned partitions, now) -> metric families no scope holds.
-Live = Callable[[list[int], float], Iterable[Metric]]
+#: (owned partitions, now, what to do with an id that does not decode) -> metric families no scope holds.
+Live = Callable[[list[int], float, Callable[[str], None]], Iterable[Metric]]
 
 
 def field_is(name: str) -> FieldLabels:
@@ -119,28 +122,52 @@ def render_series(series: AnySeries, totals: Mapping[Key, Mapping[str, Number]])
 
 
 class SpecCollector(Collector):
-    """A family's Prometheus series, read from the state of the partitions ``owned()`` returns at scrape time."""
+    """A family's Prometheus series, read from the state of the partitions ``owned()`` returns at scrape time.
+
+    Collected whole or not at all: a failure is passed to ``skipped`` (family, why) and the rest of the scrape
+    stands; an id that does not decode leaves out its one series (also passed to ``skipped``).
+    """
 
     def __init__(
         self,
+        family: str,
         series: Sequence[AnySeries],
         totals: Totals,
         owned: Callable[[], Iterable[int]],
         live: Live | None = None,
         clock: Callable[[], float] = time.time,
+        skipped: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.family = family
         self.series = tuple(series)
         self.totals = totals
         self.owned = owned
         self.live = live
         self.clock = clock
+        self.skipped = skipped
+
+    def _skip(self, why: str) -> None:
+        if self.skipped is not None:
+            self.skipped(self.family, why)
+
+    def _malformed(self, ident: str) -> None:
+        self._skip("an id that does not decode (a control character in a label value?)")
 
     def collect(self) -> Iterator[Metric]:
+        try:
+            metrics = list(self._collect())
+        except Exception as exc:  # noqa: BLE001 - a bug in one family must not take the scrape down
+            log.exception("collecting %s failed", self.family)
+            self._skip(f"collector error {type(exc).__name__}")
+            return iter(())
+        return iter(metrics)
+
+    def _collect(self) -> Iterator[Metric]:
         owned = list(self.owned())
         by_scope: dict[str, Mapping[Key, Mapping[str, Number]]] = {}
         for series in self.series:
             if series.scope not in by_scope:
-                by_scope[series.scope] = self.totals(owned, series.scope)
+                by_scope[series.scope] = self.totals(owned, series.scope, self._malformed)
             yield render_series(series, by_scope[series.scope])
         if self.live is not None:
-            yield from self.live(owned, self.clock())
+            yield from self.live(owned, self.clock(), self._malformed)

@@ -58,10 +58,13 @@ class ActivityFamily(WindowedFamily):
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
         return with_rollups(fields)
 
-    def counter_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str, str], int]:
-        """All-time counts per (rep, team, kind, outcome), summed over owned partitions (Prometheus)."""
+    def counter_totals(
+        self, owned: Iterable[int], malformed: Callable[[str], None] = lambda ident: None
+    ) -> dict[tuple[str, str, str, str], int]:
+        """All-time counts per (rep, team, kind, outcome), summed over owned partitions; an id that does not
+        decode is left out and passed to ``malformed``."""
         totals: dict[tuple[str, str, str, str], int] = {}
-        for (rep, team), fields in self.all_time_keyed(owned, "rep_team").items():
+        for (rep, team), fields in self.all_time_keyed(owned, "rep_team", malformed).items():
             for field, n in fields.items():
                 key = (rep, team, *split_field(field))
                 totals[key] = totals.get(key, 0) + int(n)

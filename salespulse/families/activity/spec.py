@@ -11,7 +11,7 @@ SPEC = FamilySpec(
     name="activity",
     redis_prefix="salespulse:activity",
     scopes=("rep", "team"),
-    all_time_scopes=("rep_team",),
+    all_time_scopes={"rep_team": 2},
     rolling={"24h": 24, "7d": 168},
     fields=(
         Field("<kind>", "activities of a kind: `call`, `email_sent`, `meeting_booked`, `meeting_held` or a logged kind"),

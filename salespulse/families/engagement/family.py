@@ -361,10 +361,13 @@ class EngagementFamily(WindowedFamily):
 
     # -- outputs -----------------------------------------------------------------------------------
 
-    def email_event_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str], int]:
-        """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus)."""
+    def email_event_totals(
+        self, owned: Iterable[int], malformed: Callable[[str], None] = lambda ident: None
+    ) -> dict[tuple[str, str, str], int]:
+        """All-time engaged emails per (rep, team, event) over owned partitions; an id that does not decode is
+        left out and passed to ``malformed``."""
         totals: dict[tuple[str, str, str], int] = {}
-        for (rep, team), fields in self.all_time_keyed(owned, "rep_team").items():
+        for (rep, team), fields in self.all_time_keyed(owned, "rep_team", malformed).items():
             for kind in ENGAGEMENT_KINDS:
                 value = int(fields.get(f"emails_{kind}", 0))
                 if value:

@@ -32,7 +32,7 @@ SPEC = FamilySpec(
     name="engagement",
     redis_prefix="salespulse:engagement",
     scopes=("rep", "team", "source"),
-    all_time_scopes=("rep_team",),
+    all_time_scopes={"rep_team": 2},
     rolling={"7d": 168},  # rates want samples: one rolling window besides the calendar ones
     fields=(
         Field("emails_sent", "emails sent (window of the send)"),

@@ -321,10 +321,13 @@ class LeadResponseFamily(WindowedFamily):
                 out[team] = (count + 1, max(oldest, now - lead["created"]))
         return out
 
-    def breaches(self, owned: Iterable[int], now: float) -> dict[tuple[str, str], int]:
-        """Per (team, rep): leads whose deadline passed without a touch (touched late, or still waiting)."""
+    def breaches(
+        self, owned: Iterable[int], now: float, malformed: Callable[[str], None] = lambda ident: None
+    ) -> dict[tuple[str, str], int]:
+        """Per (team, rep): leads whose deadline passed without a touch (touched late, or still waiting); an id
+        that does not decode is left out and passed to ``malformed``."""
         totals: dict[tuple[str, str], int] = {}
-        for (team, rep), fields in self.all_time_keyed(owned, "team_rep").items():
+        for (team, rep), fields in self.all_time_keyed(owned, "team_rep", malformed).items():
             if fields.get("late"):
                 totals[(team, rep)] = int(fields["late"])
         for partition in owned:
@@ -337,7 +340,7 @@ class LeadResponseFamily(WindowedFamily):
 
     # -- outputs -----------------------------------------------------------------------------------
 
-    def live_series(self, owned: list[int], now: float) -> Iterator[Metric]:
+    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
         """Waiting leads, SLA breaches and the SLA itself: from the lead states, not from a scope."""
         awaiting = GaugeMetricFamily(
             "salespulse_leads_awaiting_response", "Live leads not yet touched, by team.", labels=["team"]
@@ -353,7 +356,7 @@ class LeadResponseFamily(WindowedFamily):
             "Leads whose first-touch deadline passed untouched, by team and responsible rep.",
             labels=["team", "rep"],
         )
-        for (team, rep), count in sorted(self.breaches(owned, now).items()):
+        for (team, rep), count in sorted(self.breaches(owned, now, malformed).items()):
             breaches.add_metric([team, rep], count)
         sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
         sla.add_metric([], self.sla_s)

@@ -21,7 +21,7 @@ SPEC = FamilySpec(
     name="lead_response",
     redis_prefix="salespulse:lead_response",
     scopes=("rep", "team", "source"),
-    all_time_scopes=("team_source", "team_rep"),
+    all_time_scopes={"team_source": 2, "team_rep": 2},
     rolling={"1h": 1, "24h": 24, "7d": 168, "30d": 720},
     fields=(
         Field("created", "leads created (every field lands in the window of the lead's creation)"),

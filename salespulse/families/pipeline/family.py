@@ -23,7 +23,7 @@ Their ids are deterministic, so a replay resends the same ids and dedup drops th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,7 +67,7 @@ from salespulse.families import keys
 from salespulse.families.keys import Key
 from salespulse.families.pipeline import live
 from salespulse.families.pipeline.spec import SPEC, derived
-from salespulse.families.windowed import WindowedFamily
+from salespulse.families.windowed import WindowedFamily, keyed
 from salespulse.families.windows import iso
 
 log = logging.getLogger(__name__)
@@ -341,12 +341,14 @@ class PipelineFamily(WindowedFamily):
                         into[name] = into.get(name, 0.0) + value
         return totals
 
-    def open_totals_keyed(self, owned: Iterable[int], scope: str) -> dict[Key, dict[str, float]]:
+    def open_totals_keyed(
+        self, owned: Iterable[int], scope: str, malformed: Callable[[str], None]
+    ) -> dict[Key, dict[str, float]]:
         """``open_totals`` per structured id (the ``gauge`` scope's ``(pipeline, stage, currency)``)."""
-        return {keys.decode(ident): fields for ident, fields in self.open_totals(owned, scope).items()}
+        return keyed(self.open_totals(owned, scope), lambda ident: keys.decode(ident, 3), malformed)
 
-    def live_series(self, owned: list[int], now: float) -> Iterator[Metric]:
-        return live.live_series(self, owned, now)
+    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
+        return live.live_series(self, owned, now, malformed)
 
     def quotas(self, owned: Iterable[int]) -> dict[tuple[str, str, str], float]:
         """(rep, period, currency) → quota amount, from the quota states of owned partitions (Prometheus)."""

@@ -3,7 +3,7 @@ the open deals *now* (not a window) or the quota states."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -12,19 +12,19 @@ if TYPE_CHECKING:
     from salespulse.families.pipeline.family import PipelineFamily
 
 
-def live_series(family: PipelineFamily, owned: list[int], now: float) -> Iterator[Metric]:
+def live_series(family: PipelineFamily, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
     """Transitions with their direction, open pipeline now, quotas, and this month's won amount and quota."""
     transitions = CounterMetricFamily(
         "salespulse_stage_transitions",
         "Stage changes by pipeline, from and to stage, and direction in the configured stage order.",
         labels=["pipeline", "from_stage", "to_stage", "direction"],
     )
-    for (pipeline, from_stage, to_stage), fields in sorted(family.all_time_keyed(owned, "transition").items()):
+    for (pipeline, from_stage, to_stage), fields in sorted(family.all_time_keyed(owned, "transition", malformed).items()):
         if fields.get("n"):
             direction = family.pipelines.direction(pipeline, from_stage, to_stage)
             transitions.add_metric([pipeline, from_stage, to_stage, direction], fields["n"])
     yield transitions
-    yield from _open_pipeline(family, owned)
+    yield from _open_pipeline(family, owned, malformed)
     quotas = GaugeMetricFamily(
         "salespulse_quota_amount", "Quota per rep and period (YYYY-MM), from quota.set and the config.",
         labels=["rep", "period", "currency"],
@@ -35,7 +35,7 @@ def live_series(family: PipelineFamily, owned: list[int], now: float) -> Iterato
     yield from _this_month(family, owned, now)
 
 
-def _open_pipeline(family: PipelineFamily, owned: list[int]) -> Iterator[Metric]:
+def _open_pipeline(family: PipelineFamily, owned: list[int], malformed: Callable[[str], None]) -> Iterator[Metric]:
     open_deals = GaugeMetricFamily("salespulse_open_deals", "Open deals now, by pipeline and stage.",
                                    labels=["pipeline", "stage"])
     open_amount = GaugeMetricFamily(
@@ -49,7 +49,7 @@ def _open_pipeline(family: PipelineFamily, owned: list[int]) -> Iterator[Metric]
     )
     deals_by_stage: dict[tuple[str, str], float] = {}
     weighted_by: dict[tuple[str, str], float] = {}
-    for (pipeline, stage, currency), fields in sorted(family.open_totals_keyed(owned, "gauge").items()):
+    for (pipeline, stage, currency), fields in sorted(family.open_totals_keyed(owned, "gauge", malformed).items()):
         deals_by_stage[(pipeline, stage)] = deals_by_stage.get((pipeline, stage), 0) + fields.get("deals", 0)
         weighted_by[(pipeline, currency)] = weighted_by.get((pipeline, currency), 0) + fields.get("weighted", 0)
         open_amount.add_metric([pipeline, stage, currency], fields.get("amount", 0))

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from salespulse.families.keys import encode
+from salespulse.families.keys import decode, encode
 from salespulse.outputs.derived import Histogram
 
 UNASSIGNED = "unassigned"
@@ -275,13 +275,13 @@ def view(deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: 
 
 
 def stage_scope(pipeline: str, stage: str) -> str:
-    """The id of a stage's own scope: ``<pipeline>/<stage>``."""
-    return f"{pipeline}/{stage}"
+    """The id of a stage's own scope: ``<pipeline>/<stage>`` (a ``/`` in the pipeline escaped, see ``keys``)."""
+    return encode((pipeline, stage), sep="/")
 
 
 def stage_parts(ident: str) -> tuple[str, str]:
     """``(pipeline, stage)`` of a stage scope id (the inverse of ``stage_scope``)."""
-    pipeline, _, stage = ident.partition("/")
+    pipeline, stage = decode(ident, 2, sep="/")
     return pipeline, stage
 
 
