@@ -43,28 +43,20 @@ from salespulse.families.pipeline.rules import (
     view,
     window_change,
 )
-from salespulse.models.events import (
-    CustomerChurned,
-    DealCreated,
-    DealLeadLinked,
-    DealLost,
-    DealStageChanged,
-    DealUpdated,
-    DealWon,
-    Event,
-    derived_event_id,
-    LeadAssigned,
-    LeadConverted,
-    LeadCreated,
-    LeadDealClosed,
-    LeadQualified,
-    QuotaSet,
-)
+from salespulse.models.events import CustomerChurned, DealLeadLinked, Event, LeadConverted, LeadDealClosed, QuotaSet
+from salespulse.models.events import derived_event_id
 from salespulse.families import keys
 from salespulse.families.keys import Key
 from salespulse.families.pipeline import live
 from salespulse.families.pipeline.spec import SPEC, derived
-from salespulse.families.pipeline.states import config_quota_events, newest_fact, record_deal_event, record_lead_event
+from salespulse.families.pipeline.states import (
+    DEAL_EVENTS,
+    LEAD_EVENTS,
+    config_quota_events,
+    newest_fact,
+    record_deal_event,
+    record_lead_event,
+)
 from salespulse.families.state import StateStore
 from salespulse.families.windowed import WindowedFamily, keyed
 from salespulse.families.windows import iso
@@ -149,13 +141,13 @@ class PipelineFamily(WindowedFamily):
 
     def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
         """Update the deal, lead or quota an event concerns; True if it was one of this family's events."""
-        if isinstance(event, (DealCreated, DealStageChanged, DealWon, DealLost, DealUpdated, DealLeadLinked)):
+        if isinstance(event, DEAL_EVENTS):
             return self._apply_deal(partition, offset, event, now)
         if isinstance(event, CustomerChurned):
             if event.lead_id:  # keyed by the lead (partition_key prefers lead_id)
                 return self._apply_lead(partition, offset, event, now)
             return self._apply_deal(partition, offset, event, now)
-        if isinstance(event, (LeadCreated, LeadAssigned, LeadQualified, LeadConverted, LeadDealClosed)):
+        if isinstance(event, LEAD_EVENTS):
             return self._apply_lead(partition, offset, event, now)
         if isinstance(event, QuotaSet):
             return self._apply_quota(partition, offset, event, now)

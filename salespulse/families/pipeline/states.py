@@ -29,6 +29,11 @@ from salespulse.models.events import (
     derived_event_id,
 )
 
+#: The events that change a deal's state (a churn names a deal when it names no lead).
+DEAL_EVENTS = (DealCreated, DealStageChanged, DealWon, DealLost, DealUpdated, DealLeadLinked)
+#: The events that change a lead's state.
+LEAD_EVENTS = (LeadCreated, LeadAssigned, LeadQualified, LeadConverted, LeadDealClosed)
+
 
 def config_quota_events(quotas: Mapping[str, Mapping[str, float]], currency: str) -> list[QuotaSet]:
     """The config's quotas as ``quota.set`` events to the reps' partitions.
