@@ -167,16 +167,10 @@ async def _probe(kafka: KafkaConnection, host: str, port: int, timeout_s: float)
             host, port, client_id="salespulse-check", request_timeout_ms=int(timeout_s * 1000),
             **kafka.security_options(),
         )
-    except ssl.SSLCertVerificationError as exc:
-        raise KafkaUnavailable(
-            f"{where}: the broker's TLS certificate is not trusted ({exc.verify_message}); "
-            "set SALESPULSE_KAFKA_SSL_CAFILE to the CA that signed it"
-        ) from None
-    except ssl.SSLError as exc:
-        raise KafkaUnavailable(
-            f"{where}: TLS handshake failed ({exc.reason or exc}); check SALESPULSE_KAFKA_SECURITY_PROTOCOL "
-            "and, if the broker wants a client certificate, SALESPULSE_KAFKA_SSL_CERTFILE and _KEYFILE"
-        ) from None
+        try:
+            await conn.send(MetadataRequest([]))
+        finally:
+            conn.close()
     except SaslAuthenticationFailed as exc:
         raise KafkaUnavailable(
             f"{where} refused the {kafka.sasl_mechanism} login of user {kafka.sasl_username!r} ({exc}); "
@@ -184,10 +178,29 @@ async def _probe(kafka: KafkaConnection, host: str, port: int, timeout_s: float)
         ) from None
     except UnsupportedSaslMechanismError as exc:
         raise KafkaUnavailable(f"{where}: {exc}; set SALESPULSE_KAFKA_SASL_MECHANISM") from None
-    try:
-        await conn.send(MetadataRequest([]))
-    finally:
-        conn.close()
+    except (OSError, KafkaError, asyncio.TimeoutError) as exc:
+        tls_error = _ssl_error(exc)
+        if isinstance(tls_error, ssl.SSLCertVerificationError):
+            raise KafkaUnavailable(
+                f"{where}: the broker's TLS certificate is not trusted ({tls_error.verify_message}); "
+                "set SALESPULSE_KAFKA_SSL_CAFILE to the CA that signed it"
+            ) from None
+        if tls_error is not None:  # e.g. the broker wants a client certificate (TLS 1.3 says so after the handshake)
+            raise KafkaUnavailable(
+                f"{where}: TLS failed ({tls_error.reason or tls_error}); check SALESPULSE_KAFKA_SECURITY_PROTOCOL "
+                "and, if the broker wants a client certificate, SALESPULSE_KAFKA_SSL_CERTFILE and _KEYFILE"
+            ) from None
+        raise
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``exc`` (aiokafka wraps a failed read in KafkaConnectionError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _secret(value: Any) -> str | None:
