@@ -107,7 +107,7 @@ async def _check_and_create_topics(settings: Settings, need_redis: bool) -> None
         raise ConfigurationError(str(exc)) from None
     while True:
         try:
-            await ensure_topics(kafka, settings.partitions)
+            await ensure_topics(kafka, settings.partitions, settings.kafka_replication_factor)
             return
         except Exception as exc:  # the broker may still be starting (compose, k8s): retry, then say so
             if time.monotonic() >= deadline:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     app_id: str = Field("salespulse", description="Kafka consumer group and table-topic prefix")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of salespulse.events and changelogs")
+    kafka_replication_factor: int = Field(
+        1, ge=1, le=32, description="replicas of the topics salespulse creates (3 on Confluent Cloud and most clusters)"
+    )
     retention_days: int = Field(35, ge=1, description="calendar windows kept for late events")
     dedup_horizon_hours: float = Field(72.0, gt=0, description="how long an event_id is remembered")
     flush_interval_ms: int = Field(250, ge=10, description="publisher flush period")

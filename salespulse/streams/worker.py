@@ -62,6 +62,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "store": "memory://",
         "datadir": str(settings.data_dir / "faust"),  # Faust makes <id>-data/ there even for memory://
         "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.kafka_replication_factor,
         "web_enabled": False,
         "autodiscover": False,
         "consumer_auto_offset_reset": "earliest",

@@ -155,3 +155,9 @@ async def test_the_redis_client_takes_tls_and_the_acl_user_from_their_variables(
 def test_messages_show_a_redis_url_without_its_password() -> None:
     assert display_url("rediss://app:hunter2@r:6380/0") == "rediss://app:***@r:6380/0"
     assert display_url("redis://r:6379/0") == "redis://r:6379/0"
+
+
+def test_the_replication_factor_reaches_faust_changelogs() -> None:
+    from salespulse.streams.worker import faust_settings
+
+    assert faust_settings(Settings(**KAFKA, kafka_replication_factor=3))["topic_replication_factor"] == 3
