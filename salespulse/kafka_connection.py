@@ -176,8 +176,11 @@ async def _probe(kafka: KafkaConnection, host: str, port: int, timeout_s: float)
             f"{where} refused the {kafka.sasl_mechanism} login of user {kafka.sasl_username!r} ({exc}); "
             "check SALESPULSE_KAFKA_SASL_USERNAME, SALESPULSE_KAFKA_SASL_PASSWORD and SALESPULSE_KAFKA_SASL_MECHANISM"
         ) from None
-    except UnsupportedSaslMechanismError as exc:
-        raise KafkaUnavailable(f"{where}: {exc}; set SALESPULSE_KAFKA_SASL_MECHANISM") from None
+    except UnsupportedSaslMechanismError:
+        raise KafkaUnavailable(
+            f"{where} does not offer the SASL mechanism {kafka.sasl_mechanism}: set SALESPULSE_KAFKA_SASL_MECHANISM "
+            "to one it does (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+        ) from None
     except (OSError, KafkaError, asyncio.TimeoutError) as exc:
         tls_error = _ssl_error(exc)
         if isinstance(tls_error, ssl.SSLCertVerificationError):

@@ -200,6 +200,19 @@ def test_the_sasl_stand_in_refuses_a_client_that_does_not_log_in(pki: Pki, tmp_p
             asyncio.run(wait_for_kafka(anonymous, 3))
 
 
+def test_a_mechanism_the_cluster_does_not_offer_ends_the_start_at_once(pki: Pki, tmp_path: Path) -> None:
+    import asyncio
+
+    with SecureKafka(tmp_path, pki, tls=False, sasl=True, mechanisms="SCRAM-SHA-512") as kafka:
+        connection = KafkaConnection(bootstrap=kafka.url.removeprefix("kafka://"), security_protocol="SASL_PLAINTEXT",
+                                     sasl_mechanism="SCRAM-SHA-256", sasl_username=USER, sasl_password=PASSWORD)
+        started = time.monotonic()
+        with pytest.raises(KafkaUnavailable, match="does not offer the SASL mechanism SCRAM-SHA-256: set "
+                                                   "SALESPULSE_KAFKA_SASL_MECHANISM"):
+            asyncio.run(wait_for_kafka(connection, STARTUP_TIMEOUT_S))
+        assert time.monotonic() - started < 5
+
+
 async def test_redis_refuses_the_default_user_so_the_acl_user_is_what_gets_in(
     tls_redis: TlsRedis, pki: Pki, tls_redis_client: aioredis.Redis
 ) -> None:
