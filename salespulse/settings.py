@@ -119,6 +119,8 @@ class Settings(BaseSettings):
                 )
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             raise ValueError("SALESPULSE_KAFKA_SSL_KEYFILE needs SALESPULSE_KAFKA_SSL_CERTFILE (the client certificate)")
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("SALESPULSE_KAFKA_SSL_KEY_PASSWORD needs SALESPULSE_KAFKA_SSL_CERTFILE (and _KEYFILE)")
         return self
 
     @model_validator(mode="after")

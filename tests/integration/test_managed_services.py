@@ -190,6 +190,29 @@ def test_a_wrong_redis_password_or_ca_ends_the_start_at_once_in_one_line(
     assert took < STARTUP_TIMEOUT_S
 
 
+async def test_the_acl_login_may_also_be_in_the_rediss_url_and_never_shows_in_a_message(
+    tls_redis: TlsRedis, pki: Pki
+) -> None:
+    from salespulse.redis_connection import RedisUnavailable, redis_client, wait_for_redis
+    from salespulse.settings import Settings
+
+    tls = {"redis_ssl_cafile": pki.ca, "redis_ssl_certfile": pki.client_cert, "redis_ssl_keyfile": pki.client_key}
+    for password in (PASSWORD, "not-the-password"):
+        url = f"rediss://{USER}:{password}@127.0.0.1:{tls_redis.port}/0"
+        client = redis_client(Settings(redis_url=url, **tls))
+        try:
+            if password == PASSWORD:
+                await wait_for_redis(client, url, 5)
+                assert await client.set("salespulse:url-login", "1")
+            else:
+                with pytest.raises(RedisUnavailable) as refused:
+                    await wait_for_redis(client, url, 5)
+                assert f"rediss://{USER}:***@127.0.0.1:{tls_redis.port}/0 refused the login" in str(refused.value)
+                assert password not in str(refused.value)
+        finally:
+            await client.aclose()
+
+
 def test_the_sasl_stand_in_refuses_a_client_that_does_not_log_in(pki: Pki, tmp_path: Path) -> None:
     """The stand-in is a gate, not a pass-through: without SASL no request but ApiVersions gets an answer."""
     import asyncio
