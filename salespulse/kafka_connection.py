@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka.conn import create_conn
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
@@ -146,10 +146,9 @@ async def wait_for_kafka(kafka: KafkaConnection, timeout_s: float) -> None:
 
 async def _probe_any(kafka: KafkaConnection, timeout_s: float) -> None:
     last: Exception | None = None
-    for server in kafka.bootstrap.split(","):
-        host, _, port = server.rpartition(":")
+    for host, port, _ in collect_hosts(kafka.bootstrap):
         try:
-            await _probe(kafka, host or server, int(port or 9092), timeout_s)
+            await _probe(kafka, host, port, timeout_s)
             return
         except KafkaUnavailable:
             raise
@@ -194,6 +193,8 @@ async def _probe(kafka: KafkaConnection, host: str, port: int, timeout_s: float)
                 "and, if the broker wants a client certificate, SALESPULSE_KAFKA_SSL_CERTFILE and _KEYFILE"
             ) from None
         raise
+    except Exception as exc:  # e.g. a SCRAM server signature that does not verify: waiting will not help
+        raise KafkaUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:

@@ -12,6 +12,7 @@ the login the bytes pass through unchanged to the broker, which advertises this 
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import hmac
 import struct
@@ -27,9 +28,11 @@ SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 class Login:
     """The users one front accepts, and a login in progress on one connection."""
 
-    def __init__(self, users: dict[str, str], mechanisms: list[str]) -> None:
+    def __init__(self, users: dict[str, str], mechanisms: list[str], impostor: bool = False) -> None:
         self.users = users
         self.mechanisms = mechanisms
+        #: accept any SCRAM proof and answer with a server signature made without the password (a fake broker)
+        self.impostor = impostor
         self._scram_info = {
             name: {user: ScramMechanism(name).make_auth_info(pw, iteration_count=4096) for user, pw in users.items()}
             for name in mechanisms if name in SCRAM
@@ -157,6 +160,8 @@ def step(mechanism: str, scram, message: bytes, login: Login) -> tuple[bool, byt
         if scram.stage is None:
             scram.set_client_first(message.decode())
             return True, scram.get_server_first().encode(), False
+        if login.impostor:
+            return True, b"v=" + base64.b64encode(bytes(64)), True
         scram.set_client_final(message.decode())
         return True, scram.get_server_final().encode(), True
     except Exception:  # unknown user, wrong proof, malformed message: all a refused login
@@ -184,10 +189,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--upstream", required=True, help="HOST:PORT of the broker")
     parser.add_argument("--user", action="append", required=True, help="NAME:PASSWORD (repeat)")
     parser.add_argument("--mechanisms", default="PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")
+    parser.add_argument("--impostor", action="store_true", help="a broker that does not know the passwords")
     args = parser.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     users = dict(user.split(":", 1) for user in args.user)
-    asyncio.run(serve(args.port, (host, int(port)), Login(users, args.mechanisms.split(","))))
+    asyncio.run(serve(args.port, (host, int(port)), Login(users, args.mechanisms.split(","), args.impostor)))
 
 
 if __name__ == "__main__":

@@ -111,15 +111,16 @@ class SaslFront(ManagedServer):
 
     display_name = "SASL front"
 
-    def __init__(self, port: int, upstream: int, workdir: Path, mechanisms: str) -> None:
+    def __init__(self, port: int, upstream: int, workdir: Path, mechanisms: str, impostor: bool = False) -> None:
         super().__init__(port=port, log_path=workdir / "sasl-front.log")
         self.upstream = upstream
         self.mechanisms = mechanisms
+        self.impostor = impostor
 
     def command(self) -> list[str]:
         return [sys.executable, str(SASL_FRONT), "--port", str(self.port),
                 "--upstream", f"{self.host}:{self.upstream}", "--user", f"{USER}:{PASSWORD}",
-                "--mechanisms", self.mechanisms]
+                "--mechanisms", self.mechanisms, *(["--impostor"] if self.impostor else [])]
 
     def _probe(self, timeout_s: float) -> None:
         wait_for_port(self.host, self.port, timeout_s)
@@ -129,13 +130,13 @@ class SecureKafka:
     """Tansu behind TLS (``tls``), a SASL login (``sasl``) or both; ``url`` is what clients are given."""
 
     def __init__(self, workdir: Path, pki: Pki, tls: bool, sasl: bool, verify_clients: bool = False,
-                 mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512") -> None:
+                 mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", impostor: bool = False) -> None:
         self.front_port = free_port()
         inner = free_port() if tls and sasl else None
         self.servers: list[ManagedServer] = [TansuBehind(self.front_port, workdir / "tansu.log")]
         broker_port = self.servers[0].port
         if sasl:
-            self.servers.append(SaslFront(inner or self.front_port, broker_port, workdir, mechanisms))
+            self.servers.append(SaslFront(inner or self.front_port, broker_port, workdir, mechanisms, impostor))
         if tls:
             self.servers.append(Stunnel(self.front_port, inner or broker_port, pki, workdir, verify_clients))
 

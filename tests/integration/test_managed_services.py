@@ -236,6 +236,16 @@ def test_a_mechanism_the_cluster_does_not_offer_ends_the_start_at_once(pki: Pki,
         assert time.monotonic() - started < 5
 
 
+def test_a_broker_that_does_not_know_the_scram_password_is_not_trusted(pki: Pki, tmp_path: Path, unique_id: str) -> None:
+    """SCRAM authenticates the broker too: a stand-in that accepts any proof but cannot sign is refused."""
+    with SecureKafka(tmp_path, pki, tls=False, sasl=True, impostor=True) as kafka:
+        env = common_env(f"impostor-{unique_id}") | SCRAM_256.env(kafka, pki) | {"SALESPULSE_REDIS_URL": "redis://127.0.0.1:1/0"}
+        done, took = cli(["worker"], env)
+    assert done.returncode != 0
+    assert output_lines(done) == [f"error: Kafka at 127.0.0.1:{kafka.front_port}: ValueError: Server sent wrong signature!"]
+    assert took < STARTUP_TIMEOUT_S
+
+
 async def test_redis_refuses_the_default_user_so_the_acl_user_is_what_gets_in(
     tls_redis: TlsRedis, pki: Pki, tls_redis_client: aioredis.Redis
 ) -> None:
