@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(2000, ge=1, description="events per worker batch")
     batch_within_ms: int = Field(100, ge=1, description="longest wait to fill a worker batch")
     commit_interval_s: float = Field(2.8, gt=0, description="worker: how often consumed offsets are committed")
-    startup_timeout_s: float = Field(30.0, gt=0, description="how long a role waits for Kafka at start")
+    startup_timeout_s: float = Field(30.0, gt=0, description="how long a role waits for Kafka and Redis at start")
     publish_timeout_seconds: float = Field(5.0, gt=0, description="ingest: give up writing to Kafka (503) after this")
     tansu_compat: bool | None = Field(
         None,
