@@ -26,7 +26,10 @@ def _settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             field = ".".join(str(p) for p in error["loc"])
-            console.print(f"[red]configuration error:[/red] SALESPULSE_{field.upper()}: {error['msg']}")
+            # A check across settings (loc empty) names its variables in the message itself.
+            where = f"SALESPULSE_{field.upper()}: " if field else ""
+            message = error["msg"].removeprefix("Value error, ")
+            console.print(f"[red]configuration error:[/red] {where}{message}", soft_wrap=True)
         raise SystemExit(2) from None
 
 
@@ -36,7 +39,7 @@ def _run_role(fn: Any, *args: Any, **kwargs: Any) -> None:
     try:
         code = fn(*args, **kwargs)
     except ConfigurationError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
     raise SystemExit(code)
 
@@ -218,6 +221,7 @@ def replay(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from salespulse.kafka_connection import KafkaConnection
     from salespulse.replay import ReplayError, read_csv, read_jsonl, replay as run_replay
 
     settings = _settings(kafka_url=kafka_url)
@@ -239,11 +243,12 @@ def replay(
         task = progress.add_task(file.name, total=total)
         try:
             stats = asyncio.run(
-                run_replay(rows, settings.kafka_bootstrap, position, rate=rate, strict=strict,
-                           on_progress=lambda line: progress.update(task, completed=line))
+                run_replay(rows, KafkaConnection.from_settings(settings), position, rate=rate, strict=strict,
+                           on_progress=lambda line: progress.update(task, completed=line),
+                           connect_timeout_s=settings.startup_timeout_s)
             )
         except ReplayError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             raise SystemExit(1) from None
         progress.update(task, completed=total)
     for bad in stats.bad:

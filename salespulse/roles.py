@@ -15,15 +15,14 @@ import faust
 import redis.asyncio as aioredis
 from mode import Service, Worker
 from prometheus_client import CollectorRegistry
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from salespulse.config import ConfigError, load_config
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
 from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
+from salespulse.kafka_connection import KafkaConnection, KafkaUnavailable, wait_for_kafka
+from salespulse.redis_connection import RedisUnavailable, redis_client, wait_for_redis
 from salespulse.settings import Settings
 from salespulse.streams.memory import GarbageCollection
 from salespulse.streams.topics import ensure_topics
@@ -83,37 +82,41 @@ class SimulatorService(Service):
         self._stop.set()
 
 
-def _prepare_topics(settings: Settings) -> None:
-    """Create the contract's topics, waiting up to the startup timeout for the broker to answer."""
-    asyncio.run(_ensure_topics_patiently(settings))
+def _prepare(settings: Settings, need_redis: bool = True) -> None:
+    """Check Kafka (and Redis) as configured and create the contract's topics, within the startup timeout.
+
+    A refused login or an untrusted certificate ends the start at once with one line (ConfigurationError).
+    """
+    asyncio.run(_check_and_create_topics(settings, need_redis))
     # Faust's Worker picks up the current event loop; asyncio.run() left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-async def _ensure_topics_patiently(settings: Settings) -> None:
+async def _check_and_create_topics(settings: Settings, need_redis: bool) -> None:
     deadline = time.monotonic() + settings.startup_timeout_s
+    kafka = KafkaConnection.from_settings(settings)
+    try:
+        await wait_for_kafka(kafka, settings.startup_timeout_s)
+        if need_redis:
+            client = redis_client(settings)
+            try:
+                await wait_for_redis(client, settings.redis_url or "", max(deadline - time.monotonic(), 1.0))
+            finally:
+                await client.aclose()
+    except (KafkaUnavailable, RedisUnavailable) as exc:
+        raise ConfigurationError(str(exc)) from None
     while True:
         try:
-            await ensure_topics(settings.kafka_bootstrap, settings.partitions)
+            await ensure_topics(kafka, settings.partitions, settings.kafka_replication_factor)
             return
         except Exception as exc:  # the broker may still be starting (compose, k8s): retry, then say so
             if time.monotonic() >= deadline:
                 raise ConfigurationError(
-                    f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.startup_timeout_s:g} s "
+                    f"cannot create the topics on Kafka at {kafka.describe()} within {settings.startup_timeout_s:g} s "
                     f"(SALESPULSE_KAFKA_URL): {type(exc).__name__}: {exc}"
                 ) from None
-            log.warning("Kafka at %s not reachable yet (%s); retrying", settings.kafka_bootstrap, type(exc).__name__)
+            log.warning("Kafka at %s not ready yet (%s); retrying", kafka.bootstrap, type(exc).__name__)
             await asyncio.sleep(1.0)
-
-
-def redis_client_for(url: str) -> aioredis.Redis:
-    """A client that retries a command once a connection dropped (e.g. after a Redis restart)."""
-    return aioredis.Redis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, TimeoutError],
-        health_check_interval=30,
-    )
 
 
 def _redis_readiness(client: aioredis.Redis) -> Any:
@@ -129,9 +132,9 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
 def _worker_services(
     settings: Settings, registry: CollectorRegistry, with_ingest: bool
 ) -> tuple[faust.App, list[Service]]:
-    redis_client = redis_client_for(settings.redis_url or "")
-    runtime = WorkerRuntime(settings, registry, redis_client)
-    readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
+    redis = redis_client(settings)
+    runtime = WorkerRuntime(settings, registry, redis)
+    readiness = {"redis": _redis_readiness(redis), "worker": runtime.ready}
     # The collector must not rescan the metric state in memory: see salespulse/streams/memory.py.
     services: list[Service] = [GarbageCollection(), runtime.flusher]
     if runtime.alert_clock is not None:
@@ -139,7 +142,7 @@ def _worker_services(
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
-        event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+        event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
         crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
@@ -185,7 +188,7 @@ def _execute(app: faust.App | None, services: list[Service], loglevel: str) -> i
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """``salespulse worker``: consume events, keep tables, publish metrics; serves health and /metrics."""
     _require_external(settings)
-    _prepare_topics(settings)
+    _prepare(settings)
     app, services = _worker_services(settings, CollectorRegistry(), with_ingest=False)
     return _execute(app, services, loglevel)
 
@@ -197,9 +200,9 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
         raise ConfigurationError(
             "SALESPULSE_WEBHOOK_SECRET is not set: refusing to accept unsigned webhooks (pass --insecure to allow)"
         )
-    _prepare_topics(settings)
+    _prepare(settings, need_redis=False)
     registry = CollectorRegistry()
-    event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+    event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
     webhook = GenericWebhook(event_log, _secret(settings), registry)
     crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
     readiness = {"kafka": event_log.ping}
@@ -237,7 +240,7 @@ def run_all(
             redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
             announce(f"embedded Redis: {redis_server.url}")
             settings = settings.model_copy(update={"redis_url": redis_server.url})
-        _prepare_topics(settings)
+        _prepare(settings)
         app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
 
@@ -19,8 +20,8 @@ class EventLogUnavailable(Exception):
 class EventLog:
     """An aiokafka producer (acks=all) for canonical events, with a per-request deadline."""
 
-    def __init__(self, bootstrap: str, registry: CollectorRegistry, timeout_s: float) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, registry: CollectorRegistry, timeout_s: float) -> None:
+        self.kafka = kafka
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self.published = Counter(
@@ -29,7 +30,7 @@ class EventLog:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_options(),
             acks="all",
             linger_ms=2,
             request_timeout_ms=int(self.timeout_s * 1000),

@@ -9,6 +9,7 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.settings import METRIC_FAMILIES
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def metrics_topic(family: str) -> str:
     return f"salespulse.metrics.{family.replace('_', '-')}"
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1) -> None:
+async def ensure_topics(kafka: KafkaConnection, partitions: int, replication_factor: int = 1) -> None:
     """Create the contract's topics that do not exist yet (events and DLQ plain, metric topics compacted)."""
     wanted = [
         NewTopic(EVENTS_TOPIC, partitions, replication_factor),
@@ -36,7 +37,7 @@ async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int
             for f in METRIC_FAMILIES
         ),
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -19,6 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
 from salespulse.metrics import engagement as engagement_metrics
 from salespulse.metrics.lead_response import redis_derived_spec
@@ -57,9 +58,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust app options; on Tansu one record per producer batch (else table recovery goes wrong)."""
     options: dict[str, Any] = {
         "broker": settings.kafka_url,
+        "broker_credentials": KafkaConnection.from_settings(settings).faust_credentials(),
         "store": "memory://",
         "datadir": str(settings.data_dir / "faust"),  # Faust makes <id>-data/ there even for memory://
         "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.kafka_replication_factor,
         "web_enabled": False,
         "autodiscover": False,
         "consumer_auto_offset_reset": "earliest",
@@ -232,7 +235,7 @@ class WorkerRuntime:
                 },
                 beside={"engagement": self.engagement.beside_rates},
             ),
-            TopicPublisher(settings.kafka_bootstrap),
+            TopicPublisher(KafkaConnection.from_settings(settings)),
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
             max_pending=settings.flush_max_updates,
@@ -242,7 +245,7 @@ class WorkerRuntime:
         self.alert_clock = None if "lead_response" not in enabled else AlertClock(
             self.lead_response,
             self.owned_partitions,
-            AlertSinks(redis_client, settings.kafka_bootstrap),
+            AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
         )
         self._unpersisted: StagedBatch | None = None
