@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from salespulse.config import ConfigError, load_config
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
+from salespulse.handlers.crm.enricher import enricher_for
 from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
@@ -144,6 +145,7 @@ def _worker_services(
         webhook = GenericWebhook(event_log, _secret(settings), registry)
         crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
         services.insert(0, EventLogService(event_log))
+        services[1:1] = _crm_enrichers(settings, event_log, registry)
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
@@ -163,6 +165,15 @@ def _crm_webhooks(
     for hook in hooks:
         log.info("CRM endpoint %s enabled", hook.path)
     return hooks
+
+
+def _crm_enrichers(settings: Settings, event_log: EventLog, registry: CollectorRegistry) -> list[Service]:
+    """The HubSpot enricher when its API token is set: part of ingest (and so of ``run``), after the event log."""
+    enricher = enricher_for(settings, load_config(settings.config).crm.hubspot, event_log, registry)
+    if enricher is None:
+        return []
+    log.info("HubSpot enrichment through %s enabled", settings.hubspot_api_url)
+    return [enricher]
 
 
 def _secret(settings: Settings) -> str | None:
@@ -205,7 +216,8 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     readiness = {"kafka": event_log.ping}
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
     http = HttpServer(app, settings.http_host, settings.http_port)
-    return _execute(None, [EventLogService(event_log), http], loglevel)
+    enrichers = _crm_enrichers(settings, event_log, registry)
+    return _execute(None, [EventLogService(event_log), *enrichers, http], loglevel)
 
 
 def run_all(

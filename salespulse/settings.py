@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     pipedrive_basic_auth: SecretStr | None = Field(None, description="user:password; enables /webhooks/pipedrive")
     close_signature_key: SecretStr | None = Field(None, description="hex key; enables /webhooks/close")
     salesforce_org_id: str | None = Field(None, description="enables /webhooks/salesforce/outbound and /cdc")
+    hubspot_access_token: SecretStr | None = Field(
+        None, description="HubSpot private-app token: HubSpot webhooks are enriched through the CRM API (docs/crm.md)"
+    )
+    hubspot_api_url: str = Field("https://api.hubapi.com", description="HubSpot's API (a stand-in server in tests)")
+    hubspot_requests_per_10s: int = Field(
+        90, ge=1, le=1000, description="HubSpot API calls per 10 s (the portal's burst limit is 100 or 190)"
+    )
+    enrich_http_timeout_s: float = Field(10.0, gt=0, le=120, description="HubSpot API: one request's timeout")
     public_url: str | None = Field(
         None, description="the https://host[:port] the CRMs call; HubSpot signs the full URL (default: from the request)"
     )
@@ -114,7 +122,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a 15- or 18-character Salesforce organization id (00D...)")
         return value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "hubspot_api_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

@@ -31,6 +31,7 @@ class MemorySink:
     def __init__(self) -> None:
         self.published: list[list[Event]] = []
         self.dead: list[bytes] = []
+        self.deferred: list[tuple[str, bytes]] = []
         self.failing = False
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -42,6 +43,11 @@ class MemorySink:
         if self.failing:
             raise EventLogUnavailable("broker down")
         self.dead.append(value)
+
+    async def defer(self, endpoint: str, body: bytes) -> None:
+        if self.failing:
+            raise EventLogUnavailable("broker down")
+        self.deferred.append((endpoint, body))
 
 
 def crm_app(sink: MemorySink, crm: CrmSection | None = None):  # noqa: ANN201 - aiohttp Application
