@@ -50,10 +50,10 @@ class MemorySink:
         self.deferred.append((endpoint, body))
 
 
-def crm_app(sink: MemorySink, crm: CrmSection | None = None):  # noqa: ANN201 - aiohttp Application
+def crm_app(sink: MemorySink, crm: CrmSection | None = None, **settings_extra: object):  # noqa: ANN201
     settings = Settings(
         hubspot_client_secret=HUBSPOT_SECRET, pipedrive_basic_auth=PIPEDRIVE_AUTH, close_signature_key=CLOSE_KEY,
-        salesforce_org_id=ORG_ID, webhook_secret=GENERIC_SECRET,
+        salesforce_org_id=ORG_ID, webhook_secret=GENERIC_SECRET, **settings_extra,
     )
     registry = CollectorRegistry()
     rejected = Counter("salespulse_events_rejected", "x", ["endpoint", "reason"], registry=registry)

@@ -113,12 +113,11 @@ class HubSpotApi:
             self._session = aiohttp.ClientSession(
                 timeout=self.timeout, headers={"Authorization": f"Bearer {self._token}"}
             )
-        delay = self.backoff_s
+        backoff, wait = self.backoff_s, 0.0
         last = "no attempt"
-        for attempt in range(self.max_attempts):
-            if attempt:
-                await self._sleep(delay)
-                delay = min(delay * 2, 30.0)
+        for _ in range(self.max_attempts):
+            if wait:
+                await self._sleep(wait)
             async with self.limiter:
                 try:
                     async with self._session.get(self.base_url + path, params=params) as response:
@@ -131,18 +130,19 @@ class HubSpotApi:
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     self.failures.count("network")
                     last = f"{type(exc).__name__}"
+                    wait, backoff = backoff, min(backoff * 2, 30.0)
                     continue
             if status == 429:
                 self.failures.count("rate_limited")
-                wait = retry_after_s(headers, delay)
+                # HubSpot's own wait, no backoff on top of it.
+                wait = retry_after_s(headers, backoff)
                 log.warning("HubSpot rate limit hit on GET %s; waiting %.1f s", path.split("?")[0], wait)
-                await self._sleep(wait)
                 last = "429 rate limited"
-                delay = self.backoff_s  # the wait was HubSpot's own; do not add a backoff on top
                 continue
             if status >= 500:
                 self.failures.count("server_error")
                 last = f"{status} server error"
+                wait, backoff = backoff, min(backoff * 2, 30.0)
                 continue
             if status in (401, 403):
                 self.failures.count("unauthorized")
