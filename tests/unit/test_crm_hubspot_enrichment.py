@@ -171,6 +171,7 @@ async def test_contacts_and_deals_are_read_from_the_api_and_the_initial_stage_ch
     standin: HubSpotStandIn,
 ) -> None:
     standin.put("contacts", 501, createdate="2026-01-01T00:00:00Z", hubspot_owner_id=5001, lifecyclestage="lead")
+    standin.put("contacts", 502, createdate="2026-01-01T00:00:00Z", lifecyclestage="marketingqualifiedlead")
     standin.put("deals", 901, createdate="2026-01-01T01:00:00Z", dealstage="contractsent", pipeline="default",
                 amount="12000", deal_currency_code="EUR", hubspot_owner_id=5001)
     standin.history[("deals", "901")] = {"dealstage": [
@@ -180,6 +181,7 @@ async def test_contacts_and_deals_are_read_from_the_api_and_the_initial_stage_ch
     created_ms = T0 + 3600_000
     result = await enrich(standin, [
         hs(1, "contact.creation", 501),
+        hs(6, "contact.creation", 502),
         hs(2, "deal.creation", 901, at=created_ms),
         hs(3, "deal.propertyChange", 901, at=created_ms, propertyName="dealstage", propertyValue="qualifiedtobuy"),
         hs(4, "deal.propertyChange", 901, at=T0 + 2 * 86400_000, propertyName="dealstage",
@@ -190,6 +192,9 @@ async def test_contacts_and_deals_are_read_from_the_api_and_the_initial_stage_ch
         {"event_id": "hubspot:1", "type": "lead.created", "occurred_at": "2026-01-01T00:00:00Z", "lead_id": "501"},
         {"event_id": "hubspot:1:assigned", "type": "lead.assigned", "occurred_at": "2026-01-01T00:00:00Z",
          "lead_id": "501", "rep_id": "rep-anna"},
+        {"event_id": "hubspot:6", "type": "lead.created", "occurred_at": "2026-01-01T00:00:00Z", "lead_id": "502"},
+        {"event_id": "hubspot:6:qualified", "type": "lead.qualified", "occurred_at": "2026-01-01T00:00:00Z",
+         "lead_id": "502"},
         {"event_id": "hubspot:deal:901:created", "type": "deal.created", "occurred_at": "2026-01-01T01:00:00Z",
          "deal_id": "901", "rep_id": "rep-anna", "pipeline": "sales_pipeline", "stage": "qualified_to_buy",
          "amount": 12000.0, "currency": "EUR", "probability": 0.4},
@@ -215,6 +220,10 @@ async def test_with_an_api_token_the_webhook_is_kept_whole_and_answered_without_
         response = await client.post("/webhooks/hubspot", data=bad, headers=hubspot_headers(url, bad))
         assert (await response.json())["dead_lettered"] is True and b"[0].occurredAt" in sink.dead[0]
         assert len(sink.deferred) == 1
+        # the raw topic cannot be written: 503, so HubSpot delivers the batch again (nothing is lost)
+        sink.failing = True
+        response = await client.post("/webhooks/hubspot", data=batch, headers=hubspot_headers(url, batch))
+        assert response.status == 503 and len(sink.deferred) == 1
 
 
 Record = namedtuple("Record", "key value offset")

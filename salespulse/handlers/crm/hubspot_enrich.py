@@ -11,7 +11,8 @@ reads what the metrics need from the API (:mod:`salespulse.handlers.crm.hubspot_
   rep sent is ``email.sent``, an incoming one ``email.replied``, a bounce ``email.bounced``; a meeting is
   ``meeting.booked`` and, with outcome ``COMPLETED``, ``meeting.held``; notes and completed tasks are
   ``activity.logged`` (not touches).
-- **contacts** created: ``lead.created`` and, with an owner, ``lead.assigned``.
+- **contacts** created: ``lead.created`` and, with an owner, ``lead.assigned``; created at a lifecycle stage
+  that ``[crm.hubspot] lifecycle`` maps to ``lead.qualified`` (an MQL), ``lead.qualified`` too.
 - **deals** created: ``deal.created`` at the deal's first stage (``propertiesWithHistory``) with its amount,
   currency, owner and pipeline (``hubspot:deal:<id>:created``); the ``dealstage`` change HubSpot sends for
   the initial value is then skipped. Stages are named and flagged closed / won by ``[crm.hubspot]``, else by
@@ -235,6 +236,9 @@ class _Batch:
         if owner:
             self.out.events.append(event(item.path, event_id=item.event_id + ":assigned", type="lead.assigned",
                                          rep_id=self.mapping.rep_for(owner), **common))
+        if self.mapping.lifecycle.get(props.get("lifecyclestage") or "") == "lead.qualified":
+            self.out.events.append(event(item.path, event_id=item.event_id + ":qualified", type="lead.qualified",
+                                         **common))
 
     async def deal_created(self, item: _Item) -> None:
         body = await self.api.get(f"/crm/v3/objects/deals/{item.object_id}",
