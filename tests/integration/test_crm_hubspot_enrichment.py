@@ -98,6 +98,13 @@ async def standin() -> AsyncIterator[HubSpotStandIn]:
         yield server
 
 
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "salespulse.toml"
+    path.write_text(CONFIG)
+    return path
+
+
 def hubspot_env(broker: EmbeddedBroker, redis_url: str, app_id: str, config: Path, standin: HubSpotStandIn) -> dict:
     return stack_env(broker.url, redis_url, app_id, SALESPULSE_CONFIG=str(config),
                      SALESPULSE_HUBSPOT_CLIENT_SECRET=HUBSPOT_SECRET, SALESPULSE_HUBSPOT_ACCESS_TOKEN=TOKEN,
@@ -106,10 +113,8 @@ def hubspot_env(broker: EmbeddedBroker, redis_url: str, app_id: str, config: Pat
 
 async def test_a_hubspot_only_history_gives_the_same_numbers_and_alerts_as_canonical_events(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: object, standin: HubSpotStandIn,
-    tmp_path: Path, unique_id: str,
+    tmp_path: Path, unique_id: str, config: Path,
 ) -> None:
-    config = tmp_path / "salespulse.toml"
-    config.write_text(CONFIG)
     t0 = time.time() - 120  # leads 501 and 502 were created two minutes ago; 503 and 504 just now
     created = {501: t0, 502: t0, 503: time.time() - 5, 504: time.time() - 5}
     for contact, at in created.items():
@@ -216,10 +221,8 @@ async def test_a_hubspot_only_history_gives_the_same_numbers_and_alerts_as_canon
 
 async def test_the_enricher_killed_mid_backlog_loses_nothing_and_doubles_nothing(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: object, standin: HubSpotStandIn,
-    tmp_path: Path, unique_id: str,
+    tmp_path: Path, unique_id: str, config: Path,
 ) -> None:
-    config = tmp_path / "salespulse.toml"
-    config.write_text(CONFIG)
     calls = 24
     now = time.time() - 60
     for n in range(calls):
@@ -264,10 +267,8 @@ async def test_the_enricher_killed_mid_backlog_loses_nothing_and_doubles_nothing
 
 async def test_a_webhook_is_answered_within_five_seconds_while_the_api_is_slower_than_that(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: object, standin: HubSpotStandIn,
-    tmp_path: Path, unique_id: str,
+    tmp_path: Path, unique_id: str, config: Path,
 ) -> None:
-    config = tmp_path / "salespulse.toml"
-    config.write_text(CONFIG)
     standin.put("calls", 7, contacts=[70], hs_timestamp=iso(time.time() - 30), hs_call_status="COMPLETED",
                 hubspot_owner_id=5001)
     standin.delay_s = 8.0  # each API answer takes longer than HubSpot waits for a webhook answer
