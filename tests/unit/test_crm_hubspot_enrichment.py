@@ -248,3 +248,25 @@ async def test_the_enricher_retries_a_batch_until_hubspot_answers_and_writes_bef
     assert len(sink.dead) == 1 and orjson.loads(sink.dead[0])["reason"].startswith("hubspot enrichment: call.creation 99")
     assert registry.get_sample_value("salespulse_crm_enrichment_retries_total", {"crm": "hubspot"}) == 2
     assert registry.get_sample_value("salespulse_crm_enrichment_dead_lettered_total", {"crm": "hubspot"}) == 1
+
+
+async def test_a_batch_the_enricher_cannot_read_is_dead_lettered_whole_with_its_reason(
+    standin: HubSpotStandIn,
+) -> None:
+    standin.put("deals", 901, createdate="2026-01-01T01:00:00Z", dealstage="qualifiedtobuy", amount="lots")
+    registry = CollectorRegistry()
+    metrics = EnrichmentMetrics(registry)
+    api = HubSpotApi(standin.url, TOKEN, metrics.failures, sleep=Sleeps())
+    sink = MemorySink()
+    enricher = HubSpotEnricher("unused:9092", "g", api, MAPPING, sink, metrics)
+    try:
+        assert await enricher.handle(Record(b"hubspot", b'{"not": "a batch"}', 0))
+        assert await enricher.handle(Record(b"hubspot", orjson.dumps([hs(2, "deal.creation", 901)]), 1))
+    finally:
+        await api.close()
+    whole, item = (orjson.loads(d) for d in sink.dead)
+    assert whole["reason"].startswith("hubspot enrichment: cannot read the batch") and whole["raw"]["raw"]
+    assert "deal.amount" in item["reason"] and item["raw"]["objectId"] == 901
+    assert sink.published == []
+    assert registry.get_sample_value("salespulse_crm_enrichment_records_total",
+                                     {"crm": "hubspot", "outcome": "dead_letter"}) == 1

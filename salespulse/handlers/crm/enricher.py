@@ -110,7 +110,12 @@ class HubSpotEnricher(Service):
         assert self.consumer is not None
         consumer = self.consumer
         while not self.should_stop:
-            batches = await consumer.getmany(timeout_ms=500, max_records=20)
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=20)
+            except KafkaError as exc:
+                log.warning("enricher: cannot read %s (%s); retrying", CRM_RAW_TOPIC, exc)
+                await self.sleep(1.0)
+                continue
             for tp, records in batches.items():
                 for record in records:
                     if not await self.handle(record):
@@ -124,17 +129,21 @@ class HubSpotEnricher(Service):
             log.warning("salespulse.crm.raw: no enricher for %r; skipped", record.key)
             return True
         body: bytes = record.value or b""
+        outcome = "dead_letter"
         while True:
             try:
                 result = await enrich_batch(body, self.api, self.mapping)
+                outcome = "enriched"
                 break
             except ApiUnavailable as exc:
                 self.metrics.retries.labels("hubspot").inc()
                 log.warning("HubSpot API unavailable (%s); retrying in %.1f s", exc, self.retry_pause_s)
             except (FieldProblem, Unnormalisable) as exc:
-                result = Enriched(dead=[(f"hubspot enrichment: cannot read the batch: {exc}", {"raw": body.decode(
-                    "utf-8", errors="replace")})])
-                self.metrics.records.labels("hubspot", "dead_letter").inc()
+                result = self._unreadable(body, str(exc))
+                break
+            except Exception as exc:  # an enricher bug must not stop enrichment: keep the batch, say why
+                log.exception("enricher failed on a HubSpot batch")
+                result = self._unreadable(body, f"enricher error: {type(exc).__name__}")
                 break
             if await self._stopping_after(self.retry_pause_s):
                 return False
@@ -146,8 +155,13 @@ class HubSpotEnricher(Service):
                 log.warning("enricher: %s; retrying", exc)
             if await self._stopping_after(1.0):
                 return False
-        self.metrics.records.labels("hubspot", "enriched").inc()
+        self.metrics.records.labels("hubspot", outcome).inc()
         return True
+
+    @staticmethod
+    def _unreadable(body: bytes, reason: str) -> Enriched:
+        raw = {"raw": body.decode("utf-8", errors="replace")}
+        return Enriched(dead=[(f"hubspot enrichment: cannot read the batch: {reason}", raw)])
 
     async def _write(self, result: Enriched) -> None:
         if result.events:

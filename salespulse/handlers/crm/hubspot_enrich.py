@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from salespulse.crm_config import HubSpotMapping, StageMapping
-from salespulse.handlers.crm.common import FieldProblem, Normalised, epoch_ms, event, load_json, utc_time
+from salespulse.handlers.crm.common import FieldProblem, Normalised, epoch_ms, event, load_json, number, utc_time
 from salespulse.handlers.crm.hubspot import _closing, _deal, _Item, _item, _normalise_items
 from salespulse.handlers.crm.hubspot_api import ApiRefused, HubSpotApi, ObjectGone
 from salespulse.handlers.crm.salesforce_activities import call_outcome
@@ -252,12 +252,12 @@ class _Batch:
             raise FieldProblem(f"{item.path}:deal.dealstage", "the deal has no stage")
         stage = self.mapping.stage_for(stage_id, props.get("pipeline"))
         at = _time(props.get("createdate"), f"{item.path}:deal.createdate", item.at)
-        amount = props.get("amount")
+        amount = number(props.get("amount"), f"{item.path}:deal.amount")
         currency = props.get("deal_currency_code") or None
         deal_id = derived_event_id("hubspot", "deal", item.object_id, "created")
         created = _Item(item.path, deal_id, at, item.kind, item.raw)
         self.out.events.append(_deal(created, "deal.created", pipeline=stage.pipeline, stage=stage.stage,
-                                     amount=float(amount) if amount else None, currency=currency,
+                                     amount=amount, currency=currency,
                                      probability=stage.probability,
                                      rep_id=self.mapping.rep_for(props.get("hubspot_owner_id"))))
         if stage.closed:
