@@ -143,9 +143,10 @@ def _worker_services(
         event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
-        crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
+        ignored = IgnoredCounter(registry)
+        crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
         services.insert(0, EventLogService(event_log))
-        services[1:1] = _crm_enrichers(settings, event_log, registry)
+        services[1:1] = _crm_enrichers(settings, event_log, registry, ignored)
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
@@ -154,22 +155,24 @@ def _worker_services(
 
 
 def _crm_webhooks(
-    settings: Settings, event_log: EventLog, webhook: GenericWebhook, registry: CollectorRegistry
+    settings: Settings, event_log: EventLog, webhook: GenericWebhook, ignored: IgnoredCounter
 ) -> list[CrmWebhook]:
     """The enabled CRM endpoints, mapped through the config file's ``[crm]`` section."""
     try:
         crm = load_config(settings.config).crm
     except ConfigError as exc:
         raise ConfigurationError(str(exc)) from None
-    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, IgnoredCounter(registry))
+    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, ignored)
     for hook in hooks:
         log.info("CRM endpoint %s enabled", hook.path)
     return hooks
 
 
-def _crm_enrichers(settings: Settings, event_log: EventLog, registry: CollectorRegistry) -> list[Service]:
+def _crm_enrichers(
+    settings: Settings, event_log: EventLog, registry: CollectorRegistry, ignored: IgnoredCounter
+) -> list[Service]:
     """The HubSpot enricher when its API token is set: part of ingest (and so of ``run``), after the event log."""
-    enricher = enricher_for(settings, load_config(settings.config).crm.hubspot, event_log, registry)
+    enricher = enricher_for(settings, load_config(settings.config).crm.hubspot, event_log, registry, ignored)
     if enricher is None:
         return []
     log.info("HubSpot enrichment through %s enabled", settings.hubspot_api_url)
@@ -212,11 +215,12 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     registry = CollectorRegistry()
     event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
     webhook = GenericWebhook(event_log, _secret(settings), registry)
-    crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
+    ignored = IgnoredCounter(registry)
+    crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
     readiness = {"kafka": event_log.ping}
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
     http = HttpServer(app, settings.http_host, settings.http_port)
-    enrichers = _crm_enrichers(settings, event_log, registry)
+    enrichers = _crm_enrichers(settings, event_log, registry, ignored)
     return _execute(None, [EventLogService(event_log), *enrichers, http], loglevel)
 
 

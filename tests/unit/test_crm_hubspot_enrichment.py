@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from salespulse.crm_config import HubSpotMapping
+from salespulse.handlers.crm.endpoint import IgnoredCounter
 from salespulse.handlers.crm.enricher import EnrichmentMetrics, HubSpotEnricher
 from salespulse.handlers.crm.hubspot_api import ApiFailures, ApiUnavailable, HubSpotApi, ObjectGone
 from salespulse.handlers.crm.hubspot_enrich import enrich_batch, pipeline_stage_mappings
@@ -239,15 +240,19 @@ async def test_the_enricher_retries_a_batch_until_hubspot_answers_and_writes_bef
     metrics = EnrichmentMetrics(registry)
     api = HubSpotApi(standin.url, TOKEN, metrics.failures, sleep=Sleeps(), max_attempts=1)
     sink = MemorySink()
-    enricher = HubSpotEnricher("unused:9092", "g", api, MAPPING, sink, metrics, retry_pause_s=0.01)
+    ignored = IgnoredCounter(registry)
+    enricher = HubSpotEnricher("unused:9092", "g", api, MAPPING, sink, metrics, ignored, retry_pause_s=0.01)
     try:
-        assert await enricher.handle(Record(b"hubspot", orjson.dumps([obj(1, "0-48", 11), obj(2, "0-48", 99)]), 0))
+        assert await enricher.handle(Record(b"hubspot", orjson.dumps([obj(1, "0-48", 11), obj(2, "0-48", 99),
+                                                                      obj(3, "0-46", 11, "deletion")]), 0))
     finally:
         await api.close()
     assert [[e.event_id for e in call] for call in sink.published] == [["hubspot:call:11:501"]]
     assert len(sink.dead) == 1 and orjson.loads(sink.dead[0])["reason"].startswith("hubspot enrichment: call.creation 99")
     assert registry.get_sample_value("salespulse_crm_enrichment_retries_total", {"crm": "hubspot"}) == 2
     assert registry.get_sample_value("salespulse_crm_enrichment_dead_lettered_total", {"crm": "hubspot"}) == 1
+    assert registry.get_sample_value("salespulse_webhook_events_ignored_total",
+                                     {"endpoint": "hubspot", "kind": "note.deletion"}) == 1
 
 
 async def test_a_batch_the_enricher_cannot_read_is_dead_lettered_whole_with_its_reason(

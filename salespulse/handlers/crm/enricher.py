@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from salespulse.crm_config import HubSpotMapping
 from salespulse.handlers.crm.common import FieldProblem, Unnormalisable
-from salespulse.handlers.crm.endpoint import EventSink
+from salespulse.handlers.crm.endpoint import EventSink, IgnoredCounter
 from salespulse.handlers.crm.hubspot_api import ApiFailures, ApiUnavailable, HubSpotApi
 from salespulse.handlers.crm.hubspot_enrich import Enriched, enrich_batch
 from salespulse.handlers.event_log import EventLogUnavailable
@@ -88,8 +88,10 @@ class HubSpotEnricher(Service):
     """Consumes ``salespulse.crm.raw`` (HubSpot records), writes canonical events, then commits."""
 
     def __init__(self, bootstrap: str, group_id: str, api: HubSpotApi, mapping: HubSpotMapping, sink: EventSink,
-                 metrics: EnrichmentMetrics, retry_pause_s: float = 2.0, **kwargs: Any) -> None:
+                 metrics: EnrichmentMetrics, ignored: IgnoredCounter | None = None, retry_pause_s: float = 2.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.ignored = ignored
         self.bootstrap, self.group_id = bootstrap, group_id
         self.api, self.mapping, self.sink, self.metrics = api, mapping, sink, metrics
         self.retry_pause_s = retry_pause_s
@@ -156,6 +158,8 @@ class HubSpotEnricher(Service):
             if await self._stopping_after(1.0):
                 return False
         self.metrics.records.labels("hubspot", outcome).inc()
+        if self.ignored is not None and result.ignored:
+            self.ignored.count("hubspot", result.ignored)
         return True
 
     @staticmethod
@@ -197,13 +201,14 @@ class HubSpotEnricher(Service):
         self.metrics.backlog.labels("hubspot").set(backlog)
 
 
-def enricher_for(settings: Any, mapping: HubSpotMapping, sink: EventSink, registry: CollectorRegistry
-                 ) -> HubSpotEnricher | None:
+def enricher_for(settings: Any, mapping: HubSpotMapping, sink: EventSink, registry: CollectorRegistry,
+                 ignored: IgnoredCounter | None = None) -> HubSpotEnricher | None:
     """The HubSpot enricher when ``SALESPULSE_HUBSPOT_ACCESS_TOKEN`` (and the webhook secret) are set."""
     if settings.hubspot_access_token is None or settings.hubspot_client_secret is None:
         return None
     metrics = EnrichmentMetrics(registry)
     api = HubSpotApi(settings.hubspot_api_url, settings.hubspot_access_token.get_secret_value(), metrics.failures,
                      requests_per_10s=settings.hubspot_requests_per_10s, timeout_s=settings.enrich_http_timeout_s)
-    return HubSpotEnricher(settings.kafka_bootstrap, f"{settings.app_id}-crm-enricher", api, mapping, sink, metrics)
+    return HubSpotEnricher(settings.kafka_bootstrap, f"{settings.app_id}-crm-enricher", api, mapping, sink, metrics,
+                           ignored)
 
