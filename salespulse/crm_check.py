@@ -128,7 +128,7 @@ async def _get(session: aiohttp.ClientSession, url: str, what: str) -> Any:
             if response.status != 200:
                 raise CheckFailed(f"{what}: {url.split('?')[0]} answered {response.status}")
             return await response.json(content_type=None)
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise CheckFailed(f"{what}: cannot reach {url.split('?')[0]}: {type(exc).__name__}: {exc}") from None
 
 
