@@ -187,6 +187,9 @@ async def test_contacts_and_deals_are_read_from_the_api_and_the_initial_stage_ch
         hs(3, "deal.propertyChange", 901, at=created_ms, propertyName="dealstage", propertyValue="qualifiedtobuy"),
         hs(4, "deal.propertyChange", 901, at=T0 + 2 * 86400_000, propertyName="dealstage",
            propertyValue="contractsent"),
+        # a workflow moving the deal a second after its creation is a real move, not the initial value
+        hs(7, "deal.propertyChange", 901, at=created_ms + 1000, propertyName="dealstage",
+           propertyValue="appointmentscheduled"),
         hs(5, "deal.propertyChange", 901, at=T0 + 3 * 86400_000, propertyName="dealstage", propertyValue="closedwon"),
     ])
     assert canon(result.events) == [
@@ -201,6 +204,8 @@ async def test_contacts_and_deals_are_read_from_the_api_and_the_initial_stage_ch
          "amount": 12000.0, "currency": "EUR", "probability": 0.4},
         {"event_id": "hubspot:4", "type": "deal.stage_changed", "occurred_at": "2026-01-03T00:00:00Z",
          "deal_id": "901", "pipeline": "sales_pipeline", "to_stage": "contract_sent", "probability": 0.9},
+        {"event_id": "hubspot:7", "type": "deal.stage_changed", "occurred_at": "2026-01-01T01:00:01Z",
+         "deal_id": "901", "pipeline": "sales_pipeline", "to_stage": "appointment_scheduled", "probability": 0.2},
         {"event_id": "hubspot:5", "type": "deal.won", "occurred_at": "2026-01-04T00:00:00Z", "deal_id": "901",
          "pipeline": "sales_pipeline"},
     ]

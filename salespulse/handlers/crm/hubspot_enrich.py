@@ -240,14 +240,18 @@ class _Batch:
             self.out.events.append(event(item.path, event_id=item.event_id + ":qualified", type="lead.qualified",
                                          **common))
 
-    async def deal_created(self, item: _Item) -> None:
+    async def deal(self, item: _Item) -> tuple[dict[str, Any], str]:
+        """The deal's properties and the stage it was created in (the oldest of its ``dealstage`` history)."""
         body = await self.api.get(f"/crm/v3/objects/deals/{item.object_id}",
                                   {"properties": ",".join(PROPERTIES["deals"]), "propertiesWithHistory": "dealstage"})
         props = body.get("properties") if isinstance(body.get("properties"), dict) else {}
         history = (body.get("propertiesWithHistory") or {}).get("dealstage") or []
         first = min((h for h in history if isinstance(h, dict) and h.get("value")),
                     key=lambda h: str(h.get("timestamp") or ""), default=None)
-        stage_id = str(first["value"]) if first else str(props.get("dealstage") or "")
+        return props, str(first["value"]) if first else str(props.get("dealstage") or "")
+
+    async def deal_created(self, item: _Item) -> None:
+        props, stage_id = await self.deal(item)
         if not stage_id:
             raise FieldProblem(f"{item.path}:deal.dealstage", "the deal has no stage")
         stage = self.mapping.stage_for(stage_id, props.get("pipeline"))
@@ -264,10 +268,12 @@ class _Batch:
             self.out.events.append(_closing(created, stage.pipeline, stage.won, ":won" if stage.won else ":lost"))
 
     async def is_initial_stage(self, item: _Item) -> bool:
-        """True if this ``dealstage`` change is HubSpot reporting the stage the deal was created with."""
-        props = await self.api.object("deals", item.object_id, ("createdate",))
+        """True if this ``dealstage`` change is HubSpot reporting the stage the deal was created with (that
+        stage, at the deal's creation): ``deal.created`` has it already. A move right after is kept."""
+        props, first_stage = await self.deal(item)
         created = _time(props.get("createdate"), f"{item.path}:deal.createdate", item.at)
-        return abs((item.at - created).total_seconds()) <= INITIAL_VALUE_WINDOW_S
+        return (item.raw.get("propertyValue") == first_stage
+                and abs((item.at - created).total_seconds()) <= INITIAL_VALUE_WINDOW_S)
 
 
 async def enrich_batch(body: bytes, api: HubSpotApi, mapping: HubSpotMapping) -> Enriched:
