@@ -37,6 +37,9 @@ from salespulse.streams.topics import CRM_RAW_TOPIC
 
 log = logging.getLogger(__name__)
 
+#: The longest wait between two tries of a batch HubSpot's API cannot take now.
+MAX_RETRY_PAUSE_S = 60.0
+
 
 def crm_raw_consumer(bootstrap: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
     """The enricher's consumer (the one place it is built: connection settings belong here)."""
@@ -132,6 +135,7 @@ class HubSpotEnricher(Service):
             return True
         body: bytes = record.value or b""
         outcome = "dead_letter"
+        pause = self.retry_pause_s
         while True:
             try:
                 result = await enrich_batch(body, self.api, self.mapping)
@@ -139,7 +143,7 @@ class HubSpotEnricher(Service):
                 break
             except ApiUnavailable as exc:
                 self.metrics.retries.labels("hubspot").inc()
-                log.warning("HubSpot API unavailable (%s); retrying in %.1f s", exc, self.retry_pause_s)
+                log.warning("HubSpot API unavailable (%s); retrying in %.1f s", exc, pause)
             except (FieldProblem, Unnormalisable) as exc:
                 result = self._unreadable(body, str(exc))
                 break
@@ -147,8 +151,9 @@ class HubSpotEnricher(Service):
                 log.exception("enricher failed on a HubSpot batch")
                 result = self._unreadable(body, f"enricher error: {type(exc).__name__}")
                 break
-            if await self._stopping_after(self.retry_pause_s):
+            if await self._stopping_after(pause):
                 return False
+            pause = min(pause * 2, MAX_RETRY_PAUSE_S)  # a refused token or a long outage: do not hammer
         while True:
             try:
                 await self._write(result)
