@@ -1,4 +1,4 @@
-"""The ``salespulse`` command: run, worker, ingest, simulate, replay and schemas."""
+"""The ``salespulse`` command: run, worker, ingest, simulate, replay, schemas and crm check."""
 
 from __future__ import annotations
 
@@ -278,6 +278,49 @@ def schemas(out: Path, check: bool) -> None:
         return
     for path in export_schemas(out):
         console.print(f"wrote {path}")
+
+
+@main.group()
+def crm() -> None:
+    """Connecting a CRM (docs/crm.md)."""
+
+
+@crm.command("check")
+@click.argument("name", type=click.Choice(["hubspot", "pipedrive", "salesforce", "close"]))
+@click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the [crm.<name>] mapping to this file (include it in your SALESPULSE_CONFIG).")
+def crm_check(name: str, write_to: Path | None) -> None:
+    """Check NAME's credentials, list the pipelines, stages and owners its API shows, print the mapping.
+
+    Credentials come from the environment: SALESPULSE_HUBSPOT_ACCESS_TOKEN (HubSpot),
+    SALESPULSE_PIPEDRIVE_API_TOKEN, SALESPULSE_SALESFORCE_INSTANCE_URL and SALESPULSE_SALESFORCE_ACCESS_TOKEN,
+    SALESPULSE_CLOSE_API_KEY. Exit status 1 when the CRM cannot be read, 2 for a missing setting.
+    """
+    from salespulse.crm_check import DISCOVER, CheckFailed, render_mapping
+
+    settings = _settings()
+    try:
+        found = DISCOVER[name](settings)
+    except CheckFailed as exc:
+        console.print(f"[red]✗ {name}:[/red] {exc}")
+        raise SystemExit(2 if "is not set" in str(exc) else 1) from None
+    console.print(f"[green]✓ {name}:[/green] credentials accepted")
+    console.print(f"  pipelines: {len(found.pipelines) or '-'}; stages: {len(found.stages)}; owners: {len(found.owners)}")
+    for stage_id, stage in found.stages.items():
+        flags = " won" if stage.won else (" lost" if stage.closed else "")
+        console.print(f"  {stage.pipeline} / {stage.order if stage.order is not None else '?'}. {stage.stage}"
+                      f" ({stage_id}){flags}")
+    for note in found.notes:
+        console.print(f"[yellow]![/yellow] {note}")
+    text = render_mapping(name, found)
+    click.echo(text, nl=False)
+    if write_to is not None:
+        try:
+            write_to.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            console.print(f"[red]cannot write {write_to}:[/red] {exc.strerror or exc}")
+            raise SystemExit(1) from None
+        console.print(f"wrote {write_to}")
 
 
 if __name__ == "__main__":

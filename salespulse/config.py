@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from salespulse.crm_config import CrmSection
+from salespulse.crm_config import CrmSection, StageMapping
 from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
 from salespulse.metrics.pipeline import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
 
@@ -199,6 +199,16 @@ class PipelineConfig(_Model):
             probabilities=dict(self.probabilities),
             loss_reasons=tuple(self.loss_reasons) if self.loss_reasons is not None else DEFAULT_LOSS_REASONS,
         )
+def crm_pipeline_spec(stages: list[StageMapping]) -> PipelineSpec:
+    """A pipeline from ``[crm]`` stages in CRM order: open ones are the funnel, closed ones close it."""
+    return PipelineSpec(
+        stages=tuple(s.stage for s in stages if not s.closed),
+        won_stages=tuple(s.stage for s in stages if s.won),
+        lost_stages=tuple(s.stage for s in stages if s.closed and not s.won),
+        probabilities={s.stage: s.probability for s in stages if s.probability is not None},
+    )
+
+
 #: A target's kind: a published count field of the activity family (``call``, ``call:connected``,
 #: ``email_sent``, ``meeting_booked``, a logged kind such as ``visit``, ``total``) or of the engagement
 #: family (``emails_personalized``, ``emails_sent`` ...).
@@ -280,11 +290,15 @@ class Config(_Model):
         """The configured pipelines (stage order, won/lost stages, probabilities, loss reasons).
 
         With no ``[pipelines]`` table: the built-in ``default`` pipeline (qualification, discovery,
-        proposal, negotiation; closed_won, closed_lost), which the simulator drives.
+        proposal, negotiation; closed_won, closed_lost), which the simulator drives. Pipelines whose
+        ``[crm]`` stages carry an ``order`` (as ``salespulse crm check --write`` writes them) are added;
+        a ``[pipelines]`` table of the same name wins.
         """
-        if not self.pipelines:
-            return Pipelines(DEFAULT_PIPELINES)
-        return Pipelines({name: spec.to_spec() for name, spec in self.pipelines.items()})
+        specs = dict(DEFAULT_PIPELINES) if not self.pipelines else {}
+        for name, stages in self.crm.ordered_stages().items():
+            specs[name] = crm_pipeline_spec(stages)
+        specs.update({name: spec.to_spec() for name, spec in self.pipelines.items()})
+        return Pipelines(specs)
 
     def team_for_rep(self, rep: str | None) -> str | None:
         """The rep's team from the ``[teams]`` directory, or None."""

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from salespulse.config import ConfigError, load_config
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
+from salespulse.handlers.crm.enricher import enricher_for
 from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
@@ -145,8 +146,10 @@ def _worker_services(
         event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
-        crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
+        ignored = IgnoredCounter(registry)
+        crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
         services.insert(0, EventLogService(event_log))
+        services[1:1] = _crm_enrichers(settings, event_log, registry, ignored)
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
@@ -155,17 +158,28 @@ def _worker_services(
 
 
 def _crm_webhooks(
-    settings: Settings, event_log: EventLog, webhook: GenericWebhook, registry: CollectorRegistry
+    settings: Settings, event_log: EventLog, webhook: GenericWebhook, ignored: IgnoredCounter
 ) -> list[CrmWebhook]:
     """The enabled CRM endpoints, mapped through the config file's ``[crm]`` section."""
     try:
         crm = load_config(settings.config).crm
     except ConfigError as exc:
         raise ConfigurationError(str(exc)) from None
-    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, IgnoredCounter(registry))
+    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, ignored)
     for hook in hooks:
         log.info("CRM endpoint %s enabled", hook.path)
     return hooks
+
+
+def _crm_enrichers(
+    settings: Settings, event_log: EventLog, registry: CollectorRegistry, ignored: IgnoredCounter
+) -> list[Service]:
+    """The HubSpot enricher when its API token is set: part of ingest (and so of ``run``), after the event log."""
+    enricher = enricher_for(settings, load_config(settings.config).crm.hubspot, event_log, registry, ignored)
+    if enricher is None:
+        return []
+    log.info("HubSpot enrichment through %s enabled", settings.hubspot_api_url)
+    return [enricher]
 
 
 def _secret(settings: Settings) -> str | None:
@@ -204,11 +218,13 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     registry = CollectorRegistry()
     event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
     webhook = GenericWebhook(event_log, _secret(settings), registry)
-    crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
+    ignored = IgnoredCounter(registry)
+    crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
     readiness = {"kafka": event_log.ping}
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
     http = HttpServer(app, settings.http_host, settings.http_port)
-    return _execute(None, [EventLogService(event_log), http], loglevel)
+    enrichers = _crm_enrichers(settings, event_log, registry, ignored)
+    return _execute(None, [EventLogService(event_log), *enrichers, http], loglevel)
 
 
 def run_all(

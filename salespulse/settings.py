@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     pipedrive_basic_auth: SecretStr | None = Field(None, description="user:password; enables /webhooks/pipedrive")
     close_signature_key: SecretStr | None = Field(None, description="hex key; enables /webhooks/close")
     salesforce_org_id: str | None = Field(None, description="enables /webhooks/salesforce/outbound and /cdc")
+    hubspot_access_token: SecretStr | None = Field(
+        None, description="HubSpot private-app token: HubSpot webhooks are enriched through the CRM API (docs/crm.md)"
+    )
+    hubspot_api_url: str = Field("https://api.hubapi.com", description="HubSpot's API (a stand-in server in tests)")
+    hubspot_requests_per_10s: int = Field(
+        90, ge=1, le=1000, description="HubSpot API calls per 10 s (the portal's burst limit is 100 or 190)"
+    )
+    # Read only by `salespulse crm check` (lists pipelines, stages and owners).
+    pipedrive_api_token: SecretStr | None = Field(None, description="crm check: a Pipedrive API token")
+    pipedrive_api_url: str = Field("https://api.pipedrive.com", description="crm check: Pipedrive's API")
+    salesforce_instance_url: str | None = Field(None, description="crm check: https://<domain>.my.salesforce.com")
+    salesforce_access_token: SecretStr | None = Field(None, description="crm check: a Salesforce OAuth access token")
+    close_api_key: SecretStr | None = Field(None, description="crm check: a Close API key")
+    close_api_url: str = Field("https://api.close.com", description="crm check: Close's API")
+    enrich_http_timeout_s: float = Field(10.0, gt=0, le=120, description="HubSpot API: one request's timeout")
     public_url: str | None = Field(
         None, description="the https://host[:port] the CRMs call; HubSpot signs the full URL (default: from the request)"
     )
@@ -194,7 +209,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a 15- or 18-character Salesforce organization id (00D...)")
         return value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "hubspot_api_url", "pipedrive_api_url", "salesforce_instance_url", "close_api_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

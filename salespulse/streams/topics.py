@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 EVENTS_TOPIC = "salespulse.events"
 DLQ_TOPIC = "salespulse.events.dlq"
 ALERTS_TOPIC = "salespulse.alerts"
+#: CRM requests kept whole until enriched through the CRM's API (HubSpot engagements; docs/crm.md).
+CRM_RAW_TOPIC = "salespulse.crm.raw"
 #: Header ``salespulse replay`` puts on the events it writes: measured like any other, never alerted on.
 REPLAY_HEADER = "salespulse-replay"
 
@@ -32,6 +34,7 @@ async def ensure_topics(kafka: KafkaConnection, partitions: int, replication_fac
         NewTopic(EVENTS_TOPIC, partitions, replication_factor),
         NewTopic(DLQ_TOPIC, partitions, replication_factor),
         NewTopic(ALERTS_TOPIC, partitions, replication_factor),
+        NewTopic(CRM_RAW_TOPIC, partitions, replication_factor),
         *(
             NewTopic(metrics_topic(f), partitions, replication_factor, topic_configs={"cleanup.policy": "compact"})
             for f in METRIC_FAMILIES

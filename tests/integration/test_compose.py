@@ -22,7 +22,14 @@ import yaml
 from salespulse.cli import main as cli_main
 from tests.integration import dashboard as board
 from salespulse.settings import Settings
-from salespulse.streams.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, METRIC_FAMILIES, metrics_topic
+from salespulse.streams.topics import (
+    ALERTS_TOPIC,
+    CRM_RAW_TOPIC,
+    DLQ_TOPIC,
+    EVENTS_TOPIC,
+    METRIC_FAMILIES,
+    metrics_topic,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -401,7 +408,7 @@ def test_promtool_checks_the_prometheus_config(tmp_path: Path, prometheus_config
 def test_init_container_creates_the_contract_topics(services: dict[str, Any]) -> None:
     created = topics_created(services["kafka-init"])
     partitions = salespulse_settings(services["worker-1"]).partitions
-    plain = {EVENTS_TOPIC, DLQ_TOPIC, ALERTS_TOPIC}
+    plain = {EVENTS_TOPIC, DLQ_TOPIC, ALERTS_TOPIC, CRM_RAW_TOPIC}
     compacted = {metrics_topic(f) for f in METRIC_FAMILIES}
     assert set(created) == plain | compacted
     for topic in plain:
