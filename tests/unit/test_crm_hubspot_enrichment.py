@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from salespulse.crm_config import HubSpotMapping
 from salespulse.handlers.crm.endpoint import IgnoredCounter
 from salespulse.handlers.crm.enricher import EnrichmentMetrics, HubSpotEnricher
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.handlers.crm.hubspot_api import ApiFailures, ApiUnavailable, HubSpotApi, ObjectGone
 from salespulse.handlers.crm.hubspot_enrich import enrich_batch, pipeline_stage_mappings
 from tests.hubspot_standin import TOKEN, HubSpotStandIn, pipeline, serving
@@ -246,7 +247,7 @@ async def test_the_enricher_retries_a_batch_until_hubspot_answers_and_writes_bef
     api = HubSpotApi(standin.url, TOKEN, metrics.failures, sleep=Sleeps(), max_attempts=1)
     sink = MemorySink()
     ignored = IgnoredCounter(registry)
-    enricher = HubSpotEnricher("unused:9092", "g", api, MAPPING, sink, metrics, ignored, retry_pause_s=0.01)
+    enricher = HubSpotEnricher(KafkaConnection.plaintext("unused:9092"), "g", api, MAPPING, sink, metrics, ignored, retry_pause_s=0.01)
     try:
         assert await enricher.handle(Record(b"hubspot", orjson.dumps([obj(1, "0-48", 11), obj(2, "0-48", 99),
                                                                       obj(3, "0-46", 11, "deletion")]), 0))
@@ -268,7 +269,7 @@ async def test_a_batch_the_enricher_cannot_read_is_dead_lettered_whole_with_its_
     metrics = EnrichmentMetrics(registry)
     api = HubSpotApi(standin.url, TOKEN, metrics.failures, sleep=Sleeps())
     sink = MemorySink()
-    enricher = HubSpotEnricher("unused:9092", "g", api, MAPPING, sink, metrics)
+    enricher = HubSpotEnricher(KafkaConnection.plaintext("unused:9092"), "g", api, MAPPING, sink, metrics)
     try:
         assert await enricher.handle(Record(b"hubspot", b'{"not": "a batch"}', 0))
         assert await enricher.handle(Record(b"hubspot", orjson.dumps([hs(2, "deal.creation", 901)]), 1))

@@ -33,6 +33,7 @@ from salespulse.handlers.crm.endpoint import EventSink, IgnoredCounter
 from salespulse.handlers.crm.hubspot_api import ApiFailures, ApiUnavailable, HubSpotApi
 from salespulse.handlers.crm.hubspot_enrich import Enriched, enrich_batch
 from salespulse.handlers.event_log import EventLogUnavailable
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.streams.topics import CRM_RAW_TOPIC
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ log = logging.getLogger(__name__)
 MAX_RETRY_PAUSE_S = 60.0
 
 
-def crm_raw_consumer(bootstrap: str, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
-    """The enricher's consumer (the one place it is built: connection settings belong here)."""
+def crm_raw_consumer(kafka: KafkaConnection, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+    """The enricher's consumer (the one place it is built), with the connection's TLS and SASL options."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **kafka.client_options(),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -90,18 +91,18 @@ class EnrichmentMetrics:
 class HubSpotEnricher(Service):
     """Consumes ``salespulse.crm.raw`` (HubSpot records), writes canonical events, then commits."""
 
-    def __init__(self, bootstrap: str, group_id: str, api: HubSpotApi, mapping: HubSpotMapping, sink: EventSink,
+    def __init__(self, kafka: KafkaConnection, group_id: str, api: HubSpotApi, mapping: HubSpotMapping, sink: EventSink,
                  metrics: EnrichmentMetrics, ignored: IgnoredCounter | None = None, retry_pause_s: float = 2.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ignored = ignored
-        self.bootstrap, self.group_id = bootstrap, group_id
+        self.kafka, self.group_id = kafka, group_id
         self.api, self.mapping, self.sink, self.metrics = api, mapping, sink, metrics
         self.retry_pause_s = retry_pause_s
         self.consumer: AIOKafkaConsumer | None = None
 
     async def on_start(self) -> None:
-        self.consumer = crm_raw_consumer(self.bootstrap, self.group_id)
+        self.consumer = crm_raw_consumer(self.kafka, self.group_id)
         await self.consumer.start()
         self.consumer.subscribe([CRM_RAW_TOPIC])
 
@@ -214,6 +215,6 @@ def enricher_for(settings: Any, mapping: HubSpotMapping, sink: EventSink, regist
     metrics = EnrichmentMetrics(registry)
     api = HubSpotApi(settings.hubspot_api_url, settings.hubspot_access_token.get_secret_value(), metrics.failures,
                      requests_per_10s=settings.hubspot_requests_per_10s, timeout_s=settings.enrich_http_timeout_s)
-    return HubSpotEnricher(settings.kafka_bootstrap, f"{settings.app_id}-crm-enricher", api, mapping, sink, metrics,
+    return HubSpotEnricher(KafkaConnection.from_settings(settings), f"{settings.app_id}-crm-enricher", api, mapping, sink, metrics,
                            ignored)
 
