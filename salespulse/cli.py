@@ -203,12 +203,17 @@ def ingest(insecure: bool, loglevel: str, logformat: str, **flags: Any) -> None:
 @click.option("--teams", default=3, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for reproducible traffic.")
 @click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
+@click.option("--give-up-after", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Stop with an error once nothing could be delivered for this many seconds.")
 def simulate(
-    url: str, duration: float | None, leads_per_minute: float, reps: int, teams: int, seed: int | None, speedup: float
+    url: str, duration: float | None, leads_per_minute: float, reps: int, teams: int, seed: int | None, speedup: float,
+    give_up_after: float,
 ) -> None:
     """Send realistic synthetic CRM traffic (leads, calls, emails, meetings, deals) to a running server.
 
-    Signs requests with SALESPULSE_WEBHOOK_SECRET when it is set.
+    Signs requests with SALESPULSE_WEBHOOK_SECRET when it is set. Exits with status 1 when the server
+    cannot be reached for --give-up-after seconds, answers 401/403 (wrong secret) or 404 (wrong URL),
+    or rejects events.
     """
     from salespulse.simulate import simulate as run_simulation
 
@@ -225,12 +230,18 @@ def simulate(
                 teams=teams,
                 seed=seed,
                 speedup=speedup,
-                console=Console(),
+                console=Console(soft_wrap=True),
+                give_up_after_s=give_up_after,
             )
         )
     except KeyboardInterrupt:
         return
-    console.print(stats)
+    if stats.failure is not None:
+        console.print(Text.assemble(("error: ", "red"), stats.failure))
+        raise SystemExit(1)
+    if stats.rejected:
+        console.print(Text.assemble(("error: ", "red"), f"the server rejected {stats.rejected} events (see above)"))
+        raise SystemExit(1)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
