@@ -24,7 +24,8 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 class Settings(BaseSettings):
     """Every knob of salespulse; see the configuration table in the README."""
 
-    model_config = SettingsConfigDict(env_prefix="SALESPULSE_", extra="ignore")
+    # An empty variable (``KEY=`` in an env file) is unset, never an empty secret or URL.
+    model_config = SettingsConfigDict(env_prefix="SALESPULSE_", extra="ignore", env_ignore_empty=True)
 
     kafka_url: str | None = Field(None, description="kafka://host:port[;host:port]; unset = embedded broker")
     redis_url: str | None = Field(
