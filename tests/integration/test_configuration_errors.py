@@ -90,6 +90,7 @@ def test_a_kafka_url_that_is_not_kafka_scheme_is_refused_on_every_role(workdir: 
     for role in ("run", "worker", "ingest"):
         outcome = salespulse(role, env={"SALESPULSE_KAFKA_URL": "http://x:1"}, cwd=workdir)
         assert_refused(outcome, "SALESPULSE_KAFKA_URL", "kafka://", max_lines=1)
+        assert len(outcome.lines[0]) > 80, "a long error line stays one line when the output is not a terminal"
 
 
 def test_a_redis_url_with_an_unknown_scheme_is_refused(workdir: Path) -> None:
