@@ -17,6 +17,7 @@ from mode import Service
 from prometheus_client.metrics import MetricWrapperBase
 
 from salespulse import __version__
+from salespulse.settings import Settings
 
 log = logging.getLogger("salespulse.console")
 
@@ -28,14 +29,14 @@ def http_base(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def redacted(url: str) -> str:
-    """``url`` with any password replaced by ``****`` (a Redis URL may carry one)."""
+def redacted(url: str, mask: str = "****") -> str:
+    """``url`` with any password replaced by ``mask`` (a Redis URL may carry one)."""
     parts = urlsplit(url)
     if not parts.password:
         return url
     user = f"{parts.username}:" if parts.username else ":"
     host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}****@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}{mask}@{host}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +70,51 @@ def http_places(host: str, port: int, *, webhooks: bool, board: bool) -> list[Pl
 
 
 def redis_place(url: str) -> Place:
-    shown = redacted(url)
-    return Place("redis", shown, f"try: redis-cli -u {shown} --scan --pattern 'salespulse:*'")
+    example = redacted(url, "<password>")
+    return Place("redis", redacted(url), f"try: redis-cli -u {example} --scan --pattern 'salespulse:*'")
 
 
 def data_place(data_dir: Path) -> Place:
     return Place("data", str(data_dir.resolve()), "(SALESPULSE_DATA_DIR)")
+
+
+def worker_banner(settings: Settings) -> list[str]:
+    return banner(
+        f"worker ({settings.app_id}: {', '.join(settings.family_names)}); a summary line every {SUMMARY_INTERVAL_S:g} s",
+        [
+            *http_places(settings.http_host, settings.http_port, webhooks=False, board=False),
+            Place("kafka", settings.kafka_url or ""),
+            redis_place(settings.redis_url or ""),
+            data_place(settings.data_dir),
+        ],
+    )
+
+
+def ingest_banner(settings: Settings, crm_paths: Iterable[str]) -> list[str]:
+    base = http_base(settings.http_host, settings.http_port)
+    return banner(
+        f"ingest; a summary line every {SUMMARY_INTERVAL_S:g} s",
+        [
+            *http_places(settings.http_host, settings.http_port, webhooks=True, board=False),
+            *(Place("crm", f"POST {base}{path}") for path in crm_paths),
+            Place("kafka", settings.kafka_url or ""),
+        ],
+    )
+
+
+def run_banner(settings: Settings, simulated: bool, kafka_hint: str = "", redis_hint: str = "") -> list[str]:
+    """``run``'s banner; the hints say which servers are the embedded ones."""
+    redis = redis_place(settings.redis_url or "")
+    return banner(
+        f"run: ingest and a worker{' with simulated traffic' if simulated else ''}; Ctrl-C stops everything; "
+        f"a summary line every {SUMMARY_INTERVAL_S:g} s",
+        [
+            *http_places(settings.http_host, settings.http_port, webhooks=True, board=True),
+            Place("kafka", settings.kafka_url or "", kafka_hint),
+            Place(redis.label, redis.where + redis_hint, redis.hint),
+            data_place(settings.data_dir),
+        ],
+    )
 
 
 def announce(lines: Iterable[str]) -> None:

@@ -197,18 +197,7 @@ def run_worker(settings: Settings, loglevel: str = "info", log_config: dict[str,
     _require_external(settings)
     _prepare_topics(settings)
     app, services = _worker_services(settings, CollectorRegistry(), with_ingest=False)
-    console.announce(
-        console.banner(
-            f"worker ({settings.app_id}: {', '.join(settings.family_names)}); a summary line every "
-            f"{console.SUMMARY_INTERVAL_S:g} s",
-            [
-                *console.http_places(settings.http_host, settings.http_port, webhooks=False, board=False),
-                console.Place("kafka", settings.kafka_url or ""),
-                console.redis_place(settings.redis_url or ""),
-                console.data_place(settings.data_dir),
-            ],
-        )
-    )
+    console.announce(console.worker_banner(settings))
     return _execute(app, services, loglevel, log_config)
 
 
@@ -232,17 +221,7 @@ def run_ingest(
     summary = console.ConsoleSummary(
         console.monotonic_snapshot(lambda: console.counter_total(event_log.published)), what="events published"
     )
-    console.announce(
-        console.banner(
-            f"ingest; a summary line every {console.SUMMARY_INTERVAL_S:g} s",
-            [
-                *console.http_places(settings.http_host, settings.http_port, webhooks=True, board=False),
-                *(console.Place("crm", f"POST {console.http_base(settings.http_host, settings.http_port)}{hook.path}")
-                  for hook in crm_webhooks),
-                console.Place("kafka", settings.kafka_url or ""),
-            ],
-        )
-    )
+    console.announce(console.ingest_banner(settings, [hook.path for hook in crm_webhooks]))
     return _execute(None, [EventLogService(event_log), http, summary], loglevel, log_config)
 
 
@@ -281,19 +260,7 @@ def run_all(
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))
-        redis = console.redis_place(settings.redis_url or "")
-        console.announce(
-            console.banner(
-                f"run: ingest and a worker{' with simulated traffic' if simulate_options is not None else ''}; "
-                f"Ctrl-C stops everything; a summary line every {console.SUMMARY_INTERVAL_S:g} s",
-                [
-                    *console.http_places(settings.http_host, settings.http_port, webhooks=True, board=True),
-                    console.Place("kafka", settings.kafka_url or "", kafka_hint),
-                    console.Place(redis.label, redis.where + redis_hint, redis.hint),
-                    console.data_place(settings.data_dir),
-                ],
-            )
-        )
+        console.announce(console.run_banner(settings, simulate_options is not None, kafka_hint, redis_hint))
         return _execute(app, services, loglevel, log_config)
 
 
