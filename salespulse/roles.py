@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from mode import Service, Worker
 from prometheus_client import CollectorRegistry
 
+from salespulse import console
 from salespulse.config import ConfigError, load_config
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
 from salespulse.handlers.crm.enricher import enricher_for
@@ -24,16 +25,18 @@ from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
 from salespulse.kafka_connection import KafkaConnection, KafkaUnavailable, wait_for_kafka
 from salespulse.redis_connection import RedisUnavailable, redis_client, wait_for_redis
+from salespulse.logs import logging_config
+from salespulse.preflight import ConfigurationError
 from salespulse.settings import Settings
 from salespulse.streams.memory import GarbageCollection
 from salespulse.streams.topics import ensure_topics
 from salespulse.streams.worker import WorkerRuntime
+from salespulse.worker_summary import worker_snapshot
 
 log = logging.getLogger(__name__)
 
 
-class ConfigurationError(Exception):
-    """Settings that must not be run as given; the message says what to change."""
+__all__ = ["ConfigurationError", "run_all", "run_ingest", "run_worker"]
 
 
 def is_loopback(host: str) -> bool:
@@ -137,7 +140,7 @@ def _worker_services(
     runtime = WorkerRuntime(settings, registry, redis)
     readiness = {"redis": _redis_readiness(redis), "worker": runtime.ready}
     # The collector must not rescan the metric state in memory: see salespulse/streams/memory.py.
-    services: list[Service] = [GarbageCollection(), runtime.flusher]
+    services: list[Service] = [GarbageCollection(), runtime.flusher, console.ConsoleSummary(worker_snapshot(runtime))]
     if runtime.alert_clock is not None:
         services.append(runtime.alert_clock)
     webhook = None
@@ -186,12 +189,19 @@ def _secret(settings: Settings) -> str | None:
     return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
 
-def _execute(app: faust.App | None, services: list[Service], loglevel: str) -> int:
+def _execute(
+    app: faust.App | None, services: list[Service], loglevel: str, log_config: dict[str, Any] | None = None
+) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code."""
-    if app is not None:
-        worker: Worker = faust.Worker(app, *services, loglevel=loglevel, redirect_stdouts=False)
-    else:
-        worker = Worker(*services, loglevel=loglevel, redirect_stdouts=False)
+    # mode's Worker applies this logging setup again when it starts (the CLI applied it first); quiet:
+    # no Faust banner or spinner, the console shows salespulse's own banner and summary lines.
+    options: dict[str, Any] = {
+        "loglevel": loglevel,
+        "logging_config": copy.deepcopy(log_config or logging_config(loglevel)),
+        "redirect_stdouts": False,
+        "quiet": True,
+    }
+    worker: Worker = faust.Worker(app, *services, **options) if app is not None else Worker(*services, **options)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -199,15 +209,18 @@ def _execute(app: faust.App | None, services: list[Service], loglevel: str) -> i
     return 0
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
+def run_worker(settings: Settings, loglevel: str = "info", log_config: dict[str, Any] | None = None) -> int:
     """``salespulse worker``: consume events, keep tables, publish metrics; serves health and /metrics."""
     _require_external(settings)
     _prepare(settings)
     app, services = _worker_services(settings, CollectorRegistry(), with_ingest=False)
-    return _execute(app, services, loglevel)
+    console.announce(console.worker_banner(settings))
+    return _execute(app, services, loglevel, log_config)
 
 
-def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info") -> int:
+def run_ingest(
+    settings: Settings, insecure: bool = False, loglevel: str = "info", log_config: dict[str, Any] | None = None
+) -> int:
     """``salespulse ingest``: the webhook endpoints; refuses to run unsigned unless ``insecure``."""
     _require_external(settings, need_redis=False)
     if settings.webhook_secret is None and not insecure:
@@ -224,18 +237,22 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
     http = HttpServer(app, settings.http_host, settings.http_port)
     enrichers = _crm_enrichers(settings, event_log, registry, ignored)
-    return _execute(None, [EventLogService(event_log), *enrichers, http], loglevel)
+    summary = console.ConsoleSummary(
+        console.monotonic_snapshot(lambda: console.counter_total(event_log.published)), what="events published"
+    )
+    console.announce(console.ingest_banner(settings, [hook.path for hook in crm_webhooks]))
+    return _execute(None, [EventLogService(event_log), *enrichers, http, summary], loglevel, log_config)
 
 
 def run_all(
     settings: Settings,
     simulate_options: dict[str, Any] | None = None,
     loglevel: str = "info",
-    announce: Callable[[str], None] = lambda message: None,
+    log_config: dict[str, Any] | None = None,
 ) -> int:
     """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker.
 
-    ``announce`` receives one line per embedded server (where it listens) before the worker starts.
+    Once the servers are up, a banner says where everything is (webhooks, /metrics, the board, Redis, data).
     """
     from salespulse.embedded.broker import EmbeddedBroker
     from salespulse.embedded.redis_server import EmbeddedRedis
@@ -247,21 +264,23 @@ def run_all(
         )
     with ExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kafka_hint = redis_hint = ""
         if settings.kafka_url is None:
             broker = stack.enter_context(EmbeddedBroker(log_path=settings.data_dir / "tansu.log"))
-            announce(f"embedded Kafka-protocol broker (Tansu): {broker.url}")
+            kafka_hint = "(embedded Tansu broker, for development)"
             tansu = True if settings.tansu_compat is None else settings.tansu_compat
             settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
         if settings.redis_url is None:
             redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
-            announce(f"embedded Redis: {redis_server.url}")
+            redis_hint = " (embedded)"
             settings = settings.model_copy(update={"redis_url": redis_server.url})
         _prepare(settings)
         app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))
-        return _execute(app, services, loglevel)
+        console.announce(console.run_banner(settings, simulate_options is not None, kafka_hint, redis_hint))
+        return _execute(app, services, loglevel, log_config)
 
 
 def _require_external(settings: Settings, need_redis: bool = True) -> None:

