@@ -1,6 +1,6 @@
 """``POST /webhooks/events``: verify, parse and validate a canonical event or an array of them, then publish.
 
-All or nothing per request: 202 ``{"accepted": n}``; 400 naming every bad field (nothing published);
+All or nothing per request: 202 ``{"accepted": n}`` (n distinct event ids: a repeated id is published once); 400 naming every bad field (nothing published);
 401 bad or missing signature; 413 body over 1 MiB; 503 when the event log cannot be written.
 """
 
@@ -55,6 +55,7 @@ def parse_events(body: bytes) -> list[Event]:
             400, "too_many_events", {"error": f"{len(items)} events; at most {MAX_EVENTS_PER_REQUEST} per request"}
         )
     events: list[Event] = []
+    seen: set[str] = set()
     errors: list[dict[str, Any]] = []
     latest = datetime.now(timezone.utc) + MAX_FUTURE_SKEW
     for index, item in enumerate(items):
@@ -86,6 +87,9 @@ def parse_events(body: bytes) -> list[Event]:
                 }
             )
             continue
+        if event.event_id in seen:
+            continue  # a redelivery within the request: counted once, like one across requests
+        seen.add(event.event_id)
         events.append(event)
     if errors:
         raise RejectedRequest(400, "invalid_event", {"error": "invalid events; nothing was accepted", "errors": errors})
