@@ -210,16 +210,16 @@ class WorkerRuntime:
         )
         self.health = WorkerHealth(registry)
         if "activity" in enabled:
-            registry.register(ActivityCollector(self.activity, self.owned_partitions))
+            registry.register(ActivityCollector(self.activity, self.owned_partitions, self.health.skipped))
         if "lead_response" in enabled:
-            registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
+            registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions, self.health.skipped))
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
         if "pipeline" in enabled:
-            registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
+            registry.register(PipelineCollector(self.pipeline, self.owned_partitions, skipped=self.health.skipped))
         if "engagement" in enabled:
-            registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
+            registry.register(EmailEventsCollector(self.engagement, self.owned_partitions, self.health.skipped))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
