@@ -324,7 +324,7 @@ class PipelineFamily(WindowedFamily):
             if partition not in owned:
                 continue
             fields = dict(self.open.get(partition, {}).get((scope, ident), {}))
-            wm = self.partition_wm.get(partition, -1)
+            wm = self.version(partition, self.partition_wm.get(partition, -1))
             partials.append(
                 Partial(
                     family=self.name,

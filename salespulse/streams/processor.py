@@ -41,6 +41,7 @@ class Family(Protocol):
 
     name: str
     partition_wm: dict[int, int]
+    staged_wm: dict[int, int]
 
     @property
     def stores(self) -> Sequence[CellStore]:
@@ -156,6 +157,8 @@ class BatchProcessor:
             by_partition.setdefault(record[0], []).append(record)
         for partition, group in by_partition.items():
             self._apply_partition(partition, group, now, stats)
+            for family in self.families:  # what a render publishes from now on holds these offsets
+                family.staged_wm[partition] = max(family.staged_wm.get(partition, -1), group[-1][1])
         for family in self.families:
             stats.follow_ups += family.take_follow_ups()
         return StagedBatch(stats, {partition: group[-1][1] for partition, group in by_partition.items()}, now)
