@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from salespulse.handlers.event_log import EventLog, EventLogUnavailable
+from salespulse.handlers.event_log import EventLog, EventLogRefused, EventLogUnavailable
 from salespulse.handlers.signatures import SIGNATURE_HEADER, SignatureError, verify
 from salespulse.models.errors import field_errors
 from salespulse.models.events import INTERNAL_EVENT_TYPES, MAX_FUTURE_SKEW, Event, EventAdapter
@@ -118,6 +118,10 @@ class GenericWebhook:
         except RejectedRequest as exc:
             self.rejected.labels(self.endpoint, exc.reason).inc()
             return json_response(exc.body, exc.status)
+        except EventLogRefused as exc:  # permanent: a retry would fail the same way
+            self.rejected.labels(self.endpoint, "too_large").inc()
+            log.warning("event log refused the request: %s", exc)
+            return json_response({"error": str(exc)}, 413)
         except EventLogUnavailable as exc:
             self.rejected.labels(self.endpoint, "unavailable").inc()
             log.warning("event log unavailable: %s", exc)

@@ -27,6 +27,7 @@ from salespulse.models.errors import field_errors
 from salespulse.models.events import Event, event_from_json
 from salespulse.streams.cells import CellStore
 from salespulse.streams.dedup import DedupIndex
+from salespulse.streams.topics import bounded_text, dead_letter_payload
 
 log = logging.getLogger(__name__)
 
@@ -230,14 +231,14 @@ class BatchProcessor:
 
 
 def dead_letter_value(record: Record, reason: str, now: float | None = None) -> bytes:
-    """The ``salespulse.events.dlq`` message for a record that could not be processed."""
+    """The ``salespulse.events.dlq`` message for a record that could not be processed (bounded in size)."""
     partition, offset, raw = record[0], record[1], record[2]
     return orjson.dumps(
         {
-            "reason": reason,
+            "reason": bounded_text(reason),
             "partition": partition,
             "offset": offset,
-            "raw": raw.decode("utf-8", errors="replace"),
+            **dead_letter_payload(raw),
             "failed_at": time.time() if now is None else now,
         }
     )
