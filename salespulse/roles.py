@@ -146,8 +146,9 @@ def _worker_services(
         services.insert(0, EventLogService(event_log))
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
-    app = build_http_app(registry, readiness, webhook, crm_webhooks)
-    services.append(HttpServer(app, settings.http_host, settings.http_port))
+    app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    services.append(HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                               settings.http_max_connections))
     return runtime.app, services
 
 
@@ -203,8 +204,9 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     webhook = GenericWebhook(event_log, _secret(settings), registry)
     crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
     readiness = {"kafka": event_log.ping}
-    app = build_http_app(registry, readiness, webhook, crm_webhooks)
-    http = HttpServer(app, settings.http_host, settings.http_port)
+    app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    http = HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                      settings.http_max_connections)
     return _execute(None, [EventLogService(event_log), http], loglevel)
 
 
