@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator
 
 import orjson
-import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
