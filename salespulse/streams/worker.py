@@ -128,6 +128,11 @@ def _business_seconds_function(config: Config) -> Callable[[float, float, str], 
     return business_seconds
 
 
+def _log_failure(task: "asyncio.Future[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading partitions failed (retried at the next scrape or flush)", exc_info=task.exception())
+
+
 class UnwritableState(RuntimeError):
     """The worker's memory holds a batch that failed half-way: it must not be written (the worker restarts)."""
 
@@ -247,6 +252,7 @@ class WorkerRuntime:
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
+        self._loader: asyncio.Future[None] | None = None
         self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
         if self.config_quotas:
             self.app.task(self._send_config_quotas)
@@ -254,7 +260,9 @@ class WorkerRuntime:
 
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
         """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""
-        await self._count([to_record(r) for r in consumer_records])
+        records = [to_record(r) for r in consumer_records]
+        await self.processor.load({record[0] for record in records})  # without blocking the loop (scrapes)
+        await self._count(records)
 
     async def _persist(self) -> None:
         """Write every batch counted since the last call (the consumer calls this before committing their offsets).
@@ -320,13 +328,18 @@ class WorkerRuntime:
         return self.app.started and not self.app.rebalancing and bool(self.app.assignor.assigned_actives())
 
     def owned_partitions(self) -> set[int]:
-        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing)."""
+        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing).
+
+        Assigned partitions not loaded yet are loaded in the background (taken over with no new traffic: their
+        state is still published) and left out until then: a scrape never waits for a large state to load."""
         if self.app.rebalancing:
             return set()
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS_TOPIC}
-        for partition in assigned - self.processor.loaded:
-            self.processor.ensure_loaded(partition)  # taken over with no new traffic: publish its state
-        return assigned
+        missing = assigned - self.processor.loaded
+        if missing and (self._loader is None or self._loader.done()):
+            self._loader = asyncio.ensure_future(self.processor.load(missing))
+            self._loader.add_done_callback(_log_failure)
+        return assigned - missing
 
     def consumer_lag(self) -> dict[int, int | None]:
         """Per owned partition of ``salespulse.events``: high watermark minus position (None while unknown).
