@@ -37,7 +37,7 @@ from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.pipeline import PipelineFamily
 from salespulse.streams.processor import BatchProcessor, Record
 from salespulse.streams.record_log import RecordLog
-from tests.unit.crm_http import MemorySink, crm_app
+from tests.unit.crm_http import MemorySink, crm_app, serving
 from tests.unit.test_crm_fuzz import CDC, CLOSE, ENDPOINTS, HS, PD
 from tests.unit.test_crm_salesforce import OPP, outbound
 from tests.unit.test_event_models import EXAMPLES
@@ -97,18 +97,11 @@ BODIES: dict[str, st.SearchStrategy[bytes]] = {
 @pytest.fixture(scope="module")
 def ingest() -> Iterator[tuple[asyncio.AbstractEventLoop, TestClient, MemorySink]]:
     """Every endpoint (the generic one too) on one in-process server, with an in-memory event log."""
-    loop = asyncio.new_event_loop()
     sink = MemorySink()
-    app, registry = crm_app(sink)
-    generic = GenericWebhook(sink, None, CollectorRegistry())  # type: ignore[arg-type]
-    app.router.add_post("/webhooks/events", generic.handle)
-    client = TestClient(TestServer(app), loop=loop)
-    loop.run_until_complete(client.start_server())
-    try:
+    app, _ = crm_app(sink)
+    app.router.add_post("/webhooks/events", GenericWebhook(sink, None, CollectorRegistry()).handle)  # type: ignore[arg-type]
+    with serving(app) as (loop, client):
         yield loop, client, sink
-    finally:
-        loop.run_until_complete(client.close())
-        loop.close()
 
 
 def strings_of(value: Any) -> Iterator[str]:

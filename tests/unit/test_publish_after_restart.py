@@ -35,17 +35,24 @@ async def calls_in_redis(client: aioredis.Redis) -> float:
     return float(await client.hget(KEY, "call") or 0)
 
 
+async def published_then_killed(publisher: RedisPublisher) -> dict[str, bytes]:
+    """Six calls counted and published (Redis holds watermark 5); the changelog the broker keeps when the worker
+    is killed holds only the first batch (watermark 2): the second batch's writes were still being sent."""
+    table: dict[str, bytes] = {}
+    family, processor = worker(table)
+    processor.process([call(offset) for offset in range(3)], NOW)
+    changelog = dict(table)
+    processor.process([call(offset) for offset in range(3, 6)], NOW)
+    await publisher.publish(family.render({0}, NOW))
+    return changelog
+
+
 async def test_an_event_replayed_after_a_restart_reaches_redis_when_a_flush_falls_between_batch_and_commit(
     redis_client: aioredis.Redis,
 ) -> None:
     publisher = RedisPublisher(redis_client)
-    table: dict[str, bytes] = {}
-    family, processor = worker(table)
-    processor.process([call(offset) for offset in range(3)], NOW)
-    changelog = dict(table)  # what the broker holds when the worker is killed
-    processor.process([call(offset) for offset in range(3, 6)], NOW)
-    await publisher.publish(family.render({0}, NOW))
-    assert await calls_in_redis(redis_client) == 6  # published at watermark 5; its changelog writes are lost
+    changelog = await published_then_killed(publisher)
+    assert await calls_in_redis(redis_client) == 6
 
     family, processor = worker(dict(changelog))  # the restarted worker: changelog state at watermark 2
     staged = processor.stage([call(offset) for offset in range(3, 7)], NOW)  # the replay, and one new event
@@ -60,12 +67,7 @@ async def test_a_partial_rendered_before_a_restart_catches_up_is_not_published_o
     redis_client: aioredis.Redis,
 ) -> None:
     publisher = RedisPublisher(redis_client)
-    table: dict[str, bytes] = {}
-    family, processor = worker(table)
-    processor.process([call(offset) for offset in range(3)], NOW)
-    changelog = dict(table)
-    processor.process([call(offset) for offset in range(3, 6)], NOW)
-    await publisher.publish(family.render({0}, NOW))
+    changelog = await published_then_killed(publisher)
 
     family, processor = worker(dict(changelog))
     processor.ensure_loaded(0)
