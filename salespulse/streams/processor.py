@@ -143,17 +143,22 @@ class BatchProcessor:
                     continue
                 generation = self._generation.get(partition, 0)
                 decoded: DecodedRows = await asyncio.to_thread(decode_rows, partition_rows(self.dedup.table, partition))
-                if self._generation.get(partition, 0) != generation:
+
+                def overtaken() -> bool:  # dropped meanwhile, or loaded by ``ensure_loaded`` (which never yields)
+                    return self._generation.get(partition, 0) != generation or partition in self.loaded
+
+                if overtaken():
                     continue
                 watermark = self.dedup.load_partition(partition, decoded)
                 for family in self.families:
                     for store in family.stores:
                         await asyncio.sleep(0)
-                        if self._generation.get(partition, 0) != generation:
+                        if overtaken():
                             break
                         watermark = max(watermark, store.load_partition(partition, decoded))
-                if self._generation.get(partition, 0) != generation:
-                    self._forget(partition)
+                if overtaken():
+                    if partition not in self.loaded:
+                        self._forget(partition)
                     continue
                 self._install(partition, watermark)
                 await asyncio.sleep(0)

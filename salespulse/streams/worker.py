@@ -253,16 +253,18 @@ class WorkerRuntime:
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
         self._loader: asyncio.Future[None] | None = None
-        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
+        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist, self._load))
         if self.config_quotas:
             self.app.task(self._send_config_quotas)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
         """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""
-        records = [to_record(r) for r in consumer_records]
-        await self.processor.load({record[0] for record in records})  # without blocking the loop (scrapes)
-        await self._count(records)
+        await self._count([to_record(r) for r in consumer_records])
+
+    async def _load(self, consumer_records: Sequence[ConsumerRecord]) -> None:
+        """Before a fetch is handled: load the state of its partitions without blocking the loop (scrapes)."""
+        await self.processor.load({record.partition for record in consumer_records})
 
     async def _persist(self) -> None:
         """Write every batch counted since the last call (the consumer calls this before committing their offsets).

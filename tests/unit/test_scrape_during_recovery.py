@@ -11,6 +11,7 @@ import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import orjson
 import redis.asyncio as aioredis
@@ -21,6 +22,10 @@ from prometheus_client import CollectorRegistry
 from salespulse.handlers.http import build_http_app
 from salespulse.metrics.composite import join_id
 from salespulse.settings import Settings
+from salespulse.streams.activity import ActivityFamily
+from salespulse.streams.cells import CellStore
+from salespulse.streams.dedup import DedupIndex
+from salespulse.streams.processor import BatchProcessor
 from salespulse.streams.topics import EVENTS_TOPIC
 from salespulse.streams.worker import WorkerRuntime
 from tests.integration.stack import metric_value
@@ -87,3 +92,37 @@ async def test_metrics_and_healthz_answer_while_a_large_state_loads(tmp_path: Pa
     assert slowest < 2.0
     assert slowest < load_s / 2, f"a request waited {slowest:.2f} s; loading takes {load_s:.2f} s in one go"
     assert metric_value(text, "salespulse_activities_total", rep="rep-3-7", outcome="connected") == 1
+
+
+def _counting_processor(rows: dict[str, bytes]) -> tuple[BatchProcessor, ActivityFamily]:
+    family = ActivityFamily(CellStore(rows, "activity"), ZoneInfo("UTC"), 35 * 86400)
+    return BatchProcessor(DedupIndex(rows, 72 * 3600), [family], lambda record, why: None), family
+
+
+def _call(offset: int) -> tuple[int, int, bytes]:
+    return (0, offset, orjson.dumps({"event_id": f"c{offset}", "type": "call.logged", "occurred_at": "2026-11-22T14:00:00Z",
+                                      "lead_id": "L", "rep_id": "anna", "outcome": "connected"}))
+
+
+async def test_a_background_load_overtaken_by_a_batch_does_not_install_older_state() -> None:
+    rows: dict[str, bytes] = {}
+    first, _ = _counting_processor(rows)
+    first.process([_call(0)])
+    processor, family = _counting_processor(rows)
+    loading = asyncio.ensure_future(processor.load([0]))
+    await asyncio.sleep(0)  # the load reads its rows and decodes them in a thread
+    processor.process([_call(1)])  # a batch loads the partition at once and counts
+    await loading
+    assert family.all_time([0], "rep")["anna"]["call:connected"] == 2
+
+
+async def test_a_partition_revoked_while_it_loads_is_not_installed() -> None:
+    rows: dict[str, bytes] = {}
+    first, _ = _counting_processor(rows)
+    first.process([_call(0)])
+    processor, family = _counting_processor(rows)
+    loading = asyncio.ensure_future(processor.load([0]))
+    await asyncio.sleep(0)
+    processor.drop_partition(0)
+    await loading
+    assert processor.loaded == set() and family.cells.partitions == set()
