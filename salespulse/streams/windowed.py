@@ -265,8 +265,12 @@ class WindowedFamily:
         while dirty:
             # Popped, not iterated: each entry is freed once rendered, so a render holds its partials and
             # not also every entry (fewer live objects, fewer garbage-collector passes while rendering).
-            partition, grain, bucket, scope, ident = dirty.pop()
+            entry = dirty.pop()
+            partition, grain, bucket, scope, ident = entry
             if partition not in owned:
+                # Not owned now (a rebalance under way): kept dirty, published once it is owned again, or
+                # forgotten by ``drop_partition`` if it is revoked. Dropping it here lost updates.
+                self.dirty.add(entry)
                 continue
             if grain == "rolling":
                 wm = self.version(partition, self.partition_wm.get(partition, -1))

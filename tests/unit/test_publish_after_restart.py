@@ -74,3 +74,11 @@ async def test_a_partial_rendered_before_a_restart_catches_up_is_not_published_o
     await publisher.publish(family.render({0}, NOW))  # the recovered, older state: Redis keeps the newer value
 
     assert await calls_in_redis(redis_client) == 6
+
+
+def test_a_render_while_a_rebalance_hides_a_partition_keeps_its_updates_for_the_next_render() -> None:
+    family, processor = worker({})
+    processor.process([call(0)], NOW)
+    assert family.render(set(), NOW) == []  # owned_partitions() is empty while Faust rebalances
+    rendered = {p.redis_key: p.fields for p in family.render({0}, NOW)}
+    assert rendered[KEY]["call"] == 1
