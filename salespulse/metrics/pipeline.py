@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from salespulse.metrics.composite import join_id
+
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"
 OTHER_REASON = "other"
@@ -308,13 +310,13 @@ def view(deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: 
 
 
 def stage_scope(pipeline: str, stage: str) -> str:
-    """The id of a stage's own scope: ``<pipeline>/<stage>``."""
-    return f"{pipeline}/{stage}"
+    """The id of a stage's own scope: ``<pipeline>/<stage>`` (a ``/`` in the pipeline escaped, see ``join_id``)."""
+    return join_id(pipeline, stage, sep="/")
 
 
 def transition_id(pipeline: str, from_stage: str, to_stage: str) -> str:
     """The id of a transition in the all-time ``transition`` scope (tab-separated, for Prometheus)."""
-    return f"{pipeline}\t{from_stage}\t{to_stage}"
+    return join_id(pipeline, from_stage, to_stage)
 
 
 def deal_contribution(
@@ -375,7 +377,7 @@ def deal_contribution(
         deal_fields(v.at, v.pipeline, fields)
         for name in ("won", "lost", f"won_amount:{v.currency}"):
             if name in fields:  # Prometheus: deals_closed_total and revenue_won_total by pipeline and rep
-                put(v.at, "pipeline_rep", f"{v.pipeline}\t{v.rep}", name, fields[name])
+                put(v.at, "pipeline_rep", join_id(v.pipeline, v.rep), name, fields[name])
     churned = deal.get("churned")
     if churned is not None:
         won_at = v.at if v.status == WON else None
@@ -416,7 +418,7 @@ def churn_fields(rep: str, team: str, churned_at: float, won_at: float | None) -
 
 def open_gauge_id(pipeline: str, stage: str, currency: str) -> str:
     """Id of the Prometheus open-pipeline gauge scope: tab-separated (pipeline, stage, currency)."""
-    return f"{pipeline}\t{stage}\t{currency}"
+    return join_id(pipeline, stage, currency)
 
 
 # --- lead and quota states ------------------------------------------------------------------------------
