@@ -155,8 +155,9 @@ def _worker_services(
         services[1:1] = _crm_enrichers(settings, event_log, registry, ignored)
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
-    app = build_http_app(registry, readiness, webhook, crm_webhooks)
-    services.append(HttpServer(app, settings.http_host, settings.http_port))
+    app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    services.append(HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                               settings.http_max_connections))
     return runtime.app, services
 
 
@@ -234,8 +235,9 @@ def run_ingest(
     ignored = IgnoredCounter(registry)
     crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
     readiness = {"kafka": event_log.ping}
-    app = build_http_app(registry, readiness, webhook, crm_webhooks)
-    http = HttpServer(app, settings.http_host, settings.http_port)
+    app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    http = HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                      settings.http_max_connections)
     enrichers = _crm_enrichers(settings, event_log, registry, ignored)
     summary = console.ConsoleSummary(
         console.monotonic_snapshot(lambda: console.counter_total(event_log.published)), what="events published"
