@@ -61,6 +61,8 @@ class Series:
     when: str | None = None
     skip_zero: bool = True
     arrange: Callable[[Key, Key], Key] | None = None
+    #: Fields exported as 0 for an id that lacks them (a counter every id has, like leads created).
+    fill: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ def _counter_or_gauge(series: Series, totals: Mapping[Key, Mapping[str, Number]]
     for ident, fields in totals.items():
         if series.when is not None and not fields.get(series.when):
             continue
+        if series.fill:
+            fields = {**dict.fromkeys(series.fill, 0), **fields}
         for field, value in fields.items():
             extra = series.fields(field)
             if extra is None or (series.skip_zero and not value):

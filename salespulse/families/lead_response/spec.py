@@ -35,7 +35,8 @@ SPEC = FamilySpec(
     only_declared=True,
     series=(
         Series("salespulse_leads_created", "Leads created, by team and source.", "counter",
-               scope="team_source", labels=("team", "source"), fields=field_is("created"), skip_zero=False),
+               scope="team_source", labels=("team", "source"), fields=field_is("created"), skip_zero=False,
+               fill=("created",)),
         HistogramSeries("salespulse_lead_response_seconds",
                         "Time from lead creation to first outbound touch (business seconds), by team and source.",
                         scope="team_source", labels=("team", "source"), histogram=RESPONSE_TIMES,
