@@ -58,7 +58,8 @@ from salespulse.families.pipeline.states import (
     record_lead_event,
 )
 from salespulse.families.state import StateStore
-from salespulse.families.windowed import WindowedFamily, keyed
+from salespulse.families.queries import keyed
+from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
 from salespulse.outputs.aggregates import NOW, Partial, partial
 
