@@ -71,10 +71,13 @@ class HistogramSeries:
 
     name: str
     help: str
+    #: The all-time scope read, its id parts the labels.
     scope: str
     labels: Key
     histogram: Histogram
+    #: The field holding the sum of the observed values (``response_sum_s`` ...).
     sum_field: str
+    #: Only ids whose fields have this one non-zero (a histogram with observations).
     when: str | None = None
 
 
