@@ -69,6 +69,7 @@ class Series:
 class HistogramSeries:
     """A histogram of one all-time scope from its bucket counts (``histogram``) and its ``sum_field``."""
 
+    #: The metric family's name and HELP text, as Prometheus shows them.
     name: str
     help: str
     #: The all-time scope read, its id parts the labels.
