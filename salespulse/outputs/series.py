@@ -48,6 +48,23 @@ def one_of(mapping: Mapping[str, Key]) -> FieldLabels:
 
 
 @dataclass(frozen=True)
+class HistogramSeries:
+    """A histogram of one all-time scope from its bucket counts (``histogram``) and its ``sum_field``."""
+
+    #: The metric family's name and HELP text, as Prometheus shows them.
+    name: str
+    help: str
+    #: The all-time scope read, its id parts the labels.
+    scope: str
+    labels: Key
+    histogram: Histogram
+    #: The field holding the sum of the observed values (``response_sum_s`` ...).
+    sum_field: str
+    #: Only ids whose fields have this one non-zero (a histogram with observations).
+    when: str | None = None
+
+
+@dataclass(frozen=True)
 class Series:
     """A counter or gauge of one all-time scope: labels = id parts + what ``fields`` adds (``arrange`` reorders)."""
 
@@ -63,23 +80,6 @@ class Series:
     arrange: Callable[[Key, Key], Key] | None = None
     #: Fields exported as 0 for an id that lacks them (a counter every id has, like leads created).
     fill: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class HistogramSeries:
-    """A histogram of one all-time scope from its bucket counts (``histogram``) and its ``sum_field``."""
-
-    #: The metric family's name and HELP text, as Prometheus shows them.
-    name: str
-    help: str
-    #: The all-time scope read, its id parts the labels.
-    scope: str
-    labels: Key
-    histogram: Histogram
-    #: The field holding the sum of the observed values (``response_sum_s`` ...).
-    sum_field: str
-    #: Only ids whose fields have this one non-zero (a histogram with observations).
-    when: str | None = None
 
 
 AnySeries = Series | HistogramSeries
