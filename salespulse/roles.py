@@ -1,4 +1,4 @@
-"""The process roles: ``worker``, ``ingest`` and ``run`` (everything on one machine, one HTTP port)."""
+"""The process roles: ``worker``, ``ingest``, ``board`` and ``run`` (everything on one machine, one HTTP port)."""
 
 from __future__ import annotations
 
@@ -126,8 +126,21 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
     return check
 
 
+def _board_hub(settings: Settings, redis_client: aioredis.Redis) -> Service:
+    """The live board's snapshot hub, reading the Redis outputs with the config's names and stage order."""
+    from salespulse.board.live import BoardHub
+    from salespulse.board.snapshot import BoardReader, BoardView
+
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+    view = BoardView.from_config(config, settings.tz, settings.lead_response_sla_seconds)
+    return BoardHub(redis_client, BoardReader(redis_client, view))
+
+
 def _worker_services(
-    settings: Settings, registry: CollectorRegistry, with_ingest: bool
+    settings: Settings, registry: CollectorRegistry, with_ingest: bool, with_board: bool = False
 ) -> tuple[faust.App, list[Service]]:
     redis_client = redis_client_for(settings.redis_url or "")
     runtime = WorkerRuntime(settings, registry, redis_client)
@@ -136,6 +149,8 @@ def _worker_services(
     services: list[Service] = [GarbageCollection(), runtime.flusher]
     if runtime.alert_clock is not None:
         services.append(runtime.alert_clock)
+    if runtime.awaiting_publisher is not None:
+        services.append(runtime.awaiting_publisher)
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
@@ -147,6 +162,12 @@ def _worker_services(
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
+    if with_board:
+        from salespulse.board.routes import add_board_routes
+
+        hub = _board_hub(settings, redis_client)
+        add_board_routes(app, hub)  # type: ignore[arg-type]
+        services.append(hub)
     services.append(HttpServer(app, settings.http_host, settings.http_port))
     return runtime.app, services
 
@@ -208,6 +229,19 @@ def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info
     return _execute(None, [EventLogService(event_log), http], loglevel)
 
 
+def run_board(settings: Settings, loglevel: str = "info") -> int:
+    """``salespulse board``: the live board over a production Redis (reads only); serves /, /healthz, /readyz."""
+    from salespulse.board.routes import add_board_routes
+
+    if settings.redis_url is None:
+        raise ConfigurationError("SALESPULSE_REDIS_URL is required for this role (e.g. redis://redis:6379/0)")
+    redis_client = redis_client_for(settings.redis_url)
+    hub = _board_hub(settings, redis_client)
+    app = build_http_app(CollectorRegistry(), {"redis": _redis_readiness(redis_client)})
+    add_board_routes(app, hub)  # type: ignore[arg-type]
+    return _execute(None, [hub, HttpServer(app, settings.http_host, settings.http_port)], loglevel)
+
+
 def run_all(
     settings: Settings,
     simulate_options: dict[str, Any] | None = None,
@@ -238,7 +272,7 @@ def run_all(
             announce(f"embedded Redis: {redis_server.url}")
             settings = settings.model_copy(update={"redis_url": redis_server.url})
         _prepare_topics(settings)
-        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
+        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True, with_board=True)
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))

@@ -25,6 +25,7 @@ from salespulse.metrics.lead_response import redis_derived_spec
 from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_spec
 from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
+from salespulse.publishers.awaiting import AwaitingPublisher
 from salespulse.publishers.flusher import Flusher
 from salespulse.publishers.prometheus import (
     ActivityCollector,
@@ -244,6 +245,10 @@ class WorkerRuntime:
             self.owned_partitions,
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
+        )
+        #: Leads waiting now, for the live board: with the alert clock, from the same lead states.
+        self.awaiting_publisher = None if "lead_response" not in enabled else AwaitingPublisher(
+            self.lead_response, self.owned_partitions, redis_client, self.health
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
