@@ -324,6 +324,19 @@ def test_commands_are_real_subcommands_and_prometheus_scrapes_their_ports(
     assert scraped == expected
 
 
+def test_the_board_service_reads_the_workers_redis_on_loopback(services: dict[str, Any]) -> None:
+    board = services["board"]
+    args = command_args(board)
+    assert args[0] == "board" and "board" in cli_main.commands
+    ctx = cli_main.commands["board"].make_context("board", args[1:])
+    assert ctx.params["http_host"] == "0.0.0.0" and ctx.params["http_port"] == 8080
+    assert salespulse_settings(board).redis_url == salespulse_settings(services["worker-1"]).redis_url
+    assert salespulse_settings(board).timezone == salespulse_settings(services["worker-1"]).timezone
+    assert ":8080/healthz" in " ".join(board["healthcheck"]["test"])
+    assert board["ports"] == ["127.0.0.1:8090:8080"], "the board shows business data: loopback only"
+    assert "redis" in board["depends_on"]
+
+
 def test_compose_healthchecks_use_the_listen_port(services: dict[str, Any]) -> None:
     for name in SALESPULSE_SERVICES:
         port = listen_port(name, services[name])
