@@ -26,6 +26,7 @@ from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_s
 from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
 from salespulse.publishers.awaiting import AwaitingPublisher
+from salespulse.publishers.board_metrics import BoardInfoCollector
 from salespulse.publishers.flusher import Flusher
 from salespulse.publishers.prometheus import (
     ActivityCollector,
@@ -221,6 +222,14 @@ class WorkerRuntime:
             registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
         if "engagement" in enabled:
             registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
+        registry.register(
+            BoardInfoCollector(
+                config,
+                self.activity if "activity" in enabled else None,
+                self.pipeline if "pipeline" in enabled else None,
+                self.owned_partitions,
+            )
+        )
         self.flusher = Flusher(
             families,
             self.owned_partitions,
