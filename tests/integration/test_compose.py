@@ -618,16 +618,18 @@ def test_every_difference_over_an_offset_carries_the_range_guard(dashboard: dict
 
 
 def test_within_sla_divides_by_leads_created_with_the_exported_sla(dashboard: dict[str, Any]) -> None:
-    (variable,) = [v for v in board.variables(dashboard) if v.name == "sla_bucket"]
+    """docs/metrics.md: within-SLA rate = leads first touched within the SLA / leads *created*; the SLA is the one the
+    workers export (never a bucket picked by hand): the numerator is their exact counter, the title shows the SLA."""
+    (variable,) = [v for v in board.variables(dashboard) if v.name == "sla"]
     assert variable.query_result() == "max(salespulse_lead_response_sla_seconds)"
-    raw = next(v for v in dashboard["templating"]["list"] if v["name"] == "sla_bucket")
+    raw = next(v for v in dashboard["templating"]["list"] if v["name"] == "sla")
     assert raw["hide"] == 2, "the SLA comes from the workers, nobody picks it"
     assert variable.pick([board.query_result_text({"metric": {}, "value": [1700000000.5, "300"]})]) == ["300"]
-    for title in ("First touched within SLA", "Within SLA by team (rolling $window)"):
+    for title in ("First touched within the ${sla} s SLA", "Within the ${sla} s SLA by team (rolling $window)"):
         (panel,) = [p for p in board.panels(dashboard) if p["title"] == title]
         (target,) = board.targets(panel)
         numerator, _, denominator = target.expr.partition(") / (")
-        assert "${sla_bucket}" in numerator and "salespulse_lead_response_seconds_bucket" in numerator
+        assert "salespulse_lead_response_within_sla_total" in numerator and "le=" not in numerator, title
         assert "salespulse_leads_created_total" in denominator and "_count" not in denominator, title
 
 
