@@ -69,13 +69,18 @@ class AlertSinks:
                 await self._producer.send(ALERTS_TOPIC, key=lead_id.encode(), value=orjson.dumps(alert), partition=partition)
             )
         await asyncio.gather(*futures)
+        await self.publish_redis(alerts)
+
+    async def publish_redis(
+        self, alerts: Sequence[tuple[int, str, dict[str, Any]]], keep: int = RECENT_ALERTS_KEPT
+    ) -> None:
+        """The Redis half: the channel message, the guard and the recent-alerts set, once per (lead, status)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, lead_id, alert in alerts:
                 emitted_ms = int(datetime.fromisoformat(alert["emitted_at"]).timestamp() * 1000)
                 await self._publish_once(
                     keys=[f"salespulse:alert:{lead_id}", RECENT_ALERTS_KEY],
-                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S,
-                          emitted_ms, RECENT_ALERTS_KEPT],
+                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S, emitted_ms, keep],
                     client=pipe,
                 )
             await pipe.execute()
