@@ -24,6 +24,15 @@ from salespulse.publishers.redis_publisher import UPDATES_CHANNEL
 log = logging.getLogger(__name__)
 
 
+def _announced_keys(message: dict[str, Any]) -> list[str]:
+    """The keys an updates message names (none for an alert or a message of another shape)."""
+    try:
+        body = orjson.loads(message["data"])
+        return [str(update["key"]) for update in body.get("updates", ())]
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+        return []
+
+
 class BoardHub(Service):
     """The current snapshot (JSON bytes) and the queues of connected viewers."""
 
@@ -84,6 +93,7 @@ class BoardHub(Service):
                 while not self.should_stop:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
+                        self.reader.saw(_announced_keys(message))
                         self._changed.set()
             except Exception as exc:  # Redis restarting: listen again shortly
                 log.warning("board: listening to Redis failed (%r); retrying", exc)

@@ -15,8 +15,9 @@ of its own and any number of boards can read the same Redis:
 
 from __future__ import annotations
 
+import fnmatch
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,8 @@ class BoardView:
     pipelines: Pipelines = field(default_factory=Pipelines)
     rep_names: Mapping[str, str] = field(default_factory=dict)
     team_of_rep: Mapping[str, str] = field(default_factory=dict)
+    #: (rep, "day") -> {kind: target}; None without ``[targets]``.
+    targets: Callable[[str, str], Mapping[str, int]] | None = None
 
     @classmethod
     def from_config(cls, config: Config, tz: ZoneInfo, env_sla_s: int) -> "BoardView":
@@ -56,7 +59,13 @@ class BoardView:
             pipelines=config.pipeline_specs(),
             rep_names=dict(config.rep_names),
             team_of_rep=dict(config.team_of_rep),
+            targets=config.targets_for if config.targets.configured else None,
         )
+
+    @property
+    def known_reps(self) -> set[str]:
+        """The reps the config names (with a name or a team)."""
+        return set(self.rep_names) | set(self.team_of_rep)
 
     def rep_name(self, rep: str) -> str:
         return self.rep_names.get(rep, rep)
@@ -74,15 +83,35 @@ def _decode(raw: Mapping[bytes, bytes]) -> dict[str, float]:
 
 
 class BoardReader:
-    """Reads one board snapshot from Redis (a few scans and pipelined reads)."""
+    """Reads one board snapshot from Redis (pipelined reads of the keys a few patterns match).
 
-    def __init__(self, redis_client: aioredis.Redis, view: BoardView) -> None:
+    The keys of a pattern come from a ``SCAN`` at most every ``rescan_s``; in between, keys the workers
+    announce on ``salespulse:updates`` (``saw``) join at once, so a snapshot costs no scan of the keyspace.
+    """
+
+    def __init__(self, redis_client: aioredis.Redis, view: BoardView, rescan_s: float = 30.0) -> None:
         self.redis = redis_client
         self.view = view
+        self.rescan_s = rescan_s
+        self._keys: dict[str, tuple[float, set[str]]] = {}
+
+    def saw(self, keys: Iterable[str]) -> None:
+        """Keys announced as written: add them to the patterns they match."""
+        for key in keys:
+            if "#" in key:
+                continue
+            for pattern, (_, known) in self._keys.items():
+                if fnmatch.fnmatchcase(key, pattern):
+                    known.add(key)
 
     async def _scan(self, pattern: str) -> list[str]:
-        keys = [key.decode() if isinstance(key, bytes) else key async for key in self.redis.scan_iter(pattern, count=1000)]
-        return sorted(key for key in keys if "#" not in key)
+        scanned_at, known = self._keys.get(pattern, (0.0, set()))
+        if time.monotonic() - scanned_at >= self.rescan_s:
+            found = {key.decode() if isinstance(key, bytes) else key
+                     async for key in self.redis.scan_iter(pattern, count=1000)}
+            known = {key for key in found if "#" not in key}
+            self._keys[pattern] = (time.monotonic(), known)
+        return sorted(known)
 
     async def _hashes(self, keys: Iterable[str]) -> dict[str, dict[str, float]]:
         keys = list(keys)
@@ -131,7 +160,7 @@ class BoardReader:
         }
 
     async def _waiting(self) -> dict[str, Any]:
-        keys = [key async for key in self.redis.scan_iter(f"{AWAITING_PREFIX}*", count=1000)]
+        keys = await self._scan(f"{AWAITING_PREFIX}*")
         values = await self.redis.mget(keys) if keys else []
         count, leads = 0, []
         for value in values:
@@ -213,5 +242,13 @@ class BoardReader:
                 "total": int(fields.get("total", 0)),
                 "targets": targets,
             })
+        if self.view.targets is not None:  # a rep with a target and nothing done yet today is on the board too
+            shown = {row["rep_id"] for row in rows}
+            for rep in sorted(self.view.known_reps - shown):
+                targets = [{"kind": kind, "count": 0, "target": target}
+                           for kind, target in sorted(self.view.targets(rep, "day").items())]
+                if targets:
+                    rows.append({"rep_id": rep, "rep_name": self.view.rep_name(rep),
+                                 "team": self.view.team_of_rep.get(rep), "total": 0, "targets": targets})
         rows.sort(key=lambda row: (-row["total"], row["rep_name"]))
         return rows

@@ -78,8 +78,15 @@ async def test_board_role_reads_redis_and_streams_each_announced_change(
         assert [row["entries"] for row in board["funnel"][0]["stages"]][:3] == [5, 3, 2]
         assert board["forecast"] == {"open_amount": 30000.0, "weighted": 12500.0, "open_deals": 2, "won": 20000.0,
                                      "quota": 80000.0, "attainment": 0.25}
-        assert board["activity"] == [{"rep_id": "rep-001", "rep_name": "Ana Silva", "team": "team-north", "total": 6,
-                                      "targets": [{"kind": "call", "count": 4, "target": 10}]}]
+        assert board["activity"] == [
+            {"rep_id": "rep-001", "rep_name": "Ana Silva", "team": "team-north", "total": 6,
+             "targets": [{"kind": "call", "count": 4, "target": 10}]},
+            # reps of the config with a target and nothing done today: on the board at 0
+            {"rep_id": "rep-002", "rep_name": "Ben Okafor", "team": "team-north", "total": 0,
+             "targets": [{"kind": "call", "count": 0, "target": 10}, {"kind": "email_sent", "count": 0, "target": 5}]},
+            {"rep_id": "rep-003", "rep_name": "rep-003", "team": "team-south", "total": 0,
+             "targets": [{"kind": "call", "count": 0, "target": 10}, {"kind": "email_sent", "count": 0, "target": 5}]},
+        ]
         async with session.get(f"{process.url}/") as response:
             assert response.status == 200 and "salespulse live board" in await response.text()
             assert "default-src 'self'" in response.headers["Content-Security-Policy"]
@@ -91,11 +98,15 @@ async def test_board_role_reads_redis_and_streams_each_announced_change(
             first = await _next_snapshot(stream)
             assert first["activity"][0]["total"] == 6
             await redis_client.hset(f"salespulse:activity:rep:rep-001:day:{today}", mapping={"call": 5, "total": 7})
+            # A key the board has not seen yet (its key lists are rescanned every 30 s): it comes with its announcement.
+            await redis_client.hset(f"salespulse:activity:rep:rep-002:day:{today}", mapping={"call": 1, "total": 1})
             await redis_client.publish("salespulse:updates", orjson.dumps(
-                {"family": "activity", "updates": [{"key": f"salespulse:activity:rep:rep-001:day:{today}",
-                                                    "values": {"call": 5, "total": 7}}]}))
+                {"family": "activity", "updates": [
+                    {"key": f"salespulse:activity:rep:rep-001:day:{today}", "values": {"call": 5, "total": 7}},
+                    {"key": f"salespulse:activity:rep:rep-002:day:{today}", "values": {"call": 1, "total": 1}}]}))
             started = time.monotonic()
             second = await _next_snapshot(stream)
-            assert second["activity"][0]["total"] == 7
+            assert [(row["rep_name"], row["total"]) for row in second["activity"]] == [
+                ("Ana Silva", 7), ("Ben Okafor", 1), ("rep-003", 0)]
             assert time.monotonic() - started < 2.0
             assert process.stop(timeout_s=10) == 0, process.log_tail()  # a connected viewer does not hold it up
