@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import redis.asyncio as aioredis
@@ -28,6 +28,9 @@ from salespulse.settings import Settings
 from salespulse.streams.memory import GarbageCollection
 from salespulse.streams.topics import ensure_topics
 from salespulse.streams.worker import WorkerRuntime
+
+if TYPE_CHECKING:
+    from salespulse.board.live import BoardHub
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
     return check
 
 
-def _board_hub(settings: Settings, redis_client: aioredis.Redis) -> Service:
+def _board_hub(settings: Settings, redis_client: aioredis.Redis) -> "BoardHub":
     """The live board's snapshot hub, reading the Redis outputs with the config's names and stage order."""
     from salespulse.board.live import BoardHub
     from salespulse.board.snapshot import BoardReader, BoardView
@@ -166,7 +169,7 @@ def _worker_services(
         from salespulse.board.routes import add_board_routes
 
         hub = _board_hub(settings, redis_client)
-        add_board_routes(app, hub)  # type: ignore[arg-type]
+        add_board_routes(app, hub)
         services.append(hub)
     services.append(HttpServer(app, settings.http_host, settings.http_port))
     return runtime.app, services
@@ -238,7 +241,7 @@ def run_board(settings: Settings, loglevel: str = "info") -> int:
     redis_client = redis_client_for(settings.redis_url)
     hub = _board_hub(settings, redis_client)
     app = build_http_app(CollectorRegistry(), {"redis": _redis_readiness(redis_client)})
-    add_board_routes(app, hub)  # type: ignore[arg-type]
+    add_board_routes(app, hub)
     return _execute(None, [hub, HttpServer(app, settings.http_host, settings.http_port)], loglevel)
 
 
