@@ -382,8 +382,12 @@ async def test_revenue_against_quota_adds_up_across_the_month_gauges(resolved: B
     assert set(won) <= set(quotas)
 
 
-async def _query(b: Board, expr: str, **values: str) -> list[dict[str, Any]]:
-    return (await b.prometheus.api(b.session, "query", query=board.substitute(expr, {**b.values, **values})))["result"]
+async def _query(b: Board, expr: str, at: float | None = None, **values: str) -> list[dict[str, Any]]:
+    """An instant query with the dashboard's variables (``values`` override them), at ``at`` (default now)."""
+    params = {"query": board.substitute(expr, {**b.values, **values})}
+    if at is not None:
+        params["time"] = str(at)
+    return (await b.prometheus.api(b.session, "query", **params))["result"]
 
 
 async def test_a_range_longer_than_the_history_shows_nothing_rather_than_all_time_totals(resolved: Board) -> None:
@@ -435,3 +439,31 @@ async def test_rep_names_and_targets_come_from_the_config(resolved: Board) -> No
     shown = {r["metric"]["display_name"] for r in result}
     assert {"Ana Silva", "Ben Okafor"} <= shown and "rep-003" in shown  # a rep without a name keeps its id
     assert {r["metric"]["kind"] for r in result} <= {"call", "email_sent"}
+
+
+async def test_the_team_filter_narrows_pipeline_panels_and_all_teams_is_the_whole(resolved: Board) -> None:
+    teams = resolved.values["team"].strip("()").split("|")
+    assert len(teams) > 2, teams
+    at = time.time() - 2  # one instant for every query: the simulation moves the numbers at every scrape
+
+    async def value(title: str, **values: str) -> float:
+        (panel,) = [p for p in PANELS if p["title"] == title]
+        (target,) = board.targets(panel)
+        result = await _query(resolved, target.expr, at, **values)
+        return sum(float(r["value"][1]) for r in result)
+
+    currency = f'currency="{resolved.values["currency"]}"'
+    checks = {
+        "Open pipeline ($currency)": f"sum(salespulse_open_pipeline_amount{{{currency}}})",
+        "Weighted pipeline (forecast) ($currency)": f"sum(salespulse_weighted_pipeline_amount{{{currency}}})",
+        "Open deals": "sum(salespulse_open_deals)",
+        "Revenue won ($currency)": f"sum(salespulse_revenue_won_total{{{currency}}}) - "
+                                   f"sum(salespulse_revenue_won_total{{{currency}}} offset {RANGE_S}s)",
+    }
+    for title, whole in checks.items():
+        (expected,) = await _query(resolved, whole, at)
+        everyone = await value(title)
+        assert everyone == pytest.approx(float(expected["value"][1])), title  # All teams: the contract's total
+        per_team = [await value(title, team=team) for team in teams]
+        assert all(part < everyone for part in per_team if part) and sum(per_team) == pytest.approx(everyone), (
+            title, per_team, everyone)
