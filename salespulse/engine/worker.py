@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
 from salespulse.engine.alert_clock import AlertClock, AlertSource
+from salespulse.engine.awaiting import AwaitingPublisher
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.faust.app import SalespulseApp
@@ -30,10 +31,13 @@ from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dea
 from salespulse.engine.record_log import RecordLog
 from salespulse.families import registry
 from salespulse.families.context import FamilyContext
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.families.windowed import WindowedFamily
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
 from salespulse.outputs.alerts import AlertSinks
+from salespulse.outputs.board_metrics import BoardInfoCollector
 from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
 from salespulse.outputs.redis import RedisPublisher
 from salespulse.outputs.topics import TopicPublisher
@@ -155,6 +159,14 @@ class WorkerRuntime:
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry_.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
+        registry_.register(
+            BoardInfoCollector(
+                config,
+                self.families.get("activity"),
+                cast(PipelineFamily | None, self.families.get("pipeline")),
+                self.owned_partitions,
+            )
+        )
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -176,6 +188,11 @@ class WorkerRuntime:
             self.owned_partitions,
             AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
+        )
+        #: Leads waiting now, for the live board: with the alert clock, from the same lead states.
+        lead_response = self.families.get("lead_response")
+        self.awaiting_publisher = None if not isinstance(lead_response, LeadResponseFamily) else AwaitingPublisher(
+            lead_response, self.owned_partitions, redis_client, self.health
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False

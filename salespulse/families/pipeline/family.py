@@ -70,6 +70,8 @@ REDIS_PREFIX = SPEC.redis_prefix
 #: Scopes of the *now* gauges published to Redis (``gauge`` feeds Prometheus only).
 NOW_PUBLISHED = ("pipeline", "rep", "team")
 _EPSILON = 1e-9
+#: Parts of the structured ids of the open-pipeline scopes only Prometheus reads.
+_OPEN_ID_PARTS = {"gauge": 3, "team_gauge": 4}
 #: (pipeline, stage) pairs the config does not know, already reported: once per process.
 _REPORTED: set[tuple[str, str]] = set()
 
@@ -338,7 +340,8 @@ class PipelineFamily(WindowedFamily):
         self, owned: Iterable[int], scope: str, malformed: Callable[[str], None]
     ) -> dict[Key, dict[str, float]]:
         """``open_totals`` per structured id (the ``gauge`` scope's ``(pipeline, stage, currency)``)."""
-        return keyed(self.open_totals(owned, scope), lambda ident: keys.decode(ident, 3), malformed)
+        parts = _OPEN_ID_PARTS[scope]
+        return keyed(self.open_totals(owned, scope), lambda ident: keys.decode(ident, parts), malformed)
 
     def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
         return live.live_series(self, owned, now, malformed)
