@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -20,8 +21,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from salespulse.config import ConfigError, load_config
+from salespulse.embedded.durable import CatchUp, SeedResult, reseed
+from salespulse.embedded.journal import JournalWriter, trim_segments
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
-from salespulse.handlers.event_log import EventLog
+from salespulse.handlers.event_log import EventLog, Journal
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
 from salespulse.settings import Settings
@@ -85,9 +88,15 @@ class SimulatorService(Service):
 
 def _prepare_topics(settings: Settings) -> None:
     """Create the contract's topics, waiting up to the startup timeout for the broker to answer."""
-    asyncio.run(_ensure_topics_patiently(settings))
+    _before_worker(_ensure_topics_patiently(settings))
+
+
+def _before_worker(coroutine: Any) -> Any:
+    """Run a coroutine to completion before the worker's own event loop exists."""
+    result = asyncio.run(coroutine)
     # Faust's Worker picks up the current event loop; asyncio.run() left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
+    return result
 
 
 async def _ensure_topics_patiently(settings: Settings) -> None:
@@ -127,19 +136,31 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
 
 
 def _worker_services(
-    settings: Settings, registry: CollectorRegistry, with_ingest: bool
+    settings: Settings,
+    registry: CollectorRegistry,
+    with_ingest: bool,
+    journal: Journal | None = None,
+    seeded: SeedResult | None = None,
 ) -> tuple[faust.App, list[Service]]:
+    """The worker's services (and ingest's with ``with_ingest``); ``seeded``: hold the outputs until caught up."""
     redis_client = redis_client_for(settings.redis_url or "")
     runtime = WorkerRuntime(settings, registry, redis_client)
     readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
     # The collector must not rescan the metric state in memory: see salespulse/streams/memory.py.
-    services: list[Service] = [GarbageCollection(), runtime.flusher]
+    services: list[Service] = [GarbageCollection()]
+    outputs: list[Service] = [runtime.flusher]
     if runtime.alert_clock is not None:
-        services.append(runtime.alert_clock)
+        outputs.append(runtime.alert_clock)
+    if seeded is None:
+        services += outputs
+    else:
+        catch_up = _catch_up(settings, runtime, outputs, seeded)
+        services.append(catch_up)
+        readiness["journal"] = catch_up.ready
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
-        event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+        event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds, journal)
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
         crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
@@ -149,6 +170,17 @@ def _worker_services(
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
     services.append(HttpServer(app, settings.http_host, settings.http_port))
     return runtime.app, services
+
+
+def _catch_up(settings: Settings, runtime: WorkerRuntime, outputs: list[Service], seeded: SeedResult) -> CatchUp:
+    """Starts the outputs once the re-seeded journal is reprocessed; alerts sent before are read back first."""
+    family = runtime.lead_response
+
+    def before_release() -> None:
+        if seeded.alerts:
+            family.inherited_unpublished.update(range(settings.partitions))
+
+    return CatchUp(seeded, lambda: runtime.positions, outputs, before_release)
 
 
 def _crm_webhooks(
@@ -213,10 +245,13 @@ def run_all(
     simulate_options: dict[str, Any] | None = None,
     loglevel: str = "info",
     announce: Callable[[str], None] = lambda message: None,
+    ephemeral: bool = False,
 ) -> int:
     """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker.
 
-    ``announce`` receives one line per embedded server (where it listens) before the worker starts.
+    Durable unless ``ephemeral``: the embedded broker is re-seeded from the journal in the data
+    directory and the embedded Redis keeps an append-only file there. ``announce`` receives one line
+    per embedded server (where it listens) and one saying where the data lives.
     """
     from salespulse.embedded.broker import EmbeddedBroker
     from salespulse.embedded.redis_server import EmbeddedRedis
@@ -227,22 +262,57 @@ def run_all(
             "set a secret, or keep SALESPULSE_HTTP_HOST on loopback"
         )
     with ExitStack() as stack:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        journaled = settings.kafka_url is None and not ephemeral
         if settings.kafka_url is None:
-            broker = stack.enter_context(EmbeddedBroker(log_path=settings.data_dir / "tansu.log"))
+            broker = stack.enter_context(EmbeddedBroker(log_path=data_dir / "tansu.log"))
             announce(f"embedded Kafka-protocol broker (Tansu): {broker.url}")
             tansu = True if settings.tansu_compat is None else settings.tansu_compat
             settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
         if settings.redis_url is None:
-            redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
+            redis_dir = None if ephemeral else data_dir / "redis"
+            redis_server = stack.enter_context(EmbeddedRedis(log_path=data_dir / "redis.log", data_dir=redis_dir))
             announce(f"embedded Redis: {redis_server.url}")
             settings = settings.model_copy(update={"redis_url": redis_server.url})
+        announce(_where_data_lives(data_dir, ephemeral))
         _prepare_topics(settings)
-        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
+        journal: JournalWriter | None = None
+        seeded: SeedResult | None = None
+        if journaled:
+            journal, seeded = _open_journal(settings, data_dir / "journal", announce)
+            stack.callback(journal.close)
+        app, services = _worker_services(
+            settings, CollectorRegistry(), with_ingest=True,
+            journal=journal.append if journal else None, seeded=seeded,
+        )  # fmt: skip
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))
         return _execute(app, services, loglevel)
+
+
+def _where_data_lives(data_dir: Path, ephemeral: bool) -> str:
+    if ephemeral:
+        return f"ephemeral: nothing is kept after a stop (logs in {data_dir})"
+    return f"data: {data_dir} (events journal and Redis survive a restart; SALESPULSE_DATA_DIR)"
+
+
+def _open_journal(
+    settings: Settings, directory: Path, announce: Callable[[str], None]
+) -> tuple[JournalWriter, SeedResult]:
+    """Trim old journal days, re-seed the fresh broker from the rest, and open it for appends."""
+    if settings.journal_days:
+        for path in trim_segments(directory, settings.journal_days):
+            log.info("journal: deleted %s (older than SALESPULSE_JOURNAL_DAYS)", path.name)
+    journal = JournalWriter(directory)  # repairs a torn last record before anything reads it
+    seeded = _before_worker(reseed(settings.kafka_bootstrap, directory, settings.redis_url))
+    if seeded.records:
+        announce(
+            f"journal: {seeded.records} events and {seeded.alerts} sent alerts re-seeded in {seeded.seconds:.1f} s; "
+            "the worker reprocesses them before publishing"
+        )
+    return journal, seeded
 
 
 def _require_external(settings: Settings, need_redis: bool = True) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from salespulse.models.events import Event, event_to_json
 from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
+
+#: Writes (topic, key, value, timestamp ms) records durably before they go to the broker (the embedded
+#: run's journal, salespulse/embedded/journal.py); raises ``OSError`` if it cannot.
+Journal = Callable[[Sequence[tuple[str, bytes, bytes, int]]], Awaitable[None]]
 
 
 class EventLogUnavailable(Exception):
@@ -19,9 +24,12 @@ class EventLogUnavailable(Exception):
 class EventLog:
     """An aiokafka producer (acks=all) for canonical events, with a per-request deadline."""
 
-    def __init__(self, bootstrap: str, registry: CollectorRegistry, timeout_s: float) -> None:
+    def __init__(
+        self, bootstrap: str, registry: CollectorRegistry, timeout_s: float, journal: Journal | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
+        self.journal = journal
         self._producer: AIOKafkaProducer | None = None
         self.published = Counter(
             "salespulse_events_published", "Events written to salespulse.events, by type.", ["type"], registry=registry
@@ -47,13 +55,13 @@ class EventLog:
         if self._producer is None:
             raise EventLogUnavailable("event log is not started")
         producer = self._producer
+        stamp = int(time.time() * 1000)  # the journal and the broker get the same arrival time
+        records = [(EVENTS_TOPIC, event.partition_key.encode(), event_to_json(event), stamp) for event in events]
 
         async def send_all() -> None:
+            await self._journal(records)
             futures = [
-                await producer.send(
-                    EVENTS_TOPIC, key=event.partition_key.encode(), value=event_to_json(event)
-                )
-                for event in events
+                await producer.send(topic, key=key, value=value, timestamp_ms=at) for topic, key, value, at in records
             ]
             await asyncio.gather(*futures)
 
@@ -70,13 +78,21 @@ class EventLog:
             raise EventLogUnavailable("event log is not started")
         producer = self._producer
 
+        stamp = int(time.time() * 1000)
+
         async def send() -> None:
-            await (await producer.send(DLQ_TOPIC, key=key, value=value))
+            await self._journal([(DLQ_TOPIC, key, value, stamp)])
+            await (await producer.send(DLQ_TOPIC, key=key, value=value, timestamp_ms=stamp))
 
         try:
             await asyncio.wait_for(send(), timeout=self.timeout_s)
         except Exception as exc:
             raise EventLogUnavailable(f"could not write to {DLQ_TOPIC}: {type(exc).__name__}: {exc}") from exc
+
+    async def _journal(self, records: Sequence[tuple[str, bytes, bytes, int]]) -> None:
+        """On disk before the broker sees them: a restart of the embedded run re-seeds from there."""
+        if self.journal is not None:
+            await self.journal(records)
 
     async def ping(self) -> bool:
         """True if the broker answers a metadata request."""
