@@ -306,7 +306,7 @@ def _open_journal(
         for path in trim_segments(directory, settings.journal_days):
             log.info("journal: deleted %s (older than SALESPULSE_JOURNAL_DAYS)", path.name)
     journal = JournalWriter(directory)  # repairs a torn last record before anything reads it
-    seeded = _before_worker(reseed(settings.kafka_bootstrap, directory, settings.redis_url))
+    seeded = _before_worker(reseed(settings.kafka_bootstrap, directory, settings.redis_url, settings.partitions))
     if seeded.records:
         announce(
             f"journal: {seeded.records} events and {seeded.alerts} sent alerts re-seeded in {seeded.seconds:.1f} s; "

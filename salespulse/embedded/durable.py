@@ -50,10 +50,12 @@ class SeedResult:
     seconds: float = 0.0
 
 
-async def reseed(bootstrap: str, journal_dir: Path, redis_url: str | None) -> SeedResult:
+async def reseed(bootstrap: str, journal_dir: Path, redis_url: str | None, partitions: int) -> SeedResult:
     """Write the journal's records, then the alerts in Redis's guards, back into a fresh broker."""
     started = time.perf_counter()
     result = SeedResult()
+    if redis_url is not None:
+        await reset_watermarks(redis_url, partitions)
     # Batched writes: the Tansu end-offset quirk (FAUST_NOTES.md) concerns ListOffsets, not the
     # offsets a produce acknowledges, which are what the catch-up waits for.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024)
@@ -86,6 +88,53 @@ def _collect(acks: Iterable[Any], result: SeedResult) -> None:
         result.records += 1
         if ack.topic == EVENTS_TOPIC:
             result.ends[ack.partition] = max(result.ends.get(ack.partition, 0), ack.offset + 1)
+
+
+_RESET_WATERMARKS = """
+local partitions = tonumber(ARGV[1])
+local changed = 0
+for _, key in ipairs(KEYS) do
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local partition = tonumber(fields[i])
+    if partition ~= nil then
+      if partition >= partitions then
+        redis.call('HDEL', key, fields[i])
+      else
+        local value = fields[i + 1]
+        redis.call('HSET', key, fields[i], '-1' .. string.sub(value, string.find(value, ' ', 1, true)))
+      end
+      changed = changed + 1
+    end
+  end
+end
+return changed
+"""
+
+
+async def reset_watermarks(redis_url: str, partitions: int) -> int:
+    """Let the rebuilt state overwrite Redis: every stored partial's watermark becomes -1.
+
+    Reprocessed records get new offsets (the worker's own follow-ups are not journaled, so they no
+    longer sit between them), which Redis would take for a stale writer's. Totals stay as they are
+    until the first flush after the catch-up rewrites them; partials of partitions beyond
+    ``partitions`` (the count was lowered) are dropped. Returns how many partials were reset.
+    """
+    client = aioredis.Redis.from_url(redis_url)
+    script = client.register_script(_RESET_WATERMARKS)
+    changed = 0
+    try:
+        keys: list[bytes] = []
+        async for key in client.scan_iter(match="salespulse:*#partials", count=1000):
+            keys.append(key)
+            if len(keys) >= 500:
+                changed += await script(keys=keys, args=[partitions])
+                keys = []
+        if keys:
+            changed += await script(keys=keys, args=[partitions])
+    finally:
+        await client.aclose()
+    return changed
 
 
 async def sent_alerts(redis_url: str) -> list[tuple[str, bytes]]:
