@@ -17,7 +17,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from salespulse.embedded.durable import reset_watermarks
 from salespulse.embedded.journal import read_journal, segments
+from salespulse.embedded.redis_server import EmbeddedRedis
 from salespulse.streams.topics import ALERTS_TOPIC
 from tests.integration.stack import SalespulseProcess, call, email, metrics_text, now_iso, post_events, read_topic
 
@@ -224,3 +226,12 @@ async def test_a_killed_run_with_a_torn_journal_record_loses_nothing_it_accepted
     # The torn bytes were cut off before appending: the event accepted after the restart is readable.
     assert [r.value for r in read_journal(journal_dir)][: len(accepted)] == [r.value for r in accepted]
     assert b'"after"' in list(read_journal(journal_dir))[-1].value
+
+
+async def test_a_durable_start_lets_the_rebuilt_state_overwrite_every_stored_partial(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+) -> None:
+    key = "salespulse:activity:rep:rep-1:all#partials"
+    await redis_client.hset(key, mapping={"0": '9 {"call":2}', "3": '12 {"call":1}', "5": '4 {"call":7}', "_group": "g"})
+    assert await reset_watermarks(redis_server.url, partitions=4) == 3
+    assert await redis_client.hgetall(key) == {b"0": b'-1 {"call":2}', b"3": b'-1 {"call":1}', b"_group": b"g"}
