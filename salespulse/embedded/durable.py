@@ -102,7 +102,8 @@ for _, key in ipairs(KEYS) do
         redis.call('HDEL', key, fields[i])
       else
         local value = fields[i + 1]
-        redis.call('HSET', key, fields[i], '-1' .. string.sub(value, string.find(value, ' ', 1, true)))
+        local space = string.find(value, ' ', 1, true)
+        redis.call('HSET', key, fields[i], '-1' .. string.sub(value, space))
       end
       changed = changed + 1
     end
