@@ -21,7 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from salespulse.config import ConfigError, load_config
-from salespulse.embedded.durable import CatchUp, SeedResult, reseed
+from salespulse.embedded.durable import CatchUp, DataDirInUse, SeedResult, lock_data_dir, reseed
 from salespulse.embedded.journal import JournalWriter, trim_segments
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
 from salespulse.handlers.event_log import EventLog, Journal
@@ -264,6 +264,11 @@ def run_all(
     with ExitStack() as stack:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        if not ephemeral and (settings.kafka_url is None or settings.redis_url is None):
+            try:
+                stack.enter_context(lock_data_dir(data_dir))
+            except DataDirInUse as exc:
+                raise ConfigurationError(str(exc)) from None
         journaled = settings.kafka_url is None and not ephemeral
         if settings.kafka_url is None:
             broker = stack.enter_context(EmbeddedBroker(log_path=data_dir / "tansu.log"))

@@ -16,12 +16,13 @@ is not sent again, and a lead still waiting alerts once, at its deadline.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -31,12 +32,27 @@ from mode import Service
 from salespulse.embedded.journal import read_journal
 from salespulse.streams.topics import ALERTS_TOPIC, EVENTS_TOPIC
 
-__all__ = ["CatchUp", "SeedResult", "reseed"]
+__all__ = ["CatchUp", "DataDirInUse", "SeedResult", "lock_data_dir", "reseed"]
 
 log = logging.getLogger(__name__)
 
 _ALERT_GUARDS = "salespulse:alert:*"
 _STATUS_ORDER = {"firing": 0, "resolved": 1}
+
+
+class DataDirInUse(RuntimeError):
+    """Another process holds the data directory (two runs appending to one journal would corrupt it)."""
+
+
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``data_dir`` until the returned file is closed (or the process ends)."""
+    handle = (data_dir / "run.lock").open("a+b")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirInUse(f"{data_dir} is in use by another salespulse run (SALESPULSE_DATA_DIR)") from None
+    return handle
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from salespulse.embedded import journal as journal_module
+from salespulse.embedded.durable import DataDirInUse, lock_data_dir
 from salespulse.embedded.journal import JournalRecord, JournalWriter, read_journal, segments, trim_segments
 
 DAY_MS = 86_400_000
@@ -112,3 +113,11 @@ def test_trim_deletes_only_days_wholly_older_than_the_horizon(tmp_path: Path) ->
     deleted = trim_segments(tmp_path, keep_days=30, now=now)
     assert [p.name for p in deleted] == ["2026-10-01.journal", "2026-11-03.journal"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-11-04.journal", "notes.txt"]
+
+
+def test_a_data_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
+    held = lock_data_dir(tmp_path)
+    with pytest.raises(DataDirInUse, match="in use by another salespulse run"):
+        lock_data_dir(tmp_path)
+    held.close()
+    lock_data_dir(tmp_path).close()  # free again once the first run is gone
