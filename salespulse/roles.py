@@ -307,6 +307,11 @@ def _open_journal(
     settings: Settings, directory: Path, announce: Callable[[str], None]
 ) -> tuple[JournalWriter, SeedResult]:
     """Trim old journal days, re-seed the fresh broker from the rest, and open it for appends."""
+    if 0 < settings.journal_days < settings.retention_days:
+        raise ConfigurationError(
+            f"SALESPULSE_JOURNAL_DAYS={settings.journal_days} is shorter than SALESPULSE_RETENTION_DAYS="
+            f"{settings.retention_days}: a restart would lose windows still kept (use 0 to keep every day)"
+        )
     if settings.journal_days:
         for path in trim_segments(directory, settings.journal_days):
             log.info("journal: deleted %s (older than SALESPULSE_JOURNAL_DAYS)", path.name)

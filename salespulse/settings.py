@@ -67,10 +67,10 @@ class Settings(BaseSettings):
         Path(".salespulse"), description="salespulse run: where the event journal, Redis and the logs live"
     )
     journal_days: int = Field(
-        0,
+        400,
         ge=0,
-        description="salespulse run: at start, delete journal days older than this (0: keep all; what a trimmed "
-        "restart forgets: docs/operations.md)",
+        description="salespulse run: at start, delete journal days older than this (0: keep all); at least "
+        "SALESPULSE_RETENTION_DAYS. What a restart then forgets: docs/operations.md",
     )
 
     @field_validator("timezone")
