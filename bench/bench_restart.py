@@ -96,6 +96,12 @@ class Run:
                     pass
                 await asyncio.sleep(0.05)
 
+    def reseed_seconds(self) -> float | None:
+        """The re-seed time the last start announced (the rest of its start is Faust and reprocessing)."""
+        text = " ".join((self.data_dir.parent / f"{self.data_dir.name}-run{self.starts}.log").read_text().split())
+        found = re.search(r"re-seeded in ([0-9.]+) s", text)
+        return float(found.group(1)) if found else None
+
     def stop(self, sig: int = signal.SIGTERM) -> float:
         assert self.proc is not None
         started = time.perf_counter()
@@ -185,6 +191,7 @@ async def bench_month(work: Path, rate: float) -> dict[str, Any]:
         name = signal.Signals(sig).name
         result[f"stop_{name}_s"] = run.stop(sig)
         result[f"restart_after_{name}_s"] = await run.start()
+        result[f"reseed_after_{name}_s"] = run.reseed_seconds()
         after = await settle(run.url, len(events))
         differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         result[f"differing_after_{name}"] = differing[:20]
@@ -228,6 +235,7 @@ async def main() -> None:
         for name in ("SIGTERM", "SIGKILL"):
             took = month[f"restart_after_{name}_s"]
             print(f"  month {month['events']:>6} events after {name:<7} {took:6.1f} s   {took / base:.2f}   "
+                  f"(re-seed {month[f'reseed_after_{name}_s'] or 0:.1f} s) "
                   f"numbers differing: {len(month[f'differing_after_{name}'])} of {month['numbers_compared']}; "
                   f"journal {month['journal_mb']:.1f} MB, Redis AOF {month['redis_aof_mb']:.1f} MB")
     d, e = results["post_ms_durable"], results["post_ms_ephemeral"]
