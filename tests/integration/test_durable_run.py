@@ -199,14 +199,23 @@ async def check_after_restart(run: DurableRun, numbers: tuple[dict, dict], waiti
         await asyncio.sleep(2)
         assert len(await alerts(run.bootstrap)) == 3  # and nothing more
 
+        # L-late's alert state came back too: its first touch now resolves it, with no second firing.
+        assert (await post_events(process.url, touch("L-late")))[0] == 202
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(found := await alerts(run.bootstrap)) < 4:
+            await asyncio.sleep(0.3)
+        late = [a["status"] for a in found if a["lead_id"] == "L-late"]
+        assert late == ["firing", "resolved"], found
+        assert set(await client.hkeys("salespulse:alert:L-late")) == {b"firing", b"resolved"}
+
         # The state itself came back (not only Redis): a new event counts on top of the old numbers.
         assert (await post_events(process.url, call("after", "rep-9", "emea")))[0] == 202
-        _, metrics = await settled(run, expect_activities=20)
+        _, metrics = await settled(run, expect_activities=21)
         activity = {k: v for k, v in metrics.items() if k.startswith("salespulse_activities_total")}
-        assert activity == {
-            **{k: v for k, v in numbers[1].items() if k.startswith("salespulse_activities_total")},
-            'salespulse_activities_total{kind="call",outcome="connected",rep="rep-9",team="emea"}': 1.0,
-        }
+        expected = {k: v for k, v in numbers[1].items() if k.startswith("salespulse_activities_total")}
+        expected['salespulse_activities_total{kind="call",outcome="no_answer",rep="rep-1",team="emea"}'] += 1  # L-late
+        expected['salespulse_activities_total{kind="call",outcome="connected",rep="rep-9",team="emea"}'] = 1.0
+        assert activity == expected
     finally:
         await pubsub.aclose()
         await client.aclose()
