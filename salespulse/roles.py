@@ -261,6 +261,11 @@ def run_all(
             f"refusing to listen on {settings.http_host} without SALESPULSE_WEBHOOK_SECRET: "
             "set a secret, or keep SALESPULSE_HTTP_HOST on loopback"
         )
+    if settings.kafka_url is None and not ephemeral and 0 < settings.journal_days < settings.retention_days:
+        raise ConfigurationError(
+            f"SALESPULSE_JOURNAL_DAYS={settings.journal_days} is shorter than SALESPULSE_RETENTION_DAYS="
+            f"{settings.retention_days}: a restart would lose windows still kept (use 0 to keep every day)"
+        )
     with ExitStack() as stack:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -275,12 +280,13 @@ def run_all(
             announce(f"embedded Kafka-protocol broker (Tansu): {broker.url}")
             tansu = True if settings.tansu_compat is None else settings.tansu_compat
             settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
+        redis_dir = None
         if settings.redis_url is None:
             redis_dir = None if ephemeral else data_dir / "redis"
             redis_server = stack.enter_context(EmbeddedRedis(log_path=data_dir / "redis.log", data_dir=redis_dir))
             announce(f"embedded Redis: {redis_server.url}")
             settings = settings.model_copy(update={"redis_url": redis_server.url})
-        announce(_where_data_lives(data_dir, ephemeral))
+        announce(_where_data_lives(data_dir, ephemeral, journaled, redis_dir is not None))
         _prepare_topics(settings)
         journal: JournalWriter | None = None
         seeded: SeedResult | None = None
@@ -297,21 +303,19 @@ def run_all(
         return _execute(app, services, loglevel)
 
 
-def _where_data_lives(data_dir: Path, ephemeral: bool) -> str:
+def _where_data_lives(data_dir: Path, ephemeral: bool, journaled: bool, redis_kept: bool) -> str:
     if ephemeral:
         return f"ephemeral: nothing is kept after a stop (logs in {data_dir})"
-    return f"data: {data_dir} (events journal and Redis survive a restart; SALESPULSE_DATA_DIR)"
+    kept = [what for what, here in (("the event journal", journaled), ("Redis", redis_kept)) if here]
+    if not kept:
+        return f"data: in your Kafka and Redis (logs in {data_dir})"
+    return f"data: {data_dir} ({' and '.join(kept)}; kept across restarts, SALESPULSE_DATA_DIR)"
 
 
 def _open_journal(
     settings: Settings, directory: Path, announce: Callable[[str], None]
 ) -> tuple[JournalWriter, SeedResult]:
     """Trim old journal days, re-seed the fresh broker from the rest, and open it for appends."""
-    if 0 < settings.journal_days < settings.retention_days:
-        raise ConfigurationError(
-            f"SALESPULSE_JOURNAL_DAYS={settings.journal_days} is shorter than SALESPULSE_RETENTION_DAYS="
-            f"{settings.retention_days}: a restart would lose windows still kept (use 0 to keep every day)"
-        )
     if settings.journal_days:
         for path in trim_segments(directory, settings.journal_days):
             log.info("journal: deleted %s (older than SALESPULSE_JOURNAL_DAYS)", path.name)

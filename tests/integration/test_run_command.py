@@ -98,6 +98,19 @@ async def test_a_second_run_on_the_same_data_directory_is_refused(tmp_path: Path
         assert "in use by another salespulse run" in " ".join(second.log_tail().split())
 
 
+async def test_run_refuses_a_journal_shorter_than_the_retention_before_starting_anything(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    env |= {"SALESPULSE_DATA_DIR": str(tmp_path / "data"), "SALESPULSE_JOURNAL_DAYS": "10"}
+    process = SalespulseProcess("run", tmp_path / "run.log", env)
+    process.start()
+    assert process.proc is not None
+    assert process.proc.wait(30) == 2
+    assert "SALESPULSE_JOURNAL_DAYS=10 is shorter than SALESPULSE_RETENTION_DAYS=35" in " ".join(
+        process.log_tail().split()
+    )
+    assert not (tmp_path / "data").exists()
+
+
 async def test_run_refuses_a_public_address_without_a_secret(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
     process = SalespulseProcess("run", tmp_path / "run.log", env, args=["--host", "0.0.0.0"])
