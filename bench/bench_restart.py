@@ -10,7 +10,6 @@ and the cost of the journal on ingest: sequential one-event POSTs, durable vs ``
 
     .venv/bin/python bench/bench_restart.py                 # about 3 minutes on 2 cores
     .venv/bin/python bench/bench_restart.py --rates 0.05    # the typical month only
-    .venv/bin/python bench/bench_restart.py --rates 0.05 --days 365 --latency-posts 50   # a typical year
 """
 
 from __future__ import annotations
@@ -52,9 +51,9 @@ def log(message: str) -> None:
     print(f"{datetime.now().strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def history(leads_per_minute: float, days: float, seed: int = 7) -> list[dict[str, Any]]:
+def month_of_traffic(leads_per_minute: float, seed: int = 7) -> list[dict[str, Any]]:
     now = time.time()
-    model = TrafficModel(random.Random(seed), start=now - days * 86400, leads_per_minute=leads_per_minute,
+    model = TrafficModel(random.Random(seed), start=now - 30 * 86400, leads_per_minute=leads_per_minute,
                          reps=20, teams=2, id_prefix=f"m{uuid.uuid4().hex[:6]}")
     return model.due(now - 60)
 
@@ -178,14 +177,14 @@ def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-async def bench_month(work: Path, rate: float, days: float) -> dict[str, Any]:
-    events = history(rate, days)
-    log(f"{days:g} days at {rate} leads/min: {len(events)} events")
-    run = Run(work / f"history-{rate}-{days:g}d")
+async def bench_month(work: Path, rate: float) -> dict[str, Any]:
+    events = month_of_traffic(rate)
+    log(f"month at {rate} leads/min: {len(events)} events")
+    run = Run(work / f"month-{rate}")
     first_start = await run.start()
     post_s = await post_all(run.url, events)
     before = await settle(run.url, len(events))
-    result: dict[str, Any] = {"leads_per_minute": rate, "days": days, "events": len(events), "first_start_s": first_start,
+    result: dict[str, Any] = {"leads_per_minute": rate, "events": len(events), "first_start_s": first_start,
                               "post_s": post_s, "ingest_events_per_s": len(events) / post_s,
                               "numbers_compared": len(before)}
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -207,7 +206,6 @@ async def bench_month(work: Path, rate: float, days: float) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default="0.05,0.25", help="leads per minute of each month, comma-separated")
-    parser.add_argument("--days", type=float, default=30, help="days of history per workload (30: a month)")
     parser.add_argument("--latency-posts", type=int, default=300)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/restart-latest.json")
     args = parser.parse_args()
@@ -226,7 +224,7 @@ async def main() -> None:
             f"{results[f'post_ms_{label}']['p50']:.2f} ms p99 {results[f'post_ms_{label}']['p99']:.2f} ms")
 
     for rate in (float(r) for r in args.rates.split(",")):
-        results["months"].append(await bench_month(work, rate, args.days))
+        results["months"].append(await bench_month(work, rate))
 
     base = results["empty_start_ephemeral_s"]
     print("\nrestart to ready (ratio to an empty --ephemeral start of this run):")
@@ -236,7 +234,7 @@ async def main() -> None:
     for month in results["months"]:
         for name in ("SIGTERM", "SIGKILL"):
             took = month[f"restart_after_{name}_s"]
-            print(f"  {month['days']:g} days, {month['events']:>6} events, after {name:<7} {took:6.1f} s   {took / base:.2f}   "
+            print(f"  month {month['events']:>6} events after {name:<7} {took:6.1f} s   {took / base:.2f}   "
                   f"(re-seed {month[f'reseed_after_{name}_s'] or 0:.1f} s) "
                   f"numbers differing: {len(month[f'differing_after_{name}'])} of {month['numbers_compared']}; "
                   f"journal {month['journal_mb']:.1f} MB, Redis AOF {month['redis_aof_mb']:.1f} MB")

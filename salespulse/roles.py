@@ -173,17 +173,14 @@ def _worker_services(
 
 
 def _catch_up(settings: Settings, runtime: WorkerRuntime, outputs: list[Service], seeded: SeedResult) -> CatchUp:
-    """Starts the outputs once the re-seeded journal is reprocessed (each batch as of its arrival); alerts
-    sent before are read back first."""
+    """Starts the outputs once the re-seeded journal is reprocessed; alerts sent before are read back first."""
     family = runtime.lead_response
 
     def before_release() -> None:
         if seeded.alerts:
             family.inherited_unpublished.update(range(settings.partitions))
 
-    catch_up = CatchUp(seeded, lambda: runtime.positions, outputs, before_release)
-    runtime.batch_clock = catch_up.batch_time
-    return catch_up
+    return CatchUp(seeded, lambda: runtime.positions, outputs, before_release)
 
 
 def _crm_webhooks(

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -194,22 +193,6 @@ class CatchUp(Service):
         self.before_release = before_release
         self.poll_s = poll_s
         self.caught_up = False
-
-    def batch_time(self, records: Sequence[tuple[Any, ...]]) -> float | None:
-        """As of when to process a batch: for one made only of re-seeded records, its latest arrival.
-
-        Live, a batch was processed moments after its records arrived; processing a month-old journal
-        at today's clock would expire lead states and forget event ids mid-way that live processing
-        still held. None (the wall clock) once caught up or for anything written since the start.
-        """
-        if self.caught_up:
-            return None
-        latest: float | None = None
-        for record in records:
-            if len(record) < 4 or record[1] >= self.seeded.ends.get(record[0], 0) or not math.isfinite(record[3]):
-                return None
-            latest = record[3] if latest is None else max(latest, record[3])
-        return latest
 
     def behind(self) -> int:
         """Re-seeded records of ``salespulse.events`` not processed yet."""

@@ -247,9 +247,6 @@ class WorkerRuntime:
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
-        #: The time to process a batch as of (None: now). A durable embedded run reprocessing its journal
-        #: sets it to when the records arrived, so expiry and dedup horizons fall where they fell live.
-        self.batch_clock: Callable[[list[Record]], float | None] | None = None
         self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
         if self.config_quotas:
             self.app.task(self._send_config_quotas)
@@ -273,7 +270,7 @@ class WorkerRuntime:
 
     async def _count(self, records: list[Record]) -> None:
         try:
-            staged = self.processor.stage(records, self.batch_clock(records) if self.batch_clock else None)
+            staged = self.processor.stage(records)
             stats = staged.stats
             if stats.follow_ups:
                 await self._deliver_follow_ups(stats.follow_ups)
