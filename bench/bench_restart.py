@@ -10,6 +10,7 @@ and the cost of the journal on ingest: sequential one-event POSTs, durable vs ``
 
     .venv/bin/python bench/bench_restart.py                 # about 3 minutes on 2 cores
     .venv/bin/python bench/bench_restart.py --rates 0.05    # the typical month only
+    .venv/bin/python bench/bench_restart.py --rates 0.05 --days 1 --journal-days 365   # a typical year's journal
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from salespulse.embedded.journal import JournalWriter  # noqa: E402
 from salespulse.embedded.ports import free_port  # noqa: E402
+from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
+from salespulse.streams.topics import EVENTS_TOPIC  # noqa: E402
 
 #: /metrics series that are not business numbers: health, timings and ages (they move with the clock).
 _NOT_NUMBERS = re.compile(
@@ -51,9 +55,9 @@ def log(message: str) -> None:
     print(f"{datetime.now().strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def month_of_traffic(leads_per_minute: float, seed: int = 7) -> list[dict[str, Any]]:
+def history(leads_per_minute: float, days: float, seed: int = 7) -> list[dict[str, Any]]:
     now = time.time()
-    model = TrafficModel(random.Random(seed), start=now - 30 * 86400, leads_per_minute=leads_per_minute,
+    model = TrafficModel(random.Random(seed), start=now - days * 86400, leads_per_minute=leads_per_minute,
                          reps=20, teams=2, id_prefix=f"m{uuid.uuid4().hex[:6]}")
     return model.due(now - 60)
 
@@ -177,14 +181,14 @@ def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-async def bench_month(work: Path, rate: float) -> dict[str, Any]:
-    events = month_of_traffic(rate)
-    log(f"month at {rate} leads/min: {len(events)} events")
-    run = Run(work / f"month-{rate}")
+async def bench_month(work: Path, rate: float, days: float) -> dict[str, Any]:
+    events = history(rate, days)
+    log(f"{days:g} days at {rate} leads/min: {len(events)} events")
+    run = Run(work / f"history-{rate}-{days:g}d")
     first_start = await run.start()
     post_s = await post_all(run.url, events)
     before = await settle(run.url, len(events))
-    result: dict[str, Any] = {"leads_per_minute": rate, "events": len(events), "first_start_s": first_start,
+    result: dict[str, Any] = {"leads_per_minute": rate, "days": days, "events": len(events), "first_start_s": first_start,
                               "post_s": post_s, "ingest_events_per_s": len(events) / post_s,
                               "numbers_compared": len(before)}
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -203,9 +207,39 @@ async def bench_month(work: Path, rate: float) -> dict[str, Any]:
     return result
 
 
+async def bench_journal(work: Path, rate: float, days: float) -> dict[str, Any]:
+    """A journal as a run that took the history live would have written it (each event arriving a second
+    after it occurred), started twice: the time to ready, and whether both starts agree."""
+    events = history(rate, days)
+    run = Run(work / f"journal-{rate}-{days:g}d")
+    writer = JournalWriter(run.data_dir / "journal")
+    for event in events:
+        parsed = EventAdapter.validate_python(event)
+        arrived_ms = int(parsed.occurred_at.timestamp() * 1000) + 1000
+        await writer.append([(EVENTS_TOPIC, parsed.partition_key.encode(), event_to_json(parsed), arrived_ms)])
+    writer.close()
+    log(f"journal of {days:g} days at {rate} leads/min written: {len(events)} events")
+    result: dict[str, Any] = {"leads_per_minute": rate, "days": days, "events": len(events)}
+    seen = []
+    for start in (1, 2):
+        result[f"start_{start}_s"] = await run.start()
+        result[f"reseed_{start}_s"] = run.reseed_seconds()
+        seen.append(await settle(run.url, len(events)))
+        run.stop()
+    result["numbers_compared"] = len(seen[0])
+    result["differing_between_starts"] = sorted(k for k in set(seen[0]) | set(seen[1]) if seen[0].get(k) != seen[1].get(k))
+    result["journal_mb"] = size_mb(run.data_dir / "journal")
+    log(f"  ready in {result['start_1_s']:.1f} s and {result['start_2_s']:.1f} s; "
+        f"{len(result['differing_between_starts'])} of {len(seen[0])} numbers differ between the two starts")
+    return result
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default="0.05,0.25", help="leads per minute of each month, comma-separated")
+    parser.add_argument("--days", type=float, default=30, help="days of history per workload (30: a month)")
+    parser.add_argument("--journal-days", type=float, default=0,
+                        help="also start twice from a journal of this many days written as if taken live (0: no)")
     parser.add_argument("--latency-posts", type=int, default=300)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/restart-latest.json")
     args = parser.parse_args()
@@ -224,7 +258,10 @@ async def main() -> None:
             f"{results[f'post_ms_{label}']['p50']:.2f} ms p99 {results[f'post_ms_{label}']['p99']:.2f} ms")
 
     for rate in (float(r) for r in args.rates.split(",")):
-        results["months"].append(await bench_month(work, rate))
+        results["months"].append(await bench_month(work, rate, args.days))
+
+    if args.journal_days:
+        results["journals"] = [await bench_journal(work, float(r), args.journal_days) for r in args.rates.split(",")]
 
     base = results["empty_start_ephemeral_s"]
     print("\nrestart to ready (ratio to an empty --ephemeral start of this run):")
@@ -234,10 +271,17 @@ async def main() -> None:
     for month in results["months"]:
         for name in ("SIGTERM", "SIGKILL"):
             took = month[f"restart_after_{name}_s"]
-            print(f"  month {month['events']:>6} events after {name:<7} {took:6.1f} s   {took / base:.2f}   "
+            print(f"  {month['days']:g} days, {month['events']:>6} events, after {name:<7} {took:6.1f} s   {took / base:.2f}   "
                   f"(re-seed {month[f'reseed_after_{name}_s'] or 0:.1f} s) "
                   f"numbers differing: {len(month[f'differing_after_{name}'])} of {month['numbers_compared']}; "
                   f"journal {month['journal_mb']:.1f} MB, Redis AOF {month['redis_aof_mb']:.1f} MB")
+    for journal in results.get("journals", []):
+        for start in (1, 2):
+            took = journal[f"start_{start}_s"]
+            print(f"  journal of {journal['days']:g} days, {journal['events']:>6} events, start {start}   {took:6.1f} s   "
+                  f"{took / base:.2f}   (re-seed {journal[f'reseed_{start}_s'] or 0:.1f} s) numbers differing between "
+                  f"the starts: {len(journal['differing_between_starts'])} of {journal['numbers_compared']}; "
+                  f"journal {journal['journal_mb']:.1f} MB")
     d, e = results["post_ms_durable"], results["post_ms_ephemeral"]
     print(f"one-event POST, durable / ephemeral: p50 {d['p50']:.2f} / {e['p50']:.2f} ms ({d['p50'] / e['p50']:.2f}x), "
           f"p99 {d['p99']:.2f} / {e['p99']:.2f} ms ({d['p99'] / e['p99']:.2f}x)")
