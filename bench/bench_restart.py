@@ -81,7 +81,7 @@ class Run:
         self.starts += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("SALESPULSE_")}
         env |= {"SALESPULSE_DATA_DIR": str(self.data_dir), "SALESPULSE_HTTP_PORT": str(self.port)}
-        args = [sys.executable, "-m", "salespulse", "run", "--loglevel", "warning"]
+        args = [sys.executable, "-m", "salespulse", "run"]
         if self.ephemeral:
             args.append("--ephemeral")
         self.data_dir.mkdir(parents=True, exist_ok=True)

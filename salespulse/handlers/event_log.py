@@ -7,10 +7,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry, Counter
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
-from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
+from salespulse.streams.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES, broker_reachable
 
 #: Writes (topic, key, value, timestamp ms) records durably before they go to the broker (the embedded
 #: run's journal, salespulse/embedded/journal.py); raises ``OSError`` if it cannot.
@@ -21,13 +23,27 @@ class EventLogUnavailable(Exception):
     """The broker did not take the events in time; the sender should retry (dedup makes that safe)."""
 
 
+class EventLogRefused(EventLogUnavailable):
+    """The broker or producer refused the records for good (over the message size): a retry fails the same way,
+    so the sender gets a 4xx, not a 503."""
+
+
+#: Errors a retry cannot fix.
+_PERMANENT = (MessageSizeTooLargeError,)
+
+
+def _failure(topic: str, exc: Exception) -> EventLogUnavailable:
+    kind = EventLogRefused if isinstance(exc, _PERMANENT) else EventLogUnavailable
+    return kind(f"could not write to {topic}: {type(exc).__name__}: {exc}")
+
+
 class EventLog:
     """An aiokafka producer (acks=all) for canonical events, with a per-request deadline."""
 
     def __init__(
-        self, bootstrap: str, registry: CollectorRegistry, timeout_s: float, journal: Journal | None = None
+        self, kafka: KafkaConnection, registry: CollectorRegistry, timeout_s: float, journal: Journal | None = None
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.timeout_s = timeout_s
         self.journal = journal
         self._producer: AIOKafkaProducer | None = None
@@ -37,9 +53,10 @@ class EventLog:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_options(),
             acks="all",
             linger_ms=2,
+            max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=int(self.timeout_s * 1000),
             retry_backoff_ms=200,
         )
@@ -68,26 +85,39 @@ class EventLog:
         try:
             await asyncio.wait_for(send_all(), timeout=self.timeout_s)
         except Exception as exc:
-            raise EventLogUnavailable(f"could not write to {EVENTS_TOPIC}: {type(exc).__name__}: {exc}") from exc
+            raise _failure(EVENTS_TOPIC, exc) from exc
         for event in events:
             self.published.labels(event.type).inc()
 
     async def dead_letter(self, key: bytes, value: bytes) -> None:
         """Write one record to ``salespulse.events.dlq`` and wait for the ack, or raise ``EventLogUnavailable``."""
+        await self._write_one(DLQ_TOPIC, key, value, journaled=True)
+
+    async def defer(self, endpoint: str, body: bytes) -> None:
+        """Keep a CRM request whole on ``salespulse.crm.raw`` for the enricher; acked before the CRM's answer.
+
+        One key per CRM: its records stay in order on one partition, read by one enricher that holds the
+        CRM's API rate budget (HubSpot's limit is per portal).
+
+        Not journaled: the events the enricher makes of it are (through :meth:`publish`); re-seeding the
+        raw requests would have a restarted run enrich its whole history again."""
+        await self._write_one(CRM_RAW_TOPIC, endpoint.encode(), body, journaled=False)
+
+    async def _write_one(self, topic: str, key: bytes, value: bytes, journaled: bool) -> None:
         if self._producer is None:
             raise EventLogUnavailable("event log is not started")
         producer = self._producer
-
         stamp = int(time.time() * 1000)
 
         async def send() -> None:
-            await self._journal([(DLQ_TOPIC, key, value, stamp)])
-            await (await producer.send(DLQ_TOPIC, key=key, value=value, timestamp_ms=stamp))
+            if journaled:
+                await self._journal([(topic, key, value, stamp)])
+            await (await producer.send(topic, key=key, value=value, timestamp_ms=stamp))
 
         try:
             await asyncio.wait_for(send(), timeout=self.timeout_s)
         except Exception as exc:
-            raise EventLogUnavailable(f"could not write to {DLQ_TOPIC}: {type(exc).__name__}: {exc}") from exc
+            raise _failure(topic, exc) from exc
 
     async def _journal(self, records: Sequence[tuple[str, bytes, bytes, int]]) -> None:
         """On disk before the broker sees them: a restart of the embedded run re-seeds from there."""

@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from salespulse.metrics.composite import join_id
 from salespulse.metrics.fields import Number
 
 UNASSIGNED = "unassigned"
@@ -172,7 +173,7 @@ def contribution(lead: LeadState) -> Contribution:
                 if email.get(kind):
                     credit(at, rep, team, field)
                     if pair is None:
-                        pair = f"{rep}\t{team}"
+                        pair = join_id(rep, team)
                     key = (at, "rep_team", pair, field)
                     out[key] = get(key, 0) + 1
 

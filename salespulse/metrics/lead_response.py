@@ -20,6 +20,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from salespulse.metrics.composite import join_id
 from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked
 
 UNASSIGNED = "unassigned"
@@ -80,8 +81,8 @@ def contribution(lead: LeadState) -> dict[tuple[str, str, str], float]:
         ("rep", rep),
         ("team", team),
         ("source", source),
-        ("team_source", f"{team}\t{source}"),
-        ("team_rep", f"{team}\t{rep}"),
+        ("team_source", join_id(team, source)),
+        ("team_rep", join_id(team, rep)),
     ):
         for field, value in fields.items():
             out[(scope, ident, field)] = value

@@ -28,11 +28,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from salespulse.metrics.composite import join_id
+
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"
 OTHER_REASON = "other"
 NO_REASON = "unspecified"
 WON, LOST, OPEN = "won", "lost", "open"
+#: ``direction`` label values of stage transitions.
+FORWARD, BACKWARD, UNKNOWN_DIRECTION = "forward", "backward", "unknown"
 FIRST_YEAR_S = 365 * 86400.0
 #: Default loss reasons (after normalisation) kept as their own label; any other reason counts as ``other``.
 DEFAULT_LOSS_REASONS: tuple[str, ...] = (
@@ -118,8 +122,15 @@ class Pipelines:
         return (found, "") if found is not None else (len(ranks), stage)
 
     def direction(self, pipeline: str, from_stage: str, to_stage: str) -> str:
-        """``backward`` if the move goes to an earlier stage in the configured order, else ``forward``."""
-        return "backward" if self.rank(pipeline, to_stage) < self.rank(pipeline, from_stage) else "forward"
+        """``forward`` / ``backward`` by the configured order (config or the CRM's own, see docs/crm.md);
+        ``backward`` when a closed deal reopens (from its outcome ``won`` / ``lost``); ``unknown`` when the
+        order does not place both stages (never a guess by name)."""
+        ranks = self._rank.get(pipeline, {})
+        if from_stage in (WON, LOST) and from_stage not in ranks:
+            return BACKWARD
+        if from_stage not in ranks or to_stage not in ranks:
+            return UNKNOWN_DIRECTION
+        return BACKWARD if ranks[to_stage] < ranks[from_stage] else FORWARD
 
     def closes_as(self, pipeline: str, stage: str) -> str | None:
         """``won`` / ``lost`` when entering this stage closes the deal, else None."""
@@ -299,13 +310,13 @@ def view(deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: 
 
 
 def stage_scope(pipeline: str, stage: str) -> str:
-    """The id of a stage's own scope: ``<pipeline>/<stage>``."""
-    return f"{pipeline}/{stage}"
+    """The id of a stage's own scope: ``<pipeline>/<stage>`` (a ``/`` in the pipeline escaped, see ``join_id``)."""
+    return join_id(pipeline, stage, sep="/")
 
 
 def transition_id(pipeline: str, from_stage: str, to_stage: str) -> str:
     """The id of a transition in the all-time ``transition`` scope (tab-separated, for Prometheus)."""
-    return f"{pipeline}\t{from_stage}\t{to_stage}"
+    return join_id(pipeline, from_stage, to_stage)
 
 
 def deal_contribution(
@@ -366,7 +377,7 @@ def deal_contribution(
         deal_fields(v.at, v.pipeline, fields)
         for name in ("won", "lost", f"won_amount:{v.currency}"):
             if name in fields:  # Prometheus: deals_closed_total and revenue_won_total by pipeline and rep
-                put(v.at, "pipeline_rep", f"{v.pipeline}\t{v.rep}", name, fields[name])
+                put(v.at, "pipeline_rep", join_id(v.pipeline, v.rep), name, fields[name])
     churned = deal.get("churned")
     if churned is not None:
         won_at = v.at if v.status == WON else None
@@ -407,7 +418,7 @@ def churn_fields(rep: str, team: str, churned_at: float, won_at: float | None) -
 
 def open_gauge_id(pipeline: str, stage: str, currency: str) -> str:
     """Id of the Prometheus open-pipeline gauge scope: tab-separated (pipeline, stage, currency)."""
-    return f"{pipeline}\t{stage}\t{currency}"
+    return join_id(pipeline, stage, currency)
 
 
 # --- lead and quota states ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ dashboards aggregate with ``sum by``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from salespulse.metrics.composite import MalformedId, split_id
 from salespulse.metrics.lead_response import BUCKET_FIELDS, RESPONSE_BUCKETS
 from salespulse.metrics.pipeline import DURATION_BUCKETS, bucket_fields
 from salespulse.streams.activity import ActivityFamily
@@ -22,51 +24,114 @@ from salespulse.streams.engagement import EngagementFamily
 from salespulse.streams.lead_response import LeadResponseFamily
 from salespulse.streams.pipeline import PipelineFamily
 
+log = logging.getLogger(__name__)
 
-class ActivityCollector(Collector):
+
+class SkippedSeries:
+    """``salespulse_metric_series_skipped_total{family}``: series left out of a scrape, one at a time, so that
+    one bad value (an id written before control characters were refused, a bug) never fails ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.counter = None if registry is None else Counter(
+            "salespulse_metric_series_skipped",
+            "Series left out of a scrape because their state could not be rendered (see the worker log), by family.",
+            ["family"],
+            registry=registry,
+        )
+        self._logged: set[str] = set()
+
+    def __call__(self, family: str, why: str) -> None:
+        if self.counter is not None:
+            self.counter.labels(family).inc()
+        if family not in self._logged:  # once per family: ids may name people, and a scrape repeats them
+            self._logged.add(family)
+            log.warning("left a %s series out of /metrics: %s (counted in salespulse_metric_series_skipped_total)",
+                        family, why)
+
+
+class _GuardedCollector(Collector):
+    """Collects ``_collect`` whole or not at all: a failure of one family is counted, the rest of a scrape stands."""
+
+    family_name = ""
+
+    def __init__(self, skipped: SkippedSeries | None) -> None:
+        self.skipped = skipped or SkippedSeries()
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            metrics = list(self._collect())
+        except Exception as exc:  # noqa: BLE001 - a bug in one family must not take the scrape down
+            log.exception("collecting %s failed", self.family_name)
+            self.skipped(self.family_name, f"collector error {type(exc).__name__}")
+            return iter(())
+        return iter(metrics)
+
+    def _collect(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def malformed(self, ident: str) -> None:
+        self.skipped(self.family_name, "an id that does not decode (a control character in a label value?)")
+
+
+class ActivityCollector(_GuardedCollector):
     """``salespulse_activities_total{rep,team,kind,outcome}`` from the all-time cells of owned partitions."""
 
-    def __init__(self, family: ActivityFamily, owned: Callable[[], Iterable[int]]) -> None:
+    family_name = "activity"
+
+    def __init__(
+        self, family: ActivityFamily, owned: Callable[[], Iterable[int]], skipped: SkippedSeries | None = None
+    ) -> None:
+        super().__init__(skipped)
         self.family = family
         self.owned = owned
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def _collect(self) -> Iterator[CounterMetricFamily]:
         metric = CounterMetricFamily(
             "salespulse_activities",
             "Rep activities (calls, emails sent, meetings, logged activities) by rep, team, kind and outcome.",
             labels=["rep", "team", "kind", "outcome"],
         )
-        for (rep, team, kind, outcome), value in sorted(self.family.counter_totals(self.owned()).items()):
+        for (rep, team, kind, outcome), value in sorted(self.family.counter_totals(self.owned(), self.malformed).items()):
             metric.add_metric([rep, team, kind, outcome], value)
         yield metric
 
 
-class EmailEventsCollector(Collector):
+class EmailEventsCollector(_GuardedCollector):
     """``salespulse_email_events_total{rep,team,event}``: sent emails engaged, each once per event kind."""
 
-    def __init__(self, family: EngagementFamily, owned: Callable[[], Iterable[int]]) -> None:
+    family_name = "engagement"
+
+    def __init__(
+        self, family: EngagementFamily, owned: Callable[[], Iterable[int]], skipped: SkippedSeries | None = None
+    ) -> None:
+        super().__init__(skipped)
         self.family = family
         self.owned = owned
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def _collect(self) -> Iterator[CounterMetricFamily]:
         metric = CounterMetricFamily(
             "salespulse_email_events",
             "Sent emails opened, clicked, replied to or bounced (each email once per event), by sending rep and team.",
             labels=["rep", "team", "event"],
         )
-        for (rep, team, event), value in sorted(self.family.email_event_totals(self.owned()).items()):
+        for (rep, team, event), value in sorted(self.family.email_event_totals(self.owned(), self.malformed).items()):
             metric.add_metric([rep, team, event], value)
         yield metric
 
 
-class LeadResponseCollector(Collector):
+class LeadResponseCollector(_GuardedCollector):
     """The contract's lead-response families from the state of owned partitions, at scrape time."""
 
-    def __init__(self, family: LeadResponseFamily, owned: Callable[[], Iterable[int]]) -> None:
+    family_name = "lead_response"
+
+    def __init__(
+        self, family: LeadResponseFamily, owned: Callable[[], Iterable[int]], skipped: SkippedSeries | None = None
+    ) -> None:
+        super().__init__(skipped)
         self.family = family
         self.owned = owned
 
-    def collect(self) -> Iterator[Any]:
+    def _collect(self) -> Iterator[Any]:
         owned = list(self.owned())
         now = time.time()
         created = CounterMetricFamily(
@@ -78,7 +143,11 @@ class LeadResponseCollector(Collector):
             labels=["team", "source"],
         )
         for team_source, fields in sorted(self.family.all_time(owned, "team_source").items()):
-            team, _, source = team_source.partition("\t")
+            try:
+                team, source = split_id(team_source, 2)
+            except MalformedId:
+                self.malformed(team_source)
+                continue
             created.add_metric([team, source], fields.get("created", 0))
             cumulative, buckets = 0.0, []
             for name, bound in zip(BUCKET_FIELDS, (*RESPONSE_BUCKETS, float("inf"))):
@@ -99,7 +168,7 @@ class LeadResponseCollector(Collector):
             "Leads whose first-touch deadline passed untouched, by team and responsible rep.",
             labels=["team", "rep"],
         )
-        for (team, rep), count in sorted(self.family.breaches(owned, now).items()):
+        for (team, rep), count in sorted(self.family.breaches(owned, now, self.malformed).items()):
             breaches.add_metric([team, rep], count)
         sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
         sla.add_metric([], self.family.sla_s)
@@ -114,17 +183,31 @@ def _duration_buckets(fields: dict[str, float], prefix: str) -> list[tuple[str, 
     return buckets
 
 
-class PipelineCollector(Collector):
+class PipelineCollector(_GuardedCollector):
     """The contract's stage, close, revenue and open-pipeline families from the state of owned partitions."""
 
+    family_name = "pipeline"
+
     def __init__(
-        self, family: PipelineFamily, owned: Callable[[], Iterable[int]], clock: Callable[[], float] = time.time
+        self,
+        family: PipelineFamily,
+        owned: Callable[[], Iterable[int]],
+        clock: Callable[[], float] = time.time,
+        skipped: SkippedSeries | None = None,
     ) -> None:
+        super().__init__(skipped)
         self.family = family
         self.owned = owned
         self.clock = clock
 
-    def collect(self) -> Iterator[Any]:
+    def _split(self, ident: str, count: int, sep: str = "\t") -> tuple[str, ...] | None:
+        try:
+            return split_id(ident, count, sep)
+        except MalformedId:
+            self.malformed(ident)
+            return None
+
+    def _collect(self) -> Iterator[Any]:
         owned = list(self.owned())
         family = self.family
         entries = CounterMetricFamily(
@@ -152,16 +235,18 @@ class PipelineCollector(Collector):
             labels=["pipeline", "from_stage", "to_stage", "direction"],
         )
         for ident, fields in sorted(family.all_time(owned, "transition").items()):
-            pipeline, from_stage, to_stage = ident.split("\t")
-            if fields.get("n"):
+            parts = self._split(ident, 3)
+            if parts is not None and fields.get("n"):
+                pipeline, from_stage, to_stage = parts
                 direction = family.pipelines.direction(pipeline, from_stage, to_stage)
                 transitions.add_metric([pipeline, from_stage, to_stage, direction], fields["n"])
         time_in_stage = HistogramMetricFamily(
             "salespulse_time_in_stage_seconds", "Time a deal spent in a stage before leaving it.", labels=["pipeline", "stage"]
         )
         for ident, fields in sorted(family.all_time(owned, "stage").items()):
-            if fields.get("tis_count"):
-                pipeline, _, stage = ident.partition("/")
+            parts = self._split(ident, 2, "/")
+            if parts is not None and fields.get("tis_count"):
+                pipeline, stage = parts
                 time_in_stage.add_metric([pipeline, stage], _duration_buckets(fields, "tis"), fields.get("tis_sum_s", 0))
         closed = CounterMetricFamily(
             "salespulse_deals_closed", "Deals closed, by pipeline, outcome (won/lost) and rep.",
@@ -172,7 +257,10 @@ class PipelineCollector(Collector):
             labels=["pipeline", "rep", "currency"],
         )
         for ident, fields in sorted(family.all_time(owned, "pipeline_rep").items()):
-            pipeline, _, rep = ident.partition("\t")
+            parts = self._split(ident, 2)
+            if parts is None:
+                continue
+            pipeline, rep = parts
             for outcome in ("won", "lost"):
                 if fields.get(outcome):
                     closed.add_metric([pipeline, outcome, rep], fields[outcome])
@@ -193,7 +281,10 @@ class PipelineCollector(Collector):
         deals_by_stage: dict[tuple[str, str], float] = {}
         weighted_by: dict[tuple[str, str], float] = {}
         for ident, fields in sorted(family.open_totals(owned, "gauge").items()):
-            pipeline, stage, currency = ident.split("\t")
+            parts = self._split(ident, 3)
+            if parts is None:
+                continue
+            pipeline, stage, currency = parts
             deals_by_stage[(pipeline, stage)] = deals_by_stage.get((pipeline, stage), 0) + fields.get("deals", 0)
             weighted_by[(pipeline, currency)] = weighted_by.get((pipeline, currency), 0) + fields.get("weighted", 0)
             open_amount.add_metric([pipeline, stage, currency], fields.get("amount", 0))
@@ -265,6 +356,7 @@ class WorkerHealth:
             registry=registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
         )
+        self.skipped = SkippedSeries(registry)
 
 
 class ConsumerLagCollector(Collector):

@@ -1,7 +1,7 @@
 """The activity family in the stream: rep and team activity counts per window.
 
 Cells (``CellStore`` prefix ``activity``) follow ``WindowedFamily``: ``{"wm", "rep": {id: counts},
-"team": {id: counts}}``, and the all-time cell also ``rep_team`` (``"<rep>\\t<team>"``) for the
+"team": {id: counts}}``, and the all-time cell also ``rep_team`` (``join_id(rep, team)``) for the
 Prometheus labels. Published windows: all, day, week, month, rolling 24 h and 7 d. With ``targets``,
 a rep's day, week and month partials carry ``target:<kind>`` (merged by max in Redis, which derives
 ``attainment:<kind>``) and its metric records a ``targets`` map.
@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from salespulse.metrics.activity import activity_of, split_field, with_rollups
+from salespulse.metrics.composite import MalformedId, join_id, split_id
 from salespulse.streams.cells import CellStore
 from salespulse.streams.windowed import Number, WindowedFamily
 
 FAMILY = "activity"
 REDIS_PREFIX = "salespulse:activity"
-_REP_TEAM_SEP = "\t"
 
 
 class ActivityFamily(WindowedFamily):
@@ -54,18 +54,25 @@ class ActivityFamily(WindowedFamily):
             return False
         rep, team, field = activity.rep, activity.team, activity.field
         one = {field: 1}
-        deltas = [("rep", rep, one), ("team", team, one), ("rep_team", f"{rep}{_REP_TEAM_SEP}{team}", one)]
+        deltas = [("rep", rep, one), ("team", team, one), ("rep_team", join_id(rep, team), one)]
         self.add(partition, offset, event.occurred_at.timestamp(), now, deltas)  # type: ignore[attr-defined]
         return True
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
         return with_rollups(fields)  # type: ignore[arg-type]
 
-    def counter_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str, str], int]:
-        """All-time counts per (rep, team, kind, outcome), summed over owned partitions (Prometheus)."""
+    def counter_totals(
+        self, owned: Iterable[int], malformed: Callable[[str], None] = lambda ident: None
+    ) -> dict[tuple[str, str, str, str], int]:
+        """All-time counts per (rep, team, kind, outcome), summed over owned partitions (Prometheus); an id
+        that does not decode (``MalformedId``) is left out and passed to ``malformed``."""
         totals: dict[tuple[str, str, str, str], int] = {}
         for rep_team, fields in self.all_time(owned, "rep_team").items():
-            rep, _, team = rep_team.partition(_REP_TEAM_SEP)
+            try:
+                rep, team = split_id(rep_team, 2)
+            except MalformedId:
+                malformed(rep_team)
+                continue
             for field, n in fields.items():
                 key = (rep, team, *split_field(field))
                 totals[key] = totals.get(key, 0) + int(n)

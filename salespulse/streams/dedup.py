@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 
 import orjson
 
-from salespulse.streams.tables import table_key
+from salespulse.streams.tables import DecodedRows, rows_under, table_key
 
 _PREFIX = "dedup"
 
@@ -30,19 +30,19 @@ class DedupIndex:
         self._records: dict[int, dict[int, tuple[float, list[str]]]] = {}
         self._pending: dict[int, dict[str, int]] = {}
 
-    def load_partition(self, partition: int) -> int:
-        """Load a partition's records; returns the highest offset they contain (or -1)."""
+    @property
+    def table(self) -> MutableMapping[str, bytes]:
+        """The table every store of the worker shares."""
+        return self._table
+
+    def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
+        """Load a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
+        offset they contain (or -1)."""
         seen: dict[str, int] = {}
         records: dict[int, tuple[float, list[str]]] = {}
-        wanted = f"{partition}|{_PREFIX}|"
-        for key in list(self._table.keys()):
-            if isinstance(key, str) and key.startswith(wanted):
-                raw = self._table.get(key)
-                if raw is None:
-                    continue
-                record = orjson.loads(raw)
-                records[int(key[len(wanted):])] = (record["t"], list(record["ids"]))
-                seen.update(record["ids"])
+        for first_offset, record in rows_under(self._table, partition, _PREFIX, decoded):
+            records[int(first_offset)] = (record["t"], list(record["ids"]))
+            seen.update(record["ids"])
         self._seen[partition] = seen
         self._records[partition] = records
         self._pending[partition] = {}

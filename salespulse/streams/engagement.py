@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from salespulse.metrics.composite import MalformedId, split_id
 from salespulse.metrics.engagement import (
     ADDITIVE_FIELDS,
     ENGAGEMENT_KINDS,
@@ -369,11 +370,18 @@ class EngagementFamily(WindowedFamily):
             return {name: value for name, value in out.items() if value}
         return out
 
-    def email_event_totals(self, owned: Iterable[int]) -> dict[tuple[str, str, str], int]:
-        """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus)."""
+    def email_event_totals(
+        self, owned: Iterable[int], malformed: Callable[[str], None] = lambda ident: None
+    ) -> dict[tuple[str, str, str], int]:
+        """All-time engaged emails per (rep, team, event) over owned partitions (Prometheus); an id that does not
+        decode is left out and passed to ``malformed``."""
         totals: dict[tuple[str, str, str], int] = {}
         for pair, fields in self.all_time(owned, "rep_team").items():
-            rep, _, team = pair.partition("\t")
+            try:
+                rep, team = split_id(pair, 2)
+            except MalformedId:
+                malformed(pair)
+                continue
             for kind in ENGAGEMENT_KINDS:
                 value = int(fields.get(f"emails_{kind}", 0))
                 if value:

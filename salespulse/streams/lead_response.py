@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from salespulse.metrics.composite import MalformedId, split_id
 from salespulse.metrics.lead_response import (
     ADDITIVE_FIELDS,
     UNASSIGNED,
@@ -323,11 +324,18 @@ class LeadResponseFamily(WindowedFamily):
                 out[team] = (count + 1, max(oldest, now - lead["created"]))
         return out
 
-    def breaches(self, owned: Iterable[int], now: float) -> dict[tuple[str, str], int]:
-        """Per (team, rep): leads whose deadline passed without a touch (touched late, or still waiting)."""
+    def breaches(
+        self, owned: Iterable[int], now: float, malformed: Callable[[str], None] = lambda ident: None
+    ) -> dict[tuple[str, str], int]:
+        """Per (team, rep): leads whose deadline passed without a touch (touched late, or still waiting); an id
+        that does not decode is left out and passed to ``malformed``."""
         totals: dict[tuple[str, str], int] = {}
         for team_rep, fields in self.all_time(owned, "team_rep").items():
-            team, _, rep = team_rep.partition("\t")
+            try:
+                team, rep = split_id(team_rep, 2)
+            except MalformedId:
+                malformed(team_rep)
+                continue
             if fields.get("late"):
                 totals[(team, rep)] = int(fields["late"])
         for partition in owned:

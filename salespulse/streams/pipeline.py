@@ -316,7 +316,7 @@ class PipelineFamily(WindowedFamily):
     def render(self, owned: set[int], now: float | None = None, slow_budget: int | None = None) -> list[Partial]:
         """Windowed partials (see ``WindowedFamily.render``) plus the *now* open-pipeline partials."""
         partials = super().render(owned, now, slow_budget)
-        dirty, self.open_dirty = self.open_dirty, set()
+        dirty, self.open_dirty = self.open_dirty, {entry for entry in self.open_dirty if entry[0] not in owned}
         if not dirty:
             return partials
         updated_at = _iso(now if now is not None else datetime.now(timezone.utc).timestamp())
@@ -324,7 +324,7 @@ class PipelineFamily(WindowedFamily):
             if partition not in owned:
                 continue
             fields = dict(self.open.get(partition, {}).get((scope, ident), {}))
-            wm = self.partition_wm.get(partition, -1)
+            wm = self.version(partition, self.partition_wm.get(partition, -1))
             partials.append(
                 Partial(
                     family=self.name,

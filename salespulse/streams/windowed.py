@@ -70,6 +70,11 @@ class WindowedFamily:
         self.dirty: set[Dirty] = set()
         #: Highest offset processed per partition: the version of rolling partials, which shrink with time.
         self.partition_wm: dict[int, int] = {}
+        #: Highest offset applied in memory per partition since it was loaded, persisted or not. What a render
+        #: publishes holds every event up to it, so it is the partial's version for Redis: stamped with the
+        #: persisted watermark only, a render between a batch and its commit carried new counts under an old
+        #: version, which Redis refused after a restart (it held a newer one) while the dirty mark was spent.
+        self.staged_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
         self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
         #: (partition, scope, id) -> (current hour, {span hours: sum of the span's completed hours}).
@@ -217,6 +222,7 @@ class WindowedFamily:
         """Forget pending publications and caches of a partition this worker lost."""
         self.dirty = {entry for entry in self.dirty if entry[0] != partition}
         self.partition_wm.pop(partition, None)
+        self.staged_wm.pop(partition, None)
         self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
@@ -259,11 +265,15 @@ class WindowedFamily:
         while dirty:
             # Popped, not iterated: each entry is freed once rendered, so a render holds its partials and
             # not also every entry (fewer live objects, fewer garbage-collector passes while rendering).
-            partition, grain, bucket, scope, ident = dirty.pop()
+            entry = dirty.pop()
+            partition, grain, bucket, scope, ident = entry
             if partition not in owned:
+                # Not owned now (a rebalance under way): kept dirty, published once it is owned again, or
+                # forgotten by ``drop_partition`` if it is revoked. Dropping it here lost updates.
+                self.dirty.add(entry)
                 continue
             if grain == "rolling":
-                wm = self.partition_wm.get(partition, -1)
+                wm = self.version(partition, self.partition_wm.get(partition, -1))
                 for span, hours in self.rolling_hours.items():
                     fields = self._rolling(partition, scope, ident, hours, now)
                     partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
@@ -278,10 +288,16 @@ class WindowedFamily:
                 end = window_end_ts(grain, bucket, self.tz)
                 ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
                 window = windows[name] = (window_name(grain, bucket), ttl)
-            partials.append(self._partial(partition, scope, ident, window[0], fields, cell["wm"], window[1], updated_at))
+            wm = self.version(partition, cell["wm"])
+            partials.append(self._partial(partition, scope, ident, window[0], fields, wm, window[1], updated_at))
         if self.beside_rates:
             self._fill_team_counts(partials, now)
         return partials
+
+    def version(self, partition: int, persisted: int) -> int:
+        """The watermark a partial of ``partition`` is published with: its persisted one, or the offset applied
+        in memory since, when higher (see ``staged_wm``)."""
+        return max(persisted, self.staged_wm.get(partition, -1))
 
     def _fill_team_counts(self, partials: list[Partial], now: float) -> None:
         """Team fields beside each rep record (``group_key`` set): from the team partials of this render (a

@@ -19,6 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import Config, load_config
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
 from salespulse.metrics import engagement as engagement_metrics
 from salespulse.metrics.lead_response import redis_derived_spec
@@ -57,9 +58,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust app options; on Tansu one record per producer batch (else table recovery goes wrong)."""
     options: dict[str, Any] = {
         "broker": settings.kafka_url,
+        "broker_credentials": KafkaConnection.from_settings(settings).faust_credentials(),
         "store": "memory://",
         "datadir": str(settings.data_dir / "faust"),  # Faust makes <id>-data/ there even for memory://
         "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.kafka_replication_factor,
         "web_enabled": False,
         "autodiscover": False,
         "consumer_auto_offset_reset": "earliest",
@@ -126,6 +129,11 @@ def _business_seconds_function(config: Config) -> Callable[[float, float, str], 
         return business_seconds_between(hours, _utc(start), _utc(end))
 
     return business_seconds
+
+
+def _log_failure(task: "asyncio.Future[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading partitions failed (retried at the next scrape or flush)", exc_info=task.exception())
 
 
 class UnwritableState(RuntimeError):
@@ -210,16 +218,16 @@ class WorkerRuntime:
         )
         self.health = WorkerHealth(registry)
         if "activity" in enabled:
-            registry.register(ActivityCollector(self.activity, self.owned_partitions))
+            registry.register(ActivityCollector(self.activity, self.owned_partitions, self.health.skipped))
         if "lead_response" in enabled:
-            registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions))
+            registry.register(LeadResponseCollector(self.lead_response, self.owned_partitions, self.health.skipped))
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
         if "pipeline" in enabled:
-            registry.register(PipelineCollector(self.pipeline, self.owned_partitions))
+            registry.register(PipelineCollector(self.pipeline, self.owned_partitions, skipped=self.health.skipped))
         if "engagement" in enabled:
-            registry.register(EmailEventsCollector(self.engagement, self.owned_partitions))
+            registry.register(EmailEventsCollector(self.engagement, self.owned_partitions, self.health.skipped))
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -232,7 +240,7 @@ class WorkerRuntime:
                 },
                 beside={"engagement": self.engagement.beside_rates},
             ),
-            TopicPublisher(settings.kafka_bootstrap),
+            TopicPublisher(KafkaConnection.from_settings(settings)),
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
             max_pending=settings.flush_max_updates,
@@ -242,12 +250,13 @@ class WorkerRuntime:
         self.alert_clock = None if "lead_response" not in enabled else AlertClock(
             self.lead_response,
             self.owned_partitions,
-            AlertSinks(redis_client, settings.kafka_bootstrap),
+            AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
-        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
+        self._loader: asyncio.Future[None] | None = None
+        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist, self._load))
         if self.config_quotas:
             self.app.task(self._send_config_quotas)
         self.app.on_partitions_revoked.connect(self._on_revoked)
@@ -255,6 +264,10 @@ class WorkerRuntime:
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
         """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""
         await self._count([to_record(r) for r in consumer_records])
+
+    async def _load(self, consumer_records: Sequence[ConsumerRecord]) -> None:
+        """Before a fetch is handled: load the state of its partitions without blocking the loop (scrapes)."""
+        await self.processor.load({record.partition for record in consumer_records})
 
     async def _persist(self) -> None:
         """Write every batch counted since the last call (the consumer calls this before committing their offsets).
@@ -320,13 +333,18 @@ class WorkerRuntime:
         return self.app.started and not self.app.rebalancing and bool(self.app.assignor.assigned_actives())
 
     def owned_partitions(self) -> set[int]:
-        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing)."""
+        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing).
+
+        Assigned partitions not loaded yet are loaded in the background (taken over with no new traffic: their
+        state is still published) and left out until then: a scrape never waits for a large state to load."""
         if self.app.rebalancing:
             return set()
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS_TOPIC}
-        for partition in assigned - self.processor.loaded:
-            self.processor.ensure_loaded(partition)  # taken over with no new traffic: publish its state
-        return assigned
+        missing = assigned - self.processor.loaded
+        if missing and (self._loader is None or self._loader.done()):
+            self._loader = asyncio.ensure_future(self.processor.load(missing))
+            self._loader.add_done_callback(_log_failure)
+        return assigned - missing
 
     def consumer_lag(self) -> dict[int, int | None]:
         """Per owned partition of ``salespulse.events``: high watermark minus position (None while unknown).

@@ -78,10 +78,10 @@ class DurableRun:
 
     @property
     def bootstrap(self) -> str:
-        return self.announced(r"broker \(Tansu\): kafka://(\S+)")
+        return self.announced(r"kafka\s+kafka://(\S+)")
 
     def redis(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.announced(r"embedded Redis: (redis://\S+)"))
+        return aioredis.Redis.from_url(self.announced(r"redis\s+(redis://\S+)"))
 
 
 async def redis_numbers(client: aioredis.Redis) -> dict[str, dict[bytes, bytes]]:

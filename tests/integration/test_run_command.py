@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -63,10 +64,16 @@ async def test_run_embedded_with_simulation_shows_numbers_and_stops_everything_o
             await asyncio.sleep(1)
         assert activities > 0, process.log_tail()
         assert (tmp_path / "data" / "tansu.log").exists()
-        # Durable by default: the simulated requests are journaled, Redis keeps an AOF, the banner says where.
+        # The console: a banner saying where everything is, then a summary line every 10 s.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "summary: " not in (tmp_path / "run.log").read_text():
+            await asyncio.sleep(0.5)
+        console = (tmp_path / "run.log").read_text()
+        assert_console(console, process.url, str((tmp_path / "data").resolve()))
+        # Durable by default: the simulated requests are journaled, Redis keeps an AOF, the banner says so.
         assert list(read_journal(tmp_path / "data" / "journal")), process.log_tail()
         assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
-        assert f"data: {tmp_path / 'data'}" in " ".join(process.log_path.read_text().split()), process.log_tail()
+        assert "(the event journal and Redis, kept across restarts" in console, console
     finally:
         process.proc.send_signal(signal.SIGTERM)
         code = process.proc.wait(30)
@@ -77,12 +84,30 @@ async def test_run_embedded_with_simulation_shows_numbers_and_stops_everything_o
     assert not any(pid_alive(pid) for pid in servers), [command_of(pid) for pid in servers]
 
 
+def assert_console(console: str, url: str, data_dir: str) -> None:
+    """The banner names the webhook URL, /metrics, the board, Redis with a redis-cli example and the data dir;
+    a summary line follows; none of Faust's or aiokafka's internal tables and warnings are shown."""
+    assert f"webhooks  POST {url}/webhooks/events" in console, console
+    assert f"metrics   {url}/metrics" in console, console
+    assert f"board     {url}/" in console, console
+    assert re.search(r"redis     redis://127\.0\.0\.1:\d+/0 .*try: redis-cli -u redis://127\.0\.0\.1:\d+/0 ", console), console
+    assert f"data      {data_dir}" in console, console
+    summary = re.search(
+        r"summary: [\d.]+ events/s, \d+ leads waiting, p50 speed to lead today (-|\d+[smh][\dms]*), \d+ alerts fired",
+        console,
+    )
+    assert summary, console
+    for internal in ("Subscribed to topic", "highwater", "| topic", "Missing sensor state", "[^-", "Starting..."):
+        assert internal not in console, (internal, console)
+    assert "Traceback" not in console
+
+
 async def test_an_ephemeral_run_keeps_nothing_and_says_so(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
     env["SALESPULSE_DATA_DIR"] = str(tmp_path / "data")
     async with SalespulseProcess("run", tmp_path / "run.log", env, args=["--ephemeral"]) as process:
         assert (await post_events(process.url, call("eph-1", "rep-1", "emea")))[0] == 202
-        assert "ephemeral: nothing is kept" in " ".join(process.log_path.read_text().split()), process.log_tail()
+        assert "--ephemeral: nothing is kept" in " ".join(process.log_path.read_text().split()), process.log_tail()
     assert not (tmp_path / "data" / "journal").exists()
     assert not (tmp_path / "data" / "redis").exists()
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -31,6 +36,7 @@ class MemorySink:
     def __init__(self) -> None:
         self.published: list[list[Event]] = []
         self.dead: list[bytes] = []
+        self.deferred: list[tuple[str, bytes]] = []
         self.failing = False
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -43,11 +49,16 @@ class MemorySink:
             raise EventLogUnavailable("broker down")
         self.dead.append(value)
 
+    async def defer(self, endpoint: str, body: bytes) -> None:
+        if self.failing:
+            raise EventLogUnavailable("broker down")
+        self.deferred.append((endpoint, body))
 
-def crm_app(sink: MemorySink, crm: CrmSection | None = None):  # noqa: ANN201 - aiohttp Application
+
+def crm_app(sink: MemorySink, crm: CrmSection | None = None, **settings_extra: object):  # noqa: ANN201
     settings = Settings(
         hubspot_client_secret=HUBSPOT_SECRET, pipedrive_basic_auth=PIPEDRIVE_AUTH, close_signature_key=CLOSE_KEY,
-        salesforce_org_id=ORG_ID, webhook_secret=GENERIC_SECRET,
+        salesforce_org_id=ORG_ID, webhook_secret=GENERIC_SECRET, **settings_extra,
     )
     registry = CollectorRegistry()
     rejected = Counter("salespulse_events_rejected", "x", ["endpoint", "reason"], registry=registry)
@@ -55,6 +66,19 @@ def crm_app(sink: MemorySink, crm: CrmSection | None = None):  # noqa: ANN201 - 
         stages={"s1": StageMapping(pipeline="p", stage="one")})})
     hooks = build_crm_webhooks(settings, crm, sink, rejected, IgnoredCounter(registry))
     return build_http_app(registry, {}, None, hooks), registry
+
+
+@contextmanager
+def serving(app: web.Application) -> Iterator[tuple[asyncio.AbstractEventLoop, TestClient]]:
+    """``app`` served on a loop of its own, for hypothesis tests (synchronous, driving the loop per example)."""
+    loop = asyncio.new_event_loop()
+    client = TestClient(TestServer(app), loop=loop)
+    loop.run_until_complete(client.start_server())
+    try:
+        yield loop, client
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
 
 
 def hubspot_headers(url: str, body: bytes, at_ms: int | None = None) -> dict[str, str]:

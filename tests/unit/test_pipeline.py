@@ -356,9 +356,21 @@ def test_unknown_stage_is_accepted_logged_once_and_ranked_after_the_known_ones(c
         other.drain()
     assert sum("security_review" in r.getMessage() for r in caplog.records) == 1
     assert cluster.open("pipeline", "sales")["deals:security_review"] == 2
-    assert PIPELINES.direction("sales", "closed_lost", "security_review") == "forward"
-    assert PIPELINES.direction("sales", "security_review", "negotiation") == "backward"
     assert PIPELINES.rank("sales", "a_unknown") < PIPELINES.rank("sales", "b_unknown")
+
+
+def test_direction_is_unknown_when_no_order_places_both_stages() -> None:
+    # security_review is in no configured order: a move to or from it is neither forward nor backward.
+    assert PIPELINES.direction("sales", "closed_lost", "security_review") == "unknown"
+    assert PIPELINES.direction("sales", "security_review", "negotiation") == "unknown"
+    # a pipeline nothing orders: never judged by the stage names (qualified < proposal alphabetically)
+    assert PIPELINES.direction("smb", "qualified", "proposal") == "unknown"
+    assert PIPELINES.direction("smb", "proposal", "qualified") == "unknown"
+
+
+def test_a_reopened_deal_moves_backward_from_its_outcome() -> None:
+    assert PIPELINES.direction("sales", "won", "proposal") == "backward"
+    assert PIPELINES.direction("sales", "lost", "meeting") == "backward"
 
 
 def test_won_without_amount_takes_the_deals_last_known_amount() -> None:
