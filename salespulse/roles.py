@@ -1,4 +1,4 @@
-"""The process roles: ``worker``, ``ingest`` and ``run`` (everything on one machine, one HTTP port)."""
+"""The process roles: ``worker``, ``ingest``, ``board`` and ``run`` (everything on one machine, one HTTP port)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import redis.asyncio as aioredis
@@ -35,6 +35,9 @@ from salespulse.streams.memory import GarbageCollection
 from salespulse.streams.topics import ensure_topics
 from salespulse.streams.worker import WorkerRuntime
 from salespulse.worker_summary import worker_snapshot
+
+if TYPE_CHECKING:
+    from salespulse.board.live import BoardHub
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +145,26 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
     return check
 
 
+def _board_hub(settings: Settings, redis_client: aioredis.Redis) -> "BoardHub":
+    """The live board's snapshot hub, reading the Redis outputs with the config's names and stage order."""
+    from salespulse.board.live import BoardHub
+    from salespulse.board.snapshot import BoardReader, BoardView
+
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+    view = BoardView.from_config(config, settings.tz, settings.lead_response_sla_seconds)
+    return BoardHub(redis_client, BoardReader(redis_client, view))
+
+
 def _worker_services(
     settings: Settings,
     registry: CollectorRegistry,
     with_ingest: bool,
     journal: Journal | None = None,
     seeded: SeedResult | None = None,
+    with_board: bool = False,
 ) -> tuple[faust.App, list[Service]]:
     """The worker's services (and ingest's with ``with_ingest``); ``seeded``: hold the outputs until caught up."""
     redis = redis_client(settings)
@@ -158,6 +175,8 @@ def _worker_services(
     outputs: list[Service] = [runtime.flusher]
     if runtime.alert_clock is not None:
         outputs.append(runtime.alert_clock)
+    if runtime.awaiting_publisher is not None:
+        outputs.append(runtime.awaiting_publisher)
     if seeded is None:
         services += outputs
     else:
@@ -179,6 +198,12 @@ def _worker_services(
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
     app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    if with_board:
+        from salespulse.board.routes import add_board_routes
+
+        hub = _board_hub(settings, redis)
+        add_board_routes(app, hub)
+        services.append(hub)
     services.append(HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
                                settings.http_max_connections))
     return runtime.app, services
@@ -280,6 +305,21 @@ def run_ingest(
     return _execute(None, [EventLogService(event_log), *enrichers, http, summary], loglevel, log_config)
 
 
+def run_board(settings: Settings, loglevel: str = "info", log_config: dict[str, Any] | None = None) -> int:
+    """``salespulse board``: the live board over a production Redis (reads only); serves /, /healthz, /readyz."""
+    from salespulse.board.routes import add_board_routes
+
+    if settings.redis_url is None:
+        raise ConfigurationError("SALESPULSE_REDIS_URL is required for this role (e.g. redis://redis:6379/0)")
+    redis = redis_client(settings)
+    hub = _board_hub(settings, redis)
+    app = build_http_app(CollectorRegistry(), {"redis": _redis_readiness(redis)})
+    add_board_routes(app, hub)
+    http = HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                      settings.http_max_connections)
+    return _execute(None, [hub, http], loglevel, log_config)
+
+
 def run_all(
     settings: Settings,
     simulate_options: dict[str, Any] | None = None,
@@ -335,7 +375,7 @@ def run_all(
             stack.callback(journal.close)
         app, services = _worker_services(
             settings, CollectorRegistry(), with_ingest=True,
-            journal=journal.append if journal else None, seeded=seeded,
+            journal=journal.append if journal else None, seeded=seeded, with_board=True,
         )  # fmt: skip
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"

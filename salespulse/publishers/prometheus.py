@@ -142,6 +142,11 @@ class LeadResponseCollector(_GuardedCollector):
             "Time from lead creation to first outbound touch (business seconds), by team and source.",
             labels=["team", "source"],
         )
+        within = CounterMetricFamily(
+            "salespulse_lead_response_within_sla",
+            "Leads first touched at or before their deadline (creation + SLA, in business time), by team and source.",
+            labels=["team", "source"],
+        )
         for team_source, fields in sorted(self.family.all_time(owned, "team_source").items()):
             try:
                 team, source = split_id(team_source, 2)
@@ -149,6 +154,7 @@ class LeadResponseCollector(_GuardedCollector):
                 self.malformed(team_source)
                 continue
             created.add_metric([team, source], fields.get("created", 0))
+            within.add_metric([team, source], fields.get("within_sla", 0))
             cumulative, buckets = 0.0, []
             for name, bound in zip(BUCKET_FIELDS, (*RESPONSE_BUCKETS, float("inf"))):
                 cumulative += fields.get(name, 0)
@@ -172,7 +178,7 @@ class LeadResponseCollector(_GuardedCollector):
             breaches.add_metric([team, rep], count)
         sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
         sla.add_metric([], self.family.sla_s)
-        yield from (created, response, awaiting, oldest, breaches, sla)
+        yield from (created, within, response, awaiting, oldest, breaches, sla)
 
 
 def _duration_buckets(fields: dict[str, float], prefix: str) -> list[tuple[str, float]]:

@@ -26,6 +26,8 @@ from salespulse.metrics.lead_response import redis_derived_spec
 from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_spec
 from salespulse.models.events import Event, event_to_json
 from salespulse.publishers.alerts import AlertClock, AlertSinks
+from salespulse.publishers.awaiting import AwaitingPublisher
+from salespulse.publishers.board_metrics import BoardInfoCollector
 from salespulse.publishers.flusher import Flusher
 from salespulse.publishers.prometheus import (
     ActivityCollector,
@@ -228,6 +230,14 @@ class WorkerRuntime:
             registry.register(PipelineCollector(self.pipeline, self.owned_partitions, skipped=self.health.skipped))
         if "engagement" in enabled:
             registry.register(EmailEventsCollector(self.engagement, self.owned_partitions, self.health.skipped))
+        registry.register(
+            BoardInfoCollector(
+                config,
+                self.activity if "activity" in enabled else None,
+                self.pipeline if "pipeline" in enabled else None,
+                self.owned_partitions,
+            )
+        )
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -252,6 +262,10 @@ class WorkerRuntime:
             self.owned_partitions,
             AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
+        )
+        #: Leads waiting now, for the live board: with the alert clock, from the same lead states.
+        self.awaiting_publisher = None if "lead_response" not in enabled else AwaitingPublisher(
+            self.lead_response, self.owned_partitions, redis_client, self.health
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
