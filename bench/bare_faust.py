@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faust  # noqa: E402
 
 from salespulse.settings import Settings  # noqa: E402
-from salespulse.streams.topics import EVENTS_TOPIC  # noqa: E402
-from salespulse.streams.worker import faust_settings  # noqa: E402
+from salespulse.topics import EVENTS_TOPIC  # noqa: E402
+from salespulse.engine.worker import faust_settings  # noqa: E402
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

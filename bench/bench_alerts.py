@@ -39,7 +39,7 @@ from salespulse.embedded.broker import EmbeddedBroker  # noqa: E402
 from salespulse.embedded.ports import free_port  # noqa: E402
 from salespulse.embedded.redis_server import EmbeddedRedis  # noqa: E402
 from salespulse.kafka_connection import KafkaConnection  # noqa: E402
-from salespulse.streams.topics import ALERTS_TOPIC, EVENTS_TOPIC, ensure_topics  # noqa: E402
+from salespulse.topics import ALERTS_TOPIC, EVENTS_TOPIC, ensure_topics  # noqa: E402
 from tests.integration.stack import read_topic  # noqa: E402
 
 console = Console()

@@ -44,14 +44,36 @@ sys.path.insert(0, _CODE or str(Path(__file__).resolve().parent.parent))
 from salespulse.config import Config  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
-from salespulse.streams.activity import ActivityFamily  # noqa: E402
-from salespulse.streams.cells import CellStore  # noqa: E402
-from salespulse.streams.dedup import DedupIndex  # noqa: E402
-from salespulse.streams.engagement import EngagementFamily  # noqa: E402
-from salespulse.streams.lead_response import LeadResponseFamily  # noqa: E402
-from salespulse.streams.pipeline import PipelineFamily  # noqa: E402
-from salespulse.streams.processor import BatchProcessor  # noqa: E402
-from salespulse.streams.record_log import RecordLog  # noqa: E402
+_ROOT = Path(_CODE) if _CODE else Path(__file__).resolve().parent.parent
+# Chosen by what the checkout holds, not by trying imports: a module missing from an older checkout would be
+# found in the editable install of this one, and the A/B would compare this code with itself.
+if (_ROOT / "salespulse" / "engine").is_dir():
+    from salespulse.engine.cells import CellStore
+    from salespulse.engine.dedup import DedupIndex
+    from salespulse.engine.processor import BatchProcessor
+    from salespulse.engine.record_log import RecordLog
+    from salespulse.families import registry
+    from salespulse.families.activity.family import ActivityFamily
+    from salespulse.families.context import FamilyContext
+    from salespulse.families.engagement.family import EngagementFamily
+    from salespulse.families.lead_response.family import LeadResponseFamily
+    from salespulse.families.pipeline.family import PipelineFamily
+else:  # a checkout from before engine/ and families/
+    from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
+    from salespulse.streams.cells import CellStore  # type: ignore[no-redef]
+    from salespulse.streams.dedup import DedupIndex  # type: ignore[no-redef]
+    from salespulse.streams.engagement import EngagementFamily  # type: ignore[no-redef]
+    from salespulse.streams.lead_response import LeadResponseFamily  # type: ignore[no-redef]
+    from salespulse.streams.pipeline import PipelineFamily  # type: ignore[no-redef]
+    from salespulse.streams.processor import BatchProcessor  # type: ignore[no-redef]
+    from salespulse.streams.record_log import RecordLog  # type: ignore[no-redef]
+
+    registry = None  # type: ignore[assignment]
+# Every salespulse module measured must come from the checkout under test.
+_MEASURED = [m for name, m in sys.modules.items() if name.startswith("salespulse") and getattr(m, "__file__", None)]
+_ELSEWHERE = [m.__name__ for m in _MEASURED if not Path(m.__file__).resolve().is_relative_to(_ROOT.resolve())]
+if _ELSEWHERE:
+    raise SystemExit(f"modules loaded from outside {_ROOT}: {', '.join(sorted(_ELSEWHERE))}")
 
 Record = tuple[int, int, bytes]
 FAMILY_SETS: dict[str, tuple[str, ...]] = {
@@ -115,12 +137,29 @@ def build_batches(n: int, seed: int, reps: int, teams: int, partitions: int, dup
 def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]:
     """The families of a set as the worker builds them (default config: no targets, default pipeline)."""
     utc = ZoneInfo("UTC")
+    if registry is not None:  # the registry builds every family, as in the worker
+        context = FamilyContext(
+            cells=lambda prefix: CellStore(table, prefix),
+            states=lambda prefix: RecordLog(table, prefix),
+            tz=utc,
+            retention_s=_RETENTION_S,
+            config=Config(),
+            sla_s=300,
+        )
+        return [registry.load(name).build(context) for name in names]
     out: list[Any] = []
     for name in names:
         if name == "activity":
             out.append(ActivityFamily(CellStore(table, "activity"), utc, _RETENTION_S))
         elif name == "lead_response":
-            out.append(LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), utc, _RETENTION_S, sla_s=300))
+            # As that checkout's worker builds it: the SLA clock in business hours (around the clock by default).
+            from salespulse.streams import worker  # type: ignore[attr-defined]
+
+            config = Config()
+            out.append(LeadResponseFamily(
+                CellStore(table, "response"), RecordLog(table, "leads"), utc, _RETENTION_S, sla_s=300,
+                deadline_of=worker._deadline_function(config, 300), business_seconds=worker._business_seconds_function(config),
+            ))
         elif name == "engagement":
             out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, _RETENTION_S))
         elif name == "pipeline":
@@ -231,7 +270,7 @@ def main() -> None:
     best: dict[str, dict[str, Any]] = {}
     for _ in range(args.repeat):
         for name in wanted:
-            run = run_set(batches, FAMILY_SETS[name], now, args.partitions)
+            run = run_set(batches, FAMILY_SETS.get(name, tuple(name.split("+"))), now, args.partitions)
             total = run["process_s"] + run["render_s"]
             if name in best and best[name]["digest"] != run["digest"]:
                 raise SystemExit(f"{name}: digest changed between runs (non-deterministic aggregates)")

@@ -40,13 +40,13 @@ import redis.asyncio as aioredis  # noqa: E402
 from bench_families import build_batches, build_families, code_version  # noqa: E402
 from salespulse.config import Config  # noqa: E402
 from salespulse.embedded.redis_server import EmbeddedRedis  # noqa: E402
-from salespulse.metrics import engagement as engagement_metrics  # noqa: E402
-from salespulse.metrics.lead_response import redis_derived_spec  # noqa: E402
-from salespulse.metrics.pipeline import redis_derived_spec as pipeline_derived_spec  # noqa: E402
-from salespulse.publishers.partials import Partial  # noqa: E402
-from salespulse.publishers.redis_publisher import RedisPublisher  # noqa: E402
-from salespulse.streams.dedup import DedupIndex  # noqa: E402
-from salespulse.streams.processor import BatchProcessor  # noqa: E402
+from salespulse.families.engagement.spec import redis_derived_spec as engagement_derived_spec  # noqa: E402
+from salespulse.families.lead_response.rules import redis_derived_spec  # noqa: E402
+from salespulse.families.pipeline.spec import redis_derived_spec as pipeline_derived_spec  # noqa: E402
+from salespulse.outputs.aggregates import Partial  # noqa: E402
+from salespulse.outputs.redis import RedisPublisher  # noqa: E402
+from salespulse.engine.dedup import DedupIndex  # noqa: E402
+from salespulse.engine.processor import BatchProcessor  # noqa: E402
 
 FAMILIES = ("activity", "lead_response", "pipeline", "engagement")
 
@@ -96,7 +96,7 @@ async def measure(args: argparse.Namespace, flushes: list[list[Partial]]) -> dic
             derived={
                 "lead_response": redis_derived_spec(),
                 "pipeline": pipeline_derived_spec(Config().pipeline_specs(), ["USD"]),
-                "engagement": engagement_metrics.redis_derived_spec(),
+                "engagement": engagement_derived_spec(),
             },
             beside={"engagement": build_families({}, ("engagement",))[0].beside_rates},
         )

@@ -42,7 +42,7 @@ from salespulse.embedded.journal import JournalWriter  # noqa: E402
 from salespulse.embedded.ports import free_port  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
-from salespulse.streams.topics import EVENTS_TOPIC  # noqa: E402
+from salespulse.topics import EVENTS_TOPIC  # noqa: E402
 
 #: /metrics series that are not business numbers: health, timings and ages (they move with the clock).
 _NOT_NUMBERS = re.compile(

@@ -59,23 +59,23 @@ from rich.table import Table  # noqa: E402
 from salespulse.embedded.broker import EmbeddedBroker  # noqa: E402
 from salespulse.embedded.ports import free_port, log_tail, spawn_tied_to_parent, terminate_process  # noqa: E402
 from salespulse.embedded.redis_server import EmbeddedRedis  # noqa: E402
-from salespulse.metrics.activity import activity_of  # noqa: E402
+from salespulse.families.activity.rules import activity_of  # noqa: E402
 from salespulse.models.events import EventAdapter, event_from_json, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
-from salespulse.publishers.redis_publisher import RedisPublisher  # noqa: E402
-from salespulse.publishers.topic_publisher import TopicPublisher  # noqa: E402
+from salespulse.outputs.redis import RedisPublisher  # noqa: E402
+from salespulse.outputs.topics import TopicPublisher  # noqa: E402
 from salespulse.kafka_connection import KafkaConnection  # noqa: E402
 from salespulse.redis_connection import redis_client_for  # noqa: E402
-from salespulse.streams.activity import ActivityFamily  # noqa: E402
-from salespulse.streams.cells import CellStore  # noqa: E402
-from salespulse.streams.dedup import DedupIndex  # noqa: E402
-from salespulse.streams.pipeline import PipelineFamily  # noqa: E402
-from salespulse.streams.engagement import EngagementFamily  # noqa: E402
-from salespulse.streams.lead_response import LeadResponseFamily  # noqa: E402
-from salespulse.streams.processor import BatchProcessor  # noqa: E402
-from salespulse.streams.record_log import RecordLog  # noqa: E402
+from salespulse.families.activity.family import ActivityFamily  # noqa: E402
+from salespulse.engine.cells import CellStore  # noqa: E402
+from salespulse.engine.dedup import DedupIndex  # noqa: E402
+from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
+from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
+from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402
+from salespulse.engine.processor import BatchProcessor  # noqa: E402
+from salespulse.engine.record_log import RecordLog  # noqa: E402
 from salespulse.config import Config  # noqa: E402
-from salespulse.streams.topics import EVENTS_TOPIC, ensure_topics  # noqa: E402
+from salespulse.topics import EVENTS_TOPIC, ensure_topics  # noqa: E402
 from salespulse.settings import METRIC_FAMILIES, Settings  # noqa: E402
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -922,21 +922,21 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 #: (label, substring of a frame) for the inclusive breakdown of the worker profile.
 PROFILE_GROUPS: list[tuple[str, str]] = [
-    ("salespulse batch agent: stage (parse, dedup, families)", "stage (salespulse/streams/processor.py"),
-    ("salespulse batch agent: persist (before each commit)", "persist (salespulse/streams/processor.py"),
+    ("salespulse batch agent: stage (parse, dedup, families)", "stage (salespulse/engine/processor.py"),
+    ("salespulse batch agent: persist (before each commit)", "persist (salespulse/engine/processor.py"),
     ("  event_from_json (pydantic)", "event_from_json (salespulse/models/events.py"),
-    ("  activity family (apply)", "apply (salespulse/streams/activity.py"),
-    ("  windowed cells (WindowedFamily)", "salespulse/streams/windowed.py"),
-    ("  lead response family", "salespulse/streams/lead_response.py"),
-    ("  CellStore.write_touched (JSON + table set)", "write_touched (salespulse/streams/cells.py"),
-    ("  DedupIndex.write_pending", "write_pending (salespulse/streams/dedup.py"),
-    ("salespulse Flusher.flush", "flush (salespulse/publishers/flusher.py"),
-    ("  render (families)", "render (salespulse/streams/"),
-    ("  RedisPublisher.publish", "publish (salespulse/publishers/redis_publisher.py"),
-    ("  TopicPublisher.publish", "publish (salespulse/publishers/topic_publisher.py"),
-    ("lead-response alert clock / sinks", "salespulse/publishers/alerts.py"),
+    ("  activity family (apply)", "apply (salespulse/families/activity/family.py"),
+    ("  windowed cells (WindowedFamily)", "salespulse/families/windowed.py"),
+    ("  lead response family", "salespulse/families/lead_response/"),
+    ("  CellStore.write_touched (JSON + table set)", "write_touched (salespulse/engine/cells.py"),
+    ("  DedupIndex.write_pending", "write_pending (salespulse/engine/dedup.py"),
+    ("salespulse Flusher.flush", "flush (salespulse/engine/flusher.py"),
+    ("  render (families)", "render (salespulse/families/"),
+    ("  RedisPublisher.publish", "publish (salespulse/outputs/redis.py"),
+    ("  TopicPublisher.publish", "publish (salespulse/outputs/topics.py"),
+    ("lead-response alert clock / sinks", "salespulse/outputs/alerts.py"),
     ("/metrics scrape (prometheus_client)", "generate_latest (prometheus_client/"),
-    ("salespulse batch consumer (fetch → agent, acks)", "salespulse/streams/batch_consumer.py"),
+    ("salespulse batch consumer (fetch → agent, acks)", "salespulse/engine/faust/batch_consumer.py"),
     ("faust consumer: fetch + drain", "faust/transport/consumer.py"),
     ("faust conductor: per-message on_message", "faust/transport/conductor"),
     ("faust stream iteration / take_events", "faust/streams.py"),

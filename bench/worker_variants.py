@@ -23,7 +23,7 @@ def _changelog_batching() -> None:
     UNSAFE on Tansu: FAUST_NOTES.md shows table recovery going backwards without it. Measures what the
     one-record-per-batch workaround costs the changelog writes.
     """
-    import salespulse.streams.worker as worker
+    import salespulse.engine.worker as worker
 
     original = worker.faust_settings
 
@@ -37,7 +37,7 @@ def _changelog_batching() -> None:
 
 def _no_topic_publisher() -> None:
     """Skip sending partials to ``salespulse.metrics.*`` (measures that sink's share of a flush)."""
-    from salespulse.publishers.topic_publisher import TopicPublisher
+    from salespulse.outputs.topics import TopicPublisher
 
     async def publish(self: TopicPublisher, partials: Any) -> int:
         return len(partials)
@@ -47,7 +47,7 @@ def _no_topic_publisher() -> None:
 
 def _no_redis_publisher() -> None:
     """Skip the Redis merge script (measures that sink's share; latency probes then never arrive)."""
-    from salespulse.publishers.redis_publisher import RedisPublisher
+    from salespulse.outputs.redis import RedisPublisher
 
     async def publish(self: RedisPublisher, partials: Any) -> int:
         return len(partials)
@@ -67,9 +67,9 @@ def _trace() -> None:
 
     import orjson
 
-    from salespulse.publishers.flusher import Flusher
-    from salespulse.streams.processor import Record
-    from salespulse.streams.worker import WorkerRuntime
+    from salespulse.engine.flusher import Flusher
+    from salespulse.engine.processor import Record
+    from salespulse.engine.worker import WorkerRuntime
 
     out = open(os.environ.get("BENCH_TRACE_FILE", "worker-trace.jsonl"), "ab", buffering=0)  # noqa: SIM115
 
@@ -104,9 +104,9 @@ def _trace() -> None:
     Flusher.flush = flush  # type: ignore[method-assign]
 
     # Anatomy of a flush: render (synchronous), Redis and metric-topic publishing (each awaited).
-    from salespulse.publishers.redis_publisher import RedisPublisher
-    from salespulse.publishers.topic_publisher import TopicPublisher
-    from salespulse.streams.windowed import WindowedFamily
+    from salespulse.outputs.redis import RedisPublisher
+    from salespulse.outputs.topics import TopicPublisher
+    from salespulse.families.windowed import WindowedFamily
 
     original_render = WindowedFamily.render
 
@@ -136,7 +136,7 @@ def _trace() -> None:
     timed(TopicPublisher, "topic")
 
     # The flusher's idle wait between flushes (its module's asyncio.wait_for).
-    import salespulse.publishers.flusher as flusher_module
+    import salespulse.engine.flusher as flusher_module
 
     class _AsyncioProxy:
         def __getattr__(self, name: str) -> Any:
@@ -173,7 +173,7 @@ def _trace() -> None:
 
 def _no_flush() -> None:
     """Publish nothing at all: no render, no Redis, no metric topic (the dirty sets are just dropped)."""
-    from salespulse.publishers.flusher import Flusher
+    from salespulse.engine.flusher import Flusher
 
     async def flush(self: Flusher) -> int:
         for family in self.families:
@@ -185,8 +185,8 @@ def _no_flush() -> None:
 
 def _no_changelog() -> None:
     """Keep cells and dedup ids in memory only: no table writes, so no changelog traffic (UNSAFE: no recovery)."""
-    from salespulse.streams.cells import CellStore
-    from salespulse.streams.dedup import DedupIndex
+    from salespulse.engine.cells import CellStore
+    from salespulse.engine.dedup import DedupIndex
 
     def write_touched(self: CellStore, partition: int, watermark: int) -> int:
         touched = self._touched[partition]
@@ -229,14 +229,14 @@ def _fetch_wait(ms: int) -> Callable[[], None]:
 
 def _no_pipeline_family() -> None:
     """The pipeline family applies nothing, writes nothing and publishes nothing (what the family costs)."""
-    from salespulse.streams.pipeline import PipelineFamily
+    from salespulse.families.pipeline.family import PipelineFamily
 
     PipelineFamily.apply = lambda self, *args, **kwargs: False  # type: ignore[method-assign]
 
 
 def _no_follow_ups() -> None:
     """The pipeline family asks for no follow-up events (UNSAFE: lead/deal links are lost; what waiting for their acks costs)."""
-    from salespulse.streams.pipeline import PipelineFamily
+    from salespulse.families.pipeline.family import PipelineFamily
 
     original = PipelineFamily.take_follow_ups
 

@@ -22,7 +22,7 @@ from salespulse.preflight import (
     check_embedded_installed,
     check_port_free,
 )
-from salespulse.settings import Settings
+from salespulse.settings import METRIC_FAMILIES, Settings
 
 # soft_wrap: a line is never folded at 80 columns when stderr is a file or a pipe (log collectors).
 console = Console(stderr=True, soft_wrap=True)
@@ -93,8 +93,7 @@ infra_options = [
 ]
 families_option = click.option(
     "--families",
-    help="comma-separated metric families to run: activity, lead_response, pipeline, engagement "
-    "[env SALESPULSE_FAMILIES, all]",
+    help=f"comma-separated metric families to run: {', '.join(METRIC_FAMILIES)} [env SALESPULSE_FAMILIES, all]",
 )
 log_options = [
     click.option(

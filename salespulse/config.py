@@ -29,8 +29,8 @@ from pydantic import (
 )
 
 from salespulse.crm_config import CrmSection, StageMapping
-from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours
-from salespulse.metrics.pipeline import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
+from salespulse.families.business_hours import END_OF_DAY, BusinessHours
+from salespulse.families.pipeline.rules import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
 from salespulse.toml_lines import key_lines, line_of
 
 __all__ = [

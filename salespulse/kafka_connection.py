@@ -75,12 +75,13 @@ class KafkaConnection:
         """A verifying client context (the CA file, else the system's CAs; the client certificate if given)."""
         if not self.uses_tls:
             return None
-        return create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(  # aiokafka is untyped
             cafile=_str(self.ssl_cafile),
             certfile=_str(self.ssl_certfile),
             keyfile=_str(self.ssl_keyfile),
             password=self.ssl_key_password,
         )
+        return context
 
     def security_options(self) -> dict[str, Any]:
         """aiokafka's keyword arguments for TLS and SASL (no bootstrap servers)."""

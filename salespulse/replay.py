@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from salespulse.kafka_connection import KafkaConnection, KafkaUnavailable, wait_for_kafka
 from salespulse.models.errors import field_errors
 from salespulse.models.events import INTERNAL_EVENT_TYPES, MAX_FUTURE_SKEW, Event, EventAdapter, event_to_json
-from salespulse.streams.topics import EVENTS_TOPIC, REPLAY_HEADER
+from salespulse.topics import EVENTS_TOPIC, REPLAY_HEADER
 
 #: Events sent between two position-file updates.
 CHUNK = 500

@@ -31,9 +31,9 @@ from salespulse.redis_connection import RedisUnavailable, redis_client, wait_for
 from salespulse.logs import logging_config
 from salespulse.preflight import ConfigurationError
 from salespulse.settings import Settings
-from salespulse.streams.memory import GarbageCollection
-from salespulse.streams.topics import ensure_topics
-from salespulse.streams.worker import WorkerRuntime
+from salespulse.engine.memory import GarbageCollection
+from salespulse.topics import ensure_topics
+from salespulse.engine.worker import WorkerRuntime
 from salespulse.worker_summary import worker_snapshot
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def _worker_services(
     redis = redis_client(settings)
     runtime = WorkerRuntime(settings, registry, redis)
     readiness = {"redis": _redis_readiness(redis), "worker": runtime.ready}
-    # The collector must not rescan the metric state in memory: see salespulse/streams/memory.py.
+    # The collector must not rescan the metric state in memory: see salespulse/engine/memory.py.
     services: list[Service] = [GarbageCollection(), console.ConsoleSummary(worker_snapshot(runtime))]
     outputs: list[Service] = [runtime.flusher]
     if runtime.alert_clock is not None:
@@ -211,11 +211,11 @@ def _worker_services(
 
 def _catch_up(settings: Settings, runtime: WorkerRuntime, outputs: list[Service], seeded: SeedResult) -> CatchUp:
     """Starts the outputs once the re-seeded journal is reprocessed; alerts sent before are read back first."""
-    family = runtime.lead_response
+    clock = runtime.alert_clock  # its family's alert state: alerts of the journal may have gone out already
 
     def before_release() -> None:
-        if seeded.alerts:
-            family.inherited_unpublished.update(range(settings.partitions))
+        if seeded.alerts and clock is not None:
+            clock.family.inherited_unpublished.update(range(settings.partitions))
 
     return CatchUp(seeded, lambda: runtime.positions, outputs, before_release)
 

@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The metric families a worker can run, in the order it renders them.
-METRIC_FAMILIES = ("activity", "lead_response", "pipeline", "engagement")
+from salespulse.families.registry import NAMES
+
+#: The metric families a worker can run, in the order it renders them (``families/registry.py``).
+METRIC_FAMILIES = NAMES
 
 #: Contract limits of the generic webhook endpoint.
 MAX_BODY_BYTES = 1024 * 1024

@@ -7,24 +7,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from salespulse.console import Snapshot, counter_total, counter_total_where
-from salespulse.metrics.fields import Number, add_fields
-from salespulse.metrics.lead_response import quantile
+from salespulse.families.fields import Number, add_fields
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.lead_response.rules import quantile
 
 if TYPE_CHECKING:
-    from salespulse.streams.worker import WorkerRuntime
+    from salespulse.engine.worker import WorkerRuntime
 
 
 def worker_snapshot(runtime: WorkerRuntime) -> Callable[[], Snapshot]:
     """Records consumed; with the lead-response family: leads waiting, today's p50 speed to lead, alerts fired."""
-    with_leads = "lead_response" in runtime.settings.family_names
+    family = runtime.families.get("lead_response")
 
     def take() -> Snapshot:
         events = counter_total(runtime.health.events)
-        if not with_leads:
+        if not isinstance(family, LeadResponseFamily):
             return Snapshot(at=time.monotonic(), events=events)
         now = time.time()
         owned = runtime.owned_partitions()
-        family = runtime.lead_response
         waiting = sum(count for count, _ in family.awaiting_by_team(owned, now).values())
         today: dict[str, Number] = {}
         for fields in family.current_window(owned, "team", "day", now).values():

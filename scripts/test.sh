@@ -36,5 +36,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 .venv/bin/ruff check salespulse tests bench
+.venv/bin/mypy  # strict on salespulse/engine, families, outputs (pyproject.toml [tool.mypy])
 .venv/bin/salespulse schemas --check
 exec .venv/bin/python -m pytest -q "$@"

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from mode import Service
 
 from salespulse.board.snapshot import BoardReader
-from salespulse.publishers.alerts import ALERTS_CHANNEL
-from salespulse.publishers.redis_publisher import UPDATES_CHANNEL
+from salespulse.outputs.alerts import ALERTS_CHANNEL
+from salespulse.outputs.redis import UPDATES_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from salespulse.config import Config
-from salespulse.metrics.lead_response import ADDITIVE_FIELDS, derived_fields
-from salespulse.metrics.pipeline import Pipelines
-from salespulse.publishers.alerts import RECENT_ALERTS_KEY
-from salespulse.publishers.awaiting import AWAITING_PREFIX
+from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
+from salespulse.families.pipeline.rules import Pipelines
+from salespulse.outputs.alerts import RECENT_ALERTS_KEY
+from salespulse.outputs.aggregates import AWAITING_PREFIX
 
 #: How many rows of each list the board shows (the counts cover the rest).
 WAITING_SHOWN = 25

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from mode import Service
 
 from salespulse.embedded.journal import read_journal
-from salespulse.streams.topics import ALERTS_TOPIC, EVENTS_TOPIC
+from salespulse.topics import ALERTS_TOPIC, EVENTS_TOPIC
 
 __all__ = ["CatchUp", "DataDirInUse", "SeedResult", "lock_data_dir", "reseed"]
 

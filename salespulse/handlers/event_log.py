@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
-from salespulse.streams.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES, broker_reachable
+from salespulse.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES, broker_reachable
 
 #: Writes (topic, key, value, timestamp ms) records durably before they go to the broker (the embedded
 #: run's journal, salespulse/embedded/journal.py); raises ``OSError`` if it cannot.

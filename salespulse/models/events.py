@@ -124,7 +124,7 @@ class _EventBase(BaseModel):
         for name in self._key_fields:
             value = getattr(self, name, None)
             if value:
-                return value
+                return str(value)
         return self.event_id
 
 
@@ -362,7 +362,7 @@ Event = Annotated[
 #: Validates one event from a dict (``validate_python``) or from JSON bytes (``validate_json``).
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
 
-EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[0] for m in EVENT_MODELS)
+EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[0] for m in EVENT_MODELS)  # type: ignore[union-attr]
 
 
 #: Types only the worker writes (cross-partition links between a lead and its deal); webhooks refuse them.

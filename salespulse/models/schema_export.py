@@ -8,7 +8,11 @@ import orjson
 from pydantic import BaseModel
 
 from salespulse.models.events import EVENT_MODELS, EventAdapter
-from salespulse.models.metrics import METRIC_RECORDS
+from salespulse.families.registry import specs
+
+
+#: Family -> its metric record model, built from the family's spec.
+METRIC_RECORDS: dict[str, type[BaseModel]] = {name: spec.record_model for name, spec in specs().items()}
 
 
 def rendered_schemas() -> dict[str, bytes]:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.streams.topics import EVENTS_TOPIC
+from salespulse.topics import EVENTS_TOPIC
 from tests.integration.stack import SalespulseProcess, call, post_events, stack_env, wait_for_hash
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from salespulse.cli import main as cli_main
 from salespulse.config import load_config
 from tests.integration import dashboard as board
 from salespulse.settings import Settings
-from salespulse.streams.topics import (
+from salespulse.topics import (
     ALERTS_TOPIC,
     CRM_RAW_TOPIC,
     DLQ_TOPIC,

@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.streams.topics import ALERTS_TOPIC, EVENTS_TOPIC
+from salespulse.topics import ALERTS_TOPIC, EVENTS_TOPIC
 from tests.hubspot_standin import TOKEN, HubSpotStandIn, pipeline, serving
 from tests.integration.stack import SalespulseProcess, metrics_text, post_events, read_topic, stack_env
 from tests.integration.test_crm_webhooks import HUBSPOT_SECRET, metric_sum, post_hubspot

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
 from salespulse.handlers.crm.signatures import hubspot_v3_signature
-from salespulse.streams.topics import EVENTS_TOPIC
+from salespulse.topics import EVENTS_TOPIC
 from tests.integration.stack import SalespulseProcess, metrics_text, read_topic, stack_env
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from tests.integration.stack import (
     wait_for_hash,
     wait_for_topic_records,
 )
-from salespulse.streams.topics import metrics_topic
+from salespulse.topics import metrics_topic
 
 pytestmark = pytest.mark.integration
 PERIOD = datetime.now(timezone.utc).strftime("%Y-%m")

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from salespulse.embedded.durable import reset_watermarks
 from salespulse.embedded.journal import read_journal, segments
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.streams.topics import ALERTS_TOPIC
+from salespulse.topics import ALERTS_TOPIC
 from tests.integration.stack import SalespulseProcess, call, email, metrics_text, now_iso, post_events, read_topic
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.metrics.windows import calendar_buckets
-from salespulse.streams.topics import EVENTS_TOPIC, metrics_topic
+from salespulse.families.windows import calendar_buckets
+from salespulse.topics import EVENTS_TOPIC, metrics_topic
 from tests.integration.stack import (
     SalespulseProcess,
     call,

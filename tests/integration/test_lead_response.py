@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.streams.topics import ALERTS_TOPIC
+from salespulse.topics import ALERTS_TOPIC
 from tests.integration.stack import (
     SalespulseProcess,
     metric_value,

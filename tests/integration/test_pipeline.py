@@ -20,8 +20,8 @@ from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
 from salespulse.handlers.signatures import SIGNATURE_HEADER, sign
 from salespulse.kafka_connection import KafkaConnection
-from salespulse.metrics.windows import calendar_buckets
-from salespulse.streams.topics import DLQ_TOPIC, EVENTS_TOPIC, ensure_topics, metrics_topic
+from salespulse.families.windows import calendar_buckets
+from salespulse.topics import DLQ_TOPIC, EVENTS_TOPIC, ensure_topics, metrics_topic
 from tests.integration.stack import (
     SalespulseProcess,
     call,

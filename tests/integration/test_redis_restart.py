@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.publishers.redis_publisher import SENTINEL_PREFIX
+from salespulse.outputs.redis import SENTINEL_PREFIX
 from tests.integration.stack import SalespulseProcess, call, email, post_events, stack_env, wait_for_hash
 
 pytestmark = pytest.mark.integration

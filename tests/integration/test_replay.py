@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from salespulse.streams.topics import ALERTS_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
+from salespulse.topics import ALERTS_TOPIC, EVENTS_TOPIC, REPLAY_HEADER
 from tests.integration.stack import SalespulseProcess, now_iso, post_events, read_topic, stack_env
 from tests.integration.test_crm_webhooks import metric_sum, wait_for_metric
 

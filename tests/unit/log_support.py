@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from salespulse.streams.processor import Record
+from salespulse.engine.processor import Record
 
 
 class RecordingTable(dict):  # type: ignore[type-arg]

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from salespulse.metrics.fields import add_fields
-from salespulse.metrics.activity import (
+from salespulse.families.fields import add_fields
+from salespulse.families.activity.rules import (
     NO_OUTCOME,
     UNASSIGNED,
     Activity,

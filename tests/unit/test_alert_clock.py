@@ -8,13 +8,13 @@ from zoneinfo import ZoneInfo
 import orjson
 from prometheus_client import CollectorRegistry
 
-from salespulse.publishers.alerts import AlertClock
-from salespulse.publishers.prometheus import WorkerHealth
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.processor import BatchProcessor
-from salespulse.streams.record_log import RecordLog
+from salespulse.engine.alert_clock import AlertClock
+from salespulse.outputs.prometheus import WorkerHealth
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.engine.processor import BatchProcessor
+from salespulse.engine.record_log import RecordLog
 
 NOW = 1_800_000_000.0
 SLA = 300

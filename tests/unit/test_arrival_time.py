@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from salespulse.streams.topics import REPLAY_HEADER
-from salespulse.streams.worker import arrival_time, to_record
+from salespulse.topics import REPLAY_HEADER
+from salespulse.engine.worker import arrival_time, to_record
 
 
 @pytest.mark.parametrize("headers", [None, [], [("other", b"1")], {"other": b"1"}])

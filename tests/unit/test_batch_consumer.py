@@ -9,8 +9,8 @@ from typing import Any
 
 from faust.types import TP
 
-from salespulse.streams.batch_consumer import BatchAgent
-from salespulse.streams.transport import SalespulseApp
+from salespulse.engine.faust.batch_consumer import BatchAgent
+from salespulse.engine.faust.app import SalespulseApp
 
 TOPIC = "salespulse.events"
 

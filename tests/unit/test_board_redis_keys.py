@@ -11,14 +11,15 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from salespulse.publishers.alerts import RECENT_ALERTS_KEY, AlertSinks
-from salespulse.publishers.awaiting import AwaitingPublisher, awaiting_key
-from salespulse.publishers.prometheus import WorkerHealth
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.processor import BatchProcessor
-from salespulse.streams.record_log import RecordLog
+from salespulse.outputs.alerts import RECENT_ALERTS_KEY, AlertSinks
+from salespulse.engine.awaiting import AwaitingPublisher
+from salespulse.outputs.aggregates import awaiting_key
+from salespulse.outputs.prometheus import WorkerHealth
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.engine.processor import BatchProcessor
+from salespulse.engine.record_log import RecordLog
 
 SLA = 300
 

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from zoneinfo import ZoneInfo
 
-from salespulse.metrics.business_hours import (
+from salespulse.families.business_hours import (
     END_OF_DAY,
     BusinessHours,
     add_business_seconds,

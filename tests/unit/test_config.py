@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from salespulse.config import Config, ConfigError, load_config, parse_interval
-from salespulse.metrics.business_hours import END_OF_DAY, BusinessHours, add_business_seconds
+from salespulse.families.business_hours import END_OF_DAY, BusinessHours, add_business_seconds
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.toml"
 OSLO = ZoneInfo("Europe/Oslo")

@@ -94,7 +94,7 @@ def test_json_format_is_one_object_per_line_and_the_benign_faust_warning_is_drop
 ) -> None:
     setup_logging("info", "json")
     logging.getLogger("faust.tables.recovery").info("highwater table")
-    logging.getLogger("salespulse.streams.transport").warning("[^-App]: Missing sensor state for rebalance #%s", 1)
+    logging.getLogger("salespulse.engine.faust.app").warning("[^-App]: Missing sensor state for rebalance #%s", 1)
     logging.getLogger("salespulse.console").info("summary: %s", "x" * 200, extra={"summary": {"events_per_s": 1.5}})
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines

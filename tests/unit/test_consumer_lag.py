@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from salespulse.publishers.prometheus import ConsumerLagCollector
-from salespulse.streams.topics import EVENTS_TOPIC
-from salespulse.streams.worker import WorkerRuntime
+from salespulse.outputs.prometheus import ConsumerLagCollector
+from salespulse.topics import EVENTS_TOPIC
+from salespulse.engine.worker import WorkerRuntime
 
 
 class FakeConsumer:

@@ -19,8 +19,8 @@ from salespulse.handlers.crm.endpoint import dead_letter_record
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, EventAdapter
 from salespulse.settings import MAX_BODY_BYTES, Settings
-from salespulse.streams.processor import dead_letter_value
-from salespulse.streams.topics import DEAD_LETTER_RAW_BYTES, MAX_MESSAGE_BYTES
+from salespulse.engine.processor import dead_letter_value
+from salespulse.topics import DEAD_LETTER_RAW_BYTES, MAX_MESSAGE_BYTES
 from tests.unit.crm_http import ORG_ID, MemorySink, crm_app
 from tests.unit.test_crm_salesforce import OPP, outbound
 

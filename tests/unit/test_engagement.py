@@ -19,19 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.metrics.engagement import (
-    ADDITIVE_FIELDS,
-    batch_recompute,
-    channel_of_activity,
-    contribution,
-    derived_fields,
-)
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.engagement import EngagementFamily
-from salespulse.streams.processor import BatchProcessor, Record
-from salespulse.streams.record_log import RecordLog
+from salespulse.families.engagement.rules import batch_recompute, channel_of_activity, contribution
+from salespulse.families.engagement.spec import ADDITIVE_FIELDS, derived_fields
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.engagement.family import EngagementFamily
+from salespulse.engine.processor import BatchProcessor, Record
+from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable, crash_mid_write, records
 
 UTC = ZoneInfo("UTC")

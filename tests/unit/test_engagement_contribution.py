@@ -13,8 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salespulse.metrics.engagement import CONNECTABLE, ENGAGEMENT_KINDS, UNASSIGNED, UNKNOWN_SOURCE, contribution, last_touch
-from salespulse.streams import engagement as engagement_stream
+from salespulse.families.engagement.rules import (
+    CONNECTABLE,
+    ENGAGEMENT_KINDS,
+    UNASSIGNED,
+    UNKNOWN_SOURCE,
+    contribution,
+    last_touch,
+)
+from salespulse.families.engagement import family as engagement_stream
 from tests.unit.test_engagement import DAY, HOUR, NOW, Worker, ev, table_totals
 
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from salespulse.publishers.flusher import Flusher
-from salespulse.publishers.partials import Partial
-from salespulse.publishers.prometheus import WorkerHealth
+from salespulse.engine.flusher import Flusher
+from salespulse.outputs.aggregates import Partial
+from salespulse.outputs.prometheus import WorkerHealth
 
 
 def partial(family: str, key: str, window: str, value: int, partition: int = 0) -> Partial:

@@ -22,21 +22,15 @@ from salespulse.config import Config
 from salespulse.handlers.http import build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
 from salespulse.models.events import Event, event_to_json
-from salespulse.publishers.prometheus import (
-    ActivityCollector,
-    EmailEventsCollector,
-    LeadResponseCollector,
-    PipelineCollector,
-    SkippedSeries,
-)
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.engagement import EngagementFamily
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.pipeline import PipelineFamily
-from salespulse.streams.processor import BatchProcessor, Record
-from salespulse.streams.record_log import RecordLog
+from salespulse.outputs.prometheus import SkippedSeries
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.pipeline.family import PipelineFamily
+from salespulse.engine.processor import BatchProcessor, Record
+from salespulse.engine.record_log import RecordLog
 from tests.unit.crm_http import MemorySink, crm_app, serving
 from tests.unit.test_crm_fuzz import CDC, CLOSE, ENDPOINTS, HS, PD
 from tests.unit.test_crm_salesforce import OPP, outbound
@@ -184,10 +178,8 @@ def test_a_worker_counting_everything_accepted_and_poisoned_log_records_still_se
     registry = CollectorRegistry()
     skipped = SkippedSeries(registry)
     owned = lambda: range(PARTITIONS)  # noqa: E731
-    activity, lead_response, pipeline, engagement = families
-    for collector in (ActivityCollector(activity, owned, skipped), LeadResponseCollector(lead_response, owned, skipped),
-                      PipelineCollector(pipeline, owned, skipped=skipped), EmailEventsCollector(engagement, owned, skipped)):
-        registry.register(collector)
+    for family in families:
+        registry.register(family.collector(owned, skipped=skipped))
 
     async def scrape() -> tuple[int, str]:
         async with TestClient(TestServer(build_http_app(registry, {}))) as client:

@@ -21,25 +21,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from salespulse.config import Config
-from salespulse.metrics.business_hours import add_business_seconds, business_seconds_between
-from salespulse.metrics.lead_response import (
-    ADDITIVE_FIELDS,
+from salespulse.families.business_hours import add_business_seconds, business_seconds_between
+from salespulse.families.lead_response.rules import (
     UNASSIGNED,
     batch_recompute,
     bucket_field,
     contribution,
     contribution_change,
-    derived_fields,
     is_touch,
     quantile,
 )
-from salespulse.metrics.windows import hour_bucket, rolling_hour_range
+from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
+from salespulse.families.windows import hour_bucket, rolling_hour_range
 from salespulse.models.events import EventAdapter
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.lead_response import LIVE_GRACE_S, LeadResponseFamily
-from salespulse.streams.processor import BatchProcessor, Record
-from salespulse.streams.record_log import RecordLog
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.lead_response.family import LIVE_GRACE_S, LeadResponseFamily
+from salespulse.engine.processor import BatchProcessor, Record
+from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable, crash_mid_write, records
 
 #: How a family can keep its lead states (table prefix, store): one record per batch as the worker

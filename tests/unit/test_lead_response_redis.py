@@ -16,20 +16,15 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from salespulse.metrics.lead_response import (
-    ADDITIVE_FIELDS,
-    BUCKET_FIELDS,
-    RESPONSE_BUCKETS,
-    derived_fields,
-    redis_derived_spec,
-)
-from salespulse.publishers.partials import Partial
-from salespulse.publishers.redis_publisher import RedisPublisher
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.lead_response import LeadResponseFamily
-from salespulse.streams.processor import BatchProcessor
-from salespulse.streams.record_log import RecordLog
+from salespulse.families.lead_response.rules import BUCKET_FIELDS, RESPONSE_BUCKETS
+from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields, redis_derived_spec
+from salespulse.outputs.aggregates import Partial
+from salespulse.outputs.redis import RedisPublisher
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.engine.processor import BatchProcessor
+from salespulse.engine.record_log import RecordLog
 
 DERIVED = ("within_sla_rate", "contact_coverage", "avg_response_s", "p50_s", "p90_s", "p99_s")
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()

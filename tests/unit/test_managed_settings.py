@@ -158,6 +158,6 @@ def test_messages_show_a_redis_url_without_its_password() -> None:
 
 
 def test_the_replication_factor_reaches_faust_changelogs() -> None:
-    from salespulse.streams.worker import faust_settings
+    from salespulse.engine.worker import faust_settings
 
     assert faust_settings(Settings(**KAFKA, kafka_replication_factor=3))["topic_replication_factor"] == 3

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from salespulse.streams.memory import THRESHOLDS, GarbageCollection, collect_all_and_freeze, collect_young_and_freeze
+from salespulse.engine.memory import THRESHOLDS, GarbageCollection, collect_all_and_freeze, collect_young_and_freeze
 
 
 class Node:

@@ -20,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.metrics.pipeline import (
+from salespulse.families.pipeline.rules import (
     PipelineSpec,
     Pipelines,
     deal_contribution,
-    derived_fields,
     lead_contribution,
     leads_needed,
     pipeline_coverage,
@@ -36,12 +35,13 @@ from salespulse.metrics.pipeline import (
     weighted_amount,
     win_rate,
 )
+from salespulse.families.pipeline.spec import derived_fields
 from salespulse.models.events import EventAdapter, event_to_json
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.pipeline import PipelineFamily
-from salespulse.streams.processor import BatchProcessor, Record
-from salespulse.streams.record_log import RecordLog
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.families.pipeline.family import PipelineFamily
+from salespulse.engine.processor import BatchProcessor, Record
+from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable
 
 UTC = ZoneInfo("UTC")
@@ -410,6 +410,16 @@ def test_a_reopened_deal_counts_as_its_final_outcome_only() -> None:
     assert fields["transition:lost>proposal"] == 1
 
 
+def test_a_deal_entering_a_stage_after_a_close_counts_as_reopened_once_in_the_window_of_that_entry() -> None:
+    cluster = Cluster()
+    cluster.send([created("D1", NOW - 3 * DAY), lost("D1", NOW - 2 * DAY), moved("D1", NOW - DAY, "proposal"),
+                  won("D1", NOW - HOUR, amount=2_000), created("D2", NOW - 3 * DAY), lost("D2", NOW - 2 * DAY)])
+    cluster.drain()
+    assert cluster.fields("pipeline", "sales")["reopened"] == 1
+    assert cluster.fields("rep", "anna", f"day|{datetime.fromtimestamp(NOW - DAY, timezone.utc).date()}")["reopened"] == 1
+    assert "reopened" not in cluster.fields("rep", "anna", f"day|{datetime.fromtimestamp(NOW - 2 * DAY, timezone.utc).date()}")
+
+
 def test_upsell_share_close_rate_and_churn_within_the_first_year() -> None:
     cluster = Cluster()
     cluster.send([
@@ -618,7 +628,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
 
 def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Final deal and lead states by a plain fold of the distinct events in event-time order (no stream code)."""
-    from salespulse.streams.pipeline import _record_deal_event, _record_lead_event
+    from salespulse.families.pipeline.states import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
 
     ordered = sorted((EventAdapter.validate_python(e) for e in distinct),
                      key=lambda e: (e.occurred_at.timestamp(), e.event_id))
@@ -744,8 +754,8 @@ def test_any_history_order_redelivery_and_crash_gives_the_batch_recomputation(
 async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_python_formulas(
     redis_client: Any, unique_id: str
 ) -> None:
-    from salespulse.metrics.pipeline import redis_derived_spec
-    from salespulse.publishers.redis_publisher import RedisPublisher
+    from salespulse.families.pipeline.spec import redis_derived_spec
+    from salespulse.outputs.redis import RedisPublisher
 
     cluster = Cluster()
     events: list[dict[str, Any]] = [quota("anna", "2026-11", 100_000)]
@@ -780,7 +790,7 @@ async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_pyth
 
 
 def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrides() -> None:
-    from salespulse.streams.pipeline import config_quota_events
+    from salespulse.families.pipeline.states import config_quota_events
 
     config_events = config_quota_events({"anna": {"2026-11": 100_000.0}, "ben": {"2026-11": 50_000.0}}, "USD")
     assert [e.event_id for e in config_events] == ["config-quota:anna:2026-11:100000.0:USD",

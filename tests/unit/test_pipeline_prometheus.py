@@ -15,8 +15,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from salespulse.metrics.composite import join_id, split_id
-from salespulse.publishers.prometheus import PipelineCollector, SkippedSeries
+from salespulse.families.keys import decode, encode
+from salespulse.outputs.prometheus import SkippedSeries
 from tests.unit.test_pipeline import (
     DAY,
     NOW,
@@ -39,7 +39,7 @@ def scrape(cluster: Cluster, owned: Iterable[int], now: float = NOW) -> dict[tup
     """(family, rep, currency) -> value of the month gauges a worker owning ``owned`` exports at ``now``."""
     registry = CollectorRegistry()
     partitions = list(owned)
-    registry.register(PipelineCollector(cluster.family, lambda: partitions, clock=lambda: now))
+    registry.register(cluster.family.collector(lambda: partitions, clock=lambda: now))
     return {
         (metric.name, sample.labels["rep"], sample.labels["currency"]): sample.value
         for metric in registry.collect()
@@ -119,7 +119,7 @@ def test_transitions_outside_the_configured_order_are_exported_with_direction_un
     ])
     cluster.drain()
     registry = CollectorRegistry()
-    registry.register(PipelineCollector(cluster.family, lambda: list(range(PARTITIONS)), clock=lambda: NOW))
+    registry.register(cluster.family.collector(lambda: list(range(PARTITIONS)), clock=lambda: NOW))
     directions = {
         (s.labels["from_stage"], s.labels["to_stage"]): s.labels["direction"]
         for metric in registry.collect() if metric.name == "salespulse_stage_transitions"
@@ -154,7 +154,7 @@ def test_a_control_character_in_a_stage_of_existing_state_costs_its_series_not_t
     worker = _restart_with_poisoned_state(cluster, "newXlead", value)
     registry = CollectorRegistry()
     skipped = SkippedSeries(registry)
-    registry.register(PipelineCollector(worker.family, lambda: range(PARTITIONS), clock=lambda: NOW, skipped=skipped))
+    registry.register(worker.family.collector(lambda: range(PARTITIONS), clock=lambda: NOW, skipped=skipped))
 
     text = generate_latest(registry).decode()
 
@@ -169,7 +169,7 @@ def test_composite_ids_of_any_values_never_collide_and_decode_back() -> None:
     for sep in ("\t", "/"):
         for first in tricky:
             for second in tricky:
-                ident = join_id(first, second, sep=sep)
+                ident = encode((first, second), sep)
                 assert ids.setdefault(f"{sep}{ident}", (first, second)) == (first, second)
                 if not any(c in first + second for c in "\t"):
-                    assert split_id(ident, 2, sep) == (first, second)
+                    assert decode(ident, 2, sep) == (first, second)

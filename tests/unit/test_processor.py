@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.metrics.activity import Activity, activity_of, count_activities, with_rollups
-from salespulse.metrics.windows import hour_bucket, rolling_hour_range
+from salespulse.families.activity.rules import Activity, activity_of, count_activities, with_rollups
+from salespulse.families.windows import hour_bucket, rolling_hour_range
 from salespulse.models.events import EventAdapter
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.processor import BatchProcessor, Record, dead_letter_value
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.processor import BatchProcessor, Record, dead_letter_value
 from tests.unit.log_support import records
 
 UTC = ZoneInfo("UTC")

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 import orjson
 import redis.asyncio as aioredis
 
-from salespulse.publishers.redis_publisher import RedisPublisher
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.processor import BatchProcessor, Record
+from salespulse.outputs.redis import RedisPublisher
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.processor import BatchProcessor, Record
 
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()
 KEY = "salespulse:activity:rep:anna:all"

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salespulse.streams.record_log import RecordLog
+from salespulse.engine.record_log import RecordLog
 
 
 def test_a_batch_of_changed_states_is_one_table_write_and_reloads_exactly() -> None:

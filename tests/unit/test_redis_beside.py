@@ -8,13 +8,13 @@ from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 
-from salespulse.metrics.engagement import RATIOS, derived_fields, redis_derived_spec
+from salespulse.families.engagement.spec import RATIOS, derived_fields, redis_derived_spec
 from salespulse.models.events import EventAdapter
-from salespulse.publishers.partials import Partial
-from salespulse.publishers.redis_publisher import RedisPublisher
-from salespulse.streams.cells import CellStore
-from salespulse.streams.engagement import EngagementFamily
-from salespulse.streams.record_log import RecordLog
+from salespulse.outputs.aggregates import Partial
+from salespulse.outputs.redis import RedisPublisher
+from salespulse.engine.cells import CellStore
+from salespulse.families.engagement.family import EngagementFamily
+from salespulse.engine.record_log import RecordLog
 
 REP = "salespulse:engagement:rep:anna:day:2026-11-22"
 TEAM = "salespulse:engagement:team:north:day:2026-11-22"

@@ -11,14 +11,15 @@ from zoneinfo import ZoneInfo
 import orjson
 import redis.asyncio as aioredis
 
-from salespulse.metrics.activity import with_rollups
-from salespulse.metrics.fields import add_fields
-from salespulse.metrics.lead_response import BUCKET_FIELDS, redis_derived_spec
+from salespulse.families.activity.rules import with_rollups
+from salespulse.families.fields import add_fields
+from salespulse.families.lead_response.rules import BUCKET_FIELDS
+from salespulse.families.lead_response.spec import redis_derived_spec
 from salespulse.models.events import EventAdapter
-from salespulse.publishers.partials import Partial
-from salespulse.publishers.redis_publisher import UPDATES_CHANNEL, RedisPublisher
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
+from salespulse.outputs.aggregates import Partial
+from salespulse.outputs.redis import UPDATES_CHANNEL, RedisPublisher
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
 
 KEY = "salespulse:activity:rep:anna:all"
 

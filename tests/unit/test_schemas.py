@@ -14,13 +14,15 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import salespulse.models.schema_export as schema_export
-from salespulse.models.metrics import METRIC_RECORDS
+from salespulse.models.schema_export import METRIC_RECORDS
 from salespulse.models.events import EVENT_TYPES, EventAdapter, event_to_json
-from salespulse.models.metrics import ActivityPartial
+from salespulse.families.activity.spec import SPEC as ACTIVITY
 from salespulse.models.schema_export import export_schemas, rendered_schemas, stale_schemas
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
 from tests.unit.test_event_models import EXAMPLES, example
+
+ActivityPartial = ACTIVITY.record_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -20,14 +20,14 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from salespulse.handlers.http import build_http_app
-from salespulse.metrics.composite import join_id
+from salespulse.families.keys import encode
 from salespulse.settings import Settings
-from salespulse.streams.activity import ActivityFamily
-from salespulse.streams.cells import CellStore
-from salespulse.streams.dedup import DedupIndex
-from salespulse.streams.processor import BatchProcessor
-from salespulse.streams.topics import EVENTS_TOPIC
-from salespulse.streams.worker import WorkerRuntime
+from salespulse.families.activity.family import ActivityFamily
+from salespulse.engine.cells import CellStore
+from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.processor import BatchProcessor
+from salespulse.topics import EVENTS_TOPIC
+from salespulse.engine.worker import WorkerRuntime
 from tests.integration.stack import metric_value
 
 PARTITIONS = 4
@@ -41,7 +41,7 @@ def large_state() -> dict[str, bytes]:
         for name in ("all|-", "day|2026-11-22", "week|2026-W47", "month|2026-11"):
             cell = {"wm": 9, "rep": reps, "team": {"emea": {"call:connected": REPS}}}
             if name == "all|-":  # the labels of salespulse_activities_total: a few, so a scrape stays cheap
-                cell["rep_team"] = {join_id(f"rep-{p}-{i}", "emea"): {"call:connected": 1} for i in range(10)}
+                cell["rep_team"] = {encode((f"rep-{p}-{i}", "emea")): {"call:connected": 1} for i in range(10)}
             rows[f"{p}|activity|{name}"] = orjson.dumps(cell)
     return rows
 

@@ -221,12 +221,12 @@ def test_simulated_traffic_exercises_the_engagement_family(events: list[dict[str
 
     import orjson
 
-    from salespulse.metrics.engagement import derived_fields
-    from salespulse.streams.cells import CellStore
-    from salespulse.streams.dedup import DedupIndex
-    from salespulse.streams.engagement import EngagementFamily
-    from salespulse.streams.processor import BatchProcessor
-    from salespulse.streams.record_log import RecordLog
+    from salespulse.families.engagement.spec import derived_fields
+    from salespulse.engine.cells import CellStore
+    from salespulse.engine.dedup import DedupIndex
+    from salespulse.families.engagement.family import EngagementFamily
+    from salespulse.engine.processor import BatchProcessor
+    from salespulse.engine.record_log import RecordLog
 
     tracked = [e for e in events if e["type"] in ("email.opened", "email.clicked")]
     assert tracked and not any("rep_id" in e for e in tracked)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salespulse.metrics.windows import (
+from salespulse.families.windows import (
     ALL_TIME,
     ROLLING_HOURS,
     bucket_end,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from salespulse.streams.worker import UnwritableState, WorkerRuntime
+from salespulse.engine.worker import UnwritableState, WorkerRuntime
 
 
 class Processor:
@@ -15,7 +15,7 @@ class Processor:
         self.persisted: list[Any] = []
 
     def stage(self, records: list[Any]) -> Any:
-        from salespulse.streams.processor import BatchStats, StagedBatch
+        from salespulse.engine.processor import BatchStats, StagedBatch
 
         return StagedBatch(BatchStats(follow_ups=["a follow-up"]), {0: records[-1][1]}, 0.0)  # type: ignore[list-item]
 

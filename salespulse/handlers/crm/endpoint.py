@@ -25,7 +25,7 @@ from salespulse.handlers.signatures import SignatureError
 from salespulse.handlers.webhooks import json_response
 from salespulse.models.events import Event
 from salespulse.settings import MAX_BODY_BYTES
-from salespulse.streams.topics import bounded_text, dead_letter_payload
+from salespulse.topics import bounded_text, dead_letter_payload
 
 log = logging.getLogger(__name__)
 

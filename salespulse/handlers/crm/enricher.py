@@ -34,7 +34,7 @@ from salespulse.handlers.crm.hubspot_api import ApiFailures, ApiUnavailable, Hub
 from salespulse.handlers.crm.hubspot_enrich import Enriched, enrich_batch
 from salespulse.handlers.event_log import EventLogUnavailable
 from salespulse.kafka_connection import KafkaConnection
-from salespulse.streams.topics import CRM_RAW_TOPIC, bounded_text, dead_letter_payload
+from salespulse.topics import CRM_RAW_TOPIC, bounded_text, dead_letter_payload
 
 log = logging.getLogger(__name__)
 

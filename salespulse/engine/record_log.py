@@ -1,0 +1,195 @@
+"""Many small per-key states stored as one changelog record per batch (a per-partition delta log).
+
+``CellStore`` writes one table row per cell: right for a few aggregate cells per batch, but one row
+per lead would make every new lead a changelog write. ``RecordLog`` keeps the same interface and
+writes every state changed in a batch as one record ``"<p>|<prefix>|<seq>"`` (a growing sequence);
+loading replays the records in sequence order, later states winning. A record whose every state was
+rewritten by a later one is deleted, so the log stays about as large as the live states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+
+import orjson
+
+from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
+from salespulse.families.state import Cell
+
+_MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
+
+
+class RecordLog:
+    """Working copy of per-key states of owned partitions, persisted as batch records."""
+
+    def __init__(self, table: MutableMapping[str, bytes], prefix: str) -> None:
+        self._table = table
+        self._prefix = prefix
+        self._states: dict[int, dict[str, Cell]] = {}
+        self._touched: dict[int, set[str]] = {}
+        self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
+        # seq -> how many latest states (or deletions) it holds; keys in increasing seq order (records
+        # are added in sequence and only ever removed), so the oldest live record is the first key.
+        self._live: dict[int, dict[int, int]] = {}
+        self._tombs: dict[int, dict[int, set[str]]] = {}  # seq -> keys whose latest word is "deleted" there
+        self._next_seq: dict[int, int] = {}
+
+    def _key(self, partition: int, seq: int) -> str:
+        return table_key(partition, f"{self._prefix}|{seq:012d}")
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._states)
+
+    def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
+        """Replay a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
+        state watermark seen."""
+        records: list[tuple[int, dict[str, Cell | None]]] = [
+            (int(seq), changes) for seq, changes in rows_under(self._table, partition, self._prefix, decoded)
+        ]
+        records.sort(key=lambda item: item[0])
+        states: dict[str, Cell] = {}
+        where: dict[str, int] = {}
+        for seq, changes in records:
+            for name, state in changes.items():
+                where[name] = seq
+                if state is None:
+                    states.pop(name, None)
+                else:
+                    states[name] = state
+        live: dict[int, int] = {seq: 0 for seq, _ in records}
+        tombs: dict[int, set[str]] = {}
+        for name, seq in where.items():
+            live[seq] += 1
+            if name not in states:
+                tombs.setdefault(seq, set()).add(name)
+        self._states[partition] = states
+        self._touched[partition] = set()
+        self._where[partition] = where
+        self._live[partition] = live
+        self._tombs[partition] = tombs
+        self._next_seq[partition] = (records[-1][0] + 1) if records else 0
+        for seq, count in list(live.items()):
+            if count == 0:
+                self._drop_record(partition, seq)
+        self._drop_leading_tombstones(partition)
+        return max((state.get("wm", -1) for state in states.values()), default=-1)
+
+    def drop_partition(self, partition: int) -> None:
+        for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq):
+            store.pop(partition, None)
+
+    def cell(self, partition: int, name: str) -> Cell:
+        states = self._states[partition]
+        found = states.get(name)
+        if found is None:
+            found = states[name] = {"wm": -1}
+        return found
+
+    def loaded(self, partition: int) -> dict[str, Cell]:
+        """The states of a loaded partition by name."""
+        return self._states[partition]
+
+    def get(self, partition: int, name: str) -> Cell | None:
+        return self._states.get(partition, {}).get(name)
+
+    def touch(self, partition: int, name: str) -> None:
+        self._touched[partition].add(name)
+
+    def write_touched(self, partition: int, watermark: int) -> int:
+        """Persist every touched state with ``wm = watermark`` as one record (or a few); returns records written."""
+        touched = self._touched[partition]
+        states = self._states[partition]
+        for name in touched:
+            states[name]["wm"] = watermark
+        written = self._write(partition, {name: states[name] for name in touched})
+        touched.clear()
+        return written
+
+    def write(self, partition: int, name: str) -> None:
+        """Persist one state now, keeping its watermark (a change driven by the clock)."""
+        self.write_many(partition, {name})
+
+    def write_many(self, partition: int, names: set[str]) -> None:
+        """Persist several states now as one record, keeping their watermarks.
+
+        A state that events changed since the last ``write_touched`` is left to that call: written now
+        with its old watermark, a replay after a crash would apply those events to it a second time.
+        """
+        states = self._states[partition]
+        touched = self._touched[partition]
+        self._write(partition, {name: states[name] for name in names if name in states and name not in touched})
+
+    def delete(self, partition: int, name: str) -> None:
+        """Forget a state, with a record that says so."""
+        if self._states.get(partition, {}).pop(name, None) is not None:
+            self._touched[partition].discard(name)
+            self._write(partition, {name: None})
+
+    def delete_many(self, partition: int, names: Iterable[str]) -> int:
+        """Forget several states with one record that says so (expiry); returns how many were there."""
+        states = self._states.get(partition, {})
+        gone = [name for name in names if states.pop(name, None) is not None]
+        if gone:
+            touched = self._touched[partition]
+            for name in gone:
+                touched.discard(name)
+            self._write(partition, dict.fromkeys(gone))
+        return len(gone)
+
+    def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
+        return iter(list(self._states.get(partition, {}).items()))
+
+    def _write(self, partition: int, changes: dict[str, Cell | None]) -> int:
+        if not changes:
+            return 0
+        names = list(changes)
+        written = 0
+        for start in range(0, len(names), _MAX_STATES_PER_RECORD):
+            chunk = {name: changes[name] for name in names[start : start + _MAX_STATES_PER_RECORD]}
+            seq = self._next_seq[partition]
+            self._next_seq[partition] = seq + 1
+            self._table[self._key(partition, seq)] = orjson.dumps(chunk)
+            written += 1
+            live = self._live[partition]
+            where = self._where[partition]
+            tombs = self._tombs[partition]
+            live[seq] = 0
+            for name, state in chunk.items():
+                previous = where.pop(name, None)
+                if previous is not None and previous in live:
+                    tombs.get(previous, set()).discard(name)
+                    live[previous] -= 1
+                    if live[previous] == 0:
+                        self._drop_record(partition, previous)
+                # A deletion stays live too: dropping it early would let an older record that still
+                # holds the key bring a stale state back on reload.
+                where[name] = seq
+                live[seq] += 1
+                if state is None:
+                    tombs.setdefault(seq, set()).add(name)
+        self._drop_leading_tombstones(partition)
+        return written
+
+    def _drop_leading_tombstones(self, partition: int) -> None:
+        """Drop the oldest records while all they still say is "deleted": nothing older can resurrect it."""
+        live = self._live[partition]
+        tombs = self._tombs[partition]
+        where = self._where[partition]
+        while live:
+            oldest = next(iter(live))  # == min(live), without scanning every live record per write
+            names = tombs.get(oldest, set())
+            if live[oldest] != len(names):
+                return
+            for name in names:
+                if where.get(name) == oldest:
+                    del where[name]
+            tombs.pop(oldest, None)
+            self._drop_record(partition, oldest)
+
+    def _drop_record(self, partition: int, seq: int) -> None:
+        self._live[partition].pop(seq, None)
+        self._tombs[partition].pop(seq, None)
+        key = self._key(partition, seq)
+        if key in self._table:
+            del self._table[key]

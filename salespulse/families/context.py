@@ -1,0 +1,27 @@
+"""What a family's ``build`` gets from the worker: state stores by name, the configuration, the clock zone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from salespulse.config import Config
+from salespulse.families.state import StateStore
+
+
+@dataclass(frozen=True)
+class FamilyContext:
+    """Everything a family may be built from (nothing else: no settings object, no Faust)."""
+
+    #: A store of windowed cells, one record per cell (``CellStore``), by name.
+    cells: Callable[[str], StateStore]
+    #: A store of entity states, one changelog record per batch (``RecordLog``), by name.
+    states: Callable[[str], StateStore]
+    tz: ZoneInfo
+    retention_s: float
+    config: Config
+    #: The lead-response SLA from the environment (the config may override it).
+    sla_s: float
+    #: Target kinds published by another family than the one being built (their fields live there).
+    foreign_target_kinds: frozenset[str] = frozenset()

@@ -1,0 +1,19 @@
+"""The engagement family from the worker's context."""
+
+from __future__ import annotations
+
+from salespulse.families.context import FamilyContext
+from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.engagement.spec import SPEC
+
+__all__ = ["SPEC", "build"]
+
+
+def build(ctx: FamilyContext) -> EngagementFamily:
+    c = ctx.config
+    targets = c.targets_for if c.targets.configured else None
+    quiet_s, outbound = c.activity.quiet_after_days * 86400, c.lead_response.outbound_activity_kinds
+    return EngagementFamily(
+        ctx.cells("engagement"), ctx.states("outreach"), ctx.tz, ctx.retention_s,
+        quiet_s=quiet_s, team_of_rep=c.team_of_rep, outbound_kinds=outbound, targets=targets,
+    )

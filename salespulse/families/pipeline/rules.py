@@ -1,0 +1,483 @@
+"""Stage conversion, pipeline, forecast and revenue: pure arithmetic over deal, lead and quota states.
+
+Every metric is a *contribution* of one entity's state (a deal, a lead, a rep's quota for a month), so
+that any change (a late stage change, a close arriving before its creation, a reopened deal) is applied
+as ``contribution(new) - contribution(old)`` and the streaming result never depends on arrival order.
+
+A **deal state** is built only from its events' own fields (see ``DealState``): its *timeline* is every
+stage entry (``deal.created``, ``deal.stage_changed``) and close (``deal.won``, ``deal.lost``) sorted by
+``(occurred_at, event_id)``; the latest one is where the deal is now. Windowed fields land at their own
+instants: stage entries and transitions when they happened, time in a stage when the deal left it, a
+close (and the sales cycle) at the close, ``deals_created`` and the close-rate cohort at the creation.
+Open deals also count *now* (open pipeline count, amount and weighted amount), outside any window.
+
+Formulas (docs/metrics.md): win rate = won / (won + lost) by close date; funnel step conversion =
+entries into stage k+1 / entries into stage k; weighted pipeline = Σ amount × probability (the deal's
+own probability for its current stage, else the stage default); close rate = deals created in the
+window that are won / deals created in it; lead → opportunity = opportunities / leads, lead → customer =
+customers / leads, MQL → customer = mql_customers / mql (leads by creation date); quota attainment = won
+/ quota, quota gap = quota - won, coverage = open pipeline expected to close in the month / gap; leads
+needed = (quota / average deal size) / lead → customer rate; productivity = revenue / reps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from salespulse.families.keys import decode, encode
+from salespulse.outputs.derived import Histogram
+
+UNASSIGNED = "unassigned"
+UNKNOWN_SOURCE = "unknown"
+OTHER_REASON = "other"
+NO_REASON = "unspecified"
+WON, LOST, OPEN = "won", "lost", "open"
+#: ``direction`` label values of stage transitions.
+FORWARD, BACKWARD, UNKNOWN_DIRECTION = "forward", "backward", "unknown"
+FIRST_YEAR_S = 365 * 86400.0
+#: Default loss reasons (after normalisation) kept as their own label; any other reason counts as ``other``.
+DEFAULT_LOSS_REASONS: tuple[str, ...] = (
+    "price", "competitor", "no_budget", "timing", "no_decision", "unresponsive", "product_fit", "lost_contact",
+)
+_REASON_CHARS = re.compile(r"[^a-z0-9_]+")
+#: Time in a stage (stage scope) and sales cycle (deal scopes), 15 min to a year, as non-cumulative buckets.
+DURATION_BUCKETS: tuple[float, ...] = (
+    900, 3600, 14400, 43200, 86400, 259200, 604800, 1209600, 2592000, 5184000, 7776000, 15552000, 31536000,
+)
+HISTOGRAMS: dict[str, Histogram] = {
+    prefix: Histogram(f"{prefix}_", DURATION_BUCKETS, tuple((f"{prefix}_{q}_s", v) for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))))
+    for prefix in ("tis", "cycle")
+}
+
+# A windowed contribution key: (instant epoch, only this grain or None for every window, scope, id, field).
+WindowKey = tuple[float, str | None, str, str, str]
+NowKey = tuple[str, str, str]  # (scope, id, field)
+State = dict[str, Any]
+
+
+def duration_bucket(prefix: str, seconds: float) -> str:
+    """The bucket a duration falls in (``_le_86400`` holds (43200, 86400])."""
+    return HISTOGRAMS[prefix].bucket(seconds)
+
+
+# --- pipelines ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """One configured pipeline: open stages in order, won and lost stages, default probabilities."""
+
+    stages: tuple[str, ...]
+    won_stages: tuple[str, ...] = ()
+    lost_stages: tuple[str, ...] = ()
+    probabilities: Mapping[str, float] = field(default_factory=dict)
+    loss_reasons: tuple[str, ...] = DEFAULT_LOSS_REASONS
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Every known stage in rank order: open stages, then won, then lost."""
+        return (*self.stages, *self.won_stages, *self.lost_stages)
+
+
+#: The pipeline used when the config names none (the one ``salespulse simulate`` drives).
+DEFAULT_PIPELINES: Mapping[str, PipelineSpec] = {
+    "default": PipelineSpec(
+        stages=("qualification", "discovery", "proposal", "negotiation"),
+        won_stages=("closed_won",),
+        lost_stages=("closed_lost",),
+        probabilities={"qualification": 0.10, "discovery": 0.25, "proposal": 0.50, "negotiation": 0.75},
+    )
+}
+
+
+class Pipelines:
+    """Stage order, won/lost stages, default probabilities and loss reasons of every configured pipeline.
+
+    A pipeline or stage the config does not know is accepted: its stages rank after the known ones
+    (alphabetically among themselves), its default probability is 0 and any reason is kept as normalised.
+    """
+
+    def __init__(self, specs: Mapping[str, PipelineSpec] | None = None) -> None:
+        self.specs: dict[str, PipelineSpec] = dict(specs or {})
+        self._rank = {name: {stage: i for i, stage in enumerate(spec.order)} for name, spec in self.specs.items()}
+
+    def knows(self, pipeline: str, stage: str) -> bool:
+        """True if the config names this stage of this pipeline."""
+        return stage in self._rank.get(pipeline, {})
+
+    def rank(self, pipeline: str, stage: str) -> tuple[int, str]:
+        """A sort key: configured position, unknown stages after every known one (then by name)."""
+        ranks = self._rank.get(pipeline, {})
+        found = ranks.get(stage)
+        return (found, "") if found is not None else (len(ranks), stage)
+
+    def direction(self, pipeline: str, from_stage: str, to_stage: str) -> str:
+        """``forward`` / ``backward`` by the configured order (config or the CRM's own, see docs/crm.md);
+        ``backward`` when a closed deal reopens (from its outcome ``won`` / ``lost``); ``unknown`` when the
+        order does not place both stages (never a guess by name)."""
+        ranks = self._rank.get(pipeline, {})
+        if from_stage in (WON, LOST) and from_stage not in ranks:
+            return BACKWARD
+        if from_stage not in ranks or to_stage not in ranks:
+            return UNKNOWN_DIRECTION
+        return BACKWARD if ranks[to_stage] < ranks[from_stage] else FORWARD
+
+    def closes_as(self, pipeline: str, stage: str) -> str | None:
+        """``won`` / ``lost`` when entering this stage closes the deal, else None."""
+        spec = self.specs.get(pipeline)
+        if spec is None:
+            return None
+        if stage in spec.won_stages:
+            return WON
+        if stage in spec.lost_stages:
+            return LOST
+        return None
+
+    def default_probability(self, pipeline: str, stage: str) -> float:
+        """The configured probability of a stage (0 when unknown)."""
+        spec = self.specs.get(pipeline)
+        return float(spec.probabilities.get(stage, 0.0)) if spec is not None else 0.0
+
+    def loss_reason(self, pipeline: str, reason: str | None) -> str:
+        """A free-text loss reason as a bounded label: normalised, and ``other`` unless a known reason."""
+        if not reason:
+            return NO_REASON
+        normalised = _REASON_CHARS.sub("_", reason.strip().lower()).strip("_")[:40]
+        spec = self.specs.get(pipeline)
+        known = spec.loss_reasons if spec is not None else DEFAULT_LOSS_REASONS
+        return normalised if normalised in known else OTHER_REASON
+
+    def funnel(self, pipeline: str) -> tuple[str, ...]:
+        """The open stages of a pipeline in order (the funnel steps), empty if unknown."""
+        spec = self.specs.get(pipeline)
+        return spec.stages if spec is not None else ()
+
+
+# --- the seed formulas --------------------------------------------------------------------------------
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, or None when the denominator is not positive."""
+    return numerator / denominator if denominator > 0 else None
+
+
+def win_rate(won: float, lost: float) -> float | None:
+    """Closed-won / (closed-won + closed-lost); seed 001: 5 won, 25 lost → 5/30."""
+    return ratio(won, won + lost)
+
+
+def weighted_amount(amount: float, probability: float) -> float:
+    """One open deal's contribution to the forecast; seed 003: $27,600 at 12 % → $3,312."""
+    return amount * probability
+
+
+def step_conversions(entries: Sequence[float]) -> list[float | None]:
+    """Funnel step conversions: entries into stage k+1 / entries into stage k, for each k."""
+    return [ratio(entries[k + 1], entries[k]) for k in range(len(entries) - 1)]
+
+
+def quota_attainment(won: float, quota: float) -> float | None:
+    """Won amount in the period / quota."""
+    return ratio(won, quota)
+
+
+def quota_gap(quota: float, won: float) -> float:
+    """What is left to reach the quota (negative when above it)."""
+    return quota - won
+
+
+def pipeline_coverage(open_closing: float, quota: float, won: float) -> float | None:
+    """Open pipeline expected to close in the period / remaining quota (None once the quota is met)."""
+    return ratio(open_closing, quota - won)
+
+
+def leads_needed(quota: float, average_deal: float, lead_to_customer: float) -> float | None:
+    """(quota / average deal size) / lead→customer rate; seed 001: 100,000 / 5,000 / 0.10 → 200."""
+    if average_deal <= 0 or lead_to_customer <= 0:
+        return None
+    return quota / average_deal / lead_to_customer
+
+
+def share_at_quota(attainments: Iterable[float]) -> float | None:
+    """Share of reps whose attainment is at or above 1."""
+    values = list(attainments)
+    return ratio(sum(1 for a in values if a >= 1), len(values))
+
+
+def sales_productivity(revenue: float, reps: int) -> float | None:
+    """Revenue / number of reps (seed 003)."""
+    return ratio(revenue, reps)
+
+
+# --- deal state -----------------------------------------------------------------------------------------
+#
+# DealState (a JSON dict, as the stream keeps it; every list sorted by (at, event_id)):
+#   entries: [[at, eid, pipeline, stage, from_stage|None, probability|None]]   (created + stage changes)
+#   closes:  [[at, eid, pipeline, outcome, reason|None, amount|None, currency|None]]
+#   created: [at, eid, pipeline, kind|None] | None        (the earliest deal.created)
+#   amount / currency / owner / team / source: [at, eid, value] of the latest event carrying it
+#   probs:   [[at, eid, probability]] from deal.updated;  expected_close: [at, eid, epoch] | None
+#   lead:    [at, eid, lead id] | None (deal.created's lead wins over later links, see ``link_lead``)
+#   churned: [at, eid, rep|None] | None (the earliest churn)
+
+
+def timeline(deal: State) -> list[list[Any]]:
+    """Stage entries and closes merged in (time, event id) order; closes carry ``"close"`` second-last."""
+    items = [[e[0], e[1], "entry", e] for e in deal.get("entries", ())]
+    items += [[c[0], c[1], "close", c] for c in deal.get("closes", ())]
+    items.sort(key=lambda item: (item[0], item[1]))
+    return items
+
+
+@dataclass(frozen=True)
+class DealView:
+    """What a deal state says now: status, where, who, how much."""
+
+    status: str  # open | won | lost | unknown (no entry or close yet)
+    pipeline: str | None
+    stage: str | None
+    at: float | None  # when the current stage was entered, or when the deal closed
+    rep: str
+    team: str
+    source: str
+    amount: float | None
+    currency: str
+    probability: float
+    reason: str | None
+
+
+def view(deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: Mapping[str, str]) -> DealView:
+    """The deal's current status from its timeline, owner, amount and probability with fallbacks."""
+    items = timeline(deal)
+    rep = (deal.get("owner") or [0, "", None])[2] or UNASSIGNED
+    team = (deal.get("team") or [0, "", None])[2] or team_of_rep.get(rep) or UNASSIGNED
+    source = (deal.get("source") or [0, "", None])[2] or UNKNOWN_SOURCE
+    amount = (deal.get("amount") or [0, "", None])[2]
+    currency = (deal.get("currency") or [0, "", None])[2] or default_currency
+    created = deal.get("created")
+    if not items:
+        pipeline = created[2] if created else None
+        return DealView("unknown", pipeline, None, None, rep, team, source, amount, currency, 0.0, None)
+    last = items[-1]
+    if last[2] == "close":
+        close = last[3]
+        won_amount = close[5] if close[5] is not None else amount
+        won_currency = close[6] or currency
+        status = close[3]
+        return DealView(status, close[2], status, close[0], rep, team, source, won_amount, won_currency, 0.0, close[4])
+    entry = last[3]
+    pipeline, stage = entry[2], entry[3]
+    outcome = pipelines.closes_as(pipeline, stage)
+    if outcome is not None:
+        return DealView(outcome, pipeline, stage, entry[0], rep, team, source, amount, currency, 0.0, None)
+    probability = pipelines.default_probability(pipeline, stage)
+    chosen = (entry[0], entry[1], entry[5]) if entry[5] is not None else None
+    for at, eid, p in deal.get("probs", ()):
+        if at >= entry[0] and (chosen is None or (at, eid) >= chosen[:2]):
+            chosen = (at, eid, p)
+    if chosen is not None:
+        probability = float(chosen[2])
+    return DealView(OPEN, pipeline, stage, entry[0], rep, team, source, amount, currency, probability, None)
+
+
+def stage_scope(pipeline: str, stage: str) -> str:
+    """The id of a stage's own scope: ``<pipeline>/<stage>`` (a ``/`` in the pipeline escaped, see ``keys``)."""
+    return encode((pipeline, stage), sep="/")
+
+
+def stage_parts(ident: str) -> tuple[str, str]:
+    """``(pipeline, stage)`` of a stage scope id (the inverse of ``stage_scope``)."""
+    pipeline, stage = decode(ident, 2, sep="/")
+    return pipeline, stage
+
+
+def transition_id(pipeline: str, from_stage: str, to_stage: str) -> str:
+    """The id of a transition in the all-time ``transition`` scope (structured, for Prometheus)."""
+    return encode((pipeline, from_stage, to_stage))
+
+
+def deal_contribution(
+    deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: Mapping[str, str]
+) -> tuple[dict[WindowKey, float], dict[NowKey, float]]:
+    """A deal's windowed fields per (instant, grain, scope, id, field) and its *now* fields per (scope, id, field)."""
+    v = view(deal, pipelines, default_currency, team_of_rep)
+    windowed: dict[WindowKey, float] = {}
+    owners = (("rep", v.rep), ("team", v.team), ("source", v.source))
+
+    def put(at: float, scope: str, ident: str, name: str, value: float, grain: str | None = None) -> None:
+        key = (at, grain, scope, ident, name)
+        windowed[key] = windowed.get(key, 0) + value
+
+    def deal_fields(at: float, pipeline: str, fields: Mapping[str, float]) -> None:
+        for scope, ident in (*owners, ("pipeline", pipeline)):
+            for name, value in fields.items():
+                put(at, scope, ident, name, value)
+
+    created = deal.get("created")
+    if created is not None:
+        cohort = {"deals_created": 1.0}
+        if v.status == WON:
+            cohort["cohort_won"] = 1.0
+        deal_fields(created[0], created[2], cohort)
+    previous: list[Any] | None = None
+    for item in timeline(deal):
+        at, kind, data = item[0], item[2], item[3]
+        if kind == "entry":
+            pipeline, stage, explicit_from = data[2], data[3], data[4]
+            deal_fields(at, pipeline, {f"entries:{stage}": 1.0})
+            put(at, "stage", stage_scope(pipeline, stage), "entries", 1.0)
+            from_stage = explicit_from
+            if from_stage is None and previous is not None:
+                from_stage = previous[3][3]  # the previous entry's stage, or a reopened deal's outcome
+            if from_stage is not None:
+                put(at, "pipeline", pipeline, f"transition:{from_stage}>{stage}", 1.0)
+                put(at, "transition", transition_id(pipeline, from_stage, stage), "n", 1.0)
+            if previous is not None and previous[2] == "close":
+                deal_fields(at, pipeline, {"reopened": 1.0})
+        if previous is not None and previous[2] == "entry":
+            left = previous[3]
+            duration = max(0.0, at - left[0])
+            ident = stage_scope(left[2], left[3])
+            put(at, "stage", ident, "tis_count", 1.0)
+            put(at, "stage", ident, "tis_sum_s", duration)
+            put(at, "stage", ident, duration_bucket("tis", duration), 1.0)
+        previous = item
+    if v.status in (WON, LOST) and v.at is not None and v.pipeline is not None:
+        if v.status == WON:
+            fields: dict[str, float] = {"won": 1.0, f"won_amount:{v.currency}": float(v.amount or 0.0)}
+            kind = created[3] if created is not None else None
+            if kind in ("upsell", "cross_sell"):
+                fields[f"won_{kind}"] = 1.0
+            if created is not None:
+                cycle = max(0.0, v.at - created[0])
+                fields |= {"cycle_count": 1.0, "cycle_sum_s": cycle, duration_bucket("cycle", cycle): 1.0}
+        else:
+            fields = {"lost": 1.0, f"lost_reason:{pipelines.loss_reason(v.pipeline, v.reason)}": 1.0}
+        deal_fields(v.at, v.pipeline, fields)
+        for name in ("won", "lost", f"won_amount:{v.currency}"):
+            if name in fields:  # Prometheus: deals_closed_total and revenue_won_total by pipeline and rep
+                put(v.at, "pipeline_rep", encode((v.pipeline, v.rep)), name, fields[name])
+    churned = deal.get("churned")
+    if churned is not None:
+        won_at = v.at if v.status == WON else None
+        churn_rep = churned[2] or v.rep
+        churn_team = (team_of_rep.get(churn_rep) or v.team) if churned[2] else v.team
+        for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned[0], won_at).items():
+            put(churned[0], scope, ident, name, value)
+    now: dict[NowKey, float] = {}
+    if v.status == OPEN and v.pipeline is not None and v.stage is not None:
+        amount = float(v.amount or 0.0)
+        fields = {
+            "deals": 1.0,
+            f"deals:{v.stage}": 1.0,
+            f"amount:{v.currency}": amount,
+            f"amount:{v.stage}:{v.currency}": amount,
+            f"weighted:{v.currency}": weighted_amount(amount, v.probability),
+        }
+        for scope, ident in (("pipeline", v.pipeline), ("rep", v.rep), ("team", v.team)):
+            for name, value in fields.items():
+                now[(scope, ident, name)] = value
+        now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "deals")] = 1.0
+        now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "amount")] = amount
+        now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "weighted")] = weighted_amount(amount, v.probability)
+        # The same per team, for boards that filter the open pipeline by team (Prometheus only, never published).
+        team_gauge = encode((v.pipeline, v.stage, v.currency, v.team))
+        now[("team_gauge", team_gauge, "deals")] = 1.0
+        now[("team_gauge", team_gauge, "amount")] = amount
+        now[("team_gauge", team_gauge, "weighted")] = weighted_amount(amount, v.probability)
+        expected = deal.get("expected_close")
+        if expected is not None:
+            put(expected[2], "rep", v.rep, f"open_closing:{v.currency}", amount, grain="month")
+            put(expected[2], "team", v.team, f"open_closing:{v.currency}", amount, grain="month")
+    return windowed, now
+
+
+def churn_fields(rep: str, team: str, churned_at: float, won_at: float | None) -> dict[tuple[str, str, str], float]:
+    """A churned customer per rep and team: within its first year after the win, or later (if the win is known)."""
+    fields = {"churned": 1.0}
+    if won_at is not None:
+        fields["churned_first_year" if churned_at - won_at < FIRST_YEAR_S else "churned_later"] = 1.0
+    return {(scope, ident, name): value for scope, ident in (("rep", rep), ("team", team)) for name, value in fields.items()}
+
+
+def open_gauge_id(pipeline: str, stage: str, currency: str) -> str:
+    """Id of the Prometheus open-pipeline gauge scope: structured (pipeline, stage, currency)."""
+    return encode((pipeline, stage, currency))
+
+
+# --- lead and quota states ------------------------------------------------------------------------------
+#
+# LeadState: created [at, eid] | None, owner / team / source [at, eid, value] (latest), mql: bool,
+#   converted: bool, deals: {deal_id: [at, eid, outcome] | None} (None: converted, not closed yet),
+#   churned: [at, eid, rep|None] | None.
+
+
+def lead_contribution(lead: State, team_of_rep: Mapping[str, str]) -> dict[WindowKey, float]:
+    """A lead's cohort fields at its creation (leads, mql, opportunities, customers, mql_customers) and its churn."""
+    rep = (lead.get("owner") or [0, "", None])[2] or UNASSIGNED
+    team = (lead.get("team") or [0, "", None])[2] or team_of_rep.get(rep) or UNASSIGNED
+    deals = lead.get("deals") or {}
+    won_ats = [close[0] for close in deals.values() if close is not None and close[2] == WON]
+    out: dict[WindowKey, float] = {}
+    churned = lead.get("churned")
+    if churned is not None:
+        churn_rep = churned[2] or rep
+        churn_team = (team_of_rep.get(churn_rep) or team) if churned[2] else team
+        won_at = min(won_ats) if won_ats else None
+        for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned[0], won_at).items():
+            out[(churned[0], None, scope, ident, name)] = value
+    created = lead.get("created")
+    if created is None:
+        return out
+    source = (lead.get("source") or [0, "", None])[2] or UNKNOWN_SOURCE
+    customer = bool(won_ats)
+    mql = bool(lead.get("mql"))
+    fields = {"leads": 1.0}
+    if mql:
+        fields["mql"] = 1.0
+    if lead.get("converted") or deals:
+        fields["opportunities"] = 1.0
+    if customer:
+        fields["customers"] = 1.0
+        if mql:
+            fields["mql_customers"] = 1.0
+    for scope, ident in (("rep", rep), ("team", team), ("source", source)):
+        for name, value in fields.items():
+            out[(created[0], None, scope, ident, name)] = value
+    return out
+
+
+def quota_contribution(
+    quota: State, month_start: float, rep: str, team_of_rep: Mapping[str, str], default_currency: str
+) -> dict[WindowKey, float]:
+    """A rep's quota for a month, in the month window only (rep and team scopes).
+
+    ``quota`` holds ``value`` ``[at, eid, amount, currency|None, team|None]`` of the latest ``quota.set``.
+    """
+    value = quota.get("value")
+    if value is None:
+        return {}
+    team = value[4] or team_of_rep.get(rep) or UNASSIGNED
+    name = f"quota:{value[3] or default_currency}"
+    return {
+        (month_start, "month", "rep", rep, name): float(value[2]),
+        (month_start, "month", "team", team, name): float(value[2]),
+    }
+
+
+def window_change(
+    old: Mapping[WindowKey, float], new: Mapping[WindowKey, float]
+) -> dict[tuple[float, str | None], list[tuple[str, str, dict[str, float]]]]:
+    """``new - old`` grouped by (instant, grain) as deltas ``(scope, id, {field: change})``; unchanged left out."""
+    grouped: dict[tuple[float, str | None], dict[tuple[str, str], dict[str, float]]] = {}
+    for key in old.keys() | new.keys():
+        change = new.get(key, 0) - old.get(key, 0)
+        if change:
+            grouped.setdefault((key[0], key[1]), {}).setdefault((key[2], key[3]), {})[key[4]] = change
+    return {
+        instant: [(scope, ident, fields) for (scope, ident), fields in by_id.items()]
+        for instant, by_id in grouped.items()
+    }

@@ -1,0 +1,107 @@
+"""SLA alerts out: ``salespulse.alerts`` (keyed by lead, in the lead's own partition) and Redis pub/sub.
+
+Each status of a lead's alert goes out once: the lead state records it as published only after both
+sinks took it (``engine.alert_clock``); Redis guards its pub/sub message with ``HSETNX``; and before
+republishing what a crashed worker left unrecorded, the topic partition is read back for alerts already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from salespulse.kafka_connection import KafkaConnection
+from salespulse.topics import ALERTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+ALERTS_CHANNEL = "salespulse:alerts"
+#: The newest alerts (the live board's feed): a sorted set of alert JSON scored by emission time (ms).
+RECENT_ALERTS_KEY = "salespulse:alerts:recent"
+RECENT_ALERTS_KEPT = 200
+_PUBLISH_ONCE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[6]))
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+  return 1
+end
+return 0
+"""
+_GUARD_TTL_S = 35 * 86400
+
+
+class AlertSinks:
+    """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
+
+    def __init__(self, redis_client: aioredis.Redis, kafka: KafkaConnection) -> None:
+        self.redis = redis_client
+        self.kafka = kafka
+        self._producer: AIOKafkaProducer | None = None
+        self._publish_once = redis_client.register_script(_PUBLISH_ONCE)
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(**self.kafka.client_options(), acks="all", linger_ms=5)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(self, alerts: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+        """Publish alerts to both sinks; raises if either did not take them all."""
+        assert self._producer is not None, "AlertSinks.start() was not awaited"
+        futures = []
+        for partition, lead_id, alert in alerts:
+            futures.append(
+                await self._producer.send(ALERTS_TOPIC, key=lead_id.encode(), value=orjson.dumps(alert), partition=partition)
+            )
+        await asyncio.gather(*futures)
+        await self.publish_redis(alerts)
+
+    async def publish_redis(
+        self, alerts: Sequence[tuple[int, str, dict[str, Any]]], keep: int = RECENT_ALERTS_KEPT
+    ) -> None:
+        """The Redis half: the channel message, the guard and the recent-alerts set, once per (lead, status)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, lead_id, alert in alerts:
+                emitted_ms = int(datetime.fromisoformat(alert["emitted_at"]).timestamp() * 1000)
+                await self._publish_once(
+                    keys=[f"salespulse:alert:{lead_id}", RECENT_ALERTS_KEY],
+                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S, emitted_ms, keep],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def already_sent(self, partition: int) -> set[tuple[str, str]]:
+        """(lead id, status) of every alert already in the topic partition."""
+        consumer = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            tp = TopicPartition(ALERTS_TOPIC, partition)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            sent: set[tuple[str, str]] = set()
+            # Read until the partition stays quiet, not up to its end offset: Tansu reports end
+            # offsets of multi-record batches wrong. Alerts are written before they are recorded,
+            # so everything this must find is already in the log.
+            idle = 0
+            while idle < 2:
+                batch = await consumer.getmany(tp, timeout_ms=300)
+                messages = batch.get(tp, [])
+                idle = 0 if messages else idle + 1
+                for message in messages:
+                    alert = orjson.loads(message.value)
+                    sent.add((alert["lead_id"], alert["status"]))
+            return sent
+        finally:
+            await consumer.stop()
