@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
         "default: on for the embedded broker, off for an external one",
     )
     data_dir: Path = Field(Path(".salespulse"), description="where the embedded broker and Redis keep files")
+    state_store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="worker state store: 'rocksdb' keeps it on local disk under data_dir (a restart reads it "
+        "instead of replaying the changelog; one data_dir per worker process), 'memory' replays the changelog",
+    )
 
     @field_validator("timezone")
     @classmethod

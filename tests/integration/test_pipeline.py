@@ -212,12 +212,26 @@ async def test_broker_outage_answers_503_and_the_retry_succeeds_once_it_is_back(
         process.stop()
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 async def test_worker_killed_mid_stream_counts_every_event_exactly_once_after_restart(
-    fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path, unique_id: str
+    fresh_broker: EmbeddedBroker,
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    unique_id: str,
+    store: str,
 ) -> None:
     # No offset commit before the kill, while every batch's cells reach the changelog: the restart
     # must replay all of them against changelogged state (the case the cell watermarks exist for).
-    env = stack_env(fresh_broker.url, redis_server.url, f"t-{unique_id}", SALESPULSE_COMMIT_INTERVAL_S="600")
+    # With RocksDB the restarted worker reads the state its predecessor left on disk (same data dir).
+    env = stack_env(
+        fresh_broker.url,
+        redis_server.url,
+        f"t-{unique_id}",
+        SALESPULSE_COMMIT_INTERVAL_S="600",
+        SALESPULSE_STATE_STORE=store,
+        SALESPULSE_DATA_DIR=str(tmp_path / "data"),
+    )
     reps = [f"rep-k{i}" for i in range(5)]
     events = [call(f"k{i}", reps[i % 5], "emea", "connected" if i % 3 else "voicemail") for i in range(3000)]
     first = SalespulseProcess("run", tmp_path / "run1.log", env)
@@ -246,5 +260,7 @@ async def test_worker_killed_mid_stream_counts_every_event_exactly_once_after_re
             for rep in reps
             for o in ("connected", "voicemail")
         ) == 3000
+        if store == "rocksdb":
+            assert list((tmp_path / "data").rglob("state-*.db")), "the state must have been on local disk"
     finally:
         second.stop()

@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import StoreT
+from yarl import URL
+
+from salespulse.engine.faust.rocks import PartitionKeyedRocksDBStore
 
 
 def table_key(partition: int, name: str) -> str:
@@ -22,3 +26,19 @@ class PartitionKeyedTable(faust.Table[str, bytes]):
 
     def partition_for_key(self, key: Any) -> int:
         return int(str(key).partition("|")[0])
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT[str, bytes]:
+        if URL(str(url)).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        return PartitionKeyedRocksDBStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
