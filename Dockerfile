@@ -10,10 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# Dependencies first, exactly as locked (versions and hashes; docs/operations.md says how to regenerate the lock):
+# the core only, no development broker (the "embedded" extra is not in the lock).
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 # pyproject.toml names README.md as the package readme, so it is part of the build input.
 COPY pyproject.toml README.md ./
 COPY salespulse ./salespulse
-RUN pip install . \
+RUN pip install --no-deps . \
+    && pip check \
     && rm -rf /src
 
 # Non-root; SALESPULSE_DATA_DIR (Faust's table dir) is the only place the process writes.

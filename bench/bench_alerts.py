@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from salespulse.embedded.broker import EmbeddedBroker  # noqa: E402
 from salespulse.embedded.ports import free_port  # noqa: E402
 from salespulse.embedded.redis_server import EmbeddedRedis  # noqa: E402
+from salespulse.kafka_connection import KafkaConnection  # noqa: E402
 from salespulse.topics import ALERTS_TOPIC, EVENTS_TOPIC, ensure_topics  # noqa: E402
 from tests.integration.stack import read_topic  # noqa: E402
 
@@ -83,7 +84,7 @@ async def run(args: argparse.Namespace) -> dict:
     run_dir = Path(f"/tmp/salespulse-bench-alerts-{uuid.uuid4().hex[:8]}")
     run_dir.mkdir(parents=True)
     with EmbeddedBroker(log_path=run_dir / "tansu.log") as broker, EmbeddedRedis(log_path=run_dir / "redis.log") as redis_server:
-        await ensure_topics(broker.bootstrap, args.partitions)
+        await ensure_topics(KafkaConnection.plaintext(broker.bootstrap), args.partitions)
         port = free_port()
         env = {
             **os.environ,

@@ -64,7 +64,8 @@ from salespulse.models.events import EventAdapter, event_from_json, event_to_jso
 from salespulse.simulate import TrafficModel  # noqa: E402
 from salespulse.outputs.redis import RedisPublisher  # noqa: E402
 from salespulse.outputs.topics import TopicPublisher  # noqa: E402
-from salespulse.roles import redis_client_for  # noqa: E402
+from salespulse.kafka_connection import KafkaConnection  # noqa: E402
+from salespulse.redis_connection import redis_client_for  # noqa: E402
 from salespulse.families.activity.family import ActivityFamily  # noqa: E402
 from salespulse.engine.cells import CellStore  # noqa: E402
 from salespulse.engine.dedup import DedupIndex  # noqa: E402
@@ -551,7 +552,7 @@ async def flush_costs(activity: ActivityFamily, partitions: int, redis_url: str,
     render_s = time.perf_counter() - started
     client = redis_client_for(redis_url.rsplit("/", 1)[0] + "/1")
     redis_pub = RedisPublisher(client)
-    topics = TopicPublisher(bootstrap)
+    topics = TopicPublisher(KafkaConnection.plaintext(bootstrap))
     await topics.start()
     try:
         await redis_pub.publish(partials[:10])  # load the script, open the connection
@@ -1177,7 +1178,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     with EmbeddedBroker(log_path=run_dir / "tansu.log") as broker, EmbeddedRedis(log_path=run_dir / "redis.log") as rs:
-        await ensure_topics(broker.bootstrap, args.partitions)
+        await ensure_topics(KafkaConnection.plaintext(broker.bootstrap), args.partitions)
         seconds, placements = await preload(broker.bootstrap, workload.records)
         per_partition = Counter(p for p, _ in placements)
         results["preload"] = {

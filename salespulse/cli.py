@@ -1,4 +1,4 @@
-"""The ``salespulse`` command: run, worker, ingest, simulate, replay and schemas."""
+"""The ``salespulse`` command: run, worker, ingest, simulate, replay, schemas and crm check."""
 
 from __future__ import annotations
 
@@ -10,35 +10,71 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.text import Text
 
 from salespulse import __version__
+from salespulse.logs import LOG_FORMATS, LOG_LEVELS, setup_logging
+from salespulse.preflight import (
+    ConfigurationError,
+    check_config_file,
+    check_embedded_installed,
+    check_port_free,
+)
 from salespulse.settings import METRIC_FAMILIES, Settings
 
-console = Console(stderr=True)
+# soft_wrap: a line is never folded at 80 columns when stderr is a file or a pipe (log collectors).
+console = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(*lines: str) -> None:
+    """Print each line as ``error: ...`` and exit with status 2 (a configuration mistake)."""
+    for line in lines:
+        console.print(Text.assemble(("error: ", "red"), line))
+    raise SystemExit(2)
 
 
 def _settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with command-line flags (when given) taking precedence."""
+    """Settings from the environment, with command-line flags (when given) taking precedence.
+
+    Any mistake, in a setting of today or one added later, is one line naming the variable.
+    """
     given = {name: value for name, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        lines = []
+        for error in exc.errors(include_url=False, include_input=False):
             field = ".".join(str(p) for p in error["loc"])
-            console.print(f"[red]configuration error:[/red] SALESPULSE_{field.upper()}: {error['msg']}")
-        raise SystemExit(2) from None
+            source = " (command-line flag)" if field in given else ""
+            # A check across settings (no field) names its variables in the message itself.
+            where = f"SALESPULSE_{field.upper()}{source}: " if field else ""
+            lines.append(f"{where}{error['msg'].removeprefix('Value error, ')}")
+        _fail(*lines)
+    except SettingsError as exc:  # a value pydantic-settings could not even decode (e.g. bad JSON)
+        _fail(f"{exc}".replace("\n", " "))
+    raise AssertionError("unreachable")
 
 
 def _run_role(fn: Any, *args: Any, **kwargs: Any) -> None:
-    from salespulse.roles import ConfigurationError
-
     try:
         code = fn(*args, **kwargs)
     except ConfigurationError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
+        _fail(*exc.lines)
     raise SystemExit(code)
+
+
+def _preflight(settings: Settings, *, listens: bool = True, embedded: bool = False) -> None:
+    """Everything checkable before a role starts anything: the config file, the port, the embedded extra."""
+    try:
+        check_config_file(settings)
+        if embedded:
+            check_embedded_installed(settings)
+        if listens:
+            check_port_free(settings.http_host, settings.http_port)
+    except ConfigurationError as exc:
+        _fail(*exc.lines)
 
 
 http_options = [
@@ -49,14 +85,35 @@ infra_options = [
     click.option("--kafka-url", help="kafka://host:port [env SALESPULSE_KAFKA_URL]"),
     click.option("--redis-url", help="redis://host:port/db [env SALESPULSE_REDIS_URL]"),
     click.option("--partitions", type=int, help="partitions of salespulse.events [env SALESPULSE_PARTITIONS, 4]"),
+    click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="the TOML config file (docs/config.example.toml) [env SALESPULSE_CONFIG]",
+    ),
 ]
 families_option = click.option(
     "--families",
     help=f"comma-separated metric families to run: {', '.join(METRIC_FAMILIES)} [env SALESPULSE_FAMILIES, all]",
 )
-log_option = click.option(
-    "--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
-)
+log_options = [
+    click.option(
+        "--log-level",
+        "--loglevel",
+        "loglevel",
+        default="info",
+        show_default=True,
+        type=click.Choice(LOG_LEVELS),
+        help="debug also shows Faust's and aiokafka's internal logging (kept at WARNING otherwise)",
+    ),
+    click.option(
+        "--log-format",
+        "logformat",
+        default="text",
+        show_default=True,
+        type=click.Choice(LOG_FORMATS),
+        help="json: one JSON object per line, for log platforms",
+    ),
+]
 
 
 def _apply(options: list[Any]) -> Any:
@@ -83,8 +140,8 @@ def main() -> None:
 @click.option("--simulate/--no-simulate", default=False, help="Also send realistic synthetic CRM traffic to itself.")
 @click.option("--leads-per-minute", default=30.0, show_default=True, help="New leads per real minute.")
 @click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
-@log_option
-def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, **flags: Any) -> None:
+@_apply(log_options)
+def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, logformat: str, **flags: Any) -> None:
     """Everything on one machine: embedded broker and Redis (unless URLs are given), webhooks and a worker.
 
     One HTTP port serves /webhooks/events, /healthz, /readyz and /metrics. Ctrl-C stops everything.
@@ -105,18 +162,15 @@ def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, 
         if simulate
         else None
     )
-    console.print(
-        f"salespulse {__version__}: webhooks on http://{settings.http_host}:{settings.http_port}/webhooks/events"
-        f"{' (simulated traffic on)' if simulate else ''}; Ctrl-C to stop"
-    )
-    _run_role(run_all, settings, options, loglevel, announce=console.print)
+    _preflight(settings, embedded=True)
+    _run_role(run_all, settings, options, loglevel, setup_logging(loglevel, logformat))
 
 
 @main.command()
 @_apply(http_options + infra_options)
 @families_option
-@log_option
-def worker(loglevel: str, **flags: Any) -> None:
+@_apply(log_options)
+def worker(loglevel: str, logformat: str, **flags: Any) -> None:
     """A stream worker: consumes salespulse.events, keeps tables, publishes to Redis, metric topics, /metrics.
 
     Start several with the same SALESPULSE_APP_ID to share the partitions; run families in separate
@@ -124,18 +178,22 @@ def worker(loglevel: str, **flags: Any) -> None:
     """
     from salespulse.roles import run_worker
 
-    _run_role(run_worker, _settings(**flags), loglevel)
+    settings = _settings(**flags)
+    _preflight(settings)
+    _run_role(run_worker, settings, loglevel, setup_logging(loglevel, logformat))
 
 
 @main.command()
 @_apply(http_options + infra_options)
 @click.option("--insecure", is_flag=True, help="Accept unsigned webhooks when no SALESPULSE_WEBHOOK_SECRET is set.")
-@log_option
-def ingest(insecure: bool, loglevel: str, **flags: Any) -> None:
+@_apply(log_options)
+def ingest(insecure: bool, loglevel: str, logformat: str, **flags: Any) -> None:
     """The webhook server: verifies, validates and publishes events to salespulse.events."""
     from salespulse.roles import run_ingest
 
-    _run_role(run_ingest, _settings(**flags), insecure, loglevel)
+    settings = _settings(**flags)
+    _preflight(settings)
+    _run_role(run_ingest, settings, insecure, loglevel, setup_logging(loglevel, logformat))
 
 
 @main.command()
@@ -146,12 +204,17 @@ def ingest(insecure: bool, loglevel: str, **flags: Any) -> None:
 @click.option("--teams", default=3, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for reproducible traffic.")
 @click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
+@click.option("--give-up-after", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Stop with an error once nothing could be delivered for this many seconds.")
 def simulate(
-    url: str, duration: float | None, leads_per_minute: float, reps: int, teams: int, seed: int | None, speedup: float
+    url: str, duration: float | None, leads_per_minute: float, reps: int, teams: int, seed: int | None, speedup: float,
+    give_up_after: float,
 ) -> None:
     """Send realistic synthetic CRM traffic (leads, calls, emails, meetings, deals) to a running server.
 
-    Signs requests with SALESPULSE_WEBHOOK_SECRET when it is set.
+    Signs requests with SALESPULSE_WEBHOOK_SECRET when it is set. Exits with status 1 when the server
+    cannot be reached for --give-up-after seconds, answers 401/403 (wrong secret) or 404 (wrong URL),
+    or rejects events.
     """
     from salespulse.simulate import simulate as run_simulation
 
@@ -168,12 +231,18 @@ def simulate(
                 teams=teams,
                 seed=seed,
                 speedup=speedup,
-                console=Console(),
+                console=Console(soft_wrap=True),
+                give_up_after_s=give_up_after,
             )
         )
     except KeyboardInterrupt:
         return
-    console.print(stats)
+    if stats.failure is not None:
+        console.print(Text.assemble(("error: ", "red"), stats.failure))
+        raise SystemExit(1)
+    if stats.rejected:
+        console.print(Text.assemble(("error: ", "red"), f"the server rejected {stats.rejected} events (see above)"))
+        raise SystemExit(1)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -217,6 +286,7 @@ def replay(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from salespulse.kafka_connection import KafkaConnection
     from salespulse.replay import ReplayError, read_csv, read_jsonl, replay as run_replay
 
     settings = _settings(kafka_url=kafka_url)
@@ -238,11 +308,12 @@ def replay(
         task = progress.add_task(file.name, total=total)
         try:
             stats = asyncio.run(
-                run_replay(rows, settings.kafka_bootstrap, position, rate=rate, strict=strict,
-                           on_progress=lambda line: progress.update(task, completed=line))
+                run_replay(rows, KafkaConnection.from_settings(settings), position, rate=rate, strict=strict,
+                           on_progress=lambda line: progress.update(task, completed=line),
+                           connect_timeout_s=settings.startup_timeout_s)
             )
         except ReplayError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
             raise SystemExit(1) from None
         progress.update(task, completed=total)
     for bad in stats.bad:
@@ -272,6 +343,49 @@ def schemas(out: Path, check: bool) -> None:
         return
     for path in export_schemas(out):
         console.print(f"wrote {path}")
+
+
+@main.group()
+def crm() -> None:
+    """Connecting a CRM (docs/crm.md)."""
+
+
+@crm.command("check")
+@click.argument("name", type=click.Choice(["hubspot", "pipedrive", "salesforce", "close"]))
+@click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the [crm.<name>] mapping to this file (include it in your SALESPULSE_CONFIG).")
+def crm_check(name: str, write_to: Path | None) -> None:
+    """Check NAME's credentials, list the pipelines, stages and owners its API shows, print the mapping.
+
+    Credentials come from the environment: SALESPULSE_HUBSPOT_ACCESS_TOKEN (HubSpot),
+    SALESPULSE_PIPEDRIVE_API_TOKEN, SALESPULSE_SALESFORCE_INSTANCE_URL and SALESPULSE_SALESFORCE_ACCESS_TOKEN,
+    SALESPULSE_CLOSE_API_KEY. Exit status 1 when the CRM cannot be read, 2 for a missing setting.
+    """
+    from salespulse.crm_check import DISCOVER, CheckFailed, render_mapping
+
+    settings = _settings()
+    try:
+        found = DISCOVER[name](settings)
+    except CheckFailed as exc:
+        console.print(f"[red]✗ {name}:[/red] {exc}")
+        raise SystemExit(2 if "is not set" in str(exc) else 1) from None
+    console.print(f"[green]✓ {name}:[/green] credentials accepted")
+    console.print(f"  pipelines: {len(found.pipelines) or '-'}; stages: {len(found.stages)}; owners: {len(found.owners)}")
+    for stage_id, stage in found.stages.items():
+        flags = " won" if stage.won else (" lost" if stage.closed else "")
+        console.print(f"  {stage.pipeline} / {stage.order if stage.order is not None else '?'}. {stage.stage}"
+                      f" ({stage_id}){flags}")
+    for note in found.notes:
+        console.print(f"[yellow]![/yellow] {note}")
+    text = render_mapping(name, found)
+    click.echo(text, nl=False)
+    if write_to is not None:
+        try:
+            write_to.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            console.print(f"[red]cannot write {write_to}:[/red] {exc.strerror or exc}")
+            raise SystemExit(1) from None
+        console.print(f"wrote {write_to}")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from pydantic import (
     model_validator,
 )
 
-from salespulse.crm_config import CrmSection
+from salespulse.crm_config import CrmSection, StageMapping
 from salespulse.families.business_hours import END_OF_DAY, BusinessHours
 from salespulse.families.pipeline.rules import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
+from salespulse.toml_lines import key_lines, line_of
 
 __all__ = [
     "ActivityConfig",
@@ -58,10 +59,27 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 class ConfigError(ValueError):
     """The config file is missing, is not TOML, or holds a bad value; ``path`` and ``key`` say where."""
 
-    def __init__(self, message: str, *, path: Path | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        key: str | None = None,
+        problems: list[tuple[str, int | None, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.key = key
+        #: ``(dotted key, line or None, what is wrong)`` per invalid value.
+        self.problems = problems or []
+
+    def lines(self) -> list[str]:
+        """One line per problem, ``file:line: key: what is wrong`` (the form compilers use), for the console."""
+        if not self.problems:
+            return [" ".join(str(self).split())]
+        return [
+            f"{self.path}{f':{line}' if line else ''}: {key}: {message}" for key, line, message in self.problems
+        ]
 
 
 def parse_interval(text: str) -> tuple[time, time]:
@@ -199,6 +217,16 @@ class PipelineConfig(_Model):
             probabilities=dict(self.probabilities),
             loss_reasons=tuple(self.loss_reasons) if self.loss_reasons is not None else DEFAULT_LOSS_REASONS,
         )
+def crm_pipeline_spec(stages: list[StageMapping]) -> PipelineSpec:
+    """A pipeline from ``[crm]`` stages in CRM order: open ones are the funnel, closed ones close it."""
+    return PipelineSpec(
+        stages=tuple(s.stage for s in stages if not s.closed),
+        won_stages=tuple(s.stage for s in stages if s.won),
+        lost_stages=tuple(s.stage for s in stages if s.closed and not s.won),
+        probabilities={s.stage: s.probability for s in stages if s.probability is not None},
+    )
+
+
 #: A target's kind: a published count field of the activity family (``call``, ``call:connected``,
 #: ``email_sent``, ``meeting_booked``, a logged kind such as ``visit``, ``total``) or of the engagement
 #: family (``emails_personalized``, ``emails_sent`` ...).
@@ -280,11 +308,15 @@ class Config(_Model):
         """The configured pipelines (stage order, won/lost stages, probabilities, loss reasons).
 
         With no ``[pipelines]`` table: the built-in ``default`` pipeline (qualification, discovery,
-        proposal, negotiation; closed_won, closed_lost), which the simulator drives.
+        proposal, negotiation; closed_won, closed_lost), which the simulator drives. Pipelines whose
+        ``[crm]`` stages carry an ``order`` (as ``salespulse crm check --write`` writes them) are added;
+        a ``[pipelines]`` table of the same name wins.
         """
-        if not self.pipelines:
-            return Pipelines(DEFAULT_PIPELINES)
-        return Pipelines({name: spec.to_spec() for name, spec in self.pipelines.items()})
+        specs = dict(DEFAULT_PIPELINES) if not self.pipelines else {}
+        for name, stages in self.crm.ordered_stages().items():
+            specs[name] = crm_pipeline_spec(stages)
+        specs.update({name: spec.to_spec() for name, spec in self.pipelines.items()})
+        return Pipelines(specs)
 
     def team_for_rep(self, rep: str | None) -> str | None:
         """The rep's team from the ``[teams]`` directory, or None."""
@@ -305,24 +337,27 @@ def load_config(path: Path | str | None) -> Config:
         return Config()
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}", path=path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 TOML: {exc}", path=path) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML config file", path=path) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}", path=path) from None
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = [(_dotted(err["loc"], data), _message(err)) for err in exc.errors()]
-        lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
+        places = key_lines(text)
+        problems = [(_dotted(err["loc"], data), line_of(err["loc"], places), _message(err)) for err in exc.errors()]
+        lines = "\n".join(f"  {key}: {msg}{f' (line {line})' if line else ''}" for key, line, msg in problems)
         first_key = problems[0][0] if problems else None
         message = f"{path}: invalid config ({len(problems)} problem(s)):\n{lines}"
-        raise ConfigError(message, path=path, key=first_key) from None
+        raise ConfigError(message, path=path, key=first_key, problems=problems) from None
 
 
 def _dotted(loc: tuple[int | str, ...], data: Any) -> str:

@@ -27,6 +27,9 @@ class StageMapping(_Model):
     closed: bool = False
     won: bool = False
     probability: float | None = Field(None, ge=0, le=1)
+    #: The stage's place in its pipeline as the CRM orders it (HubSpot ``displayOrder``, Pipedrive
+    #: ``order_nr``; yours for Salesforce): stage transitions are judged forward / backward by it.
+    order: int | None = Field(None, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _won_is_closed(self) -> "StageMapping":
@@ -104,3 +107,18 @@ class CrmSection(_Model):
     pipedrive: VendorMapping = Field(default_factory=VendorMapping)
     salesforce: VendorMapping = Field(default_factory=VendorMapping)
     close: VendorMapping = Field(default_factory=VendorMapping)
+
+    def ordered_stages(self) -> dict[str, list[StageMapping]]:
+        """Per salespulse pipeline, the mapped stages that carry an ``order``, in that order (ties by name).
+
+        HubSpot's built-in stages count only when mapped: their order is the portal's, not a guess.
+        """
+        out: dict[str, dict[str, StageMapping]] = {}
+        for mapping in (self.hubspot, self.pipedrive, self.salesforce, self.close):
+            for stage in mapping.stages.values():
+                if stage.order is not None:
+                    out.setdefault(stage.pipeline, {}).setdefault(stage.stage, stage)
+        return {
+            pipeline: sorted(stages.values(), key=lambda s: (s.order or 0, s.stage))
+            for pipeline, stages in out.items()
+        }

@@ -28,6 +28,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from salespulse.kafka_connection import KafkaConnection, KafkaUnavailable, wait_for_kafka
 from salespulse.models.errors import field_errors
 from salespulse.models.events import INTERNAL_EVENT_TYPES, MAX_FUTURE_SKEW, Event, EventAdapter, event_to_json
 from salespulse.topics import EVENTS_TOPIC, REPLAY_HEADER
@@ -138,20 +139,25 @@ class RateLimiter:
 
 async def replay(
     rows: Iterator[tuple[int, Event | BadRow]],
-    bootstrap: str,
+    kafka: KafkaConnection,
     position_file: Path,
     rate: float | None = None,
     strict: bool = False,
     on_progress: Any = None,
+    connect_timeout_s: float = 10.0,
 ) -> ReplayStats:
     """Send every good row after the saved position; returns what was sent and what was bad."""
     start_after = load_position(position_file)
     stats = ReplayStats()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        await wait_for_kafka(kafka, connect_timeout_s)
+    except KafkaUnavailable as exc:
+        raise ReplayError(str(exc)) from None
+    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", linger_ms=5)
     try:
         await producer.start()
     except Exception as exc:
-        raise ReplayError(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
+        raise ReplayError(f"cannot reach Kafka at {kafka.describe()}: {type(exc).__name__}: {exc}") from None
     limiter = RateLimiter(rate)
     pending: list[asyncio.Future[Any]] = []
     last_line = start_after

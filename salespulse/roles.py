@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -15,25 +15,28 @@ import faust
 import redis.asyncio as aioredis
 from mode import Service, Worker
 from prometheus_client import CollectorRegistry
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from salespulse import console
 from salespulse.config import ConfigError, load_config
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
+from salespulse.handlers.crm.enricher import enricher_for
 from salespulse.handlers.event_log import EventLog
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
+from salespulse.kafka_connection import KafkaConnection, KafkaUnavailable, wait_for_kafka
+from salespulse.redis_connection import RedisUnavailable, redis_client, wait_for_redis
+from salespulse.logs import logging_config
+from salespulse.preflight import ConfigurationError
 from salespulse.settings import Settings
 from salespulse.engine.memory import GarbageCollection
 from salespulse.topics import ensure_topics
 from salespulse.engine.worker import WorkerRuntime
+from salespulse.worker_summary import worker_snapshot
 
 log = logging.getLogger(__name__)
 
 
-class ConfigurationError(Exception):
-    """Settings that must not be run as given; the message says what to change."""
+__all__ = ["ConfigurationError", "run_all", "run_ingest", "run_worker"]
 
 
 def is_loopback(host: str) -> bool:
@@ -83,37 +86,41 @@ class SimulatorService(Service):
         self._stop.set()
 
 
-def _prepare_topics(settings: Settings) -> None:
-    """Create the contract's topics, waiting up to the startup timeout for the broker to answer."""
-    asyncio.run(_ensure_topics_patiently(settings))
+def _prepare(settings: Settings, need_redis: bool = True) -> None:
+    """Check Kafka (and Redis) as configured and create the contract's topics, within the startup timeout.
+
+    A refused login or an untrusted certificate ends the start at once with one line (ConfigurationError).
+    """
+    asyncio.run(_check_and_create_topics(settings, need_redis))
     # Faust's Worker picks up the current event loop; asyncio.run() left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
-async def _ensure_topics_patiently(settings: Settings) -> None:
+async def _check_and_create_topics(settings: Settings, need_redis: bool) -> None:
     deadline = time.monotonic() + settings.startup_timeout_s
+    kafka = KafkaConnection.from_settings(settings)
+    try:
+        await wait_for_kafka(kafka, settings.startup_timeout_s)
+        if need_redis:
+            client = redis_client(settings)
+            try:
+                await wait_for_redis(client, settings.redis_url or "", max(deadline - time.monotonic(), 1.0))
+            finally:
+                await client.aclose()
+    except (KafkaUnavailable, RedisUnavailable) as exc:
+        raise ConfigurationError(str(exc)) from None
     while True:
         try:
-            await ensure_topics(settings.kafka_bootstrap, settings.partitions)
+            await ensure_topics(kafka, settings.partitions, settings.kafka_replication_factor)
             return
         except Exception as exc:  # the broker may still be starting (compose, k8s): retry, then say so
             if time.monotonic() >= deadline:
                 raise ConfigurationError(
-                    f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.startup_timeout_s:g} s "
+                    f"cannot create the topics on Kafka at {kafka.describe()} within {settings.startup_timeout_s:g} s "
                     f"(SALESPULSE_KAFKA_URL): {type(exc).__name__}: {exc}"
                 ) from None
-            log.warning("Kafka at %s not reachable yet (%s); retrying", settings.kafka_bootstrap, type(exc).__name__)
+            log.warning("Kafka at %s not ready yet (%s); retrying", kafka.bootstrap, type(exc).__name__)
             await asyncio.sleep(1.0)
-
-
-def redis_client_for(url: str) -> aioredis.Redis:
-    """A client that retries a command once a connection dropped (e.g. after a Redis restart)."""
-    return aioredis.Redis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, TimeoutError],
-        health_check_interval=30,
-    )
 
 
 def _redis_readiness(client: aioredis.Redis) -> Any:
@@ -129,21 +136,23 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
 def _worker_services(
     settings: Settings, registry: CollectorRegistry, with_ingest: bool
 ) -> tuple[faust.App, list[Service]]:
-    redis_client = redis_client_for(settings.redis_url or "")
-    runtime = WorkerRuntime(settings, registry, redis_client)
-    readiness = {"redis": _redis_readiness(redis_client), "worker": runtime.ready}
+    redis = redis_client(settings)
+    runtime = WorkerRuntime(settings, registry, redis)
+    readiness = {"redis": _redis_readiness(redis), "worker": runtime.ready}
     # The collector must not rescan the metric state in memory: see salespulse/engine/memory.py.
-    services: list[Service] = [GarbageCollection(), runtime.flusher]
+    services: list[Service] = [GarbageCollection(), runtime.flusher, console.ConsoleSummary(worker_snapshot(runtime))]
     if runtime.alert_clock is not None:
         services.append(runtime.alert_clock)
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
-        event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+        event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
-        crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
+        ignored = IgnoredCounter(registry)
+        crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
         services.insert(0, EventLogService(event_log))
+        services[1:1] = _crm_enrichers(settings, event_log, registry, ignored)
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
@@ -152,29 +161,47 @@ def _worker_services(
 
 
 def _crm_webhooks(
-    settings: Settings, event_log: EventLog, webhook: GenericWebhook, registry: CollectorRegistry
+    settings: Settings, event_log: EventLog, webhook: GenericWebhook, ignored: IgnoredCounter
 ) -> list[CrmWebhook]:
     """The enabled CRM endpoints, mapped through the config file's ``[crm]`` section."""
     try:
         crm = load_config(settings.config).crm
     except ConfigError as exc:
         raise ConfigurationError(str(exc)) from None
-    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, IgnoredCounter(registry))
+    hooks = build_crm_webhooks(settings, crm, event_log, webhook.rejected, ignored)
     for hook in hooks:
         log.info("CRM endpoint %s enabled", hook.path)
     return hooks
+
+
+def _crm_enrichers(
+    settings: Settings, event_log: EventLog, registry: CollectorRegistry, ignored: IgnoredCounter
+) -> list[Service]:
+    """The HubSpot enricher when its API token is set: part of ingest (and so of ``run``), after the event log."""
+    enricher = enricher_for(settings, load_config(settings.config).crm.hubspot, event_log, registry, ignored)
+    if enricher is None:
+        return []
+    log.info("HubSpot enrichment through %s enabled", settings.hubspot_api_url)
+    return [enricher]
 
 
 def _secret(settings: Settings) -> str | None:
     return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
 
-def _execute(app: faust.App | None, services: list[Service], loglevel: str) -> int:
+def _execute(
+    app: faust.App | None, services: list[Service], loglevel: str, log_config: dict[str, Any] | None = None
+) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code."""
-    if app is not None:
-        worker: Worker = faust.Worker(app, *services, loglevel=loglevel, redirect_stdouts=False)
-    else:
-        worker = Worker(*services, loglevel=loglevel, redirect_stdouts=False)
+    # mode's Worker applies this logging setup again when it starts (the CLI applied it first); quiet:
+    # no Faust banner or spinner, the console shows salespulse's own banner and summary lines.
+    options: dict[str, Any] = {
+        "loglevel": loglevel,
+        "logging_config": copy.deepcopy(log_config or logging_config(loglevel)),
+        "redirect_stdouts": False,
+        "quiet": True,
+    }
+    worker: Worker = faust.Worker(app, *services, **options) if app is not None else Worker(*services, **options)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -182,41 +209,50 @@ def _execute(app: faust.App | None, services: list[Service], loglevel: str) -> i
     return 0
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
+def run_worker(settings: Settings, loglevel: str = "info", log_config: dict[str, Any] | None = None) -> int:
     """``salespulse worker``: consume events, keep tables, publish metrics; serves health and /metrics."""
     _require_external(settings)
-    _prepare_topics(settings)
+    _prepare(settings)
     app, services = _worker_services(settings, CollectorRegistry(), with_ingest=False)
-    return _execute(app, services, loglevel)
+    console.announce(console.worker_banner(settings))
+    return _execute(app, services, loglevel, log_config)
 
 
-def run_ingest(settings: Settings, insecure: bool = False, loglevel: str = "info") -> int:
+def run_ingest(
+    settings: Settings, insecure: bool = False, loglevel: str = "info", log_config: dict[str, Any] | None = None
+) -> int:
     """``salespulse ingest``: the webhook endpoints; refuses to run unsigned unless ``insecure``."""
     _require_external(settings, need_redis=False)
     if settings.webhook_secret is None and not insecure:
         raise ConfigurationError(
             "SALESPULSE_WEBHOOK_SECRET is not set: refusing to accept unsigned webhooks (pass --insecure to allow)"
         )
-    _prepare_topics(settings)
+    _prepare(settings, need_redis=False)
     registry = CollectorRegistry()
-    event_log = EventLog(settings.kafka_bootstrap, registry, settings.publish_timeout_seconds)
+    event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
     webhook = GenericWebhook(event_log, _secret(settings), registry)
-    crm_webhooks = _crm_webhooks(settings, event_log, webhook, registry)
+    ignored = IgnoredCounter(registry)
+    crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
     readiness = {"kafka": event_log.ping}
     app = build_http_app(registry, readiness, webhook, crm_webhooks)
     http = HttpServer(app, settings.http_host, settings.http_port)
-    return _execute(None, [EventLogService(event_log), http], loglevel)
+    enrichers = _crm_enrichers(settings, event_log, registry, ignored)
+    summary = console.ConsoleSummary(
+        console.monotonic_snapshot(lambda: console.counter_total(event_log.published)), what="events published"
+    )
+    console.announce(console.ingest_banner(settings, [hook.path for hook in crm_webhooks]))
+    return _execute(None, [EventLogService(event_log), *enrichers, http, summary], loglevel, log_config)
 
 
 def run_all(
     settings: Settings,
     simulate_options: dict[str, Any] | None = None,
     loglevel: str = "info",
-    announce: Callable[[str], None] = lambda message: None,
+    log_config: dict[str, Any] | None = None,
 ) -> int:
     """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker.
 
-    ``announce`` receives one line per embedded server (where it listens) before the worker starts.
+    Once the servers are up, a banner says where everything is (webhooks, /metrics, the board, Redis, data).
     """
     from salespulse.embedded.broker import EmbeddedBroker
     from salespulse.embedded.redis_server import EmbeddedRedis
@@ -228,21 +264,23 @@ def run_all(
         )
     with ExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kafka_hint = redis_hint = ""
         if settings.kafka_url is None:
             broker = stack.enter_context(EmbeddedBroker(log_path=settings.data_dir / "tansu.log"))
-            announce(f"embedded Kafka-protocol broker (Tansu): {broker.url}")
+            kafka_hint = "(embedded Tansu broker, for development)"
             tansu = True if settings.tansu_compat is None else settings.tansu_compat
             settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
         if settings.redis_url is None:
             redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
-            announce(f"embedded Redis: {redis_server.url}")
+            redis_hint = " (embedded)"
             settings = settings.model_copy(update={"redis_url": redis_server.url})
-        _prepare_topics(settings)
+        _prepare(settings)
         app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))
-        return _execute(app, services, loglevel)
+        console.announce(console.run_banner(settings, simulate_options is not None, kafka_hint, redis_hint))
+        return _execute(app, services, loglevel, log_config)
 
 
 def _require_external(settings: Settings, need_redis: bool = True) -> None:

@@ -472,6 +472,10 @@ class SimulationStats:
     leads: int = 0
     elapsed_s: float = 0.0
     started_at: float = field(default_factory=time.time)
+    last_ok_at: float = field(default_factory=time.time)  # the last 2xx answer (or the start)
+    last_error: str = ""  # the last failed attempt: status and body, or the connection error
+    #: Why the run stopped before its end (a 401/403/404, or no delivery for ``give_up_after_s``); None if it did not.
+    failure: str | None = None
 
 
 _TICK_S = 0.2
@@ -479,6 +483,13 @@ _MAX_BATCH = 500  # the contract's cap per request
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _DRAIN_S = 10.0  # after the duration ends, how long an undelivered batch may still be retried
+#: Answers that no retry will change, with what to check.
+_FATAL_STATUS = {
+    401: " (check SALESPULSE_WEBHOOK_SECRET: it must be the server's)",
+    403: " (check SALESPULSE_WEBHOOK_SECRET: it must be the server's)",
+    404: " (no webhook endpoint there: check --url)",
+    405: " (no webhook endpoint there: check --url)",
+}
 
 
 class _Progress:
@@ -550,6 +561,7 @@ async def _deliver(
             status, text = None, f"{type(exc).__name__}: {exc}"
         stats.requests += 1
         if status is not None and 200 <= status < 300:
+            stats.last_ok_at = time.time()
             stats.posted += len(events)
             stats.accepted += _accepted_count(text, len(events))
             return "ok"
@@ -557,13 +569,16 @@ async def _deliver(
             # A 4xx will not change on retry; the server's body names the bad fields.
             stats.posted += len(events)
             stats.rejected += len(events)
-            fatal = status in (401, 403)
-            hint = " (check the webhook secret)" if fatal else ""
-            msg = f"server answered {status}{hint} to {len(events)} events: {text[:2000]}"
+            fatal = status in _FATAL_STATUS
+            hint = _FATAL_STATUS.get(status, "")
+            msg = f"{endpoint} answered {status}{hint} to {len(events)} events: {' '.join(text[:2000].split())}"
             log.warning(msg)
             if console is not None:
                 console.print(Text(msg, style="red"))
+            if fatal:
+                stats.failure = msg
             return "fatal" if fatal else "rejected"
+        stats.last_error = f"answered {status}: {' '.join(text[:500].split())}" if status is not None else text
         # 503 (event log unavailable), other 5xx, throttling, connection errors: same body again, the
         # server dedups by event_id, so a retry after an unseen success cannot double-count.
         if stop.is_set() or (give_up_at is not None and time.time() >= give_up_at):
@@ -588,8 +603,12 @@ async def simulate(
     batch_size: int = 100,
     console: Console | None = None,
     stop: asyncio.Event | None = None,
+    give_up_after_s: float | None = None,
 ) -> SimulationStats:
     """Post synthetic traffic to ``{url}/webhooks/events`` until ``duration_s`` or ``stop``; 503s are retried.
+
+    With ``give_up_after_s``, a run in which nothing was delivered for that long (server down, 5xx) stops
+    and says why in ``stats.failure``, as does a 401, 403 or 404 (a wrong secret or URL) at once.
 
     Events carry wall-clock ``occurred_at`` (the moment each falls due). With ``seed=None`` a seed is drawn
     and reported in the returned stats; ids also carry a per-run tag so a rerun with the same seed is not
@@ -634,6 +653,8 @@ async def simulate(
                 outcome: _Outcome = "ok"
                 while outbox and outcome in ("ok", "rejected"):
                     batch = [outbox.popleft() for _ in range(min(batch_size, len(outbox)))]
+                    stalled_at = None if give_up_after_s is None else stats.last_ok_at + give_up_after_s
+                    limits = [t for t in (give_up_at, stalled_at) if t is not None]
                     outcome = await _deliver(
                         session,
                         endpoint,
@@ -641,9 +662,14 @@ async def simulate(
                         secret=secret,
                         stats=stats,
                         stop=stop,
-                        give_up_at=give_up_at,
+                        give_up_at=min(limits) if limits else None,
                         console=console,
                     )
+                    if outcome == "gave_up" and stalled_at is not None and time.time() >= stalled_at:
+                        stats.failure = (
+                            f"nothing delivered to {endpoint} for {give_up_after_s:g} s "
+                            f"({stats.requests} attempts); last: {stats.last_error}"
+                        )
                 if outcome in ("fatal", "gave_up"):  # a bad secret will not heal; a stop means stop now
                     break
                 wait = _TICK_S - (time.time() - tick)
@@ -655,6 +681,8 @@ async def simulate(
         stats.elapsed_s = time.time() - start
         if live is not None:
             live.stop()
+            if not live.console.is_terminal:
+                live.console.line()  # the last frame ends without one when the output is a file or pipe
     if console is not None:
         console.print(
             f"simulate done: {stats.posted} events posted in {stats.elapsed_s:.1f}s ({stats.accepted} accepted, "

@@ -9,6 +9,7 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.settings import METRIC_FAMILIES
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,8 @@ log = logging.getLogger(__name__)
 EVENTS_TOPIC = "salespulse.events"
 DLQ_TOPIC = "salespulse.events.dlq"
 ALERTS_TOPIC = "salespulse.alerts"
+#: CRM requests kept whole until enriched through the CRM's API (HubSpot engagements; docs/crm.md).
+CRM_RAW_TOPIC = "salespulse.crm.raw"
 #: Header ``salespulse replay`` puts on the events it writes: measured like any other, never alerted on.
 REPLAY_HEADER = "salespulse-replay"
 
@@ -25,18 +28,19 @@ def metrics_topic(family: str) -> str:
     return f"salespulse.metrics.{family.replace('_', '-')}"
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication_factor: int = 1) -> None:
+async def ensure_topics(kafka: KafkaConnection, partitions: int, replication_factor: int = 1) -> None:
     """Create the contract's topics that do not exist yet (events and DLQ plain, metric topics compacted)."""
     wanted = [
         NewTopic(EVENTS_TOPIC, partitions, replication_factor),
         NewTopic(DLQ_TOPIC, partitions, replication_factor),
         NewTopic(ALERTS_TOPIC, partitions, replication_factor),
+        NewTopic(CRM_RAW_TOPIC, partitions, replication_factor),
         *(
             NewTopic(metrics_topic(f), partitions, replication_factor, topic_configs={"cleanup.policy": "compact"})
             for f in METRIC_FAMILIES
         ),
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -31,6 +31,7 @@ from salespulse.engine.record_log import RecordLog
 from salespulse.families import registry
 from salespulse.families.context import FamilyContext
 from salespulse.families.windowed import WindowedFamily
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
 from salespulse.outputs.alerts import AlertSinks
 from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
@@ -51,9 +52,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust app options; on Tansu one record per producer batch (else table recovery goes wrong)."""
     options: dict[str, Any] = {
         "broker": settings.kafka_url,
+        "broker_credentials": KafkaConnection.from_settings(settings).faust_credentials(),
         "store": f"{settings.state_store}://",
         "datadir": str(settings.data_dir / "faust"),  # Faust makes <id>-data/ there even for memory://
         "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.kafka_replication_factor,
         "web_enabled": False,
         "autodiscover": False,
         "consumer_auto_offset_reset": "earliest",
@@ -161,7 +164,7 @@ class WorkerRuntime:
                 derived={family.name: family.derived.redis_spec() for family in families},
                 beside={family.name: family.beside_rates for family in families if family.beside_rates},
             ),
-            TopicPublisher(settings.kafka_bootstrap),
+            TopicPublisher(KafkaConnection.from_settings(settings)),
             self.health,
             interval_s=settings.flush_interval_ms / 1000,
             max_pending=settings.flush_max_updates,
@@ -172,7 +175,7 @@ class WorkerRuntime:
         self.alert_clock = None if source is None else AlertClock(
             source,
             self.owned_partitions,
-            AlertSinks(redis_client, settings.kafka_bootstrap),
+            AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
         )
         self._unpersisted: StagedBatch | None = None

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
-from salespulse.topics import DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
+from salespulse.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
 
 
 class EventLogUnavailable(Exception):
@@ -19,8 +20,8 @@ class EventLogUnavailable(Exception):
 class EventLog:
     """An aiokafka producer (acks=all) for canonical events, with a per-request deadline."""
 
-    def __init__(self, bootstrap: str, registry: CollectorRegistry, timeout_s: float) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, registry: CollectorRegistry, timeout_s: float) -> None:
+        self.kafka = kafka
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self.published = Counter(
@@ -29,7 +30,7 @@ class EventLog:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_options(),
             acks="all",
             linger_ms=2,
             request_timeout_ms=int(self.timeout_s * 1000),
@@ -66,17 +67,27 @@ class EventLog:
 
     async def dead_letter(self, key: bytes, value: bytes) -> None:
         """Write one record to ``salespulse.events.dlq`` and wait for the ack, or raise ``EventLogUnavailable``."""
+        await self._write_one(DLQ_TOPIC, key, value)
+
+    async def defer(self, endpoint: str, body: bytes) -> None:
+        """Keep a CRM request whole on ``salespulse.crm.raw`` for the enricher; acked before the CRM's answer.
+
+        One key per CRM: its records stay in order on one partition, read by one enricher that holds the
+        CRM's API rate budget (HubSpot's limit is per portal)."""
+        await self._write_one(CRM_RAW_TOPIC, endpoint.encode(), body)
+
+    async def _write_one(self, topic: str, key: bytes, value: bytes) -> None:
         if self._producer is None:
             raise EventLogUnavailable("event log is not started")
         producer = self._producer
 
         async def send() -> None:
-            await (await producer.send(DLQ_TOPIC, key=key, value=value))
+            await (await producer.send(topic, key=key, value=value))
 
         try:
             await asyncio.wait_for(send(), timeout=self.timeout_s)
         except Exception as exc:
-            raise EventLogUnavailable(f"could not write to {DLQ_TOPIC}: {type(exc).__name__}: {exc}") from exc
+            raise EventLogUnavailable(f"could not write to {topic}: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> bool:
         """True if the broker answers a metadata request."""

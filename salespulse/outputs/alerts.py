@@ -16,6 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.topics import ALERTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,14 @@ _GUARD_TTL_S = 35 * 86400
 class AlertSinks:
     """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
 
-    def __init__(self, redis_client: aioredis.Redis, bootstrap: str) -> None:
+    def __init__(self, redis_client: aioredis.Redis, kafka: KafkaConnection) -> None:
         self.redis = redis_client
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self._producer: AIOKafkaProducer | None = None
         self._publish_once = redis_client.register_script(_PUBLISH_ONCE)
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        self._producer = AIOKafkaProducer(**self.kafka.client_options(), acks="all", linger_ms=5)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -70,7 +71,7 @@ class AlertSinks:
 
     async def already_sent(self, partition: int) -> set[tuple[str, str]]:
         """(lead id, status) of every alert already in the topic partition."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
             tp = TopicPartition(ALERTS_TOPIC, partition)

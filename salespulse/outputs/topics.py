@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.outputs.aggregates import Partial
 from salespulse.topics import broker_reachable, metrics_topic
 
@@ -25,13 +26,13 @@ _MAX_BATCH_BYTES = 512 * 1024  # a flush is a few batches per partition (Kafka a
 class TopicPublisher:
     """Sends partials as JSON records keyed ``<scope>:<id>:<window>:p<partition>`` (latest value per key)."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self.kafka = kafka
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=20, acks="all", max_batch_size=_MAX_BATCH_BYTES
+            **self.kafka.client_options(), linger_ms=20, acks="all", max_batch_size=_MAX_BATCH_BYTES
         )
         await self._producer.start()
 

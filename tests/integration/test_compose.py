@@ -20,9 +20,17 @@ import pytest
 import yaml
 
 from salespulse.cli import main as cli_main
+from salespulse.config import load_config
 from tests.integration import dashboard as board
 from salespulse.settings import Settings
-from salespulse.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, METRIC_FAMILIES, metrics_topic
+from salespulse.topics import (
+    ALERTS_TOPIC,
+    CRM_RAW_TOPIC,
+    DLQ_TOPIC,
+    EVENTS_TOPIC,
+    METRIC_FAMILIES,
+    metrics_topic,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -34,6 +42,17 @@ GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 CONTRACT = ROOT / "docs" / "contract.md"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
+ENV_FILE = "deploy/salespulse.env"
+ENV_EXAMPLE = ROOT / "deploy" / "salespulse.env.example"
+#: What the env file is for (the issue): the webhook secret, the CRM secrets and the public URL.
+ENV_FILE_SETTINGS = {
+    "SALESPULSE_WEBHOOK_SECRET",
+    "SALESPULSE_HUBSPOT_CLIENT_SECRET",
+    "SALESPULSE_PIPEDRIVE_BASIC_AUTH",
+    "SALESPULSE_CLOSE_SIGNATURE_KEY",
+    "SALESPULSE_SALESFORCE_ORG_ID",
+    "SALESPULSE_PUBLIC_URL",
+}
 
 #: The Grafana schema version of the pinned grafana/grafana image (12.0): dashboards are stored as such.
 GRAFANA_SCHEMA_VERSION = 41
@@ -100,8 +119,8 @@ def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
     for volume in service.get("volumes") or []:
         if isinstance(volume, dict):
             source, target = volume.get("source", ""), volume["target"]
-        else:
-            parts = volume.split(":")
+        else:  # interpolated first: ${SALESPULSE_CONFIG_FILE:-./deploy/salespulse.toml} holds a colon
+            parts = interpolate(volume).split(":")
             source, target = parts[0], parts[1]
         if source.startswith(("./", "../", "/")):
             mounts[target] = str(PurePosixPath(source.removeprefix("./")))
@@ -161,14 +180,32 @@ def topics_created(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return topics
 
 
-def salespulse_settings(service: dict[str, Any]) -> Settings:
-    """The Settings the container would build from its environment (required variables given)."""
-    env = {
-        name: interpolate(value, {"SALESPULSE_WEBHOOK_SECRET": "test-secret"})
-        for name, value in environment(service).items()
-        if name.startswith("SALESPULSE_")
-    }
-    fields = {name.removeprefix("SALESPULSE_").lower(): value for name, value in env.items()}
+def env_file_values(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a Compose env file (comments and blank lines skipped)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f"{path.name}: not KEY=value: {line!r}"
+            values[name.strip()] = value
+    return values
+
+
+def env_files(service: dict[str, Any]) -> list[dict[str, Any]]:
+    files = service.get("env_file") or []
+    files = [files] if isinstance(files, str) else files
+    return [{"path": f, "required": True} if isinstance(f, str) else f for f in files]
+
+
+def salespulse_settings(service: dict[str, Any], env_file: dict[str, str] | None = None) -> Settings:
+    """The Settings the container would build from its env file (the example's, when its secret is filled in)
+    and its environment, which wins; empty values are unset, as Settings reads them."""
+    env = {"SALESPULSE_WEBHOOK_SECRET": "test-secret"} if env_file is None else {}
+    env.update({name: value for name, value in (env_file or {}).items() if name.startswith("SALESPULSE_")})
+    env.update({
+        name: interpolate(value) for name, value in environment(service).items() if name.startswith("SALESPULSE_")
+    })
+    fields = {name.removeprefix("SALESPULSE_").lower(): value for name, value in env.items() if value != ""}
     return Settings(**fields)
 
 
@@ -254,12 +291,57 @@ def test_workers_share_one_app_id(services: dict[str, Any]) -> None:
     assert len(app_ids) == 1, app_ids
 
 
-def test_ingest_secret_comes_from_the_users_environment(services: dict[str, Any]) -> None:
-    value = environment(services["ingest"]).get("SALESPULSE_WEBHOOK_SECRET")
-    assert value == "${SALESPULSE_WEBHOOK_SECRET:?set it}"
-    for name, service in services.items():  # never a literal secret anywhere
-        secret = environment(service).get("SALESPULSE_WEBHOOK_SECRET")
-        assert secret is None or INTERPOLATION.fullmatch(secret), name
+def test_secrets_and_the_public_url_come_from_a_git_ignored_env_file(services: dict[str, Any]) -> None:
+    for name in SALESPULSE_SERVICES:
+        assert {"path": ENV_FILE, "required": True} in env_files(services[name]), name
+    ignored = subprocess.run(["git", "check-ignore", "-q", ENV_FILE], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, f"{ENV_FILE} must be git-ignored (it holds the real secrets)"
+    example = env_file_values(ENV_EXAMPLE)
+    assert ENV_FILE_SETTINGS <= set(example), ENV_FILE_SETTINGS - set(example)
+    assert unknown_salespulse_names(set(example)) == set()
+    assert all(value == "" for value in example.values()), "the example must hold no secret value"
+    secret_fields = {f"SALESPULSE_{n.upper()}" for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+    for name, service in services.items():  # a secret is never written into the compose file
+        assert not secret_fields & set(environment(service)), name
+
+
+def test_the_env_file_example_as_the_containers_read_it(services: dict[str, Any]) -> None:
+    example = env_file_values(ENV_EXAMPLE)
+    settings = salespulse_settings(services["ingest"], example)
+    assert settings.webhook_secret is None, "an empty line must leave the secret unset (ingest then refuses to start)"
+    assert settings.public_url is None and settings.hubspot_client_secret is None
+    filled = dict(example, SALESPULSE_WEBHOOK_SECRET="s3cret", SALESPULSE_PUBLIC_URL="https://hooks.example.com/")
+    settings = salespulse_settings(services["ingest"], filled)
+    assert settings.webhook_secret is not None and settings.webhook_secret.get_secret_value() == "s3cret"
+    assert settings.public_url == "https://hooks.example.com"
+
+
+def test_the_config_file_is_mounted_where_salespulse_config_points_and_is_valid(services: dict[str, Any]) -> None:
+    for name in SALESPULSE_SERVICES:
+        service = services[name]
+        path = salespulse_settings(service).config
+        assert path is not None, f"{name}: SALESPULSE_CONFIG is not set"
+        source = bind_mounts(service).get(str(path))
+        assert source is not None, f"{name}: nothing is mounted at SALESPULSE_CONFIG={path}"
+        assert any(interpolate(str(v)).endswith(f"{path}:ro") for v in service["volumes"]), f"{name}: mount it read-only"
+        load_config(ROOT / source)  # raises ConfigError naming file, line and key
+
+
+def test_grafana_admin_password_is_required(services: dict[str, Any]) -> None:
+    value = environment(services["grafana"])["GF_SECURITY_ADMIN_PASSWORD"]
+    with pytest.raises(KeyError, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolate(value)
+    assert interpolate(value, {"GRAFANA_ADMIN_PASSWORD": "x7"}) == "x7"
+
+
+def test_prometheus_retention_is_set_and_keeps_the_images_paths(services: dict[str, Any]) -> None:
+    service = services["prometheus"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in map(interpolate, command_args(service)))
+    assert re.fullmatch(r"\d+[smhdwy]", flags.get("storage.tsdb.retention.time", "")), flags
+    assert re.fullmatch(r"\d+(B|KB|MB|GB|TB)", flags.get("storage.tsdb.retention.size", "")), flags
+    assert flags["config.file"] == "/etc/prometheus/prometheus.yml"
+    volumes = [v for v in service["volumes"] if isinstance(v, str) and not v.startswith(".")]
+    assert f"prometheus-data:{flags['storage.tsdb.path']}" in volumes, "the TSDB path must be the data volume"
 
 
 # --------------------------------------------------------------------------- commands and ports
@@ -281,7 +363,10 @@ def test_dockerfile_base_user_port_and_healthcheck() -> None:
     assert "8080" in " ".join(rest for kw, rest in instructions if kw == "EXPOSE").split()
     healthchecks = [rest for kw, rest in instructions if kw == "HEALTHCHECK"]
     assert healthchecks and "/healthz" in healthchecks[-1] and "python" in healthchecks[-1]
-    assert any(kw == "RUN" and "pip install ." in rest for kw, rest in instructions)
+    runs = [rest for kw, rest in instructions if kw == "RUN"]
+    # Dependencies only from the lock (versions and hashes), then the package itself without resolving again.
+    assert any("pip install --require-hashes --no-deps -r requirements.lock" in rest for rest in runs), runs
+    assert any("pip install --no-deps ." in rest for rest in runs), runs
 
 
 def test_docker_build_context_keeps_what_the_dockerfile_copies() -> None:
@@ -325,10 +410,12 @@ def test_commands_are_real_subcommands_and_prometheus_scrapes_their_ports(
 
 
 def test_compose_healthchecks_use_the_listen_port(services: dict[str, Any]) -> None:
-    for name in SALESPULSE_SERVICES:
+    for name, role in SALESPULSE_SERVICES.items():
         port = listen_port(name, services[name])
         test = " ".join(services[name]["healthcheck"]["test"])
-        assert f":{port}/healthz" in test, name
+        # Ingest is healthy once Kafka takes its writes; a worker owning no partition is unready yet alive.
+        path = "/readyz" if role == "ingest" else "/healthz"
+        assert f":{port}{path}" in test, name
 
 
 # --------------------------------------------------------------------------- Prometheus, Alertmanager, Grafana
@@ -401,7 +488,7 @@ def test_promtool_checks_the_prometheus_config(tmp_path: Path, prometheus_config
 def test_init_container_creates_the_contract_topics(services: dict[str, Any]) -> None:
     created = topics_created(services["kafka-init"])
     partitions = salespulse_settings(services["worker-1"]).partitions
-    plain = {EVENTS_TOPIC, DLQ_TOPIC, ALERTS_TOPIC}
+    plain = {EVENTS_TOPIC, DLQ_TOPIC, ALERTS_TOPIC, CRM_RAW_TOPIC}
     compacted = {metrics_topic(f) for f in METRIC_FAMILIES}
     assert set(created) == plain | compacted
     for topic in plain:

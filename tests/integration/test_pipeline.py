@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
 from salespulse.handlers.signatures import SIGNATURE_HEADER, sign
+from salespulse.kafka_connection import KafkaConnection
 from salespulse.families.windows import calendar_buckets
 from salespulse.topics import DLQ_TOPIC, EVENTS_TOPIC, ensure_topics, metrics_topic
 from tests.integration.stack import (
@@ -197,7 +198,7 @@ async def test_broker_outage_answers_503_and_the_retry_succeeds_once_it_is_back(
         status, body = await post_events(process.url, event)
         assert status == 503 and "retry" in body["error"]
         fresh_broker.start()
-        await ensure_topics(fresh_broker.bootstrap, 4)  # memory storage: a real Kafka keeps its topics
+        await ensure_topics(KafkaConnection.plaintext(fresh_broker.bootstrap), 4)  # memory storage: a real Kafka keeps its topics
         for _ in range(40):  # the CRM retries until it is accepted
             status, _ = await post_events(process.url, event)
             if status == 202:

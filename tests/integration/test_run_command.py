@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -62,6 +63,12 @@ async def test_run_embedded_with_simulation_shows_numbers_and_stops_everything_o
             await asyncio.sleep(1)
         assert activities > 0, process.log_tail()
         assert (tmp_path / "data" / "tansu.log").exists()
+        # The console: a banner saying where everything is, then a summary line every 10 s.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "summary: " not in (tmp_path / "run.log").read_text():
+            await asyncio.sleep(0.5)
+        console = (tmp_path / "run.log").read_text()
+        assert_console(console, process.url, str((tmp_path / "data").resolve()))
     finally:
         process.proc.send_signal(signal.SIGTERM)
         code = process.proc.wait(30)
@@ -70,6 +77,24 @@ async def test_run_embedded_with_simulation_shows_numbers_and_stops_everything_o
     while time.monotonic() < deadline and any(pid_alive(pid) for pid in servers):
         await asyncio.sleep(0.2)
     assert not any(pid_alive(pid) for pid in servers), [command_of(pid) for pid in servers]
+
+
+def assert_console(console: str, url: str, data_dir: str) -> None:
+    """The banner names the webhook URL, /metrics, the board, Redis with a redis-cli example and the data dir;
+    a summary line follows; none of Faust's or aiokafka's internal tables and warnings are shown."""
+    assert f"webhooks  POST {url}/webhooks/events" in console, console
+    assert f"metrics   {url}/metrics" in console, console
+    assert f"board     {url}/" in console, console
+    assert re.search(r"redis     redis://127\.0\.0\.1:\d+/0 .*try: redis-cli -u redis://127\.0\.0\.1:\d+/0 ", console), console
+    assert f"data      {data_dir}" in console, console
+    summary = re.search(
+        r"summary: [\d.]+ events/s, \d+ leads waiting, p50 speed to lead today (-|\d+[smh][\dms]*), \d+ alerts fired",
+        console,
+    )
+    assert summary, console
+    for internal in ("Subscribed to topic", "highwater", "| topic", "Missing sensor state", "[^-", "Starting..."):
+        assert internal not in console, (internal, console)
+    assert "Traceback" not in console
 
 
 async def test_run_refuses_a_public_address_without_a_secret(tmp_path: Path) -> None:

@@ -142,3 +142,44 @@ async def test_400_is_counted_as_rejected_and_logged(caplog: pytest.LogCaptureFi
     assert stats.rejected == stats.posted == stats.generated > 0
     assert stats.retries == 0 and stats.accepted == 0
     assert "made-up problem" in caplog.text
+
+
+async def test_a_wrong_secret_stops_the_run_at_once_with_the_reason() -> None:
+    recorder = Recorder(answer=lambda n: 202)
+    async for url in serve(recorder):
+        started = time.monotonic()
+        stats = await simulate(
+            url, secret="not-the-servers", duration_s=None, leads_per_minute=600, reps=4, teams=1, seed=4,
+            speedup=10, give_up_after_s=30,
+        )
+        assert time.monotonic() - started < 5
+    assert recorder.bad_signatures == 1 and stats.accepted == 0
+    assert stats.failure is not None and "answered 401" in stats.failure and "SALESPULSE_WEBHOOK_SECRET" in stats.failure
+
+
+async def test_a_server_that_answers_503_for_give_up_after_s_stops_the_run() -> None:
+    recorder = Recorder(answer=lambda n: 503)
+    async for url in serve(recorder):
+        started = time.monotonic()
+        stats = await simulate(
+            url, secret=SECRET, duration_s=None, leads_per_minute=600, reps=4, teams=1, seed=5, speedup=10,
+            give_up_after_s=1.5,
+        )
+        assert 1.5 <= time.monotonic() - started < 6
+    assert stats.failure is not None
+    assert stats.failure.startswith(f"nothing delivered to {url}/webhooks/events for 1.5 s")
+    assert "answered 503" in stats.failure
+    assert stats.unsent == stats.generated > 0
+
+
+async def test_give_up_after_counts_from_the_last_delivery_not_from_the_start() -> None:
+    healthy_until = time.monotonic() + 1.5
+    recorder = Recorder(answer=lambda n: 202 if time.monotonic() < healthy_until else 503)
+    async for url in serve(recorder):
+        stats = await simulate(
+            url, secret=SECRET, duration_s=None, leads_per_minute=1200, reps=4, teams=1, seed=6, speedup=10,
+            give_up_after_s=1.0,
+        )
+    assert stats.accepted > 0 and stats.failure is not None
+    assert stats.last_ok_at - stats.started_at >= 1.0  # delivered past the first give_up_after_s ...
+    assert stats.started_at + stats.elapsed_s - stats.last_ok_at >= 1.0  # ... and gave up 1 s after the last

@@ -31,6 +31,7 @@ class MemorySink:
     def __init__(self) -> None:
         self.published: list[list[Event]] = []
         self.dead: list[bytes] = []
+        self.deferred: list[tuple[str, bytes]] = []
         self.failing = False
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -43,11 +44,16 @@ class MemorySink:
             raise EventLogUnavailable("broker down")
         self.dead.append(value)
 
+    async def defer(self, endpoint: str, body: bytes) -> None:
+        if self.failing:
+            raise EventLogUnavailable("broker down")
+        self.deferred.append((endpoint, body))
 
-def crm_app(sink: MemorySink, crm: CrmSection | None = None):  # noqa: ANN201 - aiohttp Application
+
+def crm_app(sink: MemorySink, crm: CrmSection | None = None, **settings_extra: object):  # noqa: ANN201
     settings = Settings(
         hubspot_client_secret=HUBSPOT_SECRET, pipedrive_basic_auth=PIPEDRIVE_AUTH, close_signature_key=CLOSE_KEY,
-        salesforce_org_id=ORG_ID, webhook_secret=GENERIC_SECRET,
+        salesforce_org_id=ORG_ID, webhook_secret=GENERIC_SECRET, **settings_extra,
     )
     registry = CollectorRegistry()
     rejected = Counter("salespulse_events_rejected", "x", ["endpoint", "reason"], registry=registry)

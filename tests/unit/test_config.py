@@ -319,3 +319,34 @@ def test_targets_count_as_configured_only_when_one_is_set(tmp_path: Path) -> Non
     assert not Config().targets.configured
     assert not load_config(write(tmp_path, "[targets.reps.rep-001]\n")).targets.configured
     assert load_config(write(tmp_path, TARGETS)).targets.configured
+
+
+def test_stage_order_from_the_crm_mapping_judges_direction(tmp_path: Path) -> None:
+    text = (
+        '[crm.pipedrive.stages]\n'
+        '"1" = { pipeline = "smb", stage = "qualified", order = 1 }\n'
+        '"2" = { pipeline = "smb", stage = "proposal", order = 2, probability = 0.5 }\n'
+        '"3" = { pipeline = "smb", stage = "contact_made", order = 0 }\n'
+        '"9" = { pipeline = "smb", stage = "won", closed = true, won = true, order = 9 }\n'
+        '"5" = { pipeline = "other", stage = "a" }\n'
+    )
+    pipelines = load_config(write(tmp_path, text)).pipeline_specs()
+    assert pipelines.funnel("smb") == ("contact_made", "qualified", "proposal")
+    assert pipelines.direction("smb", "qualified", "proposal") == "forward"
+    assert pipelines.direction("smb", "proposal", "contact_made") == "backward"
+    assert pipelines.closes_as("smb", "won") == "won" and pipelines.default_probability("smb", "proposal") == 0.5
+    # stages without an order give no pipeline order: unknown, not alphabetical
+    assert pipelines.direction("other", "a", "b") == "unknown"
+    # the built-in default pipeline stays when no [pipelines] table is given
+    assert pipelines.funnel("default") == ("qualification", "discovery", "proposal", "negotiation")
+
+
+def test_a_pipelines_table_wins_over_the_crm_order(tmp_path: Path) -> None:
+    text = (
+        '[pipelines.smb]\nstages = ["proposal", "qualified"]\n'
+        '[crm.pipedrive.stages]\n'
+        '"1" = { pipeline = "smb", stage = "qualified", order = 1 }\n'
+        '"2" = { pipeline = "smb", stage = "proposal", order = 2 }\n'
+    )
+    pipelines = load_config(write(tmp_path, text)).pipeline_specs()
+    assert pipelines.direction("smb", "qualified", "proposal") == "backward"

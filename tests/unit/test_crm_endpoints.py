@@ -118,3 +118,16 @@ async def test_endpoints_of_unconfigured_crms_are_not_routed() -> None:
         for path in ("/webhooks/hubspot", "/webhooks/pipedrive", "/webhooks/close", "/webhooks/salesforce/outbound",
                      "/webhooks/salesforce/cdc"):
             assert (await client.post(path, data=b"[]")).status == 404
+
+
+async def test_a_cdc_event_forwarded_as_its_cometd_message_is_accepted_not_dead_lettered(client_and_sink) -> None:
+    client, sink, _ = client_and_sink
+    payload = {"ChangeEventHeader": {"entityName": "Task", "changeType": "CREATE", "recordIds": ["00T1"],
+                                     "transactionKey": "t", "sequenceNumber": 1, "commitTimestamp": 1767225600000,
+                                     "changedFields": []},
+               "TaskSubtype": "Call", "Status": "Completed", "IsClosed": True, "WhoId": "00Q1", "OwnerId": "005A"}
+    cometd = orjson.dumps({"channel": "/data/TaskChangeEvent",
+                           "data": {"schema": "s", "payload": payload, "event": {"replayId": 7}}})
+    response = await client.post("/webhooks/salesforce/cdc", data=cometd, headers=generic_headers(cometd))
+    assert response.status == 200 and await response.json() == {"accepted": 1, "ignored": 0}
+    assert [[e.type for e in call] for call in sink.published] == [["call.logged"]] and sink.dead == []

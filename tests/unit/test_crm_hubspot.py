@@ -103,7 +103,7 @@ def test_object_subscriptions_of_the_new_platform_map_by_object_type_id() -> Non
         hs(42, "object.creation", 5, objectTypeId="0-48"),  # a call: no lead or owner in the payload
     ])
     assert [e["type"] for e in events] == ["lead.created", "deal.stage_changed"]
-    assert ignored == ["object:0-48.creation"]
+    assert ignored == ["call.creation"]
 
 
 def test_contact_deal_association_converts_the_lead_once_for_both_directions() -> None:

@@ -150,3 +150,91 @@ def test_cdc_field_errors_are_named() -> None:
     with pytest.raises(Unnormalisable) as info:
         normalise_cdc(orjson.dumps([bad]), MAPPING)
     assert info.value.errors[0]["field"] == "[0].payload.StageName"
+
+
+TASK_CALL = {"Subject": "Call", "TaskSubtype": "Call", "Status": "Completed", "IsClosed": True,
+             "CallType": "Outbound", "CallDisposition": "Left voicemail", "CallDurationInSeconds": 42,
+             "WhoId": "00Q000000000001AAA", "OwnerId": "005000000000001AAA", "ActivityDate": "2026-01-10",
+             "CreatedDate": "2026-01-10T09:05:00.000Z"}
+
+
+def test_cdc_task_calls_emails_and_other_tasks_become_activities() -> None:
+    body = [
+        cdc("Task", "CREATE", TASK_CALL, [], ["00T000000000001AAA"]),
+        cdc("Task", "CREATE", {**TASK_CALL, "CallType": "Inbound"}, [], ["00T000000000002AAA"], seq=2),
+        cdc("Task", "CREATE", {"TaskSubtype": "Email", "Status": "Completed", "WhoId": "0030000000000AAA",
+                               "OwnerId": "005000000000001AAA"}, [], ["00T000000000003AAA"], seq=3),
+        cdc("Task", "CREATE", {"TaskSubtype": "LinkedIn", "Status": "Completed", "WhoId": "00Q000000000001AAA",
+                               "OwnerId": "005000000000001AAA"}, [], ["00T000000000004AAA"], seq=4),
+        cdc("Task", "CREATE", {**TASK_CALL, "Status": "Not Started", "IsClosed": False}, [],
+            ["00T000000000005AAA"], seq=5),
+        cdc("Task", "CREATE", {**TASK_CALL, "WhoId": None}, [], ["00T000000000006AAA"], seq=6),
+    ]
+    result = normalise_cdc(orjson.dumps(body), MAPPING)
+    assert canon(result.events) == [
+        {"event_id": "salesforce:task:00T000000000001AAA", "type": "call.logged", "occurred_at": "2026-01-10T09:05:00Z",
+         "lead_id": "00Q000000000001AAA", "rep_id": "rep-sam", "outcome": "voicemail", "duration_s": 42.0},
+        {"event_id": "salesforce:task:00T000000000002AAA", "type": "activity.logged",
+         "occurred_at": "2026-01-10T09:05:00Z", "lead_id": "00Q000000000001AAA", "rep_id": "rep-sam",
+         "kind": "inbound_call", "outbound": False},
+        {"event_id": "salesforce:task:00T000000000003AAA", "type": "email.sent",
+         "occurred_at": canon(result.events)[2]["occurred_at"], "lead_id": "0030000000000AAA", "rep_id": "rep-sam",
+         "email_id": "00T000000000003AAA"},
+        {"event_id": "salesforce:task:00T000000000004AAA", "type": "activity.logged",
+         "occurred_at": canon(result.events)[3]["occurred_at"], "lead_id": "00Q000000000001AAA",
+         "rep_id": "rep-sam", "kind": "linkedin"},
+    ]
+    assert result.ignored == ["Task:open", "Task:no_who"]
+
+
+def test_call_dispositions_map_to_outcomes() -> None:
+    from salespulse.handlers.crm.salesforce_activities import call_outcome
+
+    assert [call_outcome(d) for d in ("Connected", "No Answer", "Left Voicemail", "Busy", "Wrong number", None)] == [
+        "connected", "no_answer", "voicemail", "busy", "unknown", "unknown"]
+
+
+def test_an_outbound_task_and_its_cdc_event_are_one_call_and_an_event_is_a_booked_meeting() -> None:
+    fields = {"Id": "00T000000000001AAA", "CreatedDate": "2026-01-10T09:05:00.000Z",
+              "LastModifiedDate": "2026-01-10T09:05:00.000Z", **{k: str(v) for k, v in TASK_CALL.items()
+                                                                  if k not in ("CreatedDate", "IsClosed")},
+              "IsClosed": "true"}
+    meeting = {"Id": "00U000000000001AAA", "CreatedDate": "2026-01-11T10:00:00.000Z",
+               "LastModifiedDate": "2026-01-11T10:00:00.000Z", "WhoId": "00Q000000000001AAA",
+               "OwnerId": "005000000000001AAA", "StartDateTime": "2026-01-15T10:00:00.000Z"}
+    result = normalise_outbound(outbound(("04l1", "Task", fields), ("04l2", "Event", meeting)), ORG, MAPPING)
+    call, booked = canon(result.events)
+    from_cdc = canon(normalise_cdc(orjson.dumps(cdc("Task", "CREATE", TASK_CALL, [], ["00T000000000001AAA"])),
+                                   MAPPING).events)
+    assert call == from_cdc[0]  # same id through both channels: the dedup counts it once
+    assert booked == {"event_id": "salesforce:event:00U000000000001AAA:booked", "type": "meeting.booked",
+                      "occurred_at": "2026-01-11T10:00:00Z", "lead_id": "00Q000000000001AAA", "rep_id": "rep-sam",
+                      "meeting_id": "00U000000000001AAA"}
+    event_cdc = cdc("Event", "CREATE", {"WhoId": "00Q000000000001AAA", "OwnerId": "005000000000001AAA",
+                                        "CreatedDate": "2026-01-11T10:00:00.000Z"}, [], ["00U000000000001AAA"])
+    assert canon(normalise_cdc(orjson.dumps(event_cdc), MAPPING).events) == [booked]
+
+
+def test_the_cometd_envelope_and_the_pubsub_api_json_carry_the_same_change_event() -> None:
+    item = cdc("Lead", "UPDATE", {"OwnerId": "005000000000001AAA"}, ["OwnerId"], ["00Q1"])
+    bare = canon(normalise_cdc(orjson.dumps(item["payload"]), MAPPING).events)
+    cometd = {"channel": "/data/LeadChangeEvent",
+              "data": {"schema": "IeRuaY6cbI_HsV8Rv1Mc5g", "payload": item["payload"], "event": {"replayId": 6}}}
+    consumer_event = {"event": {"id": "f6c2…", "schema_id": "IeRuaY6cbI_HsV8Rv1Mc5g", "payload": item["payload"]},
+                      "replay_id": "AAAAAAAAAAY="}
+    fetch_response = {"events": [consumer_event], "latest_replay_id": "AAAAAAAAAAY=", "rpc_id": "x",
+                      "pending_num_requested": 99}
+    assert [e["type"] for e in bare] == ["lead.assigned"]
+    for shape in (cometd, [cometd], consumer_event, fetch_response):
+        assert canon(normalise_cdc(orjson.dumps(shape), MAPPING).events) == bare
+
+
+def test_a_pubsub_payload_left_encoded_or_a_bitmap_of_changed_fields_is_named() -> None:
+    item = cdc("Lead", "UPDATE", {"OwnerId": "005000000000001AAA"}, ["OwnerId"], ["00Q1"])
+    with pytest.raises(Unnormalisable) as info:
+        normalise_cdc(orjson.dumps({"event": {"schema_id": "x", "payload": "AAECAw=="}}), MAPPING)
+    assert info.value.errors[0]["field"] == "body.event.payload" and "Avro" in info.value.errors[0]["message"]
+    item["payload"]["ChangeEventHeader"]["changedFields"] = ["0x0A"]
+    with pytest.raises(Unnormalisable) as info:
+        normalise_cdc(orjson.dumps(item), MAPPING)
+    assert info.value.errors[0]["field"] == "body.payload.ChangeEventHeader.changedFields"

@@ -356,9 +356,21 @@ def test_unknown_stage_is_accepted_logged_once_and_ranked_after_the_known_ones(c
         other.drain()
     assert sum("security_review" in r.getMessage() for r in caplog.records) == 1
     assert cluster.open("pipeline", "sales")["deals:security_review"] == 2
-    assert PIPELINES.direction("sales", "closed_lost", "security_review") == "forward"
-    assert PIPELINES.direction("sales", "security_review", "negotiation") == "backward"
     assert PIPELINES.rank("sales", "a_unknown") < PIPELINES.rank("sales", "b_unknown")
+
+
+def test_direction_is_unknown_when_no_order_places_both_stages() -> None:
+    # security_review is in no configured order: a move to or from it is neither forward nor backward.
+    assert PIPELINES.direction("sales", "closed_lost", "security_review") == "unknown"
+    assert PIPELINES.direction("sales", "security_review", "negotiation") == "unknown"
+    # a pipeline nothing orders: never judged by the stage names (qualified < proposal alphabetically)
+    assert PIPELINES.direction("smb", "qualified", "proposal") == "unknown"
+    assert PIPELINES.direction("smb", "proposal", "qualified") == "unknown"
+
+
+def test_a_reopened_deal_moves_backward_from_its_outcome() -> None:
+    assert PIPELINES.direction("sales", "won", "proposal") == "backward"
+    assert PIPELINES.direction("sales", "lost", "meeting") == "backward"
 
 
 def test_won_without_amount_takes_the_deals_last_known_amount() -> None:
@@ -616,7 +628,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
 
 def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Final deal and lead states by a plain fold of the distinct events in event-time order (no stream code)."""
-    from salespulse.families.pipeline.family import _record_deal_event, _record_lead_event
+    from salespulse.families.pipeline.states import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
 
     ordered = sorted((EventAdapter.validate_python(e) for e in distinct),
                      key=lambda e: (e.occurred_at.timestamp(), e.event_id))
@@ -778,7 +790,7 @@ async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_pyth
 
 
 def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrides() -> None:
-    from salespulse.families.pipeline.family import config_quota_events
+    from salespulse.families.pipeline.states import config_quota_events
 
     config_events = config_quota_events({"anna": {"2026-11": 100_000.0}, "ben": {"2026-11": 50_000.0}}, "USD")
     assert [e.event_id for e in config_events] == ["config-quota:anna:2026-11:100000.0:USD",

@@ -104,3 +104,20 @@ def test_the_month_is_the_calendar_month_of_the_configured_time_zone() -> None:
     in_utc.send([quota("anna", "2026-12", 60_000, at=NOW), created("D1", NOW), won("D1", late_on_the_30th, 5_000)])
     in_utc.drain(now=late_on_the_30th + 60)
     assert scrape(in_utc, range(PARTITIONS), now=late_on_the_30th + 60) == {(WON, "anna", "USD"): 5_000}
+
+
+def test_transitions_outside_the_configured_order_are_exported_with_direction_unknown() -> None:
+    cluster = Cluster()
+    cluster.send([
+        created("D1", NOW - 3 * DAY, stage="meeting"), moved("D1", NOW - 2 * DAY, "proposal"),
+        moved("D1", NOW - DAY, "security_review"),
+    ])
+    cluster.drain()
+    registry = CollectorRegistry()
+    registry.register(cluster.family.collector(lambda: list(range(PARTITIONS)), clock=lambda: NOW))
+    directions = {
+        (s.labels["from_stage"], s.labels["to_stage"]): s.labels["direction"]
+        for metric in registry.collect() if metric.name == "salespulse_stage_transitions"
+        for s in metric.samples if s.name.endswith("_total")
+    }
+    assert directions == {("meeting", "proposal"): "forward", ("proposal", "security_review"): "unknown"}

@@ -35,6 +35,8 @@ UNKNOWN_SOURCE = "unknown"
 OTHER_REASON = "other"
 NO_REASON = "unspecified"
 WON, LOST, OPEN = "won", "lost", "open"
+#: ``direction`` label values of stage transitions.
+FORWARD, BACKWARD, UNKNOWN_DIRECTION = "forward", "backward", "unknown"
 FIRST_YEAR_S = 365 * 86400.0
 #: Default loss reasons (after normalisation) kept as their own label; any other reason counts as ``other``.
 DEFAULT_LOSS_REASONS: tuple[str, ...] = (
@@ -113,8 +115,15 @@ class Pipelines:
         return (found, "") if found is not None else (len(ranks), stage)
 
     def direction(self, pipeline: str, from_stage: str, to_stage: str) -> str:
-        """``backward`` if the move goes to an earlier stage in the configured order, else ``forward``."""
-        return "backward" if self.rank(pipeline, to_stage) < self.rank(pipeline, from_stage) else "forward"
+        """``forward`` / ``backward`` by the configured order (config or the CRM's own, see docs/crm.md);
+        ``backward`` when a closed deal reopens (from its outcome ``won`` / ``lost``); ``unknown`` when the
+        order does not place both stages (never a guess by name)."""
+        ranks = self._rank.get(pipeline, {})
+        if from_stage in (WON, LOST) and from_stage not in ranks:
+            return BACKWARD
+        if from_stage not in ranks or to_stage not in ranks:
+            return UNKNOWN_DIRECTION
+        return BACKWARD if ranks[to_stage] < ranks[from_stage] else FORWARD
 
     def closes_as(self, pipeline: str, stage: str) -> str | None:
         """``won`` / ``lost`` when entering this stage closes the deal, else None."""

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 from salespulse.crm_config import CrmSection
 from salespulse.handlers.crm.close import normalise_close
 from salespulse.handlers.crm.endpoint import CrmWebhook, EventSink, IgnoredCounter
-from salespulse.handlers.crm.hubspot import normalise_hubspot
+from salespulse.handlers.crm.hubspot import check_hubspot, normalise_hubspot
 from salespulse.handlers.crm.pipedrive import normalise_pipedrive
 from salespulse.handlers.crm.salesforce import ACK, WrongOrganization, normalise_cdc, normalise_outbound
 from salespulse.handlers.crm.signatures import verify_basic_auth, verify_close, verify_hubspot
@@ -49,7 +49,9 @@ def build_crm_webhooks(
         def hubspot_auth(request: web.Request, body: bytes) -> None:
             verify_hubspot(secret, request.method, request_uris(request, settings.public_url), body, request.headers)
 
-        hooks.append(make("hubspot", "/webhooks/hubspot", hubspot_auth, partial(normalise_hubspot, mapping=crm.hubspot)))
+        # With an API token the batch is kept whole and enriched after the answer (docs/crm.md).
+        hubspot = check_hubspot if settings.hubspot_access_token is not None else normalise_hubspot
+        hooks.append(make("hubspot", "/webhooks/hubspot", hubspot_auth, partial(hubspot, mapping=crm.hubspot)))
     if settings.pipedrive_basic_auth is not None:
         pair = settings.pipedrive_basic_auth.get_secret_value()
 

@@ -30,6 +30,8 @@ class Normalised:
 
     events: list[Event] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    #: Vendor events kept whole for an enricher (``salespulse.crm.raw``) instead of normalised now.
+    deferred: int = 0
 
 
 class Unnormalisable(Exception):

@@ -42,6 +42,8 @@ class EventSink(Protocol):
 
     async def dead_letter(self, key: bytes, value: bytes) -> None: ...
 
+    async def defer(self, endpoint: str, body: bytes) -> None: ...
+
 
 class IgnoredCounter:
     """``salespulse_webhook_events_ignored_total{endpoint, kind}``: vendor events accepted but not turned into events."""
@@ -80,6 +82,8 @@ def dead_letter_record(endpoint: str, errors: list[dict[str, str]], body: bytes,
 def json_ack(normalised: Normalised | None) -> web.Response:
     if normalised is None:
         return json_response({"accepted": 0, "ignored": 0, "dead_lettered": True}, 200)
+    if normalised.deferred:
+        return json_response({"accepted": normalised.deferred, "ignored": 0, "deferred": True}, 200)
     return json_response({"accepted": len(normalised.events), "ignored": len(normalised.ignored)}, 200)
 
 
@@ -127,6 +131,9 @@ class CrmWebhook:
                 await self.sink.dead_letter(self.endpoint.encode(), dead_letter_record(self.endpoint, errors, body))
                 self.rejected.labels(self.endpoint, "dead_letter").inc()
                 log.warning("%s: payload sent to the DLQ: %s", self.endpoint, "; ".join(e["field"] for e in errors))
+            elif normalised.deferred:
+                # Durable before the answer; the enricher (salespulse/handlers/crm/enricher.py) does the rest.
+                await self.sink.defer(self.endpoint, body)
             elif normalised.events:
                 await self.sink.publish(normalised.events)
         except EventLogUnavailable as exc:

@@ -29,8 +29,9 @@ from salespulse.handlers.crm.common import (
 )
 from salespulse.models.events import Event, derived_event_id
 
-#: CRM object type ids of ``object.*`` subscriptions (the new developer platform).
-OBJECT_TYPES = {"0-1": "contact", "0-3": "deal"}
+#: CRM object type ids of ``object.*`` subscriptions (the new developer platform); engagements need the API.
+OBJECT_TYPES = {"0-1": "contact", "0-3": "deal", "0-48": "call", "0-49": "email", "0-47": "meeting",
+                "0-46": "note", "0-27": "task"}
 _DEAL_ASSOCIATIONS = {"CONTACT_TO_DEAL": "contact", "DEAL_TO_CONTACT": "deal"}
 
 
@@ -81,6 +82,13 @@ def normalise_hubspot(body: bytes, mapping: HubSpotMapping) -> Normalised:
     if problems:
         raise Unnormalisable(problems)
     return out
+
+
+def check_hubspot(body: bytes, mapping: HubSpotMapping) -> Normalised:
+    """With enrichment on: the batch is checked as :func:`normalise_hubspot` would (bad fields named, answered
+    before anything is written) and then kept whole for the enricher (``deferred``)."""
+    normalise_hubspot(body, mapping)
+    return Normalised(deferred=len(load_json(body)))
 
 
 def _item(path: str, raw: Any) -> _Item:

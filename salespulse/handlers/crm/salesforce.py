@@ -8,7 +8,8 @@ An Opportunity snapshot is ``deal.created`` when ``CreatedDate`` equals ``LastMo
 owner. Point the workflow rule at creation and ``ISCHANGED(StageName)`` / ``ISCHANGED(OwnerId)`` (docs/crm.md).
 
 CDC events name their changes (``changedFields``); ids are
-``salesforce-cdc:<transactionKey>:<sequenceNumber>:<recordId>``. XML is parsed with defusedxml (no entity
+``salesforce-cdc:<transactionKey>:<sequenceNumber>:<recordId>``. Tasks and Events (calls, emails, meetings)
+come through both channels: see :mod:`salespulse.handlers.crm.salesforce_activities`. XML is parsed with defusedxml (no entity
 expansion, no external references, no DTDs).
 """
 
@@ -35,6 +36,7 @@ from salespulse.handlers.crm.common import (
     text,
     utc_time,
 )
+from salespulse.handlers.crm.salesforce_activities import ACTIVITY_ENTITIES, ActivityRecord, activity_events
 from salespulse.models.events import Event
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -127,13 +129,15 @@ def _bool(value: Any) -> bool | None:
 def _snapshot(path: str, event_id: str, sobject_type: str, fields: dict[str, str], mapping: VendorMapping,
               out: Normalised) -> list[Event]:
     sobject_path = f"{path}.sObject"
-    if sobject_type not in ("Opportunity", "Lead"):
+    if sobject_type not in ("Opportunity", "Lead", *ACTIVITY_ENTITIES):
         out.ignored.append(f"outbound:{sobject_type[:40] or 'unknown'}")
         return []
     record_id = id_text(fields.get("Id"), f"{sobject_path}.Id")
     created = fields.get("CreatedDate")
     modified = fields.get("LastModifiedDate") or created
     at: datetime = utc_time(modified, f"{sobject_path}.LastModifiedDate")
+    if sobject_type in ACTIVITY_ENTITIES:
+        return activity_events(ActivityRecord(sobject_path, sobject_type, record_id or "", fields, at), mapping, out)
     is_new = created is not None and created == modified
     rep = mapping.rep_for(fields.get("OwnerId") or None)
     if sobject_type == "Opportunity":
@@ -182,23 +186,50 @@ def _snapshot(path: str, event_id: str, sobject_type: str, fields: dict[str, str
 
 
 def normalise_cdc(body: bytes, mapping: VendorMapping) -> Normalised:
-    """Normalise CDC change events: one object or an array, each the event payload or ``{"payload": ...}``."""
+    """Normalise CDC change events: one object or an array; see :func:`change_payloads` for the shapes."""
     document = load_json(body)
     items = document if isinstance(document, list) else [document]
     out = Normalised()
     problems: list[dict[str, str]] = []
     for index, raw in enumerate(items):
-        path = f"[{index}]" if isinstance(document, list) else "body"
         try:
-            item = as_object(raw, path)
-            if "payload" in item:
-                path, item = f"{path}.payload", as_object(item["payload"], f"{path}.payload")
-            out.events += _change_event(path, item, mapping, out)
+            for path, payload in change_payloads(f"[{index}]" if isinstance(document, list) else "body", raw):
+                out.events += _change_event(path, payload, mapping, out)
         except FieldProblem as problem:
             problems.append({"field": problem.field, "message": problem.message})
     if problems:
         raise Unnormalisable(problems)
     return out
+
+
+def change_payloads(path: str, raw: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The change-event payloads in one forwarded item, with their paths. Taken:
+
+    - the bare payload (with ``ChangeEventHeader``) or ``{"payload": ...}``;
+    - a CometD message ``{"channel": "/data/…ChangeEvent", "data": {"schema", "payload", "event": {"replayId"}}}``;
+    - the Pub/Sub API's ``ConsumerEvent`` ``{"event": {"id", "schema_id", "payload"}, "replay_id"}`` and a
+      ``FetchResponse`` ``{"events": [ConsumerEvent, …]}``, with the Avro payload decoded to JSON.
+    """
+    item = as_object(raw, path)
+    if "channel" in item and "data" in item:
+        data = as_object(item["data"], f"{path}.data")
+        return [(f"{path}.data.payload", _payload(data.get("payload"), f"{path}.data.payload"))]
+    if isinstance(item.get("events"), list) and "ChangeEventHeader" not in item:
+        found: list[tuple[str, dict[str, Any]]] = []
+        for n, consumer_event in enumerate(item["events"]):
+            found += change_payloads(f"{path}.events[{n}]", consumer_event)
+        return found
+    if isinstance(item.get("event"), dict) and "payload" in item["event"]:
+        return [(f"{path}.event.payload", _payload(item["event"]["payload"], f"{path}.event.payload"))]
+    if "payload" in item:
+        return [(f"{path}.payload", _payload(item["payload"], f"{path}.payload"))]
+    return [(path, item)]
+
+
+def _payload(value: Any, path: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        raise FieldProblem(path, "the payload is still Avro-encoded: decode it with the event's schema first")
+    return as_object(value, path)
 
 
 def _change_event(path: str, payload: dict[str, Any], mapping: VendorMapping, out: Normalised) -> list[Event]:
@@ -216,12 +247,21 @@ def _change_event(path: str, payload: dict[str, Any], mapping: VendorMapping, ou
     if not isinstance(changed, list):
         raise FieldProblem(f"{header_path}.changedFields", "expected a list")
     changed_fields = {f for f in changed if isinstance(f, str)}
-    if change_type not in ("CREATE", "UPDATE") or entity not in ("Lead", "Opportunity"):
+    if any(f.startswith("0x") for f in changed_fields):
+        raise FieldProblem(f"{header_path}.changedFields",
+                           "a bitmap (Pub/Sub API): decode it to field names with the event's schema first")
+    if change_type not in ("CREATE", "UPDATE") or entity not in ("Lead", "Opportunity", *ACTIVITY_ENTITIES):
         out.ignored.append(f"cdc:{entity[:32]}.{change_type[:16]}")
         return []
     events: list[Event] = []
     for n, raw_id in enumerate(record_ids):
         record_id = id_text(raw_id, f"{header_path}.recordIds[{n}]") or ""
+        if entity in ACTIVITY_ENTITIES:
+            if change_type == "UPDATE" and entity == "Event":
+                out.ignored.append("cdc:Event.UPDATE")
+                continue
+            events += activity_events(ActivityRecord(path, entity, record_id, payload, at), mapping, out)
+            continue
         event_id = f"salesforce-cdc:{transaction}:{sequence}:{record_id}"
         ctx = _Cdc(path, payload, changed_fields, change_type == "CREATE", event_id, record_id, at)
         produced = _cdc_lead(ctx, mapping) if entity == "Lead" else _cdc_opportunity(ctx, mapping)
