@@ -70,6 +70,15 @@ CACHE = Path(tempfile.gettempdir()) / "salespulse-bench-month"
 log = bw.log
 
 
+def kafka_connection(bootstrap: str) -> Any:
+    """What ``ensure_topics`` takes: a ``KafkaConnection`` (a bootstrap string before they existed: A/B runs)."""
+    try:
+        from salespulse.kafka_connection import KafkaConnection
+    except ImportError:
+        return bootstrap
+    return KafkaConnection.plaintext(bootstrap)
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -342,7 +351,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     log(f"workload: {n:,} records over {workload.span}, {len(workload.per_rep)} reps")
     with EmbeddedBroker(log_path=run_dir / "tansu.log") as broker, EmbeddedRedis(log_path=run_dir / "redis.log") as rs:
-        await ensure_topics(broker.bootstrap, args.partitions)
+        await ensure_topics(kafka_connection(broker.bootstrap), args.partitions)
         seconds, _ = await bw.preload(broker.bootstrap, workload.records)
         results["preload_s"] = round(seconds, 1)
         log(f"pre-loaded {n:,} records in {seconds:.0f}s")
@@ -397,13 +406,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     w2 = worker(broker, rs, args, app_id, "worker-second", run_dir, run_dir / "data-b")
                     try:
                         joined = time.time()
-                        await asyncio.sleep(1.0)
+                        # Ready = joined, the rebalance over and its share of the state recovered.
+                        second_ready = await wait_ready(w2, args.timeout)
                         split = await probe_every_partition(producer, listener, args.partitions, args.timeout, joined)
                         await asyncio.sleep(2.0)  # a commit and its changelog writes after the split
                         killed = time.time()
                         os.kill(w2.pid, signal.SIGKILL)
                         over = await probe_every_partition(producer, listener, args.partitions, args.timeout, killed)
                         results["failover"] = {
+                            "second_worker_to_readyz_s": None if second_ready is None else round(second_ready, 2),
                             "join_to_probes_in_redis_s": split["seconds"],
                             "kill_to_probes_in_redis_s": over["seconds"],
                             "survivor_rss_mb": rss_mb(w.pid),

@@ -5,7 +5,8 @@ No broker: the first ``--events`` records of ``bench_month.py``'s workload (same
 ``BatchProcessor`` built like the worker's (all four families from the registry, ``CellStore`` /
 ``RecordLog`` / ``DedupIndex`` over one dict table standing in for Faust's memory store, which keeps
 the same encoded bytes), in batches of 2,000 records over 4 partitions, persisted after every batch.
-Reported per size: events/s (process CPU time), RSS growth over the empty process and per event, and
+Reported per size: events/s (process CPU time), the state's resident memory (resident with it minus
+resident once it is freed, after ``malloc_trim``) in total and per event, and
 per store prefix the table's keys and encoded bytes (Faust's copy) beside the decoded working copy.
 
     .venv/bin/python bench/month_state.py --events 200000 1000000   # each size in its own process
@@ -14,6 +15,7 @@ per store prefix the table's keys and encoded bytes (Faust's copy) beside the de
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import subprocess
@@ -36,6 +38,13 @@ from salespulse.engine.record_log import RecordLog  # noqa: E402
 from salespulse.families import registry  # noqa: E402
 from salespulse.families.context import FamilyContext  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
+
+
+def trimmed_rss_mb() -> float:
+    """Resident memory after a full collection and glibc's ``malloc_trim`` (free memory handed back)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb()
 
 
 def rss_mb() -> float:
@@ -74,30 +83,34 @@ def measure(events: int, partitions: int, args: argparse.Namespace) -> dict[str,
         for name in registry.NAMES
     ]
     processor = BatchProcessor(DedupIndex(table, 72 * 3600), families, lambda r, why: None)
-    gc.collect()
-    before = rss_mb()
     cpu0 = time.process_time()
     for start in range(0, len(placed), 2000):
         processor.process(placed[start : start + 2000])
     cpu = time.process_time() - cpu0
     del placed
-    gc.collect()
-    grown = rss_mb() - before
     keys: Counter[str] = Counter()
     encoded: Counter[str] = Counter()
     for key, value in table.items():
         prefix = key.split("|")[1]
         keys[prefix] += 1
         encoded[prefix] += len(value)
+    totals = processor.totals
+    # The state's memory: resident with it minus resident once it is gone (freed memory handed back
+    # to the system), so that what the workload's generation left behind does not count.
+    with_state = trimmed_rss_mb()
+    families.clear()
+    table.clear()
+    del processor
+    grown = with_state - trimmed_rss_mb()
     return {
         "events": events,
         "events_per_cpu_s": round(events / cpu),
-        "rss_growth_mb": round(grown, 1),
+        "state_rss_mb": round(grown, 1),
         "rss_bytes_per_event": round(grown * 2**20 / events),
         "table_encoded_mb": round(sum(encoded.values()) / 2**20, 1),
         "by_prefix": {p: {"keys": keys[p], "encoded_mb": round(encoded[p] / 2**20, 2)} for p in sorted(keys)},
-        "processed": processor.totals.processed,
-        "duplicates": processor.totals.duplicates,
+        "processed": totals.processed,
+        "duplicates": totals.duplicates,
     }
 
 
