@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import pickle
-import random
 import re
 import signal
 import sys
@@ -36,7 +35,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +51,6 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from salespulse.embedded.broker import EmbeddedBroker  # noqa: E402
 from salespulse.embedded.redis_server import EmbeddedRedis  # noqa: E402
-from salespulse.families.activity.rules import activity_of  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.topics import EVENTS_TOPIC, ensure_topics  # noqa: E402
 
@@ -104,38 +101,7 @@ def month_workload(n: int, seed: int, reps: int, teams: int, dup_rate: float, da
         with path.open("rb") as fh:
             cached: bw.Workload = pickle.load(fh)
         return cached
-    now = time.time()
-    n_dup = round(n * dup_rate)
-    n_unique = n - n_dup
-    start = now - days * 86400
-    dicts = bw._traffic(seed, n_unique, reps, teams, start, f"month-{seed}-{uuid.uuid4().hex[:6]}")
-    bw._respread(dicts, start, now - 60)
-    rng = random.Random(seed + 1)
-    ordered: list[tuple[float, bytes, bytes]] = []
-    per_rep: Counter[str] = Counter()
-    mix: Counter[str] = Counter()
-    for i, d in enumerate(dicts):
-        event = EventAdapter.validate_python(d)
-        ordered.append((float(i), event.partition_key.encode(), event_to_json(event)))
-        mix[event.type] += 1
-        activity = activity_of(event)
-        if activity is not None:
-            per_rep[activity.rep] += 1
-    for i in rng.sample(range(n_unique), n_dup):
-        _, key, value = ordered[i]
-        ordered.append((i + rng.randint(1, 2000) + 0.5, key, value))
-    ordered.sort(key=lambda r: r[0])
-    workload = bw.Workload(
-        records=[(k, v) for _, k, v in ordered],
-        unique=n_unique,
-        duplicates=n_dup,
-        activities=sum(per_rep.values()),
-        per_rep=dict(per_rep),
-        mix=dict(mix.most_common()),
-        reps=reps,
-        teams=teams,
-        span=(dicts[0]["occurred_at"], dicts[-1]["occurred_at"]),
-    )
+    workload = bw.build_workload(n, seed, reps, teams, dup_rate, time.time(), span_s=days * 86400)
     with path.open("wb") as fh:
         pickle.dump(workload, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return workload
