@@ -1,4 +1,4 @@
-"""The ``salespulse`` command: run, worker, ingest, simulate, replay, schemas and crm check."""
+"""The ``salespulse`` command: run, worker, ingest, board, simulate, replay, schemas and crm check."""
 
 from __future__ import annotations
 
@@ -144,7 +144,8 @@ def main() -> None:
 def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, logformat: str, **flags: Any) -> None:
     """Everything on one machine: embedded broker and Redis (unless URLs are given), webhooks and a worker.
 
-    One HTTP port serves /webhooks/events, /healthz, /readyz and /metrics. Ctrl-C stops everything.
+    One HTTP port serves the live board at /, /webhooks/events, /healthz, /readyz and /metrics. Ctrl-C stops
+    everything.
     """
     from salespulse.roles import run_all
 
@@ -194,6 +195,25 @@ def ingest(insecure: bool, loglevel: str, logformat: str, **flags: Any) -> None:
     settings = _settings(**flags)
     _preflight(settings)
     _run_role(run_ingest, settings, insecure, loglevel, setup_logging(loglevel, logformat))
+
+
+@main.command()
+@_apply(http_options)
+@click.option("--redis-url", help="redis://host:port/db [env SALESPULSE_REDIS_URL]")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="config file: rep names, stage order, currency [env SALESPULSE_CONFIG]")
+@_apply(log_options)
+def board(loglevel: str, logformat: str, **flags: Any) -> None:
+    """The live board over Redis: speed to lead, leads waiting, alerts, funnel, forecast, activity.
+
+    Serves the page at / (updated live by server-sent events from /board/events), /api/board (JSON),
+    /healthz and /readyz. Reads Redis only; run as many as you like. `salespulse run` serves the same at /.
+    """
+    from salespulse.roles import run_board
+
+    settings = _settings(**flags)
+    _preflight(settings)
+    _run_role(run_board, settings, loglevel, setup_logging(loglevel, logformat))
 
 
 @main.command()

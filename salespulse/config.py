@@ -277,6 +277,8 @@ class Config(_Model):
 
     business_hours: BusinessHoursSection = Field(default_factory=BusinessHoursSection)
     team_of_rep: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict, alias="teams")
+    #: ``[rep_names]``: rep id -> the name boards show (the live board, Grafana's ``salespulse_rep_info``).
+    rep_names: dict[str, Annotated[str, Field(min_length=1, max_length=80)]] = Field(default_factory=dict)
     lead_response: LeadResponseConfig = Field(default_factory=LeadResponseConfig)
     #: The currency of deal amounts and quotas whose events (or config) name none.
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")

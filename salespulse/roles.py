@@ -1,4 +1,4 @@
-"""The process roles: ``worker``, ``ingest`` and ``run`` (everything on one machine, one HTTP port)."""
+"""The process roles: ``worker``, ``ingest``, ``board`` and ``run`` (everything on one machine, one HTTP port)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import redis.asyncio as aioredis
@@ -32,6 +32,9 @@ from salespulse.engine.memory import GarbageCollection
 from salespulse.topics import ensure_topics
 from salespulse.engine.worker import WorkerRuntime
 from salespulse.worker_summary import worker_snapshot
+
+if TYPE_CHECKING:
+    from salespulse.board.live import BoardHub
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +136,21 @@ def _redis_readiness(client: aioredis.Redis) -> Any:
     return check
 
 
+def _board_hub(settings: Settings, redis_client: aioredis.Redis) -> "BoardHub":
+    """The live board's snapshot hub, reading the Redis outputs with the config's names and stage order."""
+    from salespulse.board.live import BoardHub
+    from salespulse.board.snapshot import BoardReader, BoardView
+
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+    view = BoardView.from_config(config, settings.tz, settings.lead_response_sla_seconds)
+    return BoardHub(redis_client, BoardReader(redis_client, view))
+
+
 def _worker_services(
-    settings: Settings, registry: CollectorRegistry, with_ingest: bool
+    settings: Settings, registry: CollectorRegistry, with_ingest: bool, with_board: bool = False
 ) -> tuple[faust.App, list[Service]]:
     redis = redis_client(settings)
     runtime = WorkerRuntime(settings, registry, redis)
@@ -143,6 +159,8 @@ def _worker_services(
     services: list[Service] = [GarbageCollection(), runtime.flusher, console.ConsoleSummary(worker_snapshot(runtime))]
     if runtime.alert_clock is not None:
         services.append(runtime.alert_clock)
+    if runtime.awaiting_publisher is not None:
+        services.append(runtime.awaiting_publisher)
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
@@ -155,8 +173,15 @@ def _worker_services(
         services[1:1] = _crm_enrichers(settings, event_log, registry, ignored)
     else:
         readiness["kafka"] = runtime.flusher.topics.ping
-    app = build_http_app(registry, readiness, webhook, crm_webhooks)
-    services.append(HttpServer(app, settings.http_host, settings.http_port))
+    app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    if with_board:
+        from salespulse.board.routes import add_board_routes
+
+        hub = _board_hub(settings, redis)
+        add_board_routes(app, hub)
+        services.append(hub)
+    services.append(HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                               settings.http_max_connections))
     return runtime.app, services
 
 
@@ -234,14 +259,30 @@ def run_ingest(
     ignored = IgnoredCounter(registry)
     crm_webhooks = _crm_webhooks(settings, event_log, webhook, ignored)
     readiness = {"kafka": event_log.ping}
-    app = build_http_app(registry, readiness, webhook, crm_webhooks)
-    http = HttpServer(app, settings.http_host, settings.http_port)
+    app = build_http_app(registry, readiness, webhook, crm_webhooks, body_timeout_s=settings.http_body_timeout_s)
+    http = HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                      settings.http_max_connections)
     enrichers = _crm_enrichers(settings, event_log, registry, ignored)
     summary = console.ConsoleSummary(
         console.monotonic_snapshot(lambda: console.counter_total(event_log.published)), what="events published"
     )
     console.announce(console.ingest_banner(settings, [hook.path for hook in crm_webhooks]))
     return _execute(None, [EventLogService(event_log), *enrichers, http, summary], loglevel, log_config)
+
+
+def run_board(settings: Settings, loglevel: str = "info", log_config: dict[str, Any] | None = None) -> int:
+    """``salespulse board``: the live board over a production Redis (reads only); serves /, /healthz, /readyz."""
+    from salespulse.board.routes import add_board_routes
+
+    if settings.redis_url is None:
+        raise ConfigurationError("SALESPULSE_REDIS_URL is required for this role (e.g. redis://redis:6379/0)")
+    redis = redis_client(settings)
+    hub = _board_hub(settings, redis)
+    app = build_http_app(CollectorRegistry(), {"redis": _redis_readiness(redis)})
+    add_board_routes(app, hub)
+    http = HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
+                      settings.http_max_connections)
+    return _execute(None, [hub, http], loglevel, log_config)
 
 
 def run_all(
@@ -275,7 +316,7 @@ def run_all(
             redis_hint = " (embedded)"
             settings = settings.model_copy(update={"redis_url": redis_server.url})
         _prepare(settings)
-        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True)
+        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True, with_board=True)
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     redis_ssl_keyfile: FilePath | None = Field(None, description="PEM key of the Redis client certificate")
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
+    # Slow and excess clients (docs/operations.md): every role's HTTP server.
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection's request headers must be in within this of opening or of its last answer"
+    )
+    http_body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this (else 408)")
+    http_max_connections: int = Field(512, ge=1, description="open HTTP connections at most (more get 503)")
     webhook_secret: SecretStr | None = None
     # CRM endpoints: each is served only when its secret or setting is present (docs/crm.md).
     hubspot_client_secret: SecretStr | None = Field(None, description="enables /webhooks/hubspot (signature v3/v2/v1)")

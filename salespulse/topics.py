@@ -21,6 +21,26 @@ ALERTS_TOPIC = "salespulse.alerts"
 CRM_RAW_TOPIC = "salespulse.crm.raw"
 #: Header ``salespulse replay`` puts on the events it writes: measured like any other, never alerted on.
 REPLAY_HEADER = "salespulse-replay"
+#: The largest message aiokafka's producer sends (its ``max_request_size`` default) and Kafka's default
+#: ``message.max.bytes``: a dead-letter record must stay well under it, whatever it carries.
+MAX_MESSAGE_BYTES = 1024 * 1024
+#: What a dead-letter record keeps of the payload it could not process (the rest is cut, with a note).
+DEAD_LETTER_RAW_BYTES = 64 * 1024
+_DEAD_LETTER_TEXT_CHARS = 2000
+
+
+def dead_letter_payload(raw: bytes) -> dict[str, object]:
+    """The ``raw`` of a dead-letter record, at most ``DEAD_LETTER_RAW_BYTES`` of it; when cut, ``raw_truncated``
+    and ``raw_bytes`` (the full size) say so."""
+    if len(raw) <= DEAD_LETTER_RAW_BYTES:
+        return {"raw": raw.decode("utf-8", errors="replace")}
+    kept = raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", errors="ignore")  # never half a character
+    return {"raw": kept, "raw_truncated": True, "raw_bytes": len(raw)}
+
+
+def bounded_text(text: str, limit: int = _DEAD_LETTER_TEXT_CHARS) -> str:
+    """A reason or message of a dead-letter record, cut to ``limit`` characters with a note."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def metrics_topic(family: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 
 import orjson
 
-from salespulse.engine.faust.tables import table_key
+from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
 from salespulse.families.state import Cell
 
 
@@ -33,15 +33,10 @@ class CellStore:
         """Partitions whose cells are loaded."""
         return set(self._cells)
 
-    def load_partition(self, partition: int) -> int:
-        """Load a partition's cells from the table (after recovery); returns the highest watermark seen."""
-        cells: dict[str, Cell] = {}
-        wanted = f"{partition}|{self._prefix}|"
-        for key in list(self._table.keys()):
-            if isinstance(key, str) and key.startswith(wanted):
-                raw = self._table.get(key)
-                if raw is not None:
-                    cells[key[len(wanted):]] = orjson.loads(raw)
+    def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
+        """Load a partition's cells from the table (after recovery), or from its rows ``decoded`` ahead; returns
+        the highest watermark seen."""
+        cells: dict[str, Cell] = dict(rows_under(self._table, partition, self._prefix, decoded))
         self._cells[partition] = cells
         self._touched[partition] = set()
         return max((cell.get("wm", -1) for cell in cells.values()), default=-1)

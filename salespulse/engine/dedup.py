@@ -22,10 +22,11 @@ import time
 from array import array
 from collections.abc import MutableMapping
 from hashlib import blake2b
+from typing import Any
 
 import orjson
 
-from salespulse.engine.faust.tables import table_key
+from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
 
 _PREFIX = "dedup"
 #: Record format: magic, write time (float64), then (digest uint64, offset int64) per id, little endian.
@@ -45,10 +46,11 @@ def encode_record(written_at: float, ids: dict[int, int]) -> bytes:
     return _HEADER.pack(_MAGIC, written_at) + b"".join([entry(key, offset) for key, offset in ids.items()])
 
 
-def decode_record(raw: bytes) -> tuple[float, dict[int, int]]:
-    """(write time, digest -> offset) of a record; also reads the JSON records of earlier versions."""
-    if raw[:3] != _MAGIC:
-        record = orjson.loads(raw)
+def decode_record(raw: bytes | dict[str, Any]) -> tuple[float, dict[int, int]]:
+    """(write time, digest -> offset) of a record; also reads the JSON records of earlier versions (as bytes,
+    or already decoded by ``tables.decode_rows``)."""
+    if isinstance(raw, dict) or raw[:3] != _MAGIC:
+        record = raw if isinstance(raw, dict) else orjson.loads(raw)
         return record["t"], {digest(event_id): offset for event_id, offset in record["ids"].items()}
     _, written_at = _HEADER.unpack_from(raw)
     return written_at, {key: offset for key, offset in _ENTRY.iter_unpack(memoryview(raw)[_HEADER.size :])}
@@ -64,19 +66,20 @@ class DedupIndex:
         self._records: dict[int, dict[int, tuple[float, array[int]]]] = {}
         self._pending: dict[int, dict[int, int]] = {}
 
-    def load_partition(self, partition: int) -> int:
-        """Load a partition's records; returns the highest offset they contain (or -1)."""
+    @property
+    def table(self) -> MutableMapping[str, bytes]:
+        """The table every store of the worker shares."""
+        return self._table
+
+    def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
+        """Load a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
+        offset they contain (or -1)."""
         seen: dict[int, int] = {}
         records: dict[int, tuple[float, array[int]]] = {}
-        wanted = f"{partition}|{_PREFIX}|"
-        for key in list(self._table.keys()):
-            if isinstance(key, str) and key.startswith(wanted):
-                raw = self._table.get(key)
-                if raw is None:
-                    continue
-                written_at, ids = decode_record(raw)
-                records[int(key[len(wanted):])] = (written_at, array("Q", ids))
-                seen.update(ids)
+        for first_offset, record in rows_under(self._table, partition, _PREFIX, decoded):
+            written_at, ids = decode_record(record)
+            records[int(first_offset)] = (written_at, array("Q", ids))
+            seen.update(ids)
         self._seen[partition] = seen
         self._records[partition] = records
         self._pending[partition] = {}

@@ -4,7 +4,9 @@ Renders dirty aggregates of the partitions this worker owns into absolute partia
 Redis and the metric topics. Redis gets each family's live windows (all time, today) as soon as that
 family is rendered, while the next one renders, then the long windows of all; the metric topics get
 everything at their own pace. A failed sink keeps its partials (newest per key) for the next flush,
-so an outage delays numbers but loses none.
+so an outage delays numbers but loses none. A Redis that lost its data (restarted without persistence,
+flushed) is noticed within ``redis_check_interval_s`` and gets every aggregate of the owned partitions again,
+live windows in the next flush and the others within the slow budget of the flushes after it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Flusher(Service):
         interval_s: float,
         max_pending: int,
         slow_budget: int = 250,
+        redis_check_interval_s: float = 1.0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -50,6 +53,9 @@ class Flusher(Service):
         self.interval_s = interval_s
         self.max_pending = max_pending
         self.slow_budget = slow_budget
+        self.redis = redis
+        self.redis_check_interval_s = redis_check_interval_s
+        self._next_redis_check = 0.0
         # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
         self.redis_sink = BufferedSink("redis", redis.publish)
         self.kafka_sink = BufferedSink("kafka", topics.publish, min_interval_s=2.0)
@@ -87,6 +93,7 @@ class Flusher(Service):
             last_start = time.monotonic()
             cpu_started = time.thread_time()  # includes batches processed while the flush awaited: conservative
             try:
+                await self.check_redis()
                 await self.flush()
             except Exception:  # the loop must outlive any single failure
                 log.exception("flush failed")
@@ -99,6 +106,27 @@ class Flusher(Service):
         except Exception as exc:
             self.health.publish_errors.labels(sink.name).inc()
             log.warning("publishing to %s failed (partials kept for the next flush): %r", sink.name, exc)
+
+    async def check_redis(self) -> bool:
+        """At most every ``redis_check_interval_s``: if Redis lost its data, mark every aggregate of the owned
+        partitions for publication (the next flushes rewrite them all). True if it did."""
+        if time.monotonic() < self._next_redis_check:
+            return False
+        self._next_redis_check = time.monotonic() + self.redis_check_interval_s
+        try:
+            lost = await self.redis.lost_everything()
+        except Exception as exc:  # Redis down: the sinks count the failure; checked again once it is back
+            log.debug("Redis check failed: %r", exc)
+            return False
+        if not lost:
+            return False
+        owned = self.owned()
+        for family in self.families:
+            for partition in owned:
+                family.mark_partition_dirty(partition)
+        log.warning("Redis holds none of this worker's keys (restarted empty, or flushed): rewriting %d partitions",
+                    len(owned))
+        return True
 
     async def flush(self, force: bool = False) -> int:
         """Render and publish everything dirty now (``force``: every sink, whatever its interval)."""

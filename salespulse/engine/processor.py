@@ -14,9 +14,10 @@ batch and sends the same follow-ups again, under the same event ids, which their
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,8 +26,10 @@ from pydantic import ValidationError
 
 from salespulse.models.errors import field_errors
 from salespulse.models.events import Event, event_from_json
-from salespulse.families.state import StateStore
 from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.faust.tables import DecodedRows, decode_rows, partition_rows
+from salespulse.families.state import StateStore
+from salespulse.topics import bounded_text, dead_letter_payload
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class Family(Protocol):
 
     name: str
     partition_wm: dict[int, int]
+    staged_wm: dict[int, int]
 
     @property
     def stores(self) -> Sequence[StateStore]:
@@ -111,24 +115,68 @@ class BatchProcessor:
         self.loaded: set[int] = set()
         self.totals = BatchStats()
         self._next_expiry: dict[int, float] = {}
+        self._loading: dict[int, asyncio.Lock] = {}
+        #: Bumped when a partition is dropped: a load that began before is discarded.
+        self._generation: dict[int, int] = {}
 
     def ensure_loaded(self, partition: int) -> bool:
-        """Load a partition's durable state into memory if not done since it was assigned; True if loaded now."""
+        """Load a partition's durable state into memory if not done since it was assigned; True if loaded now.
+
+        All at once, on the caller's thread: under a running worker use ``load``, which keeps the loop free."""
         if partition in self.loaded:
             return False
         watermark = self.dedup.load_partition(partition)
         for family in self.families:
             for store in family.stores:
                 watermark = max(watermark, store.load_partition(partition))
+        self._install(partition, watermark)
+        return True
+
+    async def load(self, partitions: Iterable[int]) -> None:
+        """``ensure_loaded`` for a running worker: the event loop keeps serving (scrapes, health checks, the
+        flusher) while a large state loads. A partition's rows are decoded in a thread (most of the cost; the
+        loop gets the GIL between rows), then installed store by store with a yield after each. A partition
+        dropped meanwhile (revoked) is not installed."""
+        for partition in sorted(set(partitions)):
+            async with self._loading.setdefault(partition, asyncio.Lock()):
+                if partition in self.loaded:
+                    continue
+                generation = self._generation.get(partition, 0)
+                decoded: DecodedRows = await asyncio.to_thread(decode_rows, partition_rows(self.dedup.table, partition))
+
+                def overtaken() -> bool:  # dropped meanwhile, or loaded by ``ensure_loaded`` (which never yields)
+                    return self._generation.get(partition, 0) != generation or partition in self.loaded
+
+                if overtaken():
+                    continue
+                watermark = self.dedup.load_partition(partition, decoded)
+                for family in self.families:
+                    for store in family.stores:
+                        await asyncio.sleep(0)
+                        if overtaken():
+                            break
+                        watermark = max(watermark, store.load_partition(partition, decoded))
+                if overtaken():
+                    if partition not in self.loaded:
+                        self._forget(partition)
+                    continue
+                self._install(partition, watermark)
+                await asyncio.sleep(0)
+
+    def _install(self, partition: int, watermark: int) -> None:
+        """The last step of a load: the families index the loaded state and mark all of it for publication."""
         for family in self.families:
             family.partition_wm[partition] = watermark
             family.on_loaded(partition)
             family.mark_partition_dirty(partition)
         self.loaded.add(partition)
-        return True
 
     def drop_partition(self, partition: int) -> None:
         """Forget a partition's in-memory state (it was revoked; the table keeps it for the next owner)."""
+        self._generation[partition] = self._generation.get(partition, 0) + 1
+        self._forget(partition)
+
+    def _forget(self, partition: int) -> None:
         self.loaded.discard(partition)
         self.dedup.drop_partition(partition)
         self._next_expiry.pop(partition, None)
@@ -156,6 +204,8 @@ class BatchProcessor:
             by_partition.setdefault(record[0], []).append(record)
         for partition, group in by_partition.items():
             self._apply_partition(partition, group, now, stats)
+            for family in self.families:  # what a render publishes from now on holds these offsets
+                family.staged_wm[partition] = max(family.staged_wm.get(partition, -1), group[-1][1])
         for family in self.families:
             stats.follow_ups += family.take_follow_ups()
         return StagedBatch(stats, {partition: group[-1][1] for partition, group in by_partition.items()}, now)
@@ -227,14 +277,14 @@ class BatchProcessor:
 
 
 def dead_letter_value(record: Record, reason: str, now: float | None = None) -> bytes:
-    """The ``salespulse.events.dlq`` message for a record that could not be processed."""
+    """The ``salespulse.events.dlq`` message for a record that could not be processed (bounded in size)."""
     partition, offset, raw = record[0], record[1], record[2]
     return orjson.dumps(
         {
-            "reason": reason,
+            "reason": bounded_text(reason),
             "partition": partition,
             "offset": offset,
-            "raw": raw.decode("utf-8", errors="replace"),
+            **dead_letter_payload(raw),
             "failed_at": time.time() if now is None else now,
         }
     )

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, MutableMapping
 
 import orjson
 
+from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
 from salespulse.families.state import Cell
-from salespulse.engine.faust.tables import table_key
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
 
@@ -41,15 +41,12 @@ class RecordLog:
     def partitions(self) -> set[int]:
         return set(self._states)
 
-    def load_partition(self, partition: int) -> int:
-        """Replay a partition's records; returns the highest state watermark seen."""
-        wanted = f"{partition}|{self._prefix}|"
-        records: list[tuple[int, dict[str, Cell | None]]] = []
-        for key in list(self._table.keys()):
-            if isinstance(key, str) and key.startswith(wanted):
-                raw = self._table.get(key)
-                if raw is not None:
-                    records.append((int(key[len(wanted):]), orjson.loads(raw)))
+    def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
+        """Replay a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
+        state watermark seen."""
+        records: list[tuple[int, dict[str, Cell | None]]] = [
+            (int(seq), changes) for seq, changes in rows_under(self._table, partition, self._prefix, decoded)
+        ]
         records.sort(key=lambda item: item[0])
         states: dict[str, Cell] = {}
         where: dict[str, int] = {}

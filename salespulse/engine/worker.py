@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
 from salespulse.engine.alert_clock import AlertClock, AlertSource
+from salespulse.engine.awaiting import AwaitingPublisher
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.faust.app import SalespulseApp
@@ -30,10 +31,13 @@ from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dea
 from salespulse.engine.record_log import RecordLog
 from salespulse.families import registry
 from salespulse.families.context import FamilyContext
+from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.families.windowed import WindowedFamily
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
 from salespulse.outputs.alerts import AlertSinks
+from salespulse.outputs.board_metrics import BoardInfoCollector
 from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
 from salespulse.outputs.redis import RedisPublisher
 from salespulse.outputs.topics import TopicPublisher
@@ -97,6 +101,11 @@ def _arrival(headers: Any, timestamp_s: float) -> float:
     return timestamp_s
 
 
+def _log_failure(task: "asyncio.Future[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading partitions failed (retried at the next scrape or flush)", exc_info=task.exception())
+
+
 class UnwritableState(RuntimeError):
     """The worker's memory holds a batch that failed half-way: it must not be written (the worker restarts)."""
 
@@ -156,6 +165,14 @@ class WorkerRuntime:
         # Next offset to process per owned partition of salespulse.events (for the consumer lag).
         self.positions: dict[int, int] = {}
         registry_.register(ConsumerLagCollector(EVENTS_TOPIC, self.consumer_lag))
+        registry_.register(
+            BoardInfoCollector(
+                config,
+                self.families.get("activity"),
+                cast(PipelineFamily | None, self.families.get("pipeline")),
+                self.owned_partitions,
+            )
+        )
         self.flusher = Flusher(
             families,
             self.owned_partitions,
@@ -178,9 +195,15 @@ class WorkerRuntime:
             AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
         )
+        #: Leads waiting now, for the live board: with the alert clock, from the same lead states.
+        lead_response = self.families.get("lead_response")
+        self.awaiting_publisher = None if not isinstance(lead_response, LeadResponseFamily) else AwaitingPublisher(
+            lead_response, self.owned_partitions, redis_client, self.health
+        )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
-        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist))
+        self._loader: asyncio.Future[None] | None = None
+        self.app.batch_agent(self.events_topic, BatchAgent(self._consume, self._persist, self._load))
         if self.startup_events:
             self.app.task(self._send_startup_events)
         self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))  # mode's signal types want **signal
@@ -188,6 +211,10 @@ class WorkerRuntime:
     async def _consume(self, consumer_records: Sequence[ConsumerRecord]) -> None:
         """The batch agent of ``salespulse.events``: applies a fetch; ``_persist`` writes it before its commit."""
         await self._count([to_record(r) for r in consumer_records])
+
+    async def _load(self, consumer_records: Sequence[ConsumerRecord]) -> None:
+        """Before a fetch is handled: load the state of its partitions without blocking the loop (scrapes)."""
+        await self.processor.load({record.partition for record in consumer_records})
 
     async def _persist(self) -> None:
         """Write every batch counted since the last call (the consumer calls this before committing their offsets).
@@ -253,13 +280,18 @@ class WorkerRuntime:
         return self.app.started and not self.app.rebalancing and bool(self.app.assignor.assigned_actives())
 
     def owned_partitions(self) -> set[int]:
-        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing)."""
+        """Partitions of ``salespulse.events`` this worker actively owns and has loaded (empty while rebalancing).
+
+        Assigned partitions not loaded yet are loaded in the background (taken over with no new traffic: their
+        state is still published) and left out until then: a scrape never waits for a large state to load."""
         if self.app.rebalancing:
             return set()
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS_TOPIC}
-        for partition in assigned - self.processor.loaded:
-            self.processor.ensure_loaded(partition)  # taken over with no new traffic: publish its state
-        return assigned
+        missing = assigned - self.processor.loaded
+        if missing and (self._loader is None or self._loader.done()):
+            self._loader = asyncio.ensure_future(self.processor.load(missing))
+            self._loader.add_done_callback(_log_failure)
+        return assigned - missing
 
     def consumer_lag(self) -> dict[int, int | None]:
         """Per owned partition of ``salespulse.events``: high watermark minus position (None while unknown).

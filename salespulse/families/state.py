@@ -7,7 +7,7 @@ never see Faust, tables or changelogs: only this.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 #: One cell: ``{"wm": offset, ...}`` (JSON-serialisable).
@@ -17,8 +17,9 @@ Cell = dict[str, Any]
 class StateStore(Protocol):
     """Named cells per partition, loaded on assignment, written once per persisted batch."""
 
-    def load_partition(self, partition: int) -> int:
-        """Load a partition's cells into memory; returns the highest watermark found (-1 if none)."""
+    def load_partition(self, partition: int, decoded: Mapping[str, Any] | None = None) -> int:
+        """Load a partition's cells into memory (from ``decoded``, the partition's rows decoded ahead, when
+        given); returns the highest watermark found (-1 if none)."""
         ...
 
     def drop_partition(self, partition: int) -> None: ...

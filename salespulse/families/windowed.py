@@ -18,16 +18,13 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from prometheus_client.core import Metric
 
-from salespulse.families import keys
 from salespulse.families.fields import Number, add_fields
-from salespulse.families.keys import Key
+from salespulse.families.queries import WindowQueries
 from salespulse.families.spec import FamilySpec
 from salespulse.families.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
 from salespulse.outputs.aggregates import Partial, partial
 from salespulse.outputs.derived import Derived
-from salespulse.outputs.series import SpecCollector
 from salespulse.families.state import Cell, StateStore
 
 Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
@@ -42,23 +39,6 @@ _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 TARGET_GRAINS = frozenset({"day", "week", "month"})
 
 
-def _ignore(ident: str) -> None:
-    """What an undecodable id costs by default: nothing (a collector counts it)."""
-
-
-def keyed(
-    by_id: Mapping[str, dict[str, Number]], parts: Callable[[str], Key], malformed: Callable[[str], None]
-) -> dict[Key, dict[str, Number]]:
-    """``by_id`` keyed by structured ids; an id ``parts`` cannot decode is left out and passed to ``malformed``."""
-    out: dict[Key, dict[str, Number]] = {}
-    for ident, fields in by_id.items():
-        try:
-            out[parts(ident)] = fields
-        except keys.MalformedId:
-            malformed(ident)
-    return out
-
-
 @lru_cache(maxsize=4096)
 def window_end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
     """When a window ends (epoch seconds), ``None`` for all-time."""
@@ -71,7 +51,7 @@ def window_name(grain: str, bucket: str) -> str:
     return "all" if grain == "all" else f"{grain}:{bucket}"
 
 
-class WindowedFamily:
+class WindowedFamily(WindowQueries):
     """Base of a metric family whose cells hold ``{scope: {id: {field: number}}}`` per window.
 
     What it publishes, and how, is its ``spec`` (``FamilySpec``); a subclass adds its rules (``apply``).
@@ -101,6 +81,11 @@ class WindowedFamily:
         self.dirty: set[Dirty] = set()
         #: Highest offset processed per partition: the version of rolling partials, which shrink with time.
         self.partition_wm: dict[int, int] = {}
+        #: Highest offset applied in memory per partition since it was loaded, persisted or not. What a render
+        #: publishes holds every event up to it, so it is the partial's version for Redis: stamped with the
+        #: persisted watermark only, a render between a batch and its commit carried new counts under an old
+        #: version, which Redis refused after a restart (it held a newer one) while the dirty mark was spent.
+        self.staged_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
         self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
         #: (partition, scope, id) -> (current hour, {span hours: sum of the span's completed hours}).
@@ -256,6 +241,7 @@ class WindowedFamily:
         """Forget pending publications and caches of a partition this worker lost."""
         self.dirty = {entry for entry in self.dirty if entry[0] != partition}
         self.partition_wm.pop(partition, None)
+        self.staged_wm.pop(partition, None)
         self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
@@ -303,11 +289,15 @@ class WindowedFamily:
         while dirty:
             # Popped, not iterated: each entry is freed once rendered, so a render holds its partials and
             # not also every entry (fewer live objects, fewer garbage-collector passes while rendering).
-            partition, grain, bucket, scope, ident = dirty.pop()
+            entry = dirty.pop()
+            partition, grain, bucket, scope, ident = entry
             if partition not in owned:
+                # Not owned now (a rebalance under way): kept dirty, published once it is owned again, or
+                # forgotten by ``drop_partition`` if it is revoked. Dropping it here lost updates.
+                self.dirty.add(entry)
                 continue
             if grain == "rolling":
-                wm = self.partition_wm.get(partition, -1)
+                wm = self.version(partition, self.partition_wm.get(partition, -1))
                 for span, hours in self.rolling_hours.items():
                     fields = self._rolling(partition, scope, ident, hours, now)
                     partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
@@ -322,10 +312,16 @@ class WindowedFamily:
                 end = window_end_ts(grain, bucket, self.tz)
                 ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
                 window = windows[name] = (window_name(grain, bucket), ttl)
-            partials.append(self._partial(partition, scope, ident, window[0], fields, cell["wm"], window[1], updated_at))
+            wm = self.version(partition, cell["wm"])
+            partials.append(self._partial(partition, scope, ident, window[0], fields, wm, window[1], updated_at))
         if self.beside_rates:
             self._fill_team_counts(partials, now)
         return partials
+
+    def version(self, partition: int, persisted: int) -> int:
+        """The watermark a partial of ``partition`` is published with: its persisted one, or the offset applied
+        in memory since, when higher (see ``staged_wm``)."""
+        return max(persisted, self.staged_wm.get(partition, -1))
 
     def _fill_team_counts(self, partials: list[Partial], now: float) -> None:
         """Team fields beside each rep record (``group_key`` set): from the team partials of this render (a
@@ -414,49 +410,3 @@ class WindowedFamily:
         return partial(
             self.name, self.redis_prefix, scope, ident, window, partition, wm, fields, ttl, updated_at, wanted, team
         )
-
-    def current_window(self, owned: Iterable[int], scope: str, grain: str, now: float) -> dict[str, dict[str, Number]]:
-        """Fields per id of one scope in the ``day``, ``week`` or ``month`` holding ``now`` (in the family's time
-        zone), summed over owned partitions (Prometheus)."""
-        day, week, month = calendar_buckets(now, self.tz)
-        bucket = {"day": day, "week": week, "month": month}[grain]
-        return self._window_totals(owned, f"{grain}|{bucket}", scope)
-
-    def all_time(self, owned: Iterable[int], scope: str) -> dict[str, dict[str, Number]]:
-        """All-time fields per id of one scope, summed over owned partitions (Prometheus)."""
-        return self._window_totals(owned, f"all|{ALL_TIME}", scope)
-
-    def all_time_keyed(
-        self, owned: Iterable[int], scope: str, malformed: Callable[[str], None] = _ignore
-    ) -> dict[Key, dict[str, Number]]:
-        """All-time fields per structured id of one scope, summed over owned partitions (Prometheus); an id
-        that does not decode (``MalformedId``) is left out and passed to ``malformed``."""
-        return keyed(self.all_time(owned, scope), lambda ident: self.id_parts(scope, ident), malformed)
-
-    def id_parts(self, scope: str, ident: str) -> Key:
-        """The structured id of a scope's id: its parts for an all-time scope, else the id alone."""
-        parts = self.all_time_scopes.get(scope)
-        return (ident,) if parts is None else keys.decode(ident, parts)
-
-    def collector(
-        self,
-        owned: Callable[[], Iterable[int]],
-        clock: Callable[[], float] = time.time,
-        skipped: Callable[[str, str], None] | None = None,
-    ) -> SpecCollector:
-        """The family's Prometheus collector: the spec's series, then ``live_series``."""
-        return SpecCollector(self.name, self.spec.series, self.all_time_keyed, owned, self.live_series, clock, skipped)
-
-    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterable[Metric]:
-        """Series that no scope holds (gauges of live state); none by default."""
-        return ()
-
-    def _window_totals(self, owned: Iterable[int], name: str, scope: str) -> dict[str, dict[str, Number]]:
-        totals: dict[str, dict[str, Number]] = {}
-        for partition in owned:
-            cell = self.cells.get(partition, name)
-            if cell is None:
-                continue
-            for ident, fields in cell.get(scope, {}).items():
-                add_fields(totals.setdefault(ident, {}), fields)
-        return totals

@@ -6,15 +6,30 @@ import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry, Counter
 
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
-from salespulse.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, broker_reachable
+from salespulse.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES, broker_reachable
 
 
 class EventLogUnavailable(Exception):
     """The broker did not take the events in time; the sender should retry (dedup makes that safe)."""
+
+
+class EventLogRefused(EventLogUnavailable):
+    """The broker or producer refused the records for good (over the message size): a retry fails the same way,
+    so the sender gets a 4xx, not a 503."""
+
+
+#: Errors a retry cannot fix.
+_PERMANENT = (MessageSizeTooLargeError,)
+
+
+def _failure(topic: str, exc: Exception) -> EventLogUnavailable:
+    kind = EventLogRefused if isinstance(exc, _PERMANENT) else EventLogUnavailable
+    return kind(f"could not write to {topic}: {type(exc).__name__}: {exc}")
 
 
 class EventLog:
@@ -33,6 +48,7 @@ class EventLog:
             **self.kafka.client_options(),
             acks="all",
             linger_ms=2,
+            max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=int(self.timeout_s * 1000),
             retry_backoff_ms=200,
         )
@@ -61,7 +77,7 @@ class EventLog:
         try:
             await asyncio.wait_for(send_all(), timeout=self.timeout_s)
         except Exception as exc:
-            raise EventLogUnavailable(f"could not write to {EVENTS_TOPIC}: {type(exc).__name__}: {exc}") from exc
+            raise _failure(EVENTS_TOPIC, exc) from exc
         for event in events:
             self.published.labels(event.type).inc()
 
@@ -87,7 +103,7 @@ class EventLog:
         try:
             await asyncio.wait_for(send(), timeout=self.timeout_s)
         except Exception as exc:
-            raise EventLogUnavailable(f"could not write to {topic}: {type(exc).__name__}: {exc}") from exc
+            raise _failure(topic, exc) from exc
 
     async def ping(self) -> bool:
         """True if the broker answers a metadata request."""

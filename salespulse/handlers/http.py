@@ -11,6 +11,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from salespulse.handlers.connection_guard import ConnectionGuard, body_deadline
 from salespulse.handlers.crm.endpoint import CrmWebhook
 from salespulse.handlers.webhooks import GenericWebhook, json_response
 from salespulse.settings import MAX_BODY_BYTES
@@ -35,10 +36,14 @@ def build_http_app(
     readiness: dict[str, ReadinessCheck],
     webhook: GenericWebhook | None = None,
     crm_webhooks: Sequence[CrmWebhook] = (),
+    body_timeout_s: float = 30.0,
 ) -> web.Application:
-    """The aiohttp application; ``webhook`` is None in a worker-only process; CRM routes only when enabled."""
+    """The aiohttp application; ``webhook`` is None in a worker-only process; CRM routes only when enabled.
+    A request body must arrive within ``body_timeout_s`` (else 408)."""
     # A little over the contract's limit, so the handler answers 413 itself with a JSON body.
-    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES + 1, middlewares=[body_deadline(body_timeout_s, MAX_BODY_BYTES)]
+    )
 
     async def healthz(_: web.Request) -> web.Response:
         return json_response({"status": "ok"}, 200)
@@ -67,22 +72,40 @@ def build_http_app(
 
 
 class HttpServer(Service):
-    """Serves an aiohttp application on host:port for as long as the service runs."""
+    """Serves an aiohttp application on host:port for as long as the service runs, behind a ``ConnectionGuard``
+    (at most ``max_connections``, request headers within ``header_timeout_s``)."""
 
-    def __init__(self, app: web.Application, host: str, port: int, **kwargs: object) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        header_timeout_s: float = 10.0,
+        max_connections: int = 512,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.web_app = app
         self.host = host
         self.port = port
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.guard: ConnectionGuard | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.base_events.Server | None = None
 
     async def on_start(self) -> None:
         self._runner = web.AppRunner(self.web_app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        assert self._runner.server is not None
+        self.guard = ConnectionGuard(self._runner.server, self.header_timeout_s, self.max_connections)
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard, self.host, self.port, reuse_address=True
+        )
         log.info("HTTP listening on http://%s:%s", self.host, self.port)
 
     async def on_stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -1,6 +1,6 @@
 """``POST /webhooks/events``: verify, parse and validate a canonical event or an array of them, then publish.
 
-All or nothing per request: 202 ``{"accepted": n}``; 400 naming every bad field (nothing published);
+All or nothing per request: 202 ``{"accepted": n}`` (n distinct event ids: a repeated id is published once); 400 naming every bad field (nothing published);
 401 bad or missing signature; 413 body over 1 MiB; 503 when the event log cannot be written.
 """
 
@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from salespulse.handlers.event_log import EventLog, EventLogUnavailable
+from salespulse.handlers.event_log import EventLog, EventLogRefused, EventLogUnavailable
 from salespulse.handlers.signatures import SIGNATURE_HEADER, SignatureError, verify
 from salespulse.models.errors import field_errors
 from salespulse.models.events import INTERNAL_EVENT_TYPES, MAX_FUTURE_SKEW, Event, EventAdapter
@@ -55,6 +55,7 @@ def parse_events(body: bytes) -> list[Event]:
             400, "too_many_events", {"error": f"{len(items)} events; at most {MAX_EVENTS_PER_REQUEST} per request"}
         )
     events: list[Event] = []
+    seen: set[str] = set()
     errors: list[dict[str, Any]] = []
     latest = datetime.now(timezone.utc) + MAX_FUTURE_SKEW
     for index, item in enumerate(items):
@@ -86,6 +87,9 @@ def parse_events(body: bytes) -> list[Event]:
                 }
             )
             continue
+        if event.event_id in seen:
+            continue  # a redelivery within the request: counted once, like one across requests
+        seen.add(event.event_id)
         events.append(event)
     if errors:
         raise RejectedRequest(400, "invalid_event", {"error": "invalid events; nothing was accepted", "errors": errors})
@@ -114,6 +118,10 @@ class GenericWebhook:
         except RejectedRequest as exc:
             self.rejected.labels(self.endpoint, exc.reason).inc()
             return json_response(exc.body, exc.status)
+        except EventLogRefused as exc:  # permanent: a retry would fail the same way
+            self.rejected.labels(self.endpoint, "too_large").inc()
+            log.warning("event log refused the request: %s", exc)
+            return json_response({"error": str(exc)}, 413)
         except EventLogUnavailable as exc:
             self.rejected.labels(self.endpoint, "unavailable").inc()
             log.warning("event log unavailable: %s", exc)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -18,16 +21,52 @@ from pydantic import (
     model_validator,
 )
 
-EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: C0 controls (NUL, tab, newline ...) and DEL: never part of an id or a name, and they would corrupt
+#: Prometheus label values, Redis keys and logs downstream.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(found.group()):04X})")
+    return value
+
+
+def _not_bool(value: object) -> object:
+    # JSON true/false are not numbers (pydantic's lax mode would read them as 1 and 0).
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+#: RFC 3339 date-time text; the offset it must have is then required by ``AwareDatetime`` (``timezone_aware``).
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def _rfc3339(value: object) -> object:
+    """Only RFC 3339 text with an offset (or an aware ``datetime`` built by a CRM normaliser): pydantic alone
+    would also take epoch seconds as numbers or numeric strings."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _RFC3339.match(value.strip()):
+        return value
+    raise ValueError("expected an RFC 3339 date-time with an offset, e.g. 2026-11-22T09:30:00+01:00")
+
+
+#: Checked by ``_no_control_characters`` (its message is clearer than a pattern's); the schema states it as one.
+_Clean = (AfterValidator(_no_control_characters), Field(json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f]*$"}))
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128), *_Clean]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), *_Clean]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64), *_Clean]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=256), *_Clean]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 #: Bounded so that sums stay finite (an ``inf`` would poison every aggregate it joins).
 MAX_AMOUNT = 1e15
-Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
-Probability = Annotated[float, Field(ge=0, le=1)]
+Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False), BeforeValidator(_not_bool)]
+Probability = Annotated[float, Field(ge=0, le=1), BeforeValidator(_not_bool)]
 Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+OccurredAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 #: Static bounds of ``occurred_at`` (typos); the HTTP endpoints also refuse times beyond ``MAX_FUTURE_SKEW``.
@@ -62,7 +101,7 @@ class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     event_id: EventId
-    occurred_at: AwareDatetime
+    occurred_at: OccurredAt
     rep_id: Id | None = None
     team: Label | None = None
     source: Label | None = None
@@ -167,7 +206,7 @@ class CallLogged(_LeadEvent):
     type: Literal["call.logged"]
     rep_id: Id
     outcome: CallOutcome
-    duration_s: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False)] | None = None
+    duration_s: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False), BeforeValidator(_not_bool)] | None = None
 
 
 class EmailSent(_LeadEvent):

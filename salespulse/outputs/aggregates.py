@@ -78,6 +78,15 @@ def partial(
                    record, group_key)
 
 
+#: Leads waiting now per partition (a JSON string, written by the engine's ``AwaitingPublisher``).
+AWAITING_PREFIX = "salespulse:lead_response:awaiting:p"
+
+
+def awaiting_key(partition: int) -> str:
+    """The Redis key of a partition's leads waiting now."""
+    return f"{AWAITING_PREFIX}{partition}"
+
+
 def is_live(partial: Partial) -> bool:
     """True for the windows a flush sends first: all time, today and current snapshots (``now``)."""
     window = partial.record.get("window", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,9 +23,14 @@ from salespulse.topics import ALERTS_TOPIC
 log = logging.getLogger(__name__)
 
 ALERTS_CHANNEL = "salespulse:alerts"
+#: The newest alerts (the live board's feed): a sorted set of alert JSON scored by emission time (ms).
+RECENT_ALERTS_KEY = "salespulse:alerts:recent"
+RECENT_ALERTS_KEPT = 200
 _PUBLISH_ONCE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[6]))
   redis.call('PUBLISH', ARGV[3], ARGV[2])
   return 1
 end
@@ -60,11 +66,18 @@ class AlertSinks:
                 await self._producer.send(ALERTS_TOPIC, key=lead_id.encode(), value=orjson.dumps(alert), partition=partition)
             )
         await asyncio.gather(*futures)
+        await self.publish_redis(alerts)
+
+    async def publish_redis(
+        self, alerts: Sequence[tuple[int, str, dict[str, Any]]], keep: int = RECENT_ALERTS_KEPT
+    ) -> None:
+        """The Redis half: the channel message, the guard and the recent-alerts set, once per (lead, status)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, lead_id, alert in alerts:
+                emitted_ms = int(datetime.fromisoformat(alert["emitted_at"]).timestamp() * 1000)
                 await self._publish_once(
-                    keys=[f"salespulse:alert:{lead_id}"],
-                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S],
+                    keys=[f"salespulse:alert:{lead_id}", RECENT_ALERTS_KEY],
+                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S, emitted_ms, keep],
                     client=pipe,
                 )
             await pipe.execute()

@@ -8,6 +8,7 @@ Every flush is one pipelined round trip; each script call publishes one message 
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
@@ -22,6 +23,9 @@ from salespulse.outputs.aggregates import Partial
 
 UPDATES_CHANNEL = "salespulse:updates"
 _KEYS_PER_CALL = 250
+#: Each publisher's own key, proof that Redis still holds what it wrote (``lost_everything``).
+SENTINEL_PREFIX = "salespulse:sentinel:"
+_SENTINEL_TTL_S = 3600
 
 
 class RedisPublisher:
@@ -41,6 +45,16 @@ class RedisPublisher:
         self.derived = dict(derived or {})
         self.beside = {family: list(rates) for family, rates in (beside or {}).items()}
         self._script = client.register_script(files("salespulse.outputs").joinpath("merge_partials.lua").read_text())
+        self.sentinel = f"{SENTINEL_PREFIX}{uuid.uuid4().hex}"
+
+    async def lost_everything(self) -> bool:
+        """True if Redis lost what this publisher wrote (restarted without persistence, flushed) since the last
+        call, or this is the first call: its sentinel key is gone. The sentinel is (re)written before this
+        returns, so one loss is reported once. One round trip; raises what the client raises."""
+        if await self.client.expire(self.sentinel, _SENTINEL_TTL_S):
+            return False
+        await self.client.set(self.sentinel, b"1", ex=_SENTINEL_TTL_S)
+        return True
 
     async def publish(self, partials: Sequence[Partial]) -> int:
         """Merge the partials in one pipelined round trip; returns how many keys changed."""

@@ -48,6 +48,23 @@ def one_of(mapping: Mapping[str, Key]) -> FieldLabels:
 
 
 @dataclass(frozen=True)
+class HistogramSeries:
+    """A histogram of one all-time scope from its bucket counts (``histogram``) and its ``sum_field``."""
+
+    #: The metric family's name and HELP text, as Prometheus shows them.
+    name: str
+    help: str
+    #: The all-time scope read, its id parts the labels.
+    scope: str
+    labels: Key
+    histogram: Histogram
+    #: The field holding the sum of the observed values (``response_sum_s`` ...).
+    sum_field: str
+    #: Only ids whose fields have this one non-zero (a histogram with observations).
+    when: str | None = None
+
+
+@dataclass(frozen=True)
 class Series:
     """A counter or gauge of one all-time scope: labels = id parts + what ``fields`` adds (``arrange`` reorders)."""
 
@@ -61,19 +78,8 @@ class Series:
     when: str | None = None
     skip_zero: bool = True
     arrange: Callable[[Key, Key], Key] | None = None
-
-
-@dataclass(frozen=True)
-class HistogramSeries:
-    """A histogram of one all-time scope from its bucket counts (``histogram``) and its ``sum_field``."""
-
-    name: str
-    help: str
-    scope: str
-    labels: Key
-    histogram: Histogram
-    sum_field: str
-    when: str | None = None
+    #: Fields exported as 0 for an id that lacks them (a counter every id has, like leads created).
+    fill: tuple[str, ...] = ()
 
 
 AnySeries = Series | HistogramSeries
@@ -89,6 +95,8 @@ def _counter_or_gauge(series: Series, totals: Mapping[Key, Mapping[str, Number]]
     for ident, fields in totals.items():
         if series.when is not None and not fields.get(series.when):
             continue
+        if series.fill:
+            fields = {**dict.fromkeys(series.fill, 0), **fields}
         for field, value in fields.items():
             extra = series.fields(field)
             if extra is None or (series.skip_zero and not value):

@@ -18,6 +18,11 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "salespulse.json"
 GLOBAL_VARIABLES = ("__range", "__rate_interval", "__interval")
 
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?P<selector>.+?)\s*,\s*(?P<label>\w+)\s*\)\s*$")
+_QUERY_RESULT = re.compile(r"^\s*query_result\((?P<expr>.+)\)\s*$")
+#: The datasource reference of every panel, target and query variable: the dashboard's datasource variable.
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+#: What the range guard appends to a difference over ``offset <window>`` (``{window}`` filled in).
+RANGE_GUARD = "and on () (count(salespulse_worker_partitions_owned offset {window}) > 0)"
 _METRIC = re.compile(r"\b(salespulse_[a-z0-9_]+)")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -37,8 +42,9 @@ class Variable:
     type: str
     multi: bool
     include_all: bool
-    query: str  # label_values(...) for query variables, the comma-separated options of custom ones
+    query: str  # label_values(...) / query_result(...) for query variables, the options of custom ones
     default: str | None
+    regex: str = ""
 
     def label_values(self) -> tuple[str, str]:
         """(selector, label) of a ``label_values(selector, label)`` query variable."""
@@ -46,6 +52,31 @@ class Variable:
         assert match, f"variable {self.name}: not a label_values(selector, label) query: {self.query!r}"
         return match.group("selector"), match.group("label")
 
+    def query_result(self) -> str | None:
+        """The PromQL of a ``query_result(expr)`` query variable, else None."""
+        match = _QUERY_RESULT.match(self.query)
+        return match.group("expr") if match else None
+
+    def pick(self, texts: list[str]) -> list[str]:
+        """Grafana's variable regex (``/.../``) over the query's texts: the first group of each match."""
+        if not self.regex:
+            return texts
+        pattern = re.compile(self.regex.strip("/"))
+        found = []
+        for text in texts:
+            match = pattern.search(text)
+            if match:
+                found.append(match.group(1) if match.groups() else match.group(0))
+        return found
+
+
+def query_result_text(sample: dict[str, Any]) -> str:
+    """Grafana's text of one ``query_result`` sample: ``name{a="b"} value timestamp_ms``."""
+    labels = dict(sample["metric"])
+    name = labels.pop("__name__", "")
+    body = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    time_s, value = sample["value"]
+    return f"{name}{{{body}}} {value} {int(float(time_s) * 1000)}"
 
 def load() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
@@ -84,6 +115,7 @@ def variables(dashboard: dict[str, Any]) -> list[Variable]:
                 include_all=bool(v.get("includeAll")),
                 query=v.get("definition") or query if v["type"] == "query" else query,
                 default=current if isinstance(current, str) else None,
+                regex=v.get("regex", ""),
             )
         )
     return out

@@ -409,6 +409,19 @@ def test_commands_are_real_subcommands_and_prometheus_scrapes_their_ports(
     assert scraped == expected
 
 
+def test_the_board_service_reads_the_workers_redis_on_loopback(services: dict[str, Any]) -> None:
+    board = services["board"]
+    args = command_args(board)
+    assert args[0] == "board" and "board" in cli_main.commands
+    ctx = cli_main.commands["board"].make_context("board", args[1:])
+    assert ctx.params["http_host"] == "0.0.0.0" and ctx.params["http_port"] == 8080
+    assert salespulse_settings(board).redis_url == salespulse_settings(services["worker-1"]).redis_url
+    assert salespulse_settings(board).timezone == salespulse_settings(services["worker-1"]).timezone
+    assert ":8080/healthz" in " ".join(board["healthcheck"]["test"])
+    assert board["ports"] == ["127.0.0.1:8090:8080"], "the board shows business data: loopback only"
+    assert "redis" in board["depends_on"]
+
+
 def test_compose_healthchecks_use_the_listen_port(services: dict[str, Any]) -> None:
     for name, role in SALESPULSE_SERVICES.items():
         port = listen_port(name, services[name])
@@ -660,18 +673,81 @@ def test_dashboard_model(dashboard: dict[str, Any]) -> None:
         assert panel.get("description"), f"{panel['title']}: no description"
 
 
-def test_every_panel_and_variable_uses_the_provisioned_datasource(
+def test_every_panel_and_variable_uses_the_datasource_variable(
     dashboard: dict[str, Any], provisioned_datasource: dict[str, Any]
 ) -> None:
-    expected = {"type": provisioned_datasource["type"], "uid": provisioned_datasource["uid"]}
+    """No hard-coded datasource uid: an import into another Grafana offers that Grafana's Prometheus."""
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["name"] == "datasource" and variable["query"] == provisioned_datasource["type"] == "prometheus"
+    assert dashboard["templating"]["list"][0] is variable, "the datasource variable comes first"
+    assert board.DATASOURCE == {"type": "prometheus", "uid": "${datasource}"}
     for panel in board.panels(dashboard):
-        assert panel["datasource"] == expected, panel["title"]
+        assert panel["datasource"] == board.DATASOURCE, panel["title"]
         assert panel["targets"], f"{panel['title']}: no query"
         for target in panel["targets"]:
-            assert target.get("datasource", expected) == expected, (panel["title"], target["refId"])
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] == "query":
-            assert variable["datasource"] == expected, variable["name"]
+            assert target.get("datasource", board.DATASOURCE) == board.DATASOURCE, (panel["title"], target["refId"])
+    for v in dashboard["templating"]["list"]:
+        if v["type"] == "query":
+            assert v["datasource"] == board.DATASOURCE, v["name"]
+    assert f'"uid": "{provisioned_datasource["uid"]}"' not in json.dumps(dashboard), "a hard-coded datasource uid"
+
+
+def test_every_difference_over_an_offset_carries_the_range_guard(dashboard: dict[str, Any]) -> None:
+    """``x - (x offset w or vector(0))`` alone shows the all-time total when Prometheus has nothing at ``now - w``
+    (retention shorter than the range, or a new Prometheus): each such query is guarded by data at ``now - w``."""
+    for panel in board.panels(dashboard):
+        for target in board.targets(panel):
+            for window in ("$__range", "$window"):
+                if f"offset {window}) or" in target.expr or f"offset {window}) - " in target.expr:
+                    guard = board.RANGE_GUARD.format(window=window)
+                    assert guard in target.expr, f"{panel['title']} {target.ref_id}: no range guard for {window}"
+            assert "offset 1h" not in target.expr, f"{panel['title']}: a literal window (use $window)"
+
+
+def test_within_sla_divides_by_leads_created_with_the_exported_sla(dashboard: dict[str, Any]) -> None:
+    """docs/metrics.md: within-SLA rate = leads first touched within the SLA / leads *created*; the SLA is the one the
+    workers export (never a bucket picked by hand): the numerator is their exact counter, the title shows the SLA."""
+    (variable,) = [v for v in board.variables(dashboard) if v.name == "sla"]
+    assert variable.query_result() == "max(salespulse_lead_response_sla_seconds)"
+    raw = next(v for v in dashboard["templating"]["list"] if v["name"] == "sla")
+    assert raw["hide"] == 2, "the SLA comes from the workers, nobody picks it"
+    assert variable.pick([board.query_result_text({"metric": {}, "value": [1700000000.5, "300"]})]) == ["300"]
+    for title in ("First touched within the ${sla} s SLA", "Within the ${sla} s SLA by team (rolling $window)"):
+        (panel,) = [p for p in board.panels(dashboard) if p["title"] == title]
+        (target,) = board.targets(panel)
+        numerator, _, denominator = target.expr.partition(") / (")
+        assert "salespulse_lead_response_within_sla_total" in numerator and "le=" not in numerator, title
+        assert "salespulse_leads_created_total" in denominator and "_count" not in denominator, title
+
+
+def test_stage_panels_sort_by_the_exported_stage_order(dashboard: dict[str, Any]) -> None:
+    for title in ("Funnel: deals entering each stage", "Time in stage, median and p90", "Open pipeline by stage ($currency)"):
+        (panel,) = [p for p in board.panels(dashboard) if p["title"] == title]
+        order = [t for t in panel["targets"] if "salespulse_pipeline_stage_order" in t["expr"]]
+        assert len(order) == 1, title
+        (merge, sort, organize) = panel["transformations"]
+        assert merge["id"] == "merge" and sort["id"] == "sortBy" and organize["id"] == "organize"
+        assert sort["options"]["sort"] == [{"field": f"Value #{order[0]['refId']}", "desc": False}], title
+        assert organize["options"]["excludeByName"][f"Value #{order[0]['refId']}"] is True
+        assert all(t.get("format") == "table" for t in panel["targets"]), title
+
+
+def test_money_panels_carry_a_currency(dashboard: dict[str, Any]) -> None:
+    money = ["salespulse_revenue_won_total", "_pipeline_amount"]
+    for panel in board.panels(dashboard):
+        exprs = " ".join(t.expr for t in board.targets(panel))
+        if any(name in exprs for name in money) and "quota" not in panel["title"].lower():
+            assert panel["fieldConfig"]["defaults"]["unit"].startswith("currency"), panel["title"]
+            assert "($currency)" in panel["title"], panel["title"]
+            assert 'currency="$currency"' in exprs, panel["title"]
+
+
+def test_per_rep_panels_show_the_configured_display_names(dashboard: dict[str, Any]) -> None:
+    for panel in board.panels(dashboard):
+        for target in board.targets(panel):
+            if "sum by (rep" in target.expr and panel["type"] == "bargauge":
+                assert "group_left (display_name)" in target.expr and "salespulse_rep_info" in target.expr, panel["title"]
+                assert "{{display_name}}" in panel["targets"][0]["legendFormat"], panel["title"]
 
 
 def test_every_metric_a_panel_queries_is_a_contract_family_or_exported_by_the_code(dashboard: dict[str, Any]) -> None:
@@ -708,7 +784,13 @@ def test_template_variables_resolve(dashboard: dict[str, Any]) -> None:
     families = known_series()
     defined: list[str] = []
     for variable in board.variables(dashboard):
-        if variable.type == "query":
+        if variable.type == "datasource":
+            pass
+        elif variable.type == "query" and variable.query_result() is not None:
+            expr = variable.query_result()
+            assert expr is not None and board.variables_used(expr) <= set(defined), variable.name
+            assert variable.regex, f"${variable.name}: query_result needs a regex picking the value"
+        elif variable.type == "query":
             selector, label = variable.label_values()
             (name,) = board.metric_names(selector)
             assert label in (families[name] or set()), f"${variable.name}: {name} has no label {label}"

@@ -41,6 +41,25 @@ LEADS_PER_MINUTE = 600
 #: What the test substitutes for Grafana's global variables: the dashboard range is the last minute.
 RANGE_S = 60
 GLOBALS = {"__range": f"{RANGE_S}s", "__rate_interval": f"{4 * SCRAPE_S + 1}s", "__interval": "2s"}
+#: Custom variables the test sets instead of their default: a rolling window the short history covers.
+OVERRIDES = {"window": "30s"}
+#: A range far longer than the Prometheus history of the test (the retention trap).
+LONG_RANGE = "6h"
+#: The config of the run: display names and teams of some simulated reps, daily targets (built-in pipeline).
+CONFIG = """
+[teams]
+rep-001 = "team-emea"
+rep-002 = "team-amer"
+
+[rep_names]
+rep-001 = "Ana Silva"
+rep-002 = "Ben Okafor"
+
+[targets.default]
+day = { call = 40, email_sent = 30 }
+"""
+#: The built-in pipeline's stage order (salespulse/metrics/pipeline.py), which the simulator drives.
+DEFAULT_STAGE_ORDER = ["qualification", "discovery", "proposal", "negotiation", "closed_won", "closed_lost"]
 
 DASHBOARD = board.load()
 PANELS = board.panels(DASHBOARD)
@@ -143,7 +162,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def stack(workdir: Path) -> AsyncIterator[Board]:
     """``salespulse run --simulate`` (embedded broker and Redis), an untouched lead, and Prometheus scraping it."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
-    env.update(SALESPULSE_DATA_DIR=str(workdir / "data"), SALESPULSE_LEAD_RESPONSE_SLA_SECONDS=str(SLA_S))
+    (workdir / "config.toml").write_text(CONFIG)
+    env.update(SALESPULSE_DATA_DIR=str(workdir / "data"), SALESPULSE_LEAD_RESPONSE_SLA_SECONDS=str(SLA_S),
+               SALESPULSE_CONFIG=str(workdir / "config.toml"))
     # Simulated time 3000x faster than the clock: a lead that becomes a deal is won or lost within about
     # 20 s (the model's hours in stage), and 600 leads a minute (~60 events/s) give several wins and
     # losses in every minute after the first half: every pipeline and quota panel has data in its range.
@@ -181,22 +202,24 @@ async def stack(workdir: Path) -> AsyncIterator[Board]:
 
 
 async def wait_for_history(b: Board) -> None:
-    """Until Prometheus has scraped salespulse for longer than the dashboard range (so ``offset`` finds data)."""
-    deadline = time.monotonic() + RANGE_S + 90
+    """Until Prometheus has scraped salespulse for twice the dashboard range (so ``offset`` finds data, also for the
+    previous period)."""
+    history_s = 2 * RANGE_S + 10
+    deadline = time.monotonic() + history_s + 90
     while time.monotonic() < deadline:
         try:
             scrapes = (
                 await b.prometheus.api(
-                    b.session, "query", query=f'sum_over_time(up{{job="salespulse"}}[{RANGE_S + 10}s])'
+                    b.session, "query", query=f'sum_over_time(up{{job="salespulse"}}[{history_s + 10}s])'
                 )
             )["result"]
-            if scrapes and float(scrapes[0]["value"][1]) >= RANGE_S + 5:
+            if scrapes and float(scrapes[0]["value"][1]) >= history_s:
                 return
         except (QueryError, aiohttp.ClientError):
             pass
         await asyncio.sleep(2)
     raise AssertionError(
-        f"Prometheus did not get {RANGE_S + 5} good scrapes of salespulse in time:\n"
+        f"Prometheus did not get {history_s} good scrapes of salespulse in time:\n"
         f"{b.prometheus.log_tail()}\n{b.salespulse.log_tail()}"
     )
 
@@ -208,11 +231,22 @@ async def resolve_variables(b: Board) -> None:
     b.values.update(GLOBALS)
     now = time.time()
     for variable in board.variables(DASHBOARD):
+        if variable.type == "datasource":
+            continue  # Grafana's choice of datasource: no part of any query
         if variable.type == "custom":
             assert variable.default, f"custom variable {variable.name} has no default"
-            b.values[variable.name] = variable.default
+            b.values[variable.name] = OVERRIDES.get(variable.name, variable.default)
             continue
         assert variable.type == "query", variable
+        expr = variable.query_result()
+        if expr is not None:
+            result = (await b.prometheus.api(b.session, "query", query=board.substitute(expr, b.values)))["result"]
+            picked = variable.pick([board.query_result_text(sample) for sample in result])
+            if picked:
+                b.values[variable.name] = picked[0]
+            else:
+                b.unresolved[variable.name] = f"query_result({expr}) gave nothing the regex picks: {result}"
+            continue
         selector, label = variable.label_values()
         missing = board.variables_used(selector) - set(b.values)
         if missing:
@@ -289,8 +323,11 @@ async def test_dashboard_panel_has_data(resolved: Board, panel: dict[str, Any]) 
 
 async def test_template_variables_resolve_to_real_label_values(resolved: Board) -> None:
     for variable in board.variables(DASHBOARD):
+        if variable.type == "datasource":
+            continue
         assert variable.name not in resolved.unresolved, (variable.name, resolved.unresolved[variable.name])
         assert resolved.values[variable.name], variable.name
+    assert resolved.values["sla"] == str(SLA_S)  # from salespulse_lead_response_sla_seconds, not by hand
     assert UNTOUCHED_TEAM in resolved.values["team"]
     assert "rep-e2e" not in resolved.values["rep"]  # rep comes from activities: that rep never did anything
 
@@ -343,3 +380,90 @@ async def test_revenue_against_quota_adds_up_across_the_month_gauges(resolved: B
     won = await by_rep('sum by (rep) (salespulse_month_revenue_won_amount{currency="USD"})')
     assert won and won == await by_rep('sum by (rep) (salespulse_revenue_won_total{currency="USD"})')
     assert set(won) <= set(quotas)
+
+
+async def _query(b: Board, expr: str, at: float | None = None, **values: str) -> list[dict[str, Any]]:
+    """An instant query with the dashboard's variables (``values`` override them), at ``at`` (default now)."""
+    params = {"query": board.substitute(expr, {**b.values, **values})}
+    if at is not None:
+        params["time"] = str(at)
+    return (await b.prometheus.api(b.session, "query", **params))["result"]
+
+
+async def test_a_range_longer_than_the_history_shows_nothing_rather_than_all_time_totals(resolved: Board) -> None:
+    # The trap: without the guard, "in the range" falls back to the all-time total when nothing is that old.
+    unguarded = "sum(salespulse_leads_created_total) - (sum(salespulse_leads_created_total offset 6h) or vector(0))"
+    (trap,) = await _query(resolved, unguarded)
+    (total,) = await _query(resolved, "sum(salespulse_leads_created_total)")
+    assert float(trap["value"][1]) == float(total["value"][1]) > 0
+    checked, shown = 0, []
+    for panel in PANELS:
+        for target in board.targets(panel):
+            if "offset $__range" not in target.expr or not target.instant:
+                continue
+            if "salespulse_team_open_pipeline_amount" in target.expr:
+                continue  # a gauge's value at the start of the range: simply absent when too old, never a total
+            checked += 1
+            result = await _query(resolved, target.expr, __range=LONG_RANGE)
+            if has_finite_value("vector", result):
+                shown.append(f"{panel['title']} {target.ref_id}: {result[:3]}")
+            # and with the dashboard's range, which the history covers, the same query has data
+            assert has_finite_value("vector", await _query(resolved, target.expr)), (panel["title"], target.ref_id)
+    assert checked >= 20 and not shown, "\n".join(shown)
+
+
+async def test_the_funnel_is_in_the_configured_stage_order(resolved: Board) -> None:
+    (panel,) = [p for p in PANELS if p["title"] == "Funnel: deals entering each stage"]
+    frames = {}
+    for target in board.targets(panel):
+        frames[target.ref_id] = {r["metric"]["stage"]: float(r["value"][1]) for r in await _query(resolved, target.expr)}
+    entries, order = frames["A"], frames["B"]
+    assert sorted(order, key=order.get) == DEFAULT_STAGE_ORDER != sorted(DEFAULT_STAGE_ORDER)
+    assert entries and set(entries) <= set(order), (entries, order)
+    # The panel's transformations: merge on the stage, sort by the order, drop it: the bars come in funnel order.
+    (merge, sort, organize) = panel["transformations"]
+    assert sort["options"]["sort"] == [{"field": "Value #B", "desc": False}]
+    rows = sorted(({"stage": s, "Value #A": entries.get(s), "Value #B": v} for s, v in order.items()),
+                  key=lambda row: row["Value #B"])
+    shown = [row["stage"] for row in rows if row["Value #A"] is not None]
+    assert shown == [stage for stage in DEFAULT_STAGE_ORDER if stage in entries]
+    assert shown[0] == "qualification"
+
+
+async def test_rep_names_and_targets_come_from_the_config(resolved: Board) -> None:
+    names = {r["metric"]["rep"]: r["metric"]["display_name"] for r in await _query(resolved, "salespulse_rep_info")}
+    assert names == {"rep-001": "Ana Silva", "rep-002": "Ben Okafor"}
+    (panel,) = [p for p in PANELS if p["title"] == "Activity today against target"]
+    (target,) = board.targets(panel)
+    result = await _query(resolved, target.expr)
+    shown = {r["metric"]["display_name"] for r in result}
+    assert {"Ana Silva", "Ben Okafor"} <= shown and "rep-003" in shown  # a rep without a name keeps its id
+    assert {r["metric"]["kind"] for r in result} <= {"call", "email_sent"}
+
+
+async def test_the_team_filter_narrows_pipeline_panels_and_all_teams_is_the_whole(resolved: Board) -> None:
+    teams = resolved.values["team"].strip("()").split("|")
+    assert len(teams) > 2, teams
+    at = time.time() - 2  # one instant for every query: the simulation moves the numbers at every scrape
+
+    async def value(title: str, **values: str) -> float:
+        (panel,) = [p for p in PANELS if p["title"] == title]
+        (target,) = board.targets(panel)
+        result = await _query(resolved, target.expr, at, **values)
+        return sum(float(r["value"][1]) for r in result)
+
+    currency = f'currency="{resolved.values["currency"]}"'
+    checks = {
+        "Open pipeline ($currency)": f"sum(salespulse_open_pipeline_amount{{{currency}}})",
+        "Weighted pipeline (forecast) ($currency)": f"sum(salespulse_weighted_pipeline_amount{{{currency}}})",
+        "Open deals": "sum(salespulse_open_deals)",
+        "Revenue won ($currency)": f"sum(salespulse_revenue_won_total{{{currency}}}) - "
+                                   f"sum(salespulse_revenue_won_total{{{currency}}} offset {RANGE_S}s)",
+    }
+    for title, whole in checks.items():
+        (expected,) = await _query(resolved, whole, at)
+        everyone = await value(title)
+        assert everyone == pytest.approx(float(expected["value"][1])), title  # All teams: the contract's total
+        per_team = [await value(title, team=team) for team in teams]
+        assert all(part < everyone for part in per_team if part) and sum(per_team) == pytest.approx(everyone), (
+            title, per_team, everyone)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -61,6 +66,19 @@ def crm_app(sink: MemorySink, crm: CrmSection | None = None, **settings_extra: o
         stages={"s1": StageMapping(pipeline="p", stage="one")})})
     hooks = build_crm_webhooks(settings, crm, sink, rejected, IgnoredCounter(registry))
     return build_http_app(registry, {}, None, hooks), registry
+
+
+@contextmanager
+def serving(app: web.Application) -> Iterator[tuple[asyncio.AbstractEventLoop, TestClient]]:
+    """``app`` served on a loop of its own, for hypothesis tests (synchronous, driving the loop per example)."""
+    loop = asyncio.new_event_loop()
+    client = TestClient(TestServer(app), loop=loop)
+    loop.run_until_complete(client.start_server())
+    try:
+        yield loop, client
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
 
 
 def hubspot_headers(url: str, body: bytes, at_ms: int | None = None) -> dict[str, str]:

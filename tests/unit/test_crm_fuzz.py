@@ -11,12 +11,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from salespulse.models.events import event_from_json, event_to_json
-from tests.unit.crm_http import ORG_ID, MemorySink, close_headers, crm_app, generic_headers, hubspot_headers, pipedrive_headers
+from tests.unit.crm_http import ORG_ID, MemorySink, close_headers, crm_app, generic_headers, hubspot_headers
+from tests.unit.crm_http import pipedrive_headers, serving
 from tests.unit.test_crm_salesforce import OPP, outbound
 
 EXAMPLES = 2000
@@ -116,16 +117,10 @@ ENDPOINTS: dict[str, tuple[str, st.SearchStrategy[bytes], Callable[[str, bytes],
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[asyncio.AbstractEventLoop, TestClient, MemorySink]]:
-    loop = asyncio.new_event_loop()
     sink = MemorySink()
     app, _ = crm_app(sink)
-    client = TestClient(TestServer(app), loop=loop)
-    loop.run_until_complete(client.start_server())
-    try:
+    with serving(app) as (loop, client):
         yield loop, client, sink
-    finally:
-        loop.run_until_complete(client.close())
-        loop.close()
 
 
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))

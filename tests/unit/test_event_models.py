@@ -505,7 +505,7 @@ def test_event_from_json_raises_naming_the_bad_field() -> None:
 
 
 _id_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=128
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=128
 ).filter(lambda s: s.strip() == s and s != "")
 _offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -555,3 +555,57 @@ def test_amounts_and_durations_too_large_to_sum_are_rejected_naming_the_field(
     with pytest.raises(RejectedRequest) as info:
         parse_events(orjson.dumps([example(event_type, **{name: value})]))
     assert [(e["index"], e["field"]) for e in info.value.body["errors"]] == [(0, name)]
+
+
+# --- strict where the contract is (issue 11, finding 5) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["amount", "probability"])
+def test_a_boolean_is_not_a_number_for_amount_or_probability(field: str) -> None:
+    errors = errors_of(example("deal.created", **{field: True}))
+    assert [e["field"] for e in errors] == [field]
+    assert "boolean" in errors[0]["message"]
+
+
+def test_a_boolean_is_not_a_call_duration() -> None:
+    assert [e["field"] for e in errors_of(example("call.logged", duration_s=True))] == ["duration_s"]
+
+
+@pytest.mark.parametrize("value", [1764000000, 1764000000.5, "1764000000", "22/11/2026 09:30", True])
+def test_occurred_at_must_be_rfc3339_text_not_epoch_seconds(value: Any) -> None:
+    errors = errors_of(example("lead.created", occurred_at=value))
+    assert [e["field"] for e in errors] == ["occurred_at"]
+    assert "RFC 3339" in errors[0]["message"]
+
+
+@pytest.mark.parametrize("value", ["2026-11-22T09:30:00Z", "2026-11-22T09:30:00.123+05:30", "2026-11-22 09:30:00-08:00"])
+def test_occurred_at_in_rfc3339_with_an_offset_is_accepted(value: str) -> None:
+    assert EventAdapter.validate_python(example("lead.created", occurred_at=value)).occurred_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field"),
+    [
+        ("deal.created", "stage"),
+        ("deal.created", "pipeline"),
+        ("deal.created", "deal_id"),
+        ("lead.created", "event_id"),
+        ("lead.created", "team"),
+        ("lead.created", "source"),
+        ("lead.created", "rep_id"),
+        ("deal.lost", "reason"),
+        ("activity.logged", "kind"),
+    ],
+)
+@pytest.mark.parametrize("char", ["\t", "\n", "\x00", "\x1b", "\x7f"])
+def test_control_characters_in_ids_and_names_are_refused_naming_the_field(event_type: str, field: str, char: str) -> None:
+    errors = errors_of(example(event_type, **{field: f"new{char}lead"}))
+    assert [e["field"] for e in errors] == [field]
+    assert "control characters" in errors[0]["message"]
+
+
+def test_a_request_repeating_an_event_id_accepts_it_once() -> None:
+    item = example("lead.created")
+    events = parse_events(orjson.dumps([item, item, {**item, "lead_id": "L2"}, example("lead.assigned")]))
+    assert [e.event_id for e in events] == ["e-lc", "e-la"]
+    assert events[0].lead_id == "L1"  # the first occurrence wins, as across requests

@@ -715,7 +715,7 @@ def streamed_totals(cluster: Cluster, window: str = "all|-") -> tuple[dict[tuple
                 for name, value in fields.items():
                     into[name] = into.get(name, 0) + value
     now_fields: dict[tuple[str, str], dict[str, float]] = {}
-    for scope in ("pipeline", "rep", "team", "gauge"):
+    for scope in ("pipeline", "rep", "team", "gauge", "team_gauge"):
         for ident, fields in cluster.family.open_totals(range(PARTITIONS), scope).items():
             now_fields[(scope, ident)] = dict(fields)
     return clean(windowed), clean(now_fields)

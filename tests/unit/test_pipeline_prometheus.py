@@ -11,13 +11,18 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from prometheus_client import CollectorRegistry
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from salespulse.families.keys import decode, encode
+from salespulse.outputs.prometheus import SkippedSeries
 from tests.unit.test_pipeline import (
     DAY,
     NOW,
     PARTITIONS,
     Cluster,
+    Worker,
     created,
     lost,
     moved,
@@ -121,3 +126,50 @@ def test_transitions_outside_the_configured_order_are_exported_with_direction_un
         for s in metric.samples if s.name.endswith("_total")
     }
     assert directions == {("meeting", "proposal"): "forward", ("proposal", "security_review"): "unknown"}
+
+
+# --- a poisoned label value in existing state (issue 11, finding 1) ----------------------------------------------
+
+
+def _restart_with_poisoned_state(cluster: Cluster, marker: str, value: str) -> Worker:
+    """A worker recovering a table whose ids hold ``value`` (a tab, a newline: written before they were refused)
+    where ``marker`` was: the state an earlier version left in the changelog."""
+    escaped = orjson.dumps(value)[1:-1]  # as JSON keeps it inside a string
+    table = {key: raw.replace(marker.encode(), escaped) for key, raw in cluster.worker.table.items()}
+    worker = Worker(table)
+    for partition in range(PARTITIONS):
+        worker.processor.ensure_loaded(partition)
+    return worker
+
+
+@pytest.mark.parametrize("value", ["new\tlead", "new\nlead", "new\x00lead"])
+def test_a_control_character_in_a_stage_of_existing_state_costs_its_series_not_the_scrape(value: str) -> None:
+    cluster = Cluster()
+    cluster.send([
+        created("D1", NOW - 5 * DAY, stage="newXlead"), moved("D1", NOW - 3 * DAY, "proposal"),
+        created("D2", NOW - 4 * DAY, stage="newXlead"),  # still open in the poisoned stage
+        created("D3", NOW - 5 * DAY), won("D3", NOW - DAY, amount=30_000),
+    ])
+    cluster.drain()
+    worker = _restart_with_poisoned_state(cluster, "newXlead", value)
+    registry = CollectorRegistry()
+    skipped = SkippedSeries(registry)
+    registry.register(worker.family.collector(lambda: range(PARTITIONS), clock=lambda: NOW, skipped=skipped))
+
+    text = generate_latest(registry).decode()
+
+    assert 'salespulse_deals_closed_total{outcome="won",pipeline="sales",rep="anna"} 1.0' in text
+    assert 'salespulse_revenue_won_total{currency="USD",pipeline="sales",rep="anna"} 30000.0' in text
+    assert registry.get_sample_value("salespulse_metric_series_skipped_total", {"family": "pipeline"}) >= 1
+
+
+def test_composite_ids_of_any_values_never_collide_and_decode_back() -> None:
+    tricky = ["a", "a\tb", "a\\", "\\t", "b/c", "a/", "", "\\", "x\\\\t"]
+    ids: dict[str, tuple[str, ...]] = {}
+    for sep in ("\t", "/"):
+        for first in tricky:
+            for second in tricky:
+                ident = encode((first, second), sep)
+                assert ids.setdefault(f"{sep}{ident}", (first, second)) == (first, second)
+                if not any(c in first + second for c in "\t"):
+                    assert decode(ident, 2, sep) == (first, second)

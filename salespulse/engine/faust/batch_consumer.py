@@ -36,6 +36,9 @@ class BatchAgent(NamedTuple):
     handle: Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
     #: Writes (to tables, whose changelogs the commit flushes) everything handled since the last call.
     persist: Callable[[], Awaitable[None]]
+    #: Awaited with a fetch's records before ``handle``, outside the batch lock, and may take its time (load
+    #: the state of partitions just assigned): a rebalance that begins meanwhile drops the fetch, as always.
+    prepare: Callable[[Sequence[ConsumerRecord]], Awaitable[None]] | None = None
 
 
 class UnpersistedState:
@@ -190,6 +193,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _handle(self, agent: BatchAgent, parts: list[tuple[TP, list[ConsumerRecord]]], generation_id: int) -> None:
         """Hand one topic's records to its agent, to completion even if the drain is cancelled meanwhile."""
         await self.app.producer.buffer.wait_until_ebb()  # back-pressure from the changelog writes, as Faust's path has
+        if agent.prepare is not None:
+            await agent.prepare([record for _, tp_records in parts for record in tp_records])
         # Shielded: a stop cancels the drain, not a batch half-way through (its follow-ups sent, say).
         await asyncio.shield(asyncio.ensure_future(self._handle_locked(agent, parts, generation_id)))
         commit_every = self._commit_every

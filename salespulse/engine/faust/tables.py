@@ -7,18 +7,66 @@ partition, which is always the partition of the source events the value was comp
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import faust
+import orjson
 from faust.types import StoreT
 from yarl import URL
 
 from salespulse.engine.faust.rocks import PartitionKeyedRocksDBStore
 
+#: A partition's table rows, decoded ahead (``decode_rows``): full table key -> the JSON value.
+DecodedRows = Mapping[str, Any]
+
 
 def table_key(partition: int, name: str) -> str:
     """The table key of cell ``name`` in ``partition``."""
     return f"{partition}|{name}"
+
+
+def partition_rows(table: Mapping[str, bytes], partition: int) -> dict[str, bytes]:
+    """The raw rows of one partition (every prefix), read on the event loop: a scan of the keys, no decoding."""
+    wanted = f"{partition}|"
+    rows: dict[str, bytes] = {}
+    for key in list(table.keys()):
+        if isinstance(key, str) and key.startswith(wanted):
+            raw = table.get(key)
+            if raw is not None:
+                rows[key] = raw
+    return rows
+
+
+def decode_value(raw: bytes) -> Any:
+    """A row's JSON value, or its bytes when it is not JSON (the dedup index's binary records)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def decode_rows(rows: Mapping[str, bytes]) -> dict[str, Any]:
+    """The rows' values (``decode_value``); pure, so it may run in a thread while the loop serves requests."""
+    return {key: decode_value(raw) for key, raw in rows.items()}
+
+
+def rows_under(
+    table: Mapping[str, bytes], partition: int, prefix: str, decoded: DecodedRows | None
+) -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` of the rows ``"<partition>|<prefix>|<name>"``: from ``decoded`` when given (see
+    ``BatchProcessor.load``), else read and decoded from ``table`` now."""
+    wanted = f"{partition}|{prefix}|"
+    if decoded is not None:
+        for key, value in decoded.items():
+            if key.startswith(wanted):
+                yield key[len(wanted):], value
+        return
+    for key in list(table.keys()):
+        if isinstance(key, str) and key.startswith(wanted):
+            raw = table.get(key)
+            if raw is not None:
+                yield key[len(wanted):], decode_value(raw)
 
 
 class PartitionKeyedTable(faust.Table[str, bytes]):

@@ -71,6 +71,8 @@ class LeadResponseFamily(WindowedFamily):
         self.unpublished: set[tuple[int, str]] = set()
         #: Partitions loaded with unpublished alerts: a previous owner may have sent them unrecorded.
         self.inherited_unpublished: set[int] = set()
+        #: Partitions whose awaiting leads may have changed since ``AwaitingPublisher`` last wrote them.
+        self.awaiting_changed: set[int] = set()
 
     @property
     def stores(self) -> tuple[StateStore, StateStore]:
@@ -93,6 +95,7 @@ class LeadResponseFamily(WindowedFamily):
         for lead_id, lead in self._leads(partition):
             self._index(partition, lead_id, lead)
         heapq.heapify(self.deadlines[partition])
+        self.awaiting_changed.add(partition)
         if any(p == partition for p, _ in self.unpublished):
             self.inherited_unpublished.add(partition)
 
@@ -105,6 +108,7 @@ class LeadResponseFamily(WindowedFamily):
 
     def _index(self, partition: int, lead_id: str, lead: LeadState, push: bool | None = None) -> None:
         """Index a lead: ``push=None`` while loading (heapified after), else push its deadline if ``push``."""
+        self.awaiting_changed.add(partition)
         if lead.get("created") is not None and lead.get("touch") is None:
             self.awaiting[partition].add(lead_id)
             if lead.get("live") and lead.get("alert") is None:
@@ -321,6 +325,26 @@ class LeadResponseFamily(WindowedFamily):
                 out[team] = (count + 1, max(oldest, now - lead["created"]))
         return out
 
+    def awaiting_leads(self, partition: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """A partition's live leads awaiting a first touch: their count and the ``limit`` oldest."""
+        leads = []
+        for lead_id in self.awaiting.get(partition, ()):
+            lead = self.leads.get(partition, lead_id)
+            if lead is not None and lead.get("live"):
+                leads.append((lead["created"], lead_id, lead))
+        oldest = heapq.nsmallest(limit, leads, key=lambda entry: (entry[0], entry[1]))
+        return len(leads), [
+            {
+                "lead_id": lead_id,
+                "rep_id": lead.get("owner") or UNASSIGNED,
+                "team": lead.get("team") or UNASSIGNED,
+                "source": lead.get("source") or UNKNOWN_SOURCE,
+                "created_at": created,
+                "deadline": lead["deadline"],
+            }
+            for created, lead_id, lead in oldest
+        ]
+
     def breaches(
         self, owned: Iterable[int], now: float, malformed: Callable[[str], None] = lambda ident: None
     ) -> dict[tuple[str, str], int]:
@@ -377,5 +401,6 @@ class LeadResponseFamily(WindowedFamily):
             self.leads.delete_many(partition, stale)  # one changelog record, not one per lead
             awaiting = self.awaiting.get(partition, set())
             awaiting.difference_update(stale)
+            self.awaiting_changed.add(partition)
         return expired + len(stale)
 

@@ -35,7 +35,12 @@ SPEC = FamilySpec(
     only_declared=True,
     series=(
         Series("salespulse_leads_created", "Leads created, by team and source.", "counter",
-               scope="team_source", labels=("team", "source"), fields=field_is("created"), skip_zero=False),
+               scope="team_source", labels=("team", "source"), fields=field_is("created"), skip_zero=False,
+               fill=("created",)),
+        Series("salespulse_lead_response_within_sla",
+               "Leads first touched at or before their deadline (creation + SLA, in business time), by team and source.",
+               "counter", scope="team_source", labels=("team", "source"), fields=field_is("within_sla"),
+               skip_zero=False, fill=("within_sla",)),
         HistogramSeries("salespulse_lead_response_seconds",
                         "Time from lead creation to first outbound touch (business seconds), by team and source.",
                         scope="team_source", labels=("team", "source"), histogram=RESPONSE_TIMES,

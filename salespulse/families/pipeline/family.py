@@ -58,7 +58,8 @@ from salespulse.families.pipeline.states import (
     record_lead_event,
 )
 from salespulse.families.state import StateStore
-from salespulse.families.windowed import WindowedFamily, keyed
+from salespulse.families.queries import keyed
+from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
 from salespulse.outputs.aggregates import NOW, Partial, partial
 
@@ -69,6 +70,8 @@ REDIS_PREFIX = SPEC.redis_prefix
 #: Scopes of the *now* gauges published to Redis (``gauge`` feeds Prometheus only).
 NOW_PUBLISHED = ("pipeline", "rep", "team")
 _EPSILON = 1e-9
+#: Parts of the structured ids of the open-pipeline scopes only Prometheus reads.
+_OPEN_ID_PARTS = {"gauge": 3, "team_gauge": 4}
 #: (pipeline, stage) pairs the config does not know, already reported: once per process.
 _REPORTED: set[tuple[str, str]] = set()
 
@@ -310,7 +313,7 @@ class PipelineFamily(WindowedFamily):
     def render(self, owned: set[int], now: float | None = None, slow_budget: int | None = None) -> list[Partial]:
         """Windowed partials (see ``WindowedFamily.render``) plus the *now* open-pipeline partials."""
         partials = super().render(owned, now, slow_budget)
-        dirty, self.open_dirty = self.open_dirty, set()
+        dirty, self.open_dirty = self.open_dirty, {entry for entry in self.open_dirty if entry[0] not in owned}
         if not dirty:
             return partials
         updated_at = iso(now if now is not None else datetime.now(timezone.utc).timestamp())
@@ -318,7 +321,7 @@ class PipelineFamily(WindowedFamily):
             if partition not in owned:
                 continue
             fields = dict(self.open.get(partition, {}).get((scope, ident), {}))
-            wm = self.partition_wm.get(partition, -1)
+            wm = self.version(partition, self.partition_wm.get(partition, -1))
             partials.append(partial(self.name, self.redis_prefix, scope, ident, NOW, partition, wm, fields, 0, updated_at))
         return partials
 
@@ -337,7 +340,8 @@ class PipelineFamily(WindowedFamily):
         self, owned: Iterable[int], scope: str, malformed: Callable[[str], None]
     ) -> dict[Key, dict[str, float]]:
         """``open_totals`` per structured id (the ``gauge`` scope's ``(pipeline, stage, currency)``)."""
-        return keyed(self.open_totals(owned, scope), lambda ident: keys.decode(ident, 3), malformed)
+        parts = _OPEN_ID_PARTS[scope]
+        return keyed(self.open_totals(owned, scope), lambda ident: keys.decode(ident, parts), malformed)
 
     def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
         return live.live_series(self, owned, now, malformed)

@@ -383,6 +383,11 @@ def deal_contribution(
         now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "deals")] = 1.0
         now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "amount")] = amount
         now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "weighted")] = weighted_amount(amount, v.probability)
+        # The same per team, for boards that filter the open pipeline by team (Prometheus only, never published).
+        team_gauge = encode((v.pipeline, v.stage, v.currency, v.team))
+        now[("team_gauge", team_gauge, "deals")] = 1.0
+        now[("team_gauge", team_gauge, "amount")] = amount
+        now[("team_gauge", team_gauge, "weighted")] = weighted_amount(amount, v.probability)
         expected = deal.get("expected_close")
         if expected is not None:
             put(expected[2], "rep", v.rep, f"open_closing:{v.currency}", amount, grain="month")

@@ -17,10 +17,16 @@ from salespulse.handlers.crm.close import normalise_close
 from salespulse.handlers.crm.endpoint import CrmWebhook, EventSink, IgnoredCounter
 from salespulse.handlers.crm.hubspot import check_hubspot, normalise_hubspot
 from salespulse.handlers.crm.pipedrive import normalise_pipedrive
-from salespulse.handlers.crm.salesforce import ACK, WrongOrganization, normalise_cdc, normalise_outbound
+from salespulse.handlers.crm.salesforce import (
+    ACK,
+    WrongOrganization,
+    check_organization,
+    normalise_cdc,
+    normalise_outbound,
+)
 from salespulse.handlers.crm.signatures import verify_basic_auth, verify_close, verify_hubspot
 from salespulse.handlers.crm.common import Normalised
-from salespulse.handlers.signatures import SIGNATURE_HEADER, verify
+from salespulse.handlers.signatures import SIGNATURE_HEADER, SignatureError, verify
 from salespulse.settings import SIGNATURE_TOLERANCE_SECONDS, Settings
 
 __all__ = ["CrmWebhook", "IgnoredCounter", "build_crm_webhooks", "request_uris"]
@@ -72,8 +78,12 @@ def build_crm_webhooks(
         org_id = settings.salesforce_org_id
         generic_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
-        def outbound_auth(_: web.Request, __: bytes) -> None:
-            """Outbound messages are unsigned: the OrganizationId inside is checked while parsing (docs/crm.md)."""
+        def outbound_auth(_: web.Request, body: bytes) -> None:
+            """Outbound messages are unsigned: the OrganizationId inside is their credential (docs/crm.md)."""
+            try:
+                check_organization(body, org_id)
+            except WrongOrganization as exc:
+                raise SignatureError(str(exc)) from None
 
         def cdc_auth(request: web.Request, body: bytes) -> None:
             # CDC reaches salespulse through the user's relay, which signs like any generic sender.
@@ -86,6 +96,7 @@ def build_crm_webhooks(
                  unauthorized=(WrongOrganization,))
         )
         hooks.append(
-            make("salesforce_cdc", "/webhooks/salesforce/cdc", cdc_auth, partial(normalise_cdc, mapping=crm.salesforce))
+            make("salesforce_cdc", "/webhooks/salesforce/cdc", cdc_auth, partial(normalise_cdc, mapping=crm.salesforce),
+                 authenticated=generic_secret is not None)
         )
     return hooks

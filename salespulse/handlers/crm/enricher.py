@@ -34,7 +34,7 @@ from salespulse.handlers.crm.hubspot_api import ApiFailures, ApiUnavailable, Hub
 from salespulse.handlers.crm.hubspot_enrich import Enriched, enrich_batch
 from salespulse.handlers.event_log import EventLogUnavailable
 from salespulse.kafka_connection import KafkaConnection
-from salespulse.topics import CRM_RAW_TOPIC
+from salespulse.topics import CRM_RAW_TOPIC, bounded_text, dead_letter_payload
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,9 @@ class HubSpotEnricher(Service):
 
     @staticmethod
     def _unreadable(body: bytes, reason: str) -> Enriched:
-        raw = {"raw": body.decode("utf-8", errors="replace")}
-        return Enriched(dead=[(f"hubspot enrichment: cannot read the batch: {reason}", raw)])
+        # Bounded like every dead letter: a batch near the body limit must not make a record Kafka refuses.
+        return Enriched(dead=[(f"hubspot enrichment: cannot read the batch: {bounded_text(reason)}",
+                               dead_letter_payload(body))])
 
     async def _write(self, result: Enriched) -> None:
         if result.events:

@@ -76,6 +76,20 @@ def _child_text(element: Element, name: str) -> str | None:
 Notification = tuple[str, str, str, dict[str, str]]
 
 
+def check_organization(body: bytes, org_id: str) -> None:
+    """Outbound messages are unsigned: their ``OrganizationId`` is the credential, checked before anything else
+    is done with the body. One without a readable, matching id raises ``WrongOrganization`` (401): it is never
+    dead-lettered, so unauthenticated junk cannot fill the DLQ."""
+    try:
+        root = fromstring(body, forbid_dtd=True)
+    except (ParseError, DefusedXmlException, ValueError):
+        raise WrongOrganization("not a SOAP outbound message with the configured OrganizationId") from None
+    notifications = root.find(f"{{{SOAP_NS}}}Body/{{{OUTBOUND_NS}}}notifications")
+    given = _child_text(notifications, "OrganizationId") if notifications is not None else None
+    if not same_org(org_id, given or ""):
+        raise WrongOrganization("OrganizationId is not the configured SALESPULSE_SALESFORCE_ORG_ID")
+
+
 def parse_outbound(body: bytes, org_id: str) -> list[Notification]:
     """The ``notifications`` of a SOAP message as (path, notification id, sObject type, fields) tuples."""
     try:
