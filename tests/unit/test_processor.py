@@ -25,6 +25,7 @@ from salespulse.models.events import EventAdapter
 from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex, decode_record, digest, encode_record
+from salespulse.engine.faust.tables import decode_rows, partition_rows
 from salespulse.engine.processor import BatchProcessor, Record, dead_letter_value
 from tests.unit.log_support import records
 
@@ -780,3 +781,16 @@ def test_dedup_records_of_the_earlier_json_format_still_load_and_deduplicate() -
 def test_a_dedup_record_round_trips_its_digests_offsets_and_time() -> None:
     ids = {digest("x"): 0, digest("y"): 2**40, digest("ü-ünïcode"): 7}
     assert decode_record(encode_record(1234.5, ids)) == (1234.5, ids)
+
+
+def test_compact_dedup_records_load_from_rows_decoded_ahead_of_the_loop() -> None:
+    """``BatchProcessor`` decodes a partition's rows in a thread: the binary dedup records stay bytes and load."""
+    table: dict[str, bytes] = {}
+    first = DedupIndex(table, horizon_s=10**9)
+    first.load_partition(0)
+    assert first.admit(0, "a", 3)
+    first.write_pending(0, now=1000.0)
+    second = DedupIndex(table, horizon_s=10**9)
+    assert second.load_partition(0, decode_rows(partition_rows(table, 0))) == 3
+    assert not second.admit(0, "a", 7)
+    assert second.admit(0, "a", 3)
