@@ -44,18 +44,21 @@ sys.path.insert(0, _CODE or str(Path(__file__).resolve().parent.parent))
 from salespulse.config import Config  # noqa: E402
 from salespulse.models.events import EventAdapter, event_to_json  # noqa: E402
 from salespulse.simulate import TrafficModel  # noqa: E402
-try:
+_ROOT = Path(_CODE) if _CODE else Path(__file__).resolve().parent.parent
+# Chosen by what the checkout holds, not by trying imports: a module missing from an older checkout would be
+# found in the editable install of this one, and the A/B would compare this code with itself.
+if (_ROOT / "salespulse" / "engine").is_dir():
     from salespulse.engine.cells import CellStore
     from salespulse.engine.dedup import DedupIndex
     from salespulse.engine.processor import BatchProcessor
     from salespulse.engine.record_log import RecordLog
+    from salespulse.families import registry
     from salespulse.families.activity.family import ActivityFamily
+    from salespulse.families.context import FamilyContext
     from salespulse.families.engagement.family import EngagementFamily
     from salespulse.families.lead_response.family import LeadResponseFamily
-    from salespulse.families import registry
-    from salespulse.families.context import FamilyContext
     from salespulse.families.pipeline.family import PipelineFamily
-except ImportError:  # a checkout from before engine/ and families/ (an A/B run against it)
+else:  # a checkout from before engine/ and families/
     from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
     from salespulse.streams.cells import CellStore  # type: ignore[no-redef]
     from salespulse.streams.dedup import DedupIndex  # type: ignore[no-redef]
@@ -66,6 +69,11 @@ except ImportError:  # a checkout from before engine/ and families/ (an A/B run 
     from salespulse.streams.record_log import RecordLog  # type: ignore[no-redef]
 
     registry = None  # type: ignore[assignment]
+# Every salespulse module measured must come from the checkout under test.
+_MEASURED = [m for name, m in sys.modules.items() if name.startswith("salespulse") and getattr(m, "__file__", None)]
+_ELSEWHERE = [m.__name__ for m in _MEASURED if not Path(m.__file__).resolve().is_relative_to(_ROOT.resolve())]
+if _ELSEWHERE:
+    raise SystemExit(f"modules loaded from outside {_ROOT}: {', '.join(sorted(_ELSEWHERE))}")
 
 Record = tuple[int, int, bytes]
 FAMILY_SETS: dict[str, tuple[str, ...]] = {
@@ -144,7 +152,14 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
         if name == "activity":
             out.append(ActivityFamily(CellStore(table, "activity"), utc, _RETENTION_S))
         elif name == "lead_response":
-            out.append(LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), utc, _RETENTION_S, sla_s=300))
+            # As that checkout's worker builds it: the SLA clock in business hours (around the clock by default).
+            from salespulse.streams import worker  # type: ignore[attr-defined]
+
+            config = Config()
+            out.append(LeadResponseFamily(
+                CellStore(table, "response"), RecordLog(table, "leads"), utc, _RETENTION_S, sla_s=300,
+                deadline_of=worker._deadline_function(config, 300), business_seconds=worker._business_seconds_function(config),
+            ))
         elif name == "engagement":
             out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, _RETENTION_S))
         elif name == "pipeline":

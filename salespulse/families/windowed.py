@@ -39,6 +39,27 @@ _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 TARGET_GRAINS = frozenset({"day", "week", "month"})
 
 
+def _publisher(spec: FamilySpec) -> Callable[[Mapping[str, Number]], dict[str, Number]]:
+    """The fields a partial publishes: the declared ones only, or all but zeros, or all, as the spec says."""
+    if spec.only_declared:
+        declared = spec.plain_fields
+
+        def only_declared(fields: Mapping[str, Number]) -> dict[str, Number]:
+            return {name: fields[name] for name in declared if name in fields}
+
+        return only_declared
+    if spec.drop_zeros:
+
+        def without_zeros(fields: Mapping[str, Number]) -> dict[str, Number]:
+            out = dict(fields)
+            if 0 in out.values():  # rare (a count back to zero after a correction): filter only then
+                return {name: value for name, value in out.items() if value}
+            return out
+
+        return without_zeros
+    return dict
+
+
 @lru_cache(maxsize=4096)
 def window_end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
     """When a window ends (epoch seconds), ``None`` for all-time."""
@@ -74,7 +95,9 @@ class WindowedFamily(WindowQueries):
         #: Per-rep rates published with the rep's team's value beside them (``team_<rate>``, see ``group_of``).
         self.beside_rates = spec.beside
         self.derived: Derived = spec.derived
-        self._declared = spec.plain_fields if spec.only_declared else None
+        if type(self).published_fields is WindowedFamily.published_fields:
+            # Chosen once from the spec (a render calls it per aggregate): no test per call.
+            self.published_fields = _publisher(spec)  # type: ignore[method-assign, assignment]
         self.cells = cells
         self.tz = tz
         self.retention_s = retention_s
@@ -245,13 +268,8 @@ class WindowedFamily(WindowQueries):
         self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        """The fields of a partial as published: the declared ones only, or without zeros, as the spec says."""
-        if self._declared is not None:
-            return {name: fields[name] for name in self._declared if name in fields}
-        out = dict(fields)
-        if self.spec.drop_zeros and 0 in out.values():  # rare (a count back to zero): filter only then
-            return {name: value for name, value in out.items() if value}
-        return out
+        """The fields of a partial as published (``_publisher``: as the spec says, unless a family overrides it)."""
+        return _publisher(self.spec)(fields)
 
     def group_of(self, partition: int, rep: str) -> str | None:
         """The team whose rates are published beside a rep's (``beside_rates``); None: nothing beside."""

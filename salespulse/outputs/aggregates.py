@@ -72,10 +72,12 @@ def partial(
         group_key = redis_key(prefix, "team", team, window)
         record["team"] = team
         record["team_counts"] = {}
-    topic_key = f"open:{scope}:{ident}:p{partition}" if window == NOW else f"{scope}:{ident}:{window}:p{partition}"
+    if window == NOW:
+        key, topic_key = f"{prefix}:open:{scope}:{ident}", f"open:{scope}:{ident}:p{partition}"
+    else:  # the common case, spelled out here rather than calling ``redis_key``: one call less per aggregate
+        key, topic_key = f"{prefix}:{scope}:{ident}:{window}", f"{scope}:{ident}:{window}:p{partition}"
     # Positional: twice as fast as keywords, and a render builds one per dirty aggregate.
-    return Partial(family, redis_key(prefix, scope, ident, window), partition, watermark, fields, ttl_s, topic_key,
-                   record, group_key)
+    return Partial(family, key, partition, watermark, fields, ttl_s, topic_key, record, group_key)
 
 
 #: Leads waiting now per partition (a JSON string, written by the engine's ``AwaitingPublisher``).

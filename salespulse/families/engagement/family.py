@@ -98,6 +98,10 @@ class EngagementFamily(WindowedFamily):
     ) -> None:
         super().__init__(cells, tz, retention_s)
         self.leads = leads
+        # The store's own methods, typed for this family's states (the store holds JSON objects): no wrapper
+        # call on the hot path.
+        self._lead = cast(Callable[[int, str], LeadState | None], leads.get)
+        self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
         self.quiet_s = quiet_s
         self.team_of_rep = dict(team_of_rep or {})
         self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
@@ -123,13 +127,6 @@ class EngagementFamily(WindowedFamily):
     def owns_target(self, kind: str) -> bool:
         """Targets of this family's additive fields (``emails_personalized`` ...) are published here."""
         return kind in ADDITIVE_FIELDS
-
-    def _lead(self, partition: int, lead_id: str) -> LeadState | None:
-        """A lead's state (the store holds JSON objects; this family's are ``LeadState``)."""
-        return cast(LeadState | None, self.leads.get(partition, lead_id))
-
-    def _leads(self, partition: int) -> Iterator[tuple[str, LeadState]]:
-        return cast(Iterator[tuple[str, LeadState]], self.leads.items(partition))
 
     # -- loading -----------------------------------------------------------------------------------
 

@@ -59,6 +59,10 @@ class LeadResponseFamily(WindowedFamily):
     ) -> None:
         super().__init__(cells, tz, retention_s)
         self.leads = leads
+        # The store's own methods, typed for this family's states (the store holds JSON objects): no wrapper
+        # call on the hot path.
+        self._lead = cast(Callable[[int, str], LeadState | None], leads.get)
+        self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
         self.sla_s = sla_s
         self.deadline_of: DeadlineOf = deadline_of or (lambda created, _team: created + sla_s)
         self.business_seconds: BusinessSeconds = business_seconds or (lambda start, end, _team: max(0.0, end - start))
@@ -78,13 +82,6 @@ class LeadResponseFamily(WindowedFamily):
     def stores(self) -> tuple[StateStore, StateStore]:
         """Write order: aggregates before the lead states they were derived from."""
         return (self.cells, self.leads)
-
-    def _lead(self, partition: int, lead_id: str) -> LeadState | None:
-        """A lead's state (the store holds JSON objects; this family's are ``LeadState``)."""
-        return cast(LeadState | None, self.leads.get(partition, lead_id))
-
-    def _leads(self, partition: int) -> Iterator[tuple[str, LeadState]]:
-        return cast(Iterator[tuple[str, LeadState]], self.leads.items(partition))
 
     # -- loading -----------------------------------------------------------------------------------
 
