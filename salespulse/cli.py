@@ -140,12 +140,20 @@ def main() -> None:
 @click.option("--simulate/--no-simulate", default=False, help="Also send realistic synthetic CRM traffic to itself.")
 @click.option("--leads-per-minute", default=30.0, show_default=True, help="New leads per real minute.")
 @click.option("--speedup", default=10.0, show_default=True, help="Simulated delays are divided by this.")
+@click.option(
+    "--ephemeral",
+    is_flag=True,
+    help="Keep nothing: memory-only broker and Redis, no journal (demos, tests). Default: durable in SALESPULSE_DATA_DIR.",
+)
 @_apply(log_options)
-def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, logformat: str, **flags: Any) -> None:
+def run(
+    simulate: bool, leads_per_minute: float, speedup: float, ephemeral: bool, loglevel: str, logformat: str, **flags: Any
+) -> None:
     """Everything on one machine: embedded broker and Redis (unless URLs are given), webhooks and a worker.
 
     One HTTP port serves the live board at /, /webhooks/events, /healthz, /readyz and /metrics. Ctrl-C stops
-    everything.
+    everything. Accepted events are journaled in SALESPULSE_DATA_DIR (default .salespulse) and Redis keeps
+    an append-only file there, so a stop and a start keep every number (unless --ephemeral).
     """
     from salespulse.roles import run_all
 
@@ -164,7 +172,7 @@ def run(simulate: bool, leads_per_minute: float, speedup: float, loglevel: str, 
         else None
     )
     _preflight(settings, embedded=True)
-    _run_role(run_all, settings, options, loglevel, setup_logging(loglevel, logformat))
+    _run_role(run_all, settings, options, loglevel, setup_logging(loglevel, logformat), ephemeral=ephemeral)
 
 
 @main.command()

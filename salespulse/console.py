@@ -74,8 +74,8 @@ def redis_place(url: str) -> Place:
     return Place("redis", redacted(url), f"try: redis-cli -u {example} --scan --pattern 'salespulse:*'")
 
 
-def data_place(data_dir: Path) -> Place:
-    return Place("data", str(data_dir.resolve()), "(SALESPULSE_DATA_DIR)")
+def data_place(data_dir: Path, hint: str = "(SALESPULSE_DATA_DIR)") -> Place:
+    return Place("data", str(data_dir.resolve()), hint)
 
 
 def worker_banner(settings: Settings) -> list[str]:
@@ -102,8 +102,10 @@ def ingest_banner(settings: Settings, crm_paths: Iterable[str]) -> list[str]:
     )
 
 
-def run_banner(settings: Settings, simulated: bool, kafka_hint: str = "", redis_hint: str = "") -> list[str]:
-    """``run``'s banner; the hints say which servers are the embedded ones."""
+def run_banner(
+    settings: Settings, simulated: bool, kafka_hint: str = "", redis_hint: str = "", data_hint: str = "(SALESPULSE_DATA_DIR)"
+) -> list[str]:
+    """``run``'s banner; the hints say which servers are the embedded ones and what the data directory keeps."""
     redis = redis_place(settings.redis_url or "")
     return banner(
         f"run: ingest and a worker{' with simulated traffic' if simulated else ''}; Ctrl-C stops everything; "
@@ -112,7 +114,7 @@ def run_banner(settings: Settings, simulated: bool, kafka_hint: str = "", redis_
             *http_places(settings.http_host, settings.http_port, webhooks=True, board=True),
             Place("kafka", settings.kafka_url or "", kafka_hint),
             Place(redis.label, redis.where + redis_hint, redis.hint),
-            data_place(settings.data_dir),
+            data_place(settings.data_dir, data_hint),
         ],
     )
 

@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -18,9 +19,11 @@ from prometheus_client import CollectorRegistry
 
 from salespulse import console
 from salespulse.config import ConfigError, load_config
+from salespulse.embedded.durable import CatchUp, DataDirInUse, SeedResult, lock_data_dir, reseed
+from salespulse.embedded.journal import JournalWriter, trim_segments
 from salespulse.handlers.crm import CrmWebhook, IgnoredCounter, build_crm_webhooks
 from salespulse.handlers.crm.enricher import enricher_for
-from salespulse.handlers.event_log import EventLog
+from salespulse.handlers.event_log import EventLog, Journal
 from salespulse.handlers.http import HttpServer, build_http_app
 from salespulse.handlers.webhooks import GenericWebhook
 from salespulse.kafka_connection import KafkaConnection, KafkaUnavailable, wait_for_kafka
@@ -94,9 +97,15 @@ def _prepare(settings: Settings, need_redis: bool = True) -> None:
 
     A refused login or an untrusted certificate ends the start at once with one line (ConfigurationError).
     """
-    asyncio.run(_check_and_create_topics(settings, need_redis))
+    _before_worker(_check_and_create_topics(settings, need_redis))
+
+
+def _before_worker(coroutine: Any) -> Any:
+    """Run a coroutine to completion before the worker's own event loop exists."""
+    result = asyncio.run(coroutine)
     # Faust's Worker picks up the current event loop; asyncio.run() left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
+    return result
 
 
 async def _check_and_create_topics(settings: Settings, need_redis: bool) -> None:
@@ -150,21 +159,36 @@ def _board_hub(settings: Settings, redis_client: aioredis.Redis) -> "BoardHub":
 
 
 def _worker_services(
-    settings: Settings, registry: CollectorRegistry, with_ingest: bool, with_board: bool = False
+    settings: Settings,
+    registry: CollectorRegistry,
+    with_ingest: bool,
+    journal: Journal | None = None,
+    seeded: SeedResult | None = None,
+    with_board: bool = False,
 ) -> tuple[faust.App, list[Service]]:
+    """The worker's services (and ingest's with ``with_ingest``); ``seeded``: hold the outputs until caught up."""
     redis = redis_client(settings)
     runtime = WorkerRuntime(settings, registry, redis)
     readiness = {"redis": _redis_readiness(redis), "worker": runtime.ready}
     # The collector must not rescan the metric state in memory: see salespulse/engine/memory.py.
-    services: list[Service] = [GarbageCollection(), runtime.flusher, console.ConsoleSummary(worker_snapshot(runtime))]
+    services: list[Service] = [GarbageCollection(), console.ConsoleSummary(worker_snapshot(runtime))]
+    outputs: list[Service] = [runtime.flusher]
     if runtime.alert_clock is not None:
-        services.append(runtime.alert_clock)
+        outputs.append(runtime.alert_clock)
     if runtime.awaiting_publisher is not None:
-        services.append(runtime.awaiting_publisher)
+        outputs.append(runtime.awaiting_publisher)
+    if seeded is None:
+        services += outputs
+    else:
+        catch_up = _catch_up(settings, runtime, outputs, seeded)
+        services.append(catch_up)
+        readiness["journal"] = catch_up.ready
     webhook = None
     crm_webhooks: list[CrmWebhook] = []
     if with_ingest:
-        event_log = EventLog(KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds)
+        event_log = EventLog(
+            KafkaConnection.from_settings(settings), registry, settings.publish_timeout_seconds, journal
+        )
         readiness["kafka"] = event_log.ping
         webhook = GenericWebhook(event_log, _secret(settings), registry)
         ignored = IgnoredCounter(registry)
@@ -183,6 +207,17 @@ def _worker_services(
     services.append(HttpServer(app, settings.http_host, settings.http_port, settings.http_header_timeout_s,
                                settings.http_max_connections))
     return runtime.app, services
+
+
+def _catch_up(settings: Settings, runtime: WorkerRuntime, outputs: list[Service], seeded: SeedResult) -> CatchUp:
+    """Starts the outputs once the re-seeded journal is reprocessed; alerts sent before are read back first."""
+    clock = runtime.alert_clock  # its family's alert state: alerts of the journal may have gone out already
+
+    def before_release() -> None:
+        if seeded.alerts and clock is not None:
+            clock.family.inherited_unpublished.update(range(settings.partitions))
+
+    return CatchUp(seeded, lambda: runtime.positions, outputs, before_release)
 
 
 def _crm_webhooks(
@@ -290,10 +325,13 @@ def run_all(
     simulate_options: dict[str, Any] | None = None,
     loglevel: str = "info",
     log_config: dict[str, Any] | None = None,
+    ephemeral: bool = False,
 ) -> int:
     """``salespulse run``: embedded broker and Redis unless URLs are given, then ingest and a worker.
 
-    Once the servers are up, a banner says where everything is (webhooks, /metrics, the board, Redis, data).
+    Durable unless ``ephemeral``: the embedded broker is re-seeded from the journal in the data
+    directory and the embedded Redis keeps an append-only file there. Once the servers are up, a banner
+    says where everything is (webhooks, /metrics, the board, Redis, data and what it keeps).
     """
     from salespulse.embedded.broker import EmbeddedBroker
     from salespulse.embedded.redis_server import EmbeddedRedis
@@ -303,25 +341,72 @@ def run_all(
             f"refusing to listen on {settings.http_host} without SALESPULSE_WEBHOOK_SECRET: "
             "set a secret, or keep SALESPULSE_HTTP_HOST on loopback"
         )
+    if settings.kafka_url is None and not ephemeral and 0 < settings.journal_days < settings.retention_days:
+        raise ConfigurationError(
+            f"SALESPULSE_JOURNAL_DAYS={settings.journal_days} is shorter than SALESPULSE_RETENTION_DAYS="
+            f"{settings.retention_days}: a restart would lose windows still kept (use 0 to keep every day)"
+        )
     with ExitStack() as stack:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not ephemeral and (settings.kafka_url is None or settings.redis_url is None):
+            try:
+                stack.enter_context(lock_data_dir(data_dir))
+            except DataDirInUse as exc:
+                raise ConfigurationError(str(exc)) from None
+        journaled = settings.kafka_url is None and not ephemeral
         kafka_hint = redis_hint = ""
         if settings.kafka_url is None:
-            broker = stack.enter_context(EmbeddedBroker(log_path=settings.data_dir / "tansu.log"))
+            broker = stack.enter_context(EmbeddedBroker(log_path=data_dir / "tansu.log"))
             kafka_hint = "(embedded Tansu broker, for development)"
             tansu = True if settings.tansu_compat is None else settings.tansu_compat
             settings = settings.model_copy(update={"kafka_url": broker.url, "tansu_compat": tansu})
+        redis_dir = None
         if settings.redis_url is None:
-            redis_server = stack.enter_context(EmbeddedRedis(log_path=settings.data_dir / "redis.log"))
+            redis_dir = None if ephemeral else data_dir / "redis"
+            redis_server = stack.enter_context(EmbeddedRedis(log_path=data_dir / "redis.log", data_dir=redis_dir))
             redis_hint = " (embedded)"
             settings = settings.model_copy(update={"redis_url": redis_server.url})
         _prepare(settings)
-        app, services = _worker_services(settings, CollectorRegistry(), with_ingest=True, with_board=True)
+        journal: JournalWriter | None = None
+        seeded: SeedResult | None = None
+        if journaled:
+            journal, seeded = _open_journal(settings, data_dir / "journal")
+            stack.callback(journal.close)
+        app, services = _worker_services(
+            settings, CollectorRegistry(), with_ingest=True,
+            journal=journal.append if journal else None, seeded=seeded, with_board=True,
+        )  # fmt: skip
         if simulate_options is not None:
             url = f"http://{settings.http_host}:{settings.http_port}"
             services.append(SimulatorService(url, _secret(settings), simulate_options))
-        console.announce(console.run_banner(settings, simulate_options is not None, kafka_hint, redis_hint))
+        data_hint = _what_data_keeps(ephemeral, journaled, redis_dir is not None)
+        console.announce(console.run_banner(settings, simulate_options is not None, kafka_hint, redis_hint, data_hint))
         return _execute(app, services, loglevel, log_config)
+
+
+def _what_data_keeps(ephemeral: bool, journaled: bool, redis_kept: bool) -> str:
+    if ephemeral:
+        return "(--ephemeral: nothing is kept after a stop; logs only)"
+    kept = [what for what, here in (("the event journal", journaled), ("Redis", redis_kept)) if here]
+    if not kept:
+        return "(logs; the data is in your Kafka and Redis)"
+    return f"({' and '.join(kept)}, kept across restarts; SALESPULSE_DATA_DIR)"
+
+
+def _open_journal(settings: Settings, directory: Path) -> tuple[JournalWriter, SeedResult]:
+    """Trim old journal days, re-seed the fresh broker from the rest, and open it for appends."""
+    if settings.journal_days:
+        for path in trim_segments(directory, settings.journal_days):
+            log.info("journal: deleted %s (older than SALESPULSE_JOURNAL_DAYS)", path.name)
+    journal = JournalWriter(directory)  # repairs a torn last record before anything reads it
+    seeded = _before_worker(reseed(settings.kafka_bootstrap, directory, settings.redis_url, settings.partitions))
+    if seeded.records:
+        log.info(
+            "journal: %d records and %d sent alerts re-seeded in %.1f s; the worker reprocesses them before publishing",
+            seeded.records, seeded.alerts, seeded.seconds,
+        )
+    return journal, seeded
 
 
 def _require_external(settings: Settings, need_redis: bool = True) -> None:

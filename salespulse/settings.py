@@ -112,7 +112,15 @@ class Settings(BaseSettings):
         description="apply the Tansu workarounds (one record per producer batch, short group timeouts); "
         "default: on for the embedded broker, off for an external one",
     )
-    data_dir: Path = Field(Path(".salespulse"), description="where the embedded broker and Redis keep files")
+    data_dir: Path = Field(
+        Path(".salespulse"), description="salespulse run: where the event journal, Redis and the logs live"
+    )
+    journal_days: int = Field(
+        400,
+        ge=0,
+        description="salespulse run: at start, delete journal days older than this (0: keep all); at least "
+        "SALESPULSE_RETENTION_DAYS. What a restart then forgets: docs/operations.md",
+    )
     state_store: Literal["memory", "rocksdb"] = Field(
         "memory",
         description="worker state store: 'rocksdb' keeps it on local disk under data_dir (a restart reads it "

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 from salespulse.embedded.managed import ManagedServer
+from salespulse.embedded.ports import pid_alive
 
 __all__ = ["EmbeddedRedis", "redis_server_binary", "redis_ping"]
 
@@ -51,6 +53,13 @@ def redis_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:
                 raise ConnectionError("redis closed the connection before replying to PING")
             buf += chunk
         return buf.startswith(b"+PONG\r\n")
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 class EmbeddedRedis(ManagedServer):
@@ -99,12 +108,30 @@ class EmbeddedRedis(ManagedServer):
         if self._data_dir is None:
             cmd += ["--appendonly", "no"]
         else:
-            cmd += ["--dir", str(self._data_dir), "--appendonly", "yes"]
+            cmd += ["--dir", str(self._data_dir), "--appendonly", "yes", "--pidfile", str(self._pidfile)]
         return cmd
+
+    @property
+    def _pidfile(self) -> Path:
+        assert self._data_dir is not None
+        return self._data_dir.resolve() / "redis-server.pid"
 
     def _prepare(self) -> None:
         if self._data_dir is not None:
             self._data_dir.mkdir(parents=True, exist_ok=True)
+            self._wait_for_previous_owner()
+
+    def _wait_for_previous_owner(self, timeout_s: float = 10.0) -> None:
+        """A server of a killed run may still be writing its append-only file here: let it finish first."""
+        try:
+            pid = int(self._pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(pid) and "redis" in _command_of(pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server {pid} still runs on {self._data_dir}: is another salespulse run using it?")
+            time.sleep(0.05)
 
     def _probe(self, timeout_s: float) -> None:
         if not redis_ping(self._host, self.port, timeout_s=timeout_s):

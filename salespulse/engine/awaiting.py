@@ -51,6 +51,10 @@ class AwaitingPublisher(Service):
         self.refresh_s = refresh_s
         self._last_full = 0.0
 
+    def refresh_all(self) -> None:
+        """Write every owned partition at the next tick (Redis lost its data)."""
+        self._last_full = float("-inf")
+
     @Service.task
     async def _tick(self) -> None:
         while not self.should_stop:

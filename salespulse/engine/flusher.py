@@ -56,6 +56,8 @@ class Flusher(Service):
         self.redis = redis
         self.redis_check_interval_s = redis_check_interval_s
         self._next_redis_check = 0.0
+        #: Called when Redis lost this worker's keys: other writers of Redis rewrite theirs too (leads waiting).
+        self.on_redis_lost: list[Callable[[], None]] = []
         # Redis is the live path; the metric topics (for services) take the newest values every 2 s.
         self.redis_sink = BufferedSink("redis", redis.publish)
         self.kafka_sink = BufferedSink("kafka", topics.publish, min_interval_s=2.0)
@@ -124,6 +126,8 @@ class Flusher(Service):
         for family in self.families:
             for partition in owned:
                 family.mark_partition_dirty(partition)
+        for rewrite in self.on_redis_lost:
+            rewrite()
         log.warning("Redis holds none of this worker's keys (restarted empty, or flushed): rewriting %d partitions",
                     len(owned))
         return True

@@ -200,6 +200,8 @@ class WorkerRuntime:
         self.awaiting_publisher = None if not isinstance(lead_response, LeadResponseFamily) else AwaitingPublisher(
             lead_response, self.owned_partitions, redis_client, self.health
         )
+        if self.awaiting_publisher is not None:
+            self.flusher.on_redis_lost.append(self.awaiting_publisher.refresh_all)
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False
         self._loader: asyncio.Future[None] | None = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -12,6 +13,10 @@ from prometheus_client import CollectorRegistry, Counter
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
 from salespulse.topics import CRM_RAW_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, MAX_MESSAGE_BYTES, broker_reachable
+
+#: Writes (topic, key, value, timestamp ms) records durably before they go to the broker (the embedded
+#: run's journal, salespulse/embedded/journal.py); raises ``OSError`` if it cannot.
+Journal = Callable[[Sequence[tuple[str, bytes, bytes, int]]], Awaitable[None]]
 
 
 class EventLogUnavailable(Exception):
@@ -35,9 +40,12 @@ def _failure(topic: str, exc: Exception) -> EventLogUnavailable:
 class EventLog:
     """An aiokafka producer (acks=all) for canonical events, with a per-request deadline."""
 
-    def __init__(self, kafka: KafkaConnection, registry: CollectorRegistry, timeout_s: float) -> None:
+    def __init__(
+        self, kafka: KafkaConnection, registry: CollectorRegistry, timeout_s: float, journal: Journal | None = None
+    ) -> None:
         self.kafka = kafka
         self.timeout_s = timeout_s
+        self.journal = journal
         self._producer: AIOKafkaProducer | None = None
         self.published = Counter(
             "salespulse_events_published", "Events written to salespulse.events, by type.", ["type"], registry=registry
@@ -64,13 +72,13 @@ class EventLog:
         if self._producer is None:
             raise EventLogUnavailable("event log is not started")
         producer = self._producer
+        stamp = int(time.time() * 1000)  # the journal and the broker get the same arrival time
+        records = [(EVENTS_TOPIC, event.partition_key.encode(), event_to_json(event), stamp) for event in events]
 
         async def send_all() -> None:
+            await self._journal(records)
             futures = [
-                await producer.send(
-                    EVENTS_TOPIC, key=event.partition_key.encode(), value=event_to_json(event)
-                )
-                for event in events
+                await producer.send(topic, key=key, value=value, timestamp_ms=at) for topic, key, value, at in records
             ]
             await asyncio.gather(*futures)
 
@@ -83,27 +91,38 @@ class EventLog:
 
     async def dead_letter(self, key: bytes, value: bytes) -> None:
         """Write one record to ``salespulse.events.dlq`` and wait for the ack, or raise ``EventLogUnavailable``."""
-        await self._write_one(DLQ_TOPIC, key, value)
+        await self._write_one(DLQ_TOPIC, key, value, journaled=True)
 
     async def defer(self, endpoint: str, body: bytes) -> None:
         """Keep a CRM request whole on ``salespulse.crm.raw`` for the enricher; acked before the CRM's answer.
 
         One key per CRM: its records stay in order on one partition, read by one enricher that holds the
-        CRM's API rate budget (HubSpot's limit is per portal)."""
-        await self._write_one(CRM_RAW_TOPIC, endpoint.encode(), body)
+        CRM's API rate budget (HubSpot's limit is per portal).
 
-    async def _write_one(self, topic: str, key: bytes, value: bytes) -> None:
+        Not journaled: the events the enricher makes of it are (through :meth:`publish`); re-seeding the
+        raw requests would have a restarted run enrich its whole history again."""
+        await self._write_one(CRM_RAW_TOPIC, endpoint.encode(), body, journaled=False)
+
+    async def _write_one(self, topic: str, key: bytes, value: bytes, journaled: bool) -> None:
         if self._producer is None:
             raise EventLogUnavailable("event log is not started")
         producer = self._producer
+        stamp = int(time.time() * 1000)
 
         async def send() -> None:
-            await (await producer.send(topic, key=key, value=value))
+            if journaled:
+                await self._journal([(topic, key, value, stamp)])
+            await (await producer.send(topic, key=key, value=value, timestamp_ms=stamp))
 
         try:
             await asyncio.wait_for(send(), timeout=self.timeout_s)
         except Exception as exc:
             raise _failure(topic, exc) from exc
+
+    async def _journal(self, records: Sequence[tuple[str, bytes, bytes, int]]) -> None:
+        """On disk before the broker sees them: a restart of the embedded run re-seeds from there."""
+        if self.journal is not None:
+            await self.journal(records)
 
     async def ping(self) -> bool:
         """True if the broker answers a metadata request."""

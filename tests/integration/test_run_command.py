@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from salespulse.embedded.ports import pid_alive
-from tests.integration.stack import SalespulseProcess, metrics_text
+from salespulse.embedded.journal import read_journal
+from tests.integration.stack import SalespulseProcess, call, metrics_text, post_events
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,10 @@ async def test_run_embedded_with_simulation_shows_numbers_and_stops_everything_o
             await asyncio.sleep(0.5)
         console = (tmp_path / "run.log").read_text()
         assert_console(console, process.url, str((tmp_path / "data").resolve()))
+        # Durable by default: the simulated requests are journaled, Redis keeps an AOF, the banner says so.
+        assert list(read_journal(tmp_path / "data" / "journal")), process.log_tail()
+        assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
+        assert "(the event journal and Redis, kept across restarts" in console, console
     finally:
         process.proc.send_signal(signal.SIGTERM)
         code = process.proc.wait(30)
@@ -95,6 +100,40 @@ def assert_console(console: str, url: str, data_dir: str) -> None:
     for internal in ("Subscribed to topic", "highwater", "| topic", "Missing sensor state", "[^-", "Starting..."):
         assert internal not in console, (internal, console)
     assert "Traceback" not in console
+
+
+async def test_an_ephemeral_run_keeps_nothing_and_says_so(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    env["SALESPULSE_DATA_DIR"] = str(tmp_path / "data")
+    async with SalespulseProcess("run", tmp_path / "run.log", env, args=["--ephemeral"]) as process:
+        assert (await post_events(process.url, call("eph-1", "rep-1", "emea")))[0] == 202
+        assert "--ephemeral: nothing is kept" in " ".join(process.log_path.read_text().split()), process.log_tail()
+    assert not (tmp_path / "data" / "journal").exists()
+    assert not (tmp_path / "data" / "redis").exists()
+
+
+async def test_a_second_run_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    env["SALESPULSE_DATA_DIR"] = str(tmp_path / "data")
+    async with SalespulseProcess("run", tmp_path / "run1.log", env):
+        second = SalespulseProcess("run", tmp_path / "run2.log", env)
+        second.start()
+        assert second.proc is not None
+        assert second.proc.wait(30) == 2
+        assert "in use by another salespulse run" in " ".join(second.log_tail().split())
+
+
+async def test_run_refuses_a_journal_shorter_than_the_retention_before_starting_anything(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SALESPULSE_")}
+    env |= {"SALESPULSE_DATA_DIR": str(tmp_path / "data"), "SALESPULSE_JOURNAL_DAYS": "10"}
+    process = SalespulseProcess("run", tmp_path / "run.log", env)
+    process.start()
+    assert process.proc is not None
+    assert process.proc.wait(30) == 2
+    assert "SALESPULSE_JOURNAL_DAYS=10 is shorter than SALESPULSE_RETENTION_DAYS=35" in " ".join(
+        process.log_tail().split()
+    )
+    assert not (tmp_path / "data").exists()
 
 
 async def test_run_refuses_a_public_address_without_a_secret(tmp_path: Path) -> None:

@@ -58,14 +58,12 @@ class LeadResponseFamily(WindowedFamily):
         outbound_kinds: Iterable[str] = (),
     ) -> None:
         super().__init__(cells, tz, retention_s)
-        self.leads = leads
-        # The store's own methods, typed for this family's states (the store holds JSON objects): no wrapper
-        # call on the hot path.
-        self._lead = cast(Callable[[int, str], LeadState | None], leads.get)
-        self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
         self.sla_s = sla_s
         self.deadline_of: DeadlineOf = deadline_of or (lambda created, _team: created + sla_s)
         self.business_seconds: BusinessSeconds = business_seconds or (lambda start, end, _team: max(0.0, end - start))
+        self.leads = leads
+        self._lead = cast(Callable[[int, str], LeadState | None], leads.get)  # typed, as in EngagementFamily
+        self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
         self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
         #: Per partition: leads created and not touched -> their lead id (all, live or not).
         self.awaiting: dict[int, set[str]] = {}
