@@ -157,11 +157,14 @@ def _respread(events: list[dict[str, Any]], start: float, end: float) -> None:
         e["occurred_at"] = datetime.fromtimestamp(start + (t - lo) * scale, UTC).isoformat(timespec="milliseconds")
 
 
-def build_workload(n: int, seed: int, reps: int, teams: int, dup_rate: float, now: float) -> Workload:
+def build_workload(
+    n: int, seed: int, reps: int, teams: int, dup_rate: float, now: float, span_s: float = 3600.0
+) -> Workload:
+    """``n`` records (``dup_rate`` of them redelivered) whose ``occurred_at`` spread over the last ``span_s``."""
     n_dup = round(n * dup_rate)
     n_unique = n - n_dup
-    dicts = _traffic(seed, n_unique, reps, teams, now - 3600, f"bench-{seed}-{uuid.uuid4().hex[:6]}")
-    _respread(dicts, now - 3600, now - 1)
+    dicts = _traffic(seed, n_unique, reps, teams, now - span_s, f"bench-{seed}-{uuid.uuid4().hex[:6]}")
+    _respread(dicts, now - span_s, now - 1)
     rng = random.Random(seed + 1)
     ordered: list[tuple[float, bytes, bytes]] = []
     per_rep: Counter[str] = Counter()

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         description="salespulse run: at start, delete journal days older than this (0: keep all); at least "
         "SALESPULSE_RETENTION_DAYS. What a restart then forgets: docs/operations.md",
     )
+    state_store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="worker state store: 'rocksdb' keeps it on local disk under data_dir (a restart reads it "
+        "instead of replaying the changelog; one data_dir per worker process), 'memory' replays the changelog",
+    )
 
     @field_validator("kafka_url")
     @classmethod

@@ -213,12 +213,26 @@ async def test_broker_outage_answers_503_and_the_retry_succeeds_once_it_is_back(
         process.stop()
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 async def test_worker_killed_mid_stream_counts_every_event_exactly_once_after_restart(
-    fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path, unique_id: str
+    fresh_broker: EmbeddedBroker,
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    unique_id: str,
+    store: str,
 ) -> None:
     # No offset commit before the kill, while every batch's cells reach the changelog: the restart
     # must replay all of them against changelogged state (the case the cell watermarks exist for).
-    env = stack_env(fresh_broker.url, redis_server.url, f"t-{unique_id}", SALESPULSE_COMMIT_INTERVAL_S="600")
+    # With RocksDB the restarted worker reads the state its predecessor left on disk (same data dir).
+    env = stack_env(
+        fresh_broker.url,
+        redis_server.url,
+        f"t-{unique_id}",
+        SALESPULSE_COMMIT_INTERVAL_S="600",
+        SALESPULSE_STATE_STORE=store,
+        SALESPULSE_DATA_DIR=str(tmp_path / "data"),
+    )
     reps = [f"rep-k{i}" for i in range(5)]
     events = [call(f"k{i}", reps[i % 5], "emea", "connected" if i % 3 else "voicemail") for i in range(3000)]
     first = SalespulseProcess("run", tmp_path / "run1.log", env)
@@ -247,5 +261,44 @@ async def test_worker_killed_mid_stream_counts_every_event_exactly_once_after_re
             for rep in reps
             for o in ("connected", "voicemail")
         ) == 3000
+        if store == "rocksdb":
+            assert list((tmp_path / "data").rglob("state-*.db")), "the state must have been on local disk"
     finally:
         second.stop()
+
+
+async def test_a_failover_between_rocksdb_workers_counts_every_event_exactly_once(
+    fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path, unique_id: str
+) -> None:
+    """Two workers with local RocksDB state (a data directory each) share the partitions; one is SIGKILLed
+    mid-stream; the survivor, which held some of its partitions before the split, takes them over."""
+    env = stack_env(fresh_broker.url, redis_server.url, f"t-{unique_id}", SALESPULSE_STATE_STORE="rocksdb")
+    ingest = SalespulseProcess("ingest", tmp_path / "ingest.log", env, args=["--insecure"])
+    first = SalespulseProcess("worker", tmp_path / "w1.log", {**env, "SALESPULSE_DATA_DIR": str(tmp_path / "w1")})
+    second = SalespulseProcess("worker", tmp_path / "w2.log", {**env, "SALESPULSE_DATA_DIR": str(tmp_path / "w2")})
+    reps = [f"rep-f{i}" for i in range(8)]
+    events = [call(f"f{i}", reps[i % 8], "emea", lead=f"lead-f{i % 40}") for i in range(2400)]
+    for process in (ingest, first):
+        process.start()
+    try:
+        await ingest.wait_ready()
+        await first.wait_ready()
+        for start in range(0, 800, 200):  # state on every partition before the split
+            assert (await post_events(ingest.url, events[start : start + 200]))[0] == 202
+        second.start()
+        await second.wait_ready()
+        for start in range(800, 1600, 200):
+            assert (await post_events(ingest.url, events[start : start + 200]))[0] == 202
+        await wait_for_hash(redis_client, "salespulse:activity:team:emea:all", {"total": "1600"}, timeout_s=40)
+        second.kill()
+        for start in range(0, 2400, 200):  # the CRM retries everything, then sends the rest
+            assert (await post_events(ingest.url, events[start : start + 200]))[0] == 202
+        for rep in reps:
+            await wait_for_hash(redis_client, REP_KEY.format(rep=rep, window="all"), {"total": "300"}, timeout_s=60)
+        await wait_for_hash(redis_client, "salespulse:activity:team:emea:all", {"total": "2400"})
+        await asyncio.sleep(2)  # a double count would show in a later flush
+        assert await redis_client.hget("salespulse:activity:team:emea:all", "total") == b"2400"
+        assert list((tmp_path / "w1").rglob("state-*.db")), "the survivor's state must be on local disk"
+    finally:
+        for process in (first, ingest):
+            process.stop()

@@ -24,7 +24,8 @@ from salespulse.families.windows import hour_bucket, rolling_hour_range
 from salespulse.models.events import EventAdapter
 from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
-from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.dedup import DedupIndex, decode_record, digest, encode_record
+from salespulse.engine.faust.tables import decode_rows, partition_rows
 from salespulse.engine.processor import BatchProcessor, Record, dead_letter_value
 from tests.unit.log_support import records
 
@@ -410,8 +411,8 @@ def test_events_of_two_partitions_in_one_batch_write_cells_under_their_own_parti
     assert w.cell(5, "all|-")["wm"] == 4
     assert {k.split("|")[0] for k in w.table} == {"0", "5"}
     assert "0|dedup|10" in w.table and "5|dedup|3" in w.table
-    assert set(orjson.loads(w.table["0|dedup|10"])["ids"]) == {"a1", "a2"}
-    assert set(orjson.loads(w.table["5|dedup|3"])["ids"]) == {"b1", "b2"}
+    assert set(decode_record(w.table["0|dedup|10"])[1]) == {digest("a1"), digest("a2")}
+    assert set(decode_record(w.table["5|dedup|3"])[1]) == {digest("b1"), digest("b2")}
     assert w.processor.loaded == {0, 5}
     assert {p.partition for p in w.family.render({0, 5}, NOW)} == {0, 5}
     assert {p.partition for p in w.family.render({5}, NOW)} == set()
@@ -765,3 +766,31 @@ def test_stage_applies_in_memory_and_collects_follow_ups_and_only_persist_writes
         records(0, [ev("e1"), ev("e2", "email.sent"), ev("e3", lead_id="L2")]), NOW
     )
     assert [e.event_id for e in again.follow_ups] == ["link:e1", "link:e3"]
+
+
+def test_dedup_records_of_the_earlier_json_format_still_load_and_deduplicate() -> None:
+    """A changelog written by a worker of the string-id version: its ids are digested on load."""
+    table = {"0|dedup|4": orjson.dumps({"t": 1000.0, "ids": {"a": 4, "b": 5}})}
+    dedup = DedupIndex(table, horizon_s=10**9)
+    assert dedup.load_partition(0) == 5
+    assert not dedup.admit(0, "a", 9), "a redelivery of an id the old record holds is a duplicate"
+    assert dedup.admit(0, "b", 5), "the same message replayed at its own offset is processed again"
+    assert dedup.admit(0, "c", 10)
+
+
+def test_a_dedup_record_round_trips_its_digests_offsets_and_time() -> None:
+    ids = {digest("x"): 0, digest("y"): 2**40, digest("ü-ünïcode"): 7}
+    assert decode_record(encode_record(1234.5, ids)) == (1234.5, ids)
+
+
+def test_compact_dedup_records_load_from_rows_decoded_ahead_of_the_loop() -> None:
+    """``BatchProcessor`` decodes a partition's rows in a thread: the binary dedup records stay bytes and load."""
+    table: dict[str, bytes] = {}
+    first = DedupIndex(table, horizon_s=10**9)
+    first.load_partition(0)
+    assert first.admit(0, "a", 3)
+    first.write_pending(0, now=1000.0)
+    second = DedupIndex(table, horizon_s=10**9)
+    assert second.load_partition(0, decode_rows(partition_rows(table, 0))) == 3
+    assert not second.admit(0, "a", 7)
+    assert second.admit(0, "a", 3)

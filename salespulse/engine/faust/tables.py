@@ -12,6 +12,10 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import StoreT
+from yarl import URL
+
+from salespulse.engine.faust.rocks import PartitionKeyedRocksDBStore
 
 #: A partition's table rows, decoded ahead (``decode_rows``): full table key -> the JSON value.
 DecodedRows = Mapping[str, Any]
@@ -34,9 +38,17 @@ def partition_rows(table: Mapping[str, bytes], partition: int) -> dict[str, byte
     return rows
 
 
+def decode_value(raw: bytes) -> Any:
+    """A row's JSON value, or its bytes when it is not JSON (the dedup index's binary records)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
 def decode_rows(rows: Mapping[str, bytes]) -> dict[str, Any]:
-    """The rows' JSON values; pure, so it may run in a thread while the loop serves requests."""
-    return {key: orjson.loads(raw) for key, raw in rows.items()}
+    """The rows' values (``decode_value``); pure, so it may run in a thread while the loop serves requests."""
+    return {key: decode_value(raw) for key, raw in rows.items()}
 
 
 def rows_under(
@@ -54,7 +66,7 @@ def rows_under(
         if isinstance(key, str) and key.startswith(wanted):
             raw = table.get(key)
             if raw is not None:
-                yield key[len(wanted):], orjson.loads(raw)
+                yield key[len(wanted):], decode_value(raw)
 
 
 class PartitionKeyedTable(faust.Table[str, bytes]):
@@ -62,3 +74,19 @@ class PartitionKeyedTable(faust.Table[str, bytes]):
 
     def partition_for_key(self, key: Any) -> int:
         return int(str(key).partition("|")[0])
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT[str, bytes]:
+        if URL(str(url)).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        return PartitionKeyedRocksDBStore(
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
