@@ -32,6 +32,7 @@ from salespulse.families import registry
 from salespulse.families.context import FamilyContext
 from salespulse.families.windowed import WindowedFamily
 from salespulse.models.events import Event, event_to_json
+from salespulse.outputs.alertmanager import AlertmanagerSink
 from salespulse.outputs.alerts import AlertSinks
 from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
 from salespulse.outputs.redis import RedisPublisher
@@ -168,6 +169,10 @@ class WorkerRuntime:
             self.owned_partitions,
             AlertSinks(redis_client, settings.kafka_bootstrap),
             self.health,
+            alertmanager=AlertmanagerSink(settings.alertmanager_urls, config.alerts.link, registry_)
+            if settings.alertmanager_urls else None,
+            resend_s=config.alerts.resend_seconds,
+            resolved_resend_s=config.alerts.resolved_resend_seconds,
         )
         self._unpersisted: StagedBatch | None = None
         self._poisoned = False

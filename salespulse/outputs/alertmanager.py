@@ -65,7 +65,9 @@ def am_alert(alert: Mapping[str, Any], link: LeadUrl) -> dict[str, Any]:
     url = link(alert)
     if url:
         annotations["lead_url"] = url
-    out: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": alert.get("starts_at") or alert["deadline"]}
+    if "sla_deadline" in alert:
+        annotations["sla_deadline"] = alert["sla_deadline"]
+    out: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": alert["deadline"]}
     if url:
         out["generatorURL"] = url
     if alert["status"] == "resolved":
