@@ -121,6 +121,7 @@ def render_series(series: AnySeries, totals: Mapping[Key, Mapping[str, Number]])
     return _counter_or_gauge(series, totals)
 
 
+@dataclass(eq=False)  # registered by identity (a registry keys its collectors)
 class SpecCollector(Collector):
     """A family's Prometheus series, read from the state of the partitions ``owned()`` returns at scrape time.
 
@@ -128,23 +129,14 @@ class SpecCollector(Collector):
     stands; an id that does not decode leaves out its one series (also passed to ``skipped``).
     """
 
-    def __init__(
-        self,
-        family: str,
-        series: Sequence[AnySeries],
-        totals: Totals,
-        owned: Callable[[], Iterable[int]],
-        live: Live | None = None,
-        clock: Callable[[], float] = time.time,
-        skipped: Callable[[str, str], None] | None = None,
-    ) -> None:
-        self.family = family
-        self.series = tuple(series)
-        self.totals = totals
-        self.owned = owned
-        self.live = live
-        self.clock = clock
-        self.skipped = skipped
+    family: str
+    series: Sequence[AnySeries]
+    totals: Totals
+    owned: Callable[[], Iterable[int]]
+    live: Live | None = None
+    clock: Callable[[], float] = time.time
+    #: Called with (family, why) for each series or family left out of a scrape.
+    skipped: Callable[[str, str], None] | None = None
 
     def _skip(self, why: str) -> None:
         if self.skipped is not None:

@@ -616,7 +616,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
 
 def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Final deal and lead states by a plain fold of the distinct events in event-time order (no stream code)."""
-    from salespulse.families.pipeline.family import _record_deal_event, _record_lead_event
+    from salespulse.families.pipeline.states import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
 
     ordered = sorted((EventAdapter.validate_python(e) for e in distinct),
                      key=lambda e: (e.occurred_at.timestamp(), e.event_id))
@@ -778,7 +778,7 @@ async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_pyth
 
 
 def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrides() -> None:
-    from salespulse.families.pipeline.family import config_quota_events
+    from salespulse.families.pipeline.states import config_quota_events
 
     config_events = config_quota_events({"anna": {"2026-11": 100_000.0}, "ben": {"2026-11": 50_000.0}}, "USD")
     assert [e.event_id for e in config_events] == ["config-quota:anna:2026-11:100000.0:USD",
