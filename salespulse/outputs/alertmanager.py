@@ -8,7 +8,7 @@ sent again, which the alert clock does from state every ``resend_seconds``); a r
 ``endsAt``.
 
 Delivery: each URL has a bounded queue holding the newest version of each alert; a failed post is
-retried with exponential backoff (0.5 s to 30 s) while newer versions replace older ones in the queue.
+retried with exponential backoff (0.5 s to 10 s) while newer versions replace older ones in the queue.
 A queue that is full drops its oldest alert (counted): the next resend from state brings it back.
 
 ``lead_id`` as a label: lead ids are the CRMs' opaque record ids (``0-1/123456``, ``00Q...``), not names
@@ -37,7 +37,7 @@ RULES: dict[str, tuple[str, str, str]] = {
     "deal_stalled": ("SalespulseDealStalled", "warning", "deal_id"),
     "rep_no_activity": ("SalespulseRepNoActivity", "warning", "rep_id"),
 }
-MAX_BACKOFF_S = 30.0
+MAX_BACKOFF_S = 10.0
 FIRST_BACKOFF_S = 0.5
 
 LeadUrl = Callable[[Mapping[str, Any]], str | None]
