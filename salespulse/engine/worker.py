@@ -36,6 +36,7 @@ from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.families.windowed import WindowedFamily
 from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
+from salespulse.outputs.alertmanager import AlertmanagerSink
 from salespulse.outputs.alerts import AlertSinks
 from salespulse.outputs.board_metrics import BoardInfoCollector
 from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
@@ -194,6 +195,10 @@ class WorkerRuntime:
             self.owned_partitions,
             AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,
+            alertmanager=AlertmanagerSink(settings.alertmanager_urls, config.alerts.link, registry_)
+            if settings.alertmanager_urls else None,
+            resend_s=config.alerts.resend_seconds,
+            resolved_resend_s=config.alerts.resolved_resend_seconds,
         )
         #: Leads waiting now, for the live board: with the alert clock, from the same lead states.
         lead_response = self.families.get("lead_response")

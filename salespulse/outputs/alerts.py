@@ -1,4 +1,4 @@
-"""SLA alerts out: ``salespulse.alerts`` (keyed by lead, in the lead's own partition) and Redis pub/sub.
+"""Per-lead alerts out (every rule, ``alert`` naming it): ``salespulse.alerts`` (keyed by lead, in the lead's own partition) and Redis pub/sub.
 
 Each status of a lead's alert goes out once: the lead state records it as published only after both
 sinks took it (``engine.alert_clock``); Redis guards its pub/sub message with ``HSETNX``; and before
@@ -39,6 +39,13 @@ return 0
 _GUARD_TTL_S = 35 * 86400
 
 
+def published_key(alert: dict[str, Any]) -> str:
+    """What records one alert status as sent: ``firing`` / ``resolved`` for the SLA (as before other rules
+    existed), ``<rule>:<status>`` for the others; the field of the Redis guard hash too."""
+    rule, status = alert["alert"], alert["status"]
+    return str(status) if rule == "lead_response_sla" else f"{rule}:{status}"
+
+
 class AlertSinks:
     """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
 
@@ -77,13 +84,13 @@ class AlertSinks:
                 emitted_ms = int(datetime.fromisoformat(alert["emitted_at"]).timestamp() * 1000)
                 await self._publish_once(
                     keys=[f"salespulse:alert:{lead_id}", RECENT_ALERTS_KEY],
-                    args=[alert["status"], orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S, emitted_ms, keep],
+                    args=[published_key(alert), orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S, emitted_ms, keep],
                     client=pipe,
                 )
             await pipe.execute()
 
     async def already_sent(self, partition: int) -> set[tuple[str, str]]:
-        """(lead id, status) of every alert already in the topic partition."""
+        """(lead id, published key) of every alert already in the topic partition."""
         consumer = AIOKafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
@@ -101,7 +108,7 @@ class AlertSinks:
                 idle = 0 if messages else idle + 1
                 for message in messages:
                     alert = orjson.loads(message.value)
-                    sent.add((alert["lead_id"], alert["status"]))
+                    sent.add((alert["lead_id"], published_key(alert)))
             return sent
         finally:
             await consumer.stop()

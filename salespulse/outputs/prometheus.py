@@ -52,7 +52,10 @@ class WorkerHealth:
                                        "Duration of one publisher flush (render, Redis, metric topics).",
                                        registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.alerts = Counter(
-            "salespulse_alerts_published", "SLA alerts published by this worker, by status.", ["status"], registry=registry
+            "salespulse_alerts_published",
+            "Alerts this worker published (salespulse.alerts and salespulse:alerts), by status, rule and team.",
+            ["status", "alert", "team"],
+            registry=registry,
         )
         self.batch_events = Histogram("salespulse_batch_events", "Records per worker batch.", registry=registry,
                                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000))

@@ -52,8 +52,10 @@ async def stack(
         yield process
 
 
-async def alerts_in_topic(bootstrap: str) -> list[dict]:
-    return [orjson.loads(value) for _, value in await read_topic(bootstrap, ALERTS_TOPIC)]
+async def alerts_in_topic(bootstrap: str, rule: str = "lead_response_sla") -> list[dict]:
+    """The topic's alerts of one rule (pre-breach warnings go to the same topic)."""
+    alerts = [orjson.loads(value) for _, value in await read_topic(bootstrap, ALERTS_TOPIC)]
+    return [alert for alert in alerts if alert["alert"] == rule]
 
 
 async def wait_for_alerts(bootstrap: str, predicate, timeout_s: float = 20.0) -> list[dict]:  # noqa: ANN001
@@ -98,9 +100,11 @@ async def test_an_untouched_lead_fires_at_its_deadline_and_resolves_on_first_tou
     while len(received) < 2 and time.monotonic() < until:
         # None also when the message read was the subscribe confirmation: keep reading.
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-        if message is not None:
+        if message is not None and orjson.loads(message["data"])["alert"] == "lead_response_sla":
             received.append(orjson.loads(message["data"]))
     assert [m["status"] for m in received] == ["firing", "resolved"]
+    warnings = await alerts_in_topic(fresh_broker.bootstrap, "lead_response_warning")
+    assert [(a["lead_id"], a["status"]) for a in warnings] == [("L-slow", "firing"), ("L-slow", "resolved")]
     await pubsub.aclose()
 
     totals = await wait_for_hash(redis_client, "salespulse:lead_response:team:emea:all", {"created": "2", "touched": "2", "within_sla": "1", "late": "1"})

@@ -99,7 +99,7 @@ def test_no_config_file_means_around_the_clock_and_env_sla() -> None:
     assert config.team_of_rep == {}
     assert config.lead_response.sla_seconds is None
     assert config.lead_response.effective_sla_seconds(300) == 300
-    assert config.lead_response.warn_fraction is None
+    assert config.lead_response.warn_fraction == 0.8  # the pre-breach warning is on by default
     assert config.lead_response.outbound_activity_kinds == frozenset()
 
 

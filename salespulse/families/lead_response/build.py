@@ -26,11 +26,18 @@ def build(ctx: FamilyContext) -> LeadResponseFamily:
         deadline_of=deadline_function(config, sla_s),
         business_seconds=business_seconds_function(config),
         outbound_kinds=config.lead_response.outbound_activity_kinds,
+        warn_of=warning_function(config, sla_s),
     )
 
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def warning_function(config: Config, sla_s: float) -> Callable[[float, str], float] | None:
+    """The pre-breach warning's instant: ``warn_fraction`` of the SLA in business time; None when 0 (off)."""
+    fraction = config.lead_response.warn_fraction
+    return deadline_function(config, sla_s * fraction) if fraction > 0 else None
 
 
 def deadline_function(config: Config, sla_s: float) -> Callable[[float, str], float]:

@@ -8,8 +8,11 @@ rep, team and source, in the window of the lead's *creation*) and the lead state
 
 Alerts: a *live* lead (its creation processed before deadline + grace; backfills are measured but
 never alert) that is untouched at its deadline gets ``alert = "firing"`` from the clock
-(``due_alerts``), with no other event needed; its first touch after that sets ``"resolved"``. An
-alert is published, then recorded in the lead's ``published`` list, so each status goes out once.
+(``due_alerts``), with no other event needed; its first touch after that sets ``"resolved"``. The
+pre-breach warning (``warning``) fires the same way at ``warn_at`` (a share of the SLA) and resolves at
+the first touch or when the breach fires. An alert is published, then recorded in the lead's
+``published`` list, so each status goes out once. The rep, team and source of a lead's first alert are
+frozen (``as_fired``): Alertmanager identifies an alert by its labels.
 """
 
 from __future__ import annotations
@@ -35,11 +38,19 @@ from salespulse.models.events import LeadAssigned, LeadCreated
 from salespulse.families.state import StateStore
 from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
+from salespulse.outputs.alerts import published_key
 
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
 #: A lead whose creation is processed later than this after its deadline is history: never alerted.
 LIVE_GRACE_S = 600.0
+SLA_RULE = "lead_response_sla"
+WARNING_RULE = "lead_response_warning"
+#: Per rule: the state's (status, fired-at, resolved-at) keys.
+RULE_KEYS: dict[str, tuple[str, str, str]] = {
+    SLA_RULE: ("alert", "fired_at", "resolved_at"),
+    WARNING_RULE: ("warning", "warned_at", "warning_resolved_at"),
+}
 
 DeadlineOf = Callable[[float, str], float]  # (created epoch, team) -> deadline epoch
 BusinessSeconds = Callable[[float, float, str], float]  # (start, end, team) -> open seconds between
@@ -56,6 +67,7 @@ class LeadResponseFamily(WindowedFamily):
         deadline_of: DeadlineOf | None = None,
         business_seconds: BusinessSeconds | None = None,
         outbound_kinds: Iterable[str] = (),
+        warn_of: DeadlineOf | None = None,
     ) -> None:
         super().__init__(cells, tz, retention_s)
         self.sla_s = sla_s
@@ -65,6 +77,12 @@ class LeadResponseFamily(WindowedFamily):
         self._lead = cast(Callable[[int, str], LeadState | None], leads.get)  # typed, as in EngagementFamily
         self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
         self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
+        #: (created epoch, team) -> the pre-breach warning's instant; None: no warnings.
+        self.warn_of = warn_of
+        #: Per partition: heap of (warn_at, lead id) of live awaiting leads not warned yet.
+        self.warnings: dict[int, list[tuple[float, str]]] = {}
+        #: Per partition: leads with an alert status of any rule (what is re-sent to Alertmanager).
+        self.alerting: dict[int, set[str]] = {}
         #: Per partition: leads created and not touched -> their lead id (all, live or not).
         self.awaiting: dict[int, set[str]] = {}
         #: Per partition: heap of (deadline, lead id) of live awaiting leads without an alert yet.
@@ -87,10 +105,13 @@ class LeadResponseFamily(WindowedFamily):
         """Rebuild the in-memory indexes of a partition from its lead cells."""
         self.awaiting[partition] = set()
         self.deadlines[partition] = []
+        self.warnings[partition] = []
+        self.alerting[partition] = set()
         for lead_id, lead in self._leads(partition):
             self._index(partition, lead_id, lead)
         heapq.heapify(self.deadlines[partition])
         self.awaiting_changed.add(partition)
+        heapq.heapify(self.warnings[partition])
         if any(p == partition for p, _ in self.unpublished):
             self.inherited_unpublished.add(partition)
 
@@ -98,6 +119,8 @@ class LeadResponseFamily(WindowedFamily):
         super().drop_partition(partition)
         self.awaiting.pop(partition, None)
         self.deadlines.pop(partition, None)
+        self.warnings.pop(partition, None)
+        self.alerting.pop(partition, None)
         self.unpublished = {entry for entry in self.unpublished if entry[0] != partition}
         self.inherited_unpublished.discard(partition)
 
@@ -107,15 +130,23 @@ class LeadResponseFamily(WindowedFamily):
         if lead.get("created") is not None and lead.get("touch") is None:
             self.awaiting[partition].add(lead_id)
             if lead.get("live") and lead.get("alert") is None:
-                entry = (lead["deadline"], lead_id)
-                if push is None:
-                    self.deadlines[partition].append(entry)
-                elif push:
-                    heapq.heappush(self.deadlines[partition], entry)
+                self._push(self.deadlines[partition], (lead["deadline"], lead_id), push)
+                warn_at = lead.get("warn_at")
+                if warn_at is not None and lead.get("warning") is None:
+                    self._push(self.warnings[partition], (warn_at, lead_id), push)
         else:
             self.awaiting[partition].discard(lead_id)
-        if lead.get("alert") and lead["alert"] not in lead.get("published", ()):
-            self.unpublished.add((partition, lead_id))
+        if lead.get("alert") or lead.get("warning"):
+            self.alerting.setdefault(partition, set()).add(lead_id)
+            if any(key not in lead.get("published", ()) for _, key, _ in self._statuses(lead_id, lead)):
+                self.unpublished.add((partition, lead_id))
+
+    @staticmethod
+    def _push(heap: list[tuple[float, str]], entry: tuple[float, str], push: bool | None) -> None:
+        if push is None:
+            heap.append(entry)  # loading: heapified after
+        elif push:
+            heapq.heappush(heap, entry)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -179,6 +210,7 @@ class LeadResponseFamily(WindowedFamily):
             lead["mql"] = event.mql
         lead["hours_team"] = lead.get("team") or UNASSIGNED  # whose business hours set the clock
         lead["deadline"] = self.deadline_of(lead["created"], lead["hours_team"])
+        lead["warn_at"] = None if self.warn_of is None else self.warn_of(lead["created"], lead["hours_team"])
         if first:
             lead["live"] = arrived <= lead["deadline"] + LIVE_GRACE_S
 
@@ -190,10 +222,26 @@ class LeadResponseFamily(WindowedFamily):
         lead["toucher"] = event.rep_id
         if event.team and not lead.get("team"):
             lead["team"], lead["team_from"] = event.team, "touch"
-        if lead.get("alert") == "firing":
-            lead["alert"] = "resolved"
-            lead["resolved_at"] = now
-            self.unpublished.add((partition, lead_id))
+        for rule in (SLA_RULE, WARNING_RULE):
+            if self._resolve(lead, rule, now):
+                self.unpublished.add((partition, lead_id))
+
+    @staticmethod
+    def _resolve(lead: LeadState, rule: str, now: float) -> bool:
+        status, _, resolved_at = RULE_KEYS[rule]
+        if lead.get(status) != "firing":
+            return False
+        state = cast(dict[str, Any], lead)
+        state[status], state[resolved_at] = "resolved", now
+        return True
+
+    @staticmethod
+    def _fire(lead: LeadState, rule: str, now: float) -> None:
+        status, fired_at, _ = RULE_KEYS[rule]
+        state = cast(dict[str, Any], lead)
+        state[status], state[fired_at] = "firing", now
+        if "as_fired" not in lead:
+            lead["as_fired"] = [responsible_rep(lead), lead.get("team") or UNASSIGNED, lead.get("source") or UNKNOWN_SOURCE]
 
     @staticmethod
     def _assign(lead: LeadState, at: float, rep: str) -> None:
@@ -231,8 +279,25 @@ class LeadResponseFamily(WindowedFamily):
         """Fire every live lead of these partitions that reached its deadline untouched; returns how many."""
         fired = 0
         for partition in partitions:
-            heap = self.deadlines.get(partition)
             changed: set[str] = set()
+            warnings = self.warnings.get(partition)
+            while warnings and warnings[0][0] <= now:
+                warn_at, lead_id = heapq.heappop(warnings)
+                lead = self._lead(partition, lead_id)
+                if (
+                    lead is None
+                    or lead.get("touch") is not None
+                    or lead.get("warning") is not None
+                    or lead.get("alert") is not None
+                    or not lead.get("live")
+                    or lead.get("warn_at") != warn_at
+                    or lead["deadline"] <= now  # past the deadline already (a worker was down): the breach says it
+                ):
+                    continue
+                self._fire(lead, WARNING_RULE, now)
+                self._after_fire(partition, lead_id, changed)
+                fired += 1
+            heap = self.deadlines.get(partition)
             while heap and heap[0][0] <= now:
                 deadline, lead_id = heapq.heappop(heap)
                 lead = self._lead(partition, lead_id)
@@ -244,14 +309,18 @@ class LeadResponseFamily(WindowedFamily):
                     or lead.get("deadline") != deadline
                 ):
                     continue  # touched, already alerted, or its deadline moved (an earlier creation)
-                lead["alert"] = "firing"
-                lead["fired_at"] = now
-                changed.add(lead_id)
-                self.unpublished.add((partition, lead_id))
+                self._fire(lead, SLA_RULE, now)
+                self._resolve(lead, WARNING_RULE, now)  # the breach takes over from its warning
+                self._after_fire(partition, lead_id, changed)
                 fired += 1
             if changed:
                 self.leads.write_many(partition, changed)  # one changelog record per partition and tick
         return fired
+
+    def _after_fire(self, partition: int, lead_id: str, changed: set[str]) -> None:
+        changed.add(lead_id)
+        self.unpublished.add((partition, lead_id))
+        self.alerting.setdefault(partition, set()).add(lead_id)
 
     def pending_alerts(self, owned: set[int]) -> list[tuple[int, str, dict[str, Any]]]:
         """Alerts to publish now: (partition, lead id, contract alert JSON), oldest status first."""
@@ -263,34 +332,78 @@ class LeadResponseFamily(WindowedFamily):
             if lead is None:
                 continue
             published = lead.get("published", [])
-            for status in ("firing", "resolved"):
-                if status in published or not self._has_status(lead, status):
-                    continue
-                emitted = lead["fired_at"] if status == "firing" else lead["resolved_at"]
-                out.append((partition, lead_id, self.alert_json(lead_id, lead, status, emitted)))
+            for alert, key, _ in self._statuses(lead_id, lead):
+                if key not in published:
+                    out.append((partition, lead_id, alert))
         return out
 
-    @staticmethod
-    def _has_status(lead: LeadState, status: str) -> bool:
-        return lead.get("alert") == status or (status == "firing" and lead.get("alert") == "resolved")
+    def _statuses(self, lead_id: str, lead: LeadState, now: float | None = None) -> Iterator[tuple[dict[str, Any], str, float]]:
+        """Every status the lead's alerts went through, oldest first: (alert JSON, published key, emitted at).
 
-    def alert_json(self, lead_id: str, lead: LeadState, status: str, emitted: float) -> dict[str, Any]:
-        """The contract's alert message for one lead and status."""
-        return {
-            "alert": "lead_response_sla",
+        With ``now``, a firing status is stamped ``now`` (its age grows on each resend to Alertmanager).
+        """
+        state = cast(dict[str, Any], lead)
+        for rule, (status_key, fired_key, resolved_key) in RULE_KEYS.items():
+            status = state.get(status_key)
+            if status is None:
+                continue
+            firing = self.alert_json(lead_id, lead, "firing", state[fired_key], rule)
+            if status == "firing":
+                if now is not None:
+                    firing = self.alert_json(lead_id, lead, "firing", now, rule)
+                yield firing, published_key(firing), state[fired_key]
+                continue
+            yield firing, published_key(firing), state[fired_key]
+            resolved = self.alert_json(lead_id, lead, "resolved", state[resolved_key], rule)
+            yield resolved, published_key(resolved), state[resolved_key]
+
+    def alert_json(
+        self, lead_id: str, lead: LeadState, status: str, emitted: float, rule: str = SLA_RULE
+    ) -> dict[str, Any]:
+        """The contract's alert message for one lead, rule and status (``deadline``: when the rule fires)."""
+        rep, team, source = lead.get("as_fired") or (
+            responsible_rep(lead), lead.get("team") or UNASSIGNED, lead.get("source") or UNKNOWN_SOURCE
+        )
+        out: dict[str, Any] = {
+            "alert": rule,
             "status": status,
             "lead_id": lead_id,
-            "rep_id": responsible_rep(lead),
-            "team": lead.get("team") or UNASSIGNED,
-            "source": lead.get("source") or UNKNOWN_SOURCE,
+            "rep_id": rep,
+            "team": team,
+            "source": source,
             "created_at": iso(lead["created"]),
             "deadline": iso(lead["deadline"]),
             "emitted_at": iso(emitted),
             "age_seconds": round(emitted - lead["created"], 3),
         }
+        if rule == WARNING_RULE:
+            out["deadline"] = iso(cast(float, lead.get("warn_at")))
+            out["sla_deadline"] = iso(lead["deadline"])
+        return out
+
+    def active_alerts(self, owned: Iterable[int], now: float, resolved_within_s: float) -> list[dict[str, Any]]:
+        """What Alertmanager must hold now, from state: every firing alert (stamped ``now``) and every alert
+        resolved within ``resolved_within_s`` (with its resolution time), of the owned partitions."""
+        out: list[dict[str, Any]] = []
+        for partition in owned:
+            leads = self.alerting.get(partition, set())
+            for lead_id in list(leads):
+                lead = self._lead(partition, lead_id)
+                if lead is None:
+                    leads.discard(lead_id)
+                    continue
+                latest: dict[str, tuple[dict[str, Any], float]] = {}
+                for alert, _, at in self._statuses(lead_id, lead, now):
+                    latest[alert["alert"]] = (alert, at)
+                current = [alert for alert, at in latest.values()
+                           if alert["status"] == "firing" or at >= now - resolved_within_s]
+                if not current:
+                    leads.discard(lead_id)  # every alert of the lead resolved long ago
+                out.extend(current)
+        return out
 
     def mark_published(self, published: Iterable[tuple[int, str, str]]) -> None:
-        """Record durably that these (partition, lead id, status) alerts went out, so never again."""
+        """Record durably that these (partition, lead id, published key) alerts went out, so never again."""
         changed: dict[int, set[str]] = {}
         for partition, lead_id, status in published:
             lead = self._lead(partition, lead_id)
@@ -300,7 +413,7 @@ class LeadResponseFamily(WindowedFamily):
             if status not in statuses:
                 statuses.append(status)
                 changed.setdefault(partition, set()).add(lead_id)
-            if all(s in statuses for s in ("firing", "resolved") if self._has_status(lead, s)):
+            if all(key in statuses for _, key, _ in self._statuses(lead_id, lead)):
                 self.unpublished.discard((partition, lead_id))
         for partition, names in changed.items():
             self.leads.write_many(partition, names)
@@ -397,5 +510,6 @@ class LeadResponseFamily(WindowedFamily):
             awaiting = self.awaiting.get(partition, set())
             awaiting.difference_update(stale)
             self.awaiting_changed.add(partition)
+            self.alerting.get(partition, set()).difference_update(stale)
         return expired + len(stale)
 

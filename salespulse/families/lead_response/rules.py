@@ -63,7 +63,12 @@ class LeadState(TypedDict, total=False):
     alert: str | None  # firing | resolved
     fired_at: float
     resolved_at: float
-    published: list[str]  # alert statuses already published
+    warn_at: float | None  # pre-breach warning instant (a share of the SLA in business time), None: off
+    warning: str | None  # firing | resolved (the pre-breach warning)
+    warned_at: float
+    warning_resolved_at: float
+    as_fired: list[str]  # [rep, team, source] when the lead's first alert fired: its labels never change
+    published: list[str]  # alert statuses already published (``outputs.alerts.published_key``)
 
 
 def is_touch(event: object, outbound_kinds: frozenset[str] = frozenset()) -> bool:
