@@ -102,6 +102,10 @@ class WindowedFamily(WindowQueries):
         self.tz = tz
         self.retention_s = retention_s
         self.dirty: set[Dirty] = set()
+        #: Aggregates to publish again with no change of their own (a partition assigned, Redis emptied, the
+        #: hour turned for rolling windows): rendered only within the slow budget, after the dirty ones, so a
+        #: month of history republished after a restart does not hold up the flushes of live traffic.
+        self.backlog: set[Dirty] = set()
         #: Highest offset processed per partition: the version of rolling partials, which shrink with time.
         self.partition_wm: dict[int, int] = {}
         #: Highest offset applied in memory per partition since it was loaded, persisted or not. What a render
@@ -230,18 +234,22 @@ class WindowedFamily(WindowQueries):
 
     # -- what to publish -----------------------------------------------------------------------------
 
-    def mark_partition_dirty(self, partition: int) -> None:
-        """Republish everything a partition holds (after it was assigned)."""
+    def mark_partition_dirty(self, partition: int, now: float | None = None) -> None:
+        """Republish everything a partition holds (after it was assigned): its all-time and today's
+        aggregates with the next flush, the other windows through the slow budget (``backlog``)."""
+        today = calendar_buckets(time.time() if now is None else now, self.tz)[0]
         for name, cell in self.cells.items(partition):
             grain, bucket = name.split("|", 1)
             if grain not in ("all", "hour", "day", "week", "month"):
                 continue
+            live = grain == "all" or (grain == "day" and bucket == today)
+            into = self.dirty if live else self.backlog
+            if grain == "hour":
+                bucket = ALL_TIME
+                grain = "rolling"
             for scope in self.published_scopes:
-                for ident in cell.get(scope, {}):
-                    if grain == "hour":
-                        self.dirty.add((partition, "rolling", ALL_TIME, scope, ident))
-                    else:
-                        self.dirty.add((partition, grain, bucket, scope, ident))
+                for ident in cell.get(scope, _NO_FIELDS):
+                    into.add((partition, grain, bucket, scope, ident))
 
     def startup_events(self) -> list[Any]:
         """Events to write to ``salespulse.events`` when a worker starts (configuration as events): none by default."""
@@ -252,17 +260,18 @@ class WindowedFamily(WindowQueries):
         return []
 
     def mark_rolling_dirty(self, partitions: Iterable[int]) -> None:
-        """Republish rolling windows (their values change as hours pass, with no new event)."""
+        """Republish rolling windows (their values change as hours pass, with no new event), within the slow budget."""
         for partition in partitions:
             for name, cell in self.cells.items(partition):
                 if name.startswith("hour|"):
                     for scope in self.published_scopes:
-                        for ident in cell.get(scope, {}):
-                            self.dirty.add((partition, "rolling", ALL_TIME, scope, ident))
+                        for ident in cell.get(scope, _NO_FIELDS):
+                            self.backlog.add((partition, "rolling", ALL_TIME, scope, ident))
 
     def drop_partition(self, partition: int) -> None:
         """Forget pending publications and caches of a partition this worker lost."""
         self.dirty = {entry for entry in self.dirty if entry[0] != partition}
+        self.backlog = {entry for entry in self.backlog if entry[0] != partition}
         self.partition_wm.pop(partition, None)
         self.staged_wm.pop(partition, None)
         self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
@@ -283,8 +292,9 @@ class WindowedFamily(WindowQueries):
         """Take the dirty aggregates of owned partitions and return them as absolute partials.
 
         With ``slow_budget``, every live window (all time, today) is rendered, and at most that many
-        of the other dirty aggregates; the rest stay dirty for the next flush. Under load this keeps
-        each flush small, so the live windows reach Redis within a flush or two.
+        of the other dirty aggregates, then of the ``backlog`` while the budget lasts; the rest wait for
+        the next flush. Under load this keeps each flush small, so the live windows reach Redis within a
+        flush or two. Without it, everything dirty and the whole backlog are rendered.
         """
         self._rendering = True  # cells do not change until it returns: ``_present_hours`` may be kept
         try:
@@ -295,12 +305,21 @@ class WindowedFamily(WindowQueries):
 
     def _render(self, owned: set[int], now: float, slow_budget: int | None) -> list[Partial]:
         dirty, self.dirty = self.dirty, set()
-        if slow_budget is not None:
+        backlog = self.backlog
+        if backlog:
+            backlog.difference_update(dirty)  # rendered now as a change
+        if slow_budget is None:
+            dirty.update(backlog)
+            backlog.clear()
+        else:
             slow = [entry for entry in dirty if entry[1] not in LIVE_GRAINS]
             if len(slow) > slow_budget:
                 deferred = slow[slow_budget:]
                 self.dirty.update(deferred)
                 dirty.difference_update(deferred)
+            else:
+                for _ in range(min(slow_budget - len(slow), len(backlog))):
+                    dirty.add(backlog.pop())
         updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         partials: list[Partial] = []
         windows: dict[str, tuple[str, int]] = {}  # cell name -> (published window name, TTL): once per render
