@@ -79,6 +79,8 @@ class WindowedFamily(WindowQueries):
     """
 
     spec: FamilySpec
+    #: What "today" is when a partition is republished (``mark_partition_dirty``).
+    wall_clock: Callable[[], float] = staticmethod(time.time)
     #: Per-rep targets: ``(rep, grain) -> {field: target}`` for day, week and month windows (None: none).
     targets: Callable[[str, str], Mapping[str, int]] | None = None
 
@@ -114,7 +116,9 @@ class WindowedFamily(WindowQueries):
         #: version, which Redis refused after a restart (it held a newer one) while the dirty mark was spent.
         self.staged_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
-        self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
+        self._window_cache: dict[int, tuple[tuple[int, str], tuple[WindowSpec, ...]]] = {}
+        #: Deltas summed by ``add`` until ``settle``: (partition, windows key, only, now) -> (windows, {(scope, id): fields}).
+        self._pending: dict[tuple[int, tuple[int, str], str | None, float], tuple[tuple[WindowSpec, ...], dict[tuple[str, str], dict[str, Number]]]] = {}
         #: (partition, scope, id) -> (current hour, {span hours: sum of the span's completed hours}).
         self._rolling_base: dict[tuple[int, str, str], tuple[int, dict[int, dict[str, Number]]]] = {}
         #: Per partition, during a render: the UTC hours that have a cell, ascending (see ``_rolling``).
@@ -141,9 +145,50 @@ class WindowedFamily(WindowQueries):
         """Apply deltas to every kept window cell of the instant ``epoch`` that has not seen ``offset``.
 
         ``only``: a single grain (e.g. ``"month"`` for a monthly quota) instead of every window.
+
+        An offset past the partition's persisted watermark is past every cell's (all of a batch, unless a
+        crash is being replayed): its deltas are summed per (the instant's windows, scope, id) and reach the
+        cells at ``settle``, which the processor calls after each batch. A batch's events mostly share their
+        windows, so each window cell then changes once per id and batch instead of once per event.
         """
-        # The hot path of every family (several calls per event): the partition's cells and the scope
-        # tests are resolved once per call, not once per window and delta.
+        persisted = self.partition_wm.get(partition)
+        if persisted is None or offset <= persisted:
+            self._apply(partition, offset, now, self._windows(epoch), deltas, only)
+            return
+        group_key, windows = self._windows_keyed(epoch)
+        key = (partition, group_key, only, now)
+        group = self._pending.get(key)
+        if group is None:
+            group = self._pending[key] = (windows, {})
+        sums = group[1]
+        for scope, ident, changes in deltas:
+            fields = sums.get((scope, ident))
+            if fields is None:
+                sums[(scope, ident)] = dict(changes)  # a copy: a family may pass one dict for several deltas
+            else:
+                add_fields(fields, changes)
+
+    def settle(self) -> None:
+        """Apply the deltas ``add`` summed since the last call to the cells (before a render or a persist)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        for (partition, _group, only, now), (windows, sums) in pending.items():
+            deltas = [(scope, ident, fields) for (scope, ident), fields in sums.items()]
+            self._apply(partition, None, now, windows, deltas, only)
+
+    def _apply(
+        self,
+        partition: int,
+        offset: int | None,
+        now: float,
+        windows: tuple[WindowSpec, ...],
+        deltas: Sequence[Delta],
+        only: str | None,
+    ) -> None:
+        """Deltas into the kept cells of ``windows``; ``offset`` None: past every cell's watermark (summed ones)."""
+        # The hot path of every family: the partition's cells and the scope tests are resolved once per
+        # call, not once per window and delta.
         cutoff = now - self.retention_s
         current_hour = hour_bucket(now)
         oldest_hour = current_hour - self._hours_kept
@@ -153,7 +198,7 @@ class WindowedFamily(WindowQueries):
         published = self.published_scopes
         rolling_base = self._rolling_base
         everywhere = [delta for delta in deltas if delta[0] not in self.all_time_scopes]
-        for grain, bucket, name, end, hour in self._windows(epoch):
+        for grain, bucket, name, end, hour in windows:
             if only is not None and grain != only:
                 continue
             if hour is not None:
@@ -164,7 +209,7 @@ class WindowedFamily(WindowQueries):
             cell = cells.get(name)
             if cell is None:
                 cell = store.cell(partition, name)
-            if offset <= cell["wm"]:
+            if offset is not None and offset <= cell["wm"]:
                 continue  # already applied before a crash: replay must not count it twice
             for scope, ident, changes in deltas if grain == "all" else everywhere:
                 try:
@@ -197,14 +242,19 @@ class WindowedFamily(WindowQueries):
             store.touch(partition, name)
 
     def _windows(self, epoch: float) -> tuple[WindowSpec, ...]:
-        """The cells an instant falls in, cached per quarter hour (all real UTC offsets are multiples)."""
+        """The cells an instant falls in."""
+        return self._windows_keyed(epoch)[1]
+
+    def _windows_keyed(self, epoch: float) -> tuple[tuple[int, str], tuple[WindowSpec, ...]]:
+        """The cells an instant falls in, with a key naming them ((UTC hour, day): instants with the same key
+        fall in the same cells), cached per quarter hour (all real UTC offsets are multiples)."""
         quarter = int(epoch // 900)
         found = self._window_cache.get(quarter)
         if found is None:
             day, week, month = calendar_buckets(epoch, self.tz)
             hour = hour_bucket(epoch)
             windows = [("all", ALL_TIME), ("hour", str(hour)), ("day", day), ("week", week), ("month", month)]
-            found = tuple(
+            found = (hour, day), tuple(
                 (grain, bucket, f"{grain}|{bucket}", window_end_ts(grain, bucket, self.tz), hour if grain == "hour" else None)
                 for grain, bucket in windows
             )
@@ -215,6 +265,7 @@ class WindowedFamily(WindowQueries):
 
     def expire(self, partition: int, now: float) -> int:
         """Delete cells whose window left retention (hour cells once older than the longest rolling span)."""
+        self.settle()
         oldest_hour = hour_bucket(now) - self._hours_kept
         cutoff = now - self.retention_s
         expired = 0
@@ -234,10 +285,10 @@ class WindowedFamily(WindowQueries):
 
     # -- what to publish -----------------------------------------------------------------------------
 
-    def mark_partition_dirty(self, partition: int, now: float | None = None) -> None:
-        """Republish everything a partition holds (after it was assigned): its all-time and today's
+    def mark_partition_dirty(self, partition: int) -> None:
+        """Republish everything a partition holds (after it was assigned): its all-time and today's (``wall_clock``)
         aggregates with the next flush, the other windows through the slow budget (``backlog``)."""
-        today = calendar_buckets(time.time() if now is None else now, self.tz)[0]
+        today = calendar_buckets(self.wall_clock(), self.tz)[0]
         for name, cell in self.cells.items(partition):
             grain, bucket = name.split("|", 1)
             if grain not in ("all", "hour", "day", "week", "month"):
@@ -296,6 +347,7 @@ class WindowedFamily(WindowQueries):
         the next flush. Under load this keeps each flush small, so the live windows reach Redis within a
         flush or two. Without it, everything dirty and the whole backlog are rendered.
         """
+        self.settle()
         self._rendering = True  # cells do not change until it returns: ``_present_hours`` may be kept
         try:
             return self._render(owned, time.time() if now is None else now, slow_budget)

@@ -99,7 +99,8 @@ def test_a_loaded_partition_republishes_all_time_and_today_at_once_and_older_win
     restarted.ensure_loaded(0)
     family.dirty.clear()
     family.backlog.clear()
-    family.mark_partition_dirty(0, NOW)
+    family.wall_clock = lambda: NOW
+    family.mark_partition_dirty(0)
     first = {p.record["window"] for p in family.render({0}, NOW, slow_budget=5) if p.record["scope"] == "rep"}
     assert {"all", "day:2026-11-22"} <= first
     assert len(first - {"all", "day:2026-11-22"}) <= 5  # the budget (rep and team aggregates together)
