@@ -38,17 +38,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str((args.code or HERE.parent).resolve()))
 
-from aiokafka.partitioner import murmur2  # noqa: E402
-from zoneinfo import ZoneInfo  # noqa: E402
 
 import bench_month  # noqa: E402
-from salespulse.config import Config  # noqa: E402
-from salespulse.engine.cells import CellStore  # noqa: E402
-from salespulse.engine.dedup import DedupIndex  # noqa: E402
-from salespulse.engine.processor import BatchProcessor, StagedBatch  # noqa: E402
-from salespulse.engine.record_log import RecordLog  # noqa: E402
-from salespulse.families import registry  # noqa: E402
-from salespulse.families.context import FamilyContext  # noqa: E402
+from month_setup import month_processor, placed  # noqa: E402
+from salespulse.engine.processor import StagedBatch  # noqa: E402
 
 PARTITIONS = 4
 
@@ -67,28 +60,10 @@ class CountingTable(dict[str, bytes]):
 
 def main() -> dict[str, Any]:
     workload = bench_month.month_workload(max(args.total, args.events), 1, 300, 15, 0.01, 30.0)
-    offsets = [0] * PARTITIONS
-    placed: list[tuple[int, int, bytes]] = []
-    for key, value in workload.records[: args.events]:
-        partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
-        placed.append((partition, offsets[partition], value))
-        offsets[partition] += 1
+    records = placed(workload.records[: args.events], PARTITIONS)
     del workload
     table = CountingTable()
-    families = [
-        registry.load(name).build(
-            FamilyContext(
-                cells=lambda prefix: CellStore(table, prefix),
-                states=lambda prefix: RecordLog(table, prefix),
-                tz=ZoneInfo("UTC"),
-                retention_s=35 * 86400,
-                config=Config(),
-                sla_s=300,
-            )
-        )
-        for name in registry.NAMES
-    ]
-    processor = BatchProcessor(DedupIndex(table, 72 * 3600), families, lambda record, why: None)
+    families, processor = month_processor(table)
     owned = set(range(PARTITIONS))
     stage_s = persist_s = render_s = 0.0
     partials = 0
@@ -99,10 +74,10 @@ def main() -> dict[str, Any]:
     if profile is not None:
         profile.enable()
     last = time.process_time()
-    for batch, start in enumerate(range(0, len(placed), 2000), 1):
+    for batch, start in enumerate(range(0, len(records), 2000), 1):
         now = time.time()
         t0 = time.process_time()
-        staged = processor.stage(placed[start : start + 2000], now)
+        staged = processor.stage(records[start : start + 2000], now)
         t1 = time.process_time()
         pending = staged if pending is None else pending.merge(staged)
         if batch % args.persist_every == 0:
