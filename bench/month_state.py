@@ -28,16 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiokafka.partitioner import murmur2  # noqa: E402
+from month_setup import month_processor, placed  # noqa: E402
 
-from salespulse.config import Config  # noqa: E402
-from salespulse.engine.cells import CellStore  # noqa: E402
-from salespulse.engine.dedup import DedupIndex  # noqa: E402
-from salespulse.engine.processor import BatchProcessor  # noqa: E402
-from salespulse.engine.record_log import RecordLog  # noqa: E402
-from salespulse.families import registry  # noqa: E402
-from salespulse.families.context import FamilyContext  # noqa: E402
-from zoneinfo import ZoneInfo  # noqa: E402
+
 
 
 def trimmed_rss_mb() -> float:
@@ -60,34 +53,16 @@ def measure(events: int, partitions: int, args: argparse.Namespace) -> dict[str,
     workload = bench_month.month_workload(args.total, args.seed, args.reps, args.teams, 0.01, 30.0)
     records = workload.records[:events]
     del workload
-    offsets = [0] * partitions
-    placed: list[tuple[int, int, bytes]] = []
-    for key, value in records:
-        p = (murmur2(key) & 0x7FFFFFFF) % partitions
-        placed.append((p, offsets[p], value))
-        offsets[p] += 1
+    records_placed = placed(records, partitions)
     del records
     gc.collect()
     table: dict[str, bytes] = {}
-    families = [
-        registry.load(name).build(
-            FamilyContext(
-                cells=lambda prefix: CellStore(table, prefix),
-                states=lambda prefix: RecordLog(table, prefix),
-                tz=ZoneInfo("UTC"),
-                retention_s=35 * 86400,
-                config=Config(),
-                sla_s=300,
-            )
-        )
-        for name in registry.NAMES
-    ]
-    processor = BatchProcessor(DedupIndex(table, 72 * 3600), families, lambda r, why: None)
+    families, processor = month_processor(table)
     cpu0 = time.process_time()
-    for start in range(0, len(placed), 2000):
-        processor.process(placed[start : start + 2000])
+    for start in range(0, len(records_placed), 2000):
+        processor.process(records_placed[start : start + 2000])
     cpu = time.process_time() - cpu0
-    del placed
+    del records_placed
     keys: Counter[str] = Counter()
     encoded: Counter[str] = Counter()
     for key, value in table.items():

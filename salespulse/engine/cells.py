@@ -29,6 +29,11 @@ class CellStore:
         self._touched: dict[int, set[str]] = {}
 
     @property
+    def prefix(self) -> str:
+        """The prefix of this store's table rows (``"<partition>|<prefix>|<name>"``)."""
+        return self._prefix
+
+    @property
     def partitions(self) -> set[int]:
         """Partitions whose cells are loaded."""
         return set(self._cells)

@@ -67,6 +67,11 @@ class DedupIndex:
         self._pending: dict[int, dict[int, int]] = {}
 
     @property
+    def prefix(self) -> str:
+        """The prefix of this store's table rows (``"<partition>|<prefix>|<name>"``)."""
+        return _PREFIX
+
+    @property
     def table(self) -> MutableMapping[str, bytes]:
         """The table every store of the worker shares."""
         return self._table

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from salespulse.models.errors import field_errors
 from salespulse.models.events import Event, event_from_json
 from salespulse.engine.dedup import DedupIndex
-from salespulse.engine.faust.tables import DecodedRows, decode_rows, partition_rows
+from salespulse.engine.faust.tables import DecodedRows, decode_rows, partition_keys, read_rows
 from salespulse.families.state import StateStore
 from salespulse.topics import bounded_text, dead_letter_payload
 
@@ -58,6 +58,10 @@ class Family(Protocol):
         ...
 
     def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool: ...
+    def settle(self) -> None:
+        """Bring what ``apply`` deferred (deltas summed over a batch) into the cells."""
+        ...
+
     def expire(self, partition: int, now: float) -> int: ...
     def mark_partition_dirty(self, partition: int) -> None: ...
     def drop_partition(self, partition: int) -> None: ...
@@ -134,28 +138,31 @@ class BatchProcessor:
 
     async def load(self, partitions: Iterable[int]) -> None:
         """``ensure_loaded`` for a running worker: the event loop keeps serving (scrapes, health checks, the
-        flusher) while a large state loads. A partition's rows are decoded in a thread (most of the cost; the
-        loop gets the GIL between rows), then installed store by store with a yield after each. A partition
-        dropped meanwhile (revoked) is not installed."""
+        flusher) while a large state loads. A partition is loaded store by store: the store's rows are read,
+        decoded in a thread (most of the cost; the loop gets the GIL between rows) and installed, then freed
+        before the next store's, so a restart holds one store's raw and decoded rows at a time beside the
+        state (all of a partition's at once peaked at 1.5 times the state's memory). A partition dropped
+        meanwhile (revoked) is not installed."""
+        table = self.dedup.table
         for partition in sorted(set(partitions)):
             async with self._loading.setdefault(partition, asyncio.Lock()):
                 if partition in self.loaded:
                     continue
                 generation = self._generation.get(partition, 0)
-                decoded: DecodedRows = await asyncio.to_thread(decode_rows, partition_rows(self.dedup.table, partition))
 
                 def overtaken() -> bool:  # dropped meanwhile, or loaded by ``ensure_loaded`` (which never yields)
                     return self._generation.get(partition, 0) != generation or partition in self.loaded
 
-                if overtaken():
-                    continue
-                watermark = self.dedup.load_partition(partition, decoded)
-                for family in self.families:
-                    for store in family.stores:
-                        await asyncio.sleep(0)
-                        if overtaken():
-                            break
-                        watermark = max(watermark, store.load_partition(partition, decoded))
+                keys = partition_keys(table, partition)
+                watermark = -1
+                stores: list[DedupIndex | StateStore] = [self.dedup]
+                stores += [store for family in self.families for store in family.stores]
+                for store in stores:
+                    decoded: DecodedRows = await asyncio.to_thread(decode_rows, read_rows(table, keys.pop(store.prefix, ())))
+                    if overtaken():
+                        break
+                    watermark = max(watermark, store.load_partition(partition, decoded))
+                    del decoded
                 if overtaken():
                     if partition not in self.loaded:
                         self._forget(partition)
@@ -263,6 +270,7 @@ class BatchProcessor:
                 except Exception as exc:  # a bug must cost one event, not the agent
                     log.exception("event at %s/%s failed in a metric family", partition, offset)
                     failed[index] = f"processing error: {type(exc).__name__}: {exc}"
+            family.settle()
         by_type = stats.by_type
         for index, _offset, event, _arrived in admitted:
             if index not in failed:

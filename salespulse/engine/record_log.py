@@ -38,6 +38,11 @@ class RecordLog:
         return table_key(partition, f"{self._prefix}|{seq:012d}")
 
     @property
+    def prefix(self) -> str:
+        """The prefix of this store's table rows (``"<partition>|<prefix>|<name>"``)."""
+        return self._prefix
+
+    @property
     def partitions(self) -> set[int]:
         return set(self._states)
 

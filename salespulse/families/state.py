@@ -17,6 +17,11 @@ Cell = dict[str, Any]
 class StateStore(Protocol):
     """Named cells per partition, loaded on assignment, written once per persisted batch."""
 
+    @property
+    def prefix(self) -> str:
+        """What names this store's rows in the engine's table (the engine loads a partition store by store)."""
+        ...
+
     def load_partition(self, partition: int, decoded: Mapping[str, Any] | None = None) -> int:
         """Load a partition's cells into memory (from ``decoded``, the partition's rows decoded ahead, when
         given); returns the highest watermark found (-1 if none)."""

@@ -4,81 +4,37 @@ A family turns each admitted event into *deltas* ``(scope, id, {field: change})`
 the event's ``occurred_at``; for lead response, the lead's creation). ``add`` applies them to every
 window cell of that instant: ``all|-``, ``hour|<utc hour>`` (for rolling spans), ``day``, ``week`` and
 ``month`` in the configured time zone. Each cell skips offsets it already holds (``wm``), so replays
-are idempotent. ``render`` turns what changed into absolute per-partition partials for the publishers.
+are idempotent. What changed is marked for publication; ``rendering.WindowRendering`` renders it.
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
-from functools import lru_cache
-from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-
 from salespulse.families.fields import Number, add_fields
 from salespulse.families.queries import WindowQueries
+from salespulse.families.rendering import NO_FIELDS, Dirty, WindowRendering, publisher, window_end_ts
 from salespulse.families.spec import FamilySpec
-from salespulse.families.windows import ALL_TIME, bucket_end, calendar_buckets, hour_bucket, rolling_hour_range
-from salespulse.outputs.aggregates import Partial, partial
+from salespulse.families.state import StateStore
+from salespulse.families.windows import ALL_TIME, calendar_buckets, hour_bucket
 from salespulse.outputs.derived import Derived
-from salespulse.families.state import Cell, StateStore
 
 Delta = tuple[str, str, Mapping[str, Number]]  # (scope, id, {field: change})
-# A dirty entry: (partition, grain, bucket, scope, id); grain "rolling" stands for all rolling spans.
-Dirty = tuple[int, str, str, str, str]
-#: Windows published on every flush; the others (week, month, rolling) share a budget per flush.
-LIVE_GRAINS = frozenset({"all", "day"})
 WindowSpec = tuple[str, str, str, float | None, int | None]  # (grain, bucket, cell name, end epoch, UTC hour)
-#: What a scope or id without fields reads as (shared, never written).
-_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
-#: Windows a per-rep target applies to.
-TARGET_GRAINS = frozenset({"day", "week", "month"})
 
 
-def _publisher(spec: FamilySpec) -> Callable[[Mapping[str, Number]], dict[str, Number]]:
-    """The fields a partial publishes: the declared ones only, or all but zeros, or all, as the spec says."""
-    if spec.only_declared:
-        declared = spec.plain_fields
-
-        def only_declared(fields: Mapping[str, Number]) -> dict[str, Number]:
-            return {name: fields[name] for name in declared if name in fields}
-
-        return only_declared
-    if spec.drop_zeros:
-
-        def without_zeros(fields: Mapping[str, Number]) -> dict[str, Number]:
-            out = dict(fields)
-            if 0 in out.values():  # rare (a count back to zero after a correction): filter only then
-                return {name: value for name, value in out.items() if value}
-            return out
-
-        return without_zeros
-    return dict
-
-
-@lru_cache(maxsize=4096)
-def window_end_ts(grain: str, bucket: str, tz: ZoneInfo) -> float | None:
-    """When a window ends (epoch seconds), ``None`` for all-time."""
-    end = bucket_end(grain, bucket, tz)
-    return None if end is None else end.timestamp()
-
-
-def window_name(grain: str, bucket: str) -> str:
-    """The published window name of a cell: ``all``, ``day:2026-11-22``, ``week:2026-W47`` ..."""
-    return "all" if grain == "all" else f"{grain}:{bucket}"
-
-
-class WindowedFamily(WindowQueries):
+class WindowedFamily(WindowRendering, WindowQueries):
     """Base of a metric family whose cells hold ``{scope: {id: {field: number}}}`` per window.
 
     What it publishes, and how, is its ``spec`` (``FamilySpec``); a subclass adds its rules (``apply``).
     """
 
     spec: FamilySpec
+    #: What "today" is when a partition is republished (``mark_partition_dirty``).
+    wall_clock: Callable[[], float] = staticmethod(time.time)
     #: Per-rep targets: ``(rep, grain) -> {field: target}`` for day, week and month windows (None: none).
     targets: Callable[[str, str], Mapping[str, int]] | None = None
 
@@ -97,11 +53,15 @@ class WindowedFamily(WindowQueries):
         self.derived: Derived = spec.derived
         if type(self).published_fields is WindowedFamily.published_fields:
             # Chosen once from the spec (a render calls it per aggregate): no test per call.
-            self.published_fields = _publisher(spec)  # type: ignore[method-assign, assignment]
+            self.published_fields = publisher(spec)  # type: ignore[method-assign, assignment]
         self.cells = cells
         self.tz = tz
         self.retention_s = retention_s
         self.dirty: set[Dirty] = set()
+        #: Aggregates to publish again with no change of their own (a partition assigned, Redis emptied, the
+        #: hour turned for rolling windows): rendered only within the slow budget, after the dirty ones, so a
+        #: month of history republished after a restart does not hold up the flushes of live traffic.
+        self.backlog: set[Dirty] = set()
         #: Highest offset processed per partition: the version of rolling partials, which shrink with time.
         self.partition_wm: dict[int, int] = {}
         #: Highest offset applied in memory per partition since it was loaded, persisted or not. What a render
@@ -110,7 +70,9 @@ class WindowedFamily(WindowQueries):
         #: version, which Redis refused after a restart (it held a newer one) while the dirty mark was spent.
         self.staged_wm: dict[int, int] = {}
         self._hours_kept = max(self.rolling_hours.values()) + 1
-        self._window_cache: dict[int, tuple[WindowSpec, ...]] = {}
+        self._window_cache: dict[int, tuple[tuple[int, str], tuple[WindowSpec, ...]]] = {}
+        #: Deltas summed by ``add`` until ``settle``: (partition, windows key, only, now) -> (windows, {(scope, id): fields}).
+        self._pending: dict[tuple[int, tuple[int, str], str | None, float], tuple[tuple[WindowSpec, ...], dict[tuple[str, str], dict[str, Number]]]] = {}
         #: (partition, scope, id) -> (current hour, {span hours: sum of the span's completed hours}).
         self._rolling_base: dict[tuple[int, str, str], tuple[int, dict[int, dict[str, Number]]]] = {}
         #: Per partition, during a render: the UTC hours that have a cell, ascending (see ``_rolling``).
@@ -137,9 +99,50 @@ class WindowedFamily(WindowQueries):
         """Apply deltas to every kept window cell of the instant ``epoch`` that has not seen ``offset``.
 
         ``only``: a single grain (e.g. ``"month"`` for a monthly quota) instead of every window.
+
+        An offset past the partition's persisted watermark is past every cell's (all of a batch, unless a
+        crash is being replayed): its deltas are summed per (the instant's windows, scope, id) and reach the
+        cells at ``settle``, which the processor calls after each batch. A batch's events mostly share their
+        windows, so each window cell then changes once per id and batch instead of once per event.
         """
-        # The hot path of every family (several calls per event): the partition's cells and the scope
-        # tests are resolved once per call, not once per window and delta.
+        persisted = self.partition_wm.get(partition)
+        if persisted is None or offset <= persisted:
+            self._apply(partition, offset, now, self._windows(epoch), deltas, only)
+            return
+        group_key, windows = self._windows_keyed(epoch)
+        key = (partition, group_key, only, now)
+        group = self._pending.get(key)
+        if group is None:
+            group = self._pending[key] = (windows, {})
+        sums = group[1]
+        for scope, ident, changes in deltas:
+            fields = sums.get((scope, ident))
+            if fields is None:
+                sums[(scope, ident)] = dict(changes)  # a copy: a family may pass one dict for several deltas
+            else:
+                add_fields(fields, changes)
+
+    def settle(self) -> None:
+        """Apply the deltas ``add`` summed since the last call to the cells (before a render or a persist)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        for (partition, _group, only, now), (windows, sums) in pending.items():
+            deltas = [(scope, ident, fields) for (scope, ident), fields in sums.items()]
+            self._apply(partition, None, now, windows, deltas, only)
+
+    def _apply(
+        self,
+        partition: int,
+        offset: int | None,
+        now: float,
+        windows: tuple[WindowSpec, ...],
+        deltas: Sequence[Delta],
+        only: str | None,
+    ) -> None:
+        """Deltas into the kept cells of ``windows``; ``offset`` None: past every cell's watermark (summed ones)."""
+        # The hot path of every family: the partition's cells and the scope tests are resolved once per
+        # call, not once per window and delta.
         cutoff = now - self.retention_s
         current_hour = hour_bucket(now)
         oldest_hour = current_hour - self._hours_kept
@@ -149,7 +152,7 @@ class WindowedFamily(WindowQueries):
         published = self.published_scopes
         rolling_base = self._rolling_base
         everywhere = [delta for delta in deltas if delta[0] not in self.all_time_scopes]
-        for grain, bucket, name, end, hour in self._windows(epoch):
+        for grain, bucket, name, end, hour in windows:
             if only is not None and grain != only:
                 continue
             if hour is not None:
@@ -160,7 +163,7 @@ class WindowedFamily(WindowQueries):
             cell = cells.get(name)
             if cell is None:
                 cell = store.cell(partition, name)
-            if offset <= cell["wm"]:
+            if offset is not None and offset <= cell["wm"]:
                 continue  # already applied before a crash: replay must not count it twice
             for scope, ident, changes in deltas if grain == "all" else everywhere:
                 try:
@@ -193,14 +196,19 @@ class WindowedFamily(WindowQueries):
             store.touch(partition, name)
 
     def _windows(self, epoch: float) -> tuple[WindowSpec, ...]:
-        """The cells an instant falls in, cached per quarter hour (all real UTC offsets are multiples)."""
+        """The cells an instant falls in."""
+        return self._windows_keyed(epoch)[1]
+
+    def _windows_keyed(self, epoch: float) -> tuple[tuple[int, str], tuple[WindowSpec, ...]]:
+        """The cells an instant falls in, with a key naming them ((UTC hour, day): instants with the same key
+        fall in the same cells), cached per quarter hour (all real UTC offsets are multiples)."""
         quarter = int(epoch // 900)
         found = self._window_cache.get(quarter)
         if found is None:
             day, week, month = calendar_buckets(epoch, self.tz)
             hour = hour_bucket(epoch)
             windows = [("all", ALL_TIME), ("hour", str(hour)), ("day", day), ("week", week), ("month", month)]
-            found = tuple(
+            found = (hour, day), tuple(
                 (grain, bucket, f"{grain}|{bucket}", window_end_ts(grain, bucket, self.tz), hour if grain == "hour" else None)
                 for grain, bucket in windows
             )
@@ -211,6 +219,7 @@ class WindowedFamily(WindowQueries):
 
     def expire(self, partition: int, now: float) -> int:
         """Delete cells whose window left retention (hour cells once older than the longest rolling span)."""
+        self.settle()
         oldest_hour = hour_bucket(now) - self._hours_kept
         cutoff = now - self.retention_s
         expired = 0
@@ -231,17 +240,21 @@ class WindowedFamily(WindowQueries):
     # -- what to publish -----------------------------------------------------------------------------
 
     def mark_partition_dirty(self, partition: int) -> None:
-        """Republish everything a partition holds (after it was assigned)."""
+        """Republish everything a partition holds (after it was assigned): its all-time and today's (``wall_clock``)
+        aggregates with the next flush, the other windows through the slow budget (``backlog``)."""
+        today = calendar_buckets(self.wall_clock(), self.tz)[0]
         for name, cell in self.cells.items(partition):
             grain, bucket = name.split("|", 1)
             if grain not in ("all", "hour", "day", "week", "month"):
                 continue
+            live = grain == "all" or (grain == "day" and bucket == today)
+            into = self.dirty if live else self.backlog
+            if grain == "hour":
+                bucket = ALL_TIME
+                grain = "rolling"
             for scope in self.published_scopes:
-                for ident in cell.get(scope, {}):
-                    if grain == "hour":
-                        self.dirty.add((partition, "rolling", ALL_TIME, scope, ident))
-                    else:
-                        self.dirty.add((partition, grain, bucket, scope, ident))
+                for ident in cell.get(scope, NO_FIELDS):
+                    into.add((partition, grain, bucket, scope, ident))
 
     def startup_events(self) -> list[Any]:
         """Events to write to ``salespulse.events`` when a worker starts (configuration as events): none by default."""
@@ -252,179 +265,22 @@ class WindowedFamily(WindowQueries):
         return []
 
     def mark_rolling_dirty(self, partitions: Iterable[int]) -> None:
-        """Republish rolling windows (their values change as hours pass, with no new event)."""
+        """Republish rolling windows (their values change as hours pass, with no new event), within the slow budget."""
         for partition in partitions:
             for name, cell in self.cells.items(partition):
                 if name.startswith("hour|"):
                     for scope in self.published_scopes:
-                        for ident in cell.get(scope, {}):
-                            self.dirty.add((partition, "rolling", ALL_TIME, scope, ident))
+                        for ident in cell.get(scope, NO_FIELDS):
+                            self.backlog.add((partition, "rolling", ALL_TIME, scope, ident))
 
     def drop_partition(self, partition: int) -> None:
         """Forget pending publications and caches of a partition this worker lost."""
         self.dirty = {entry for entry in self.dirty if entry[0] != partition}
+        self.backlog = {entry for entry in self.backlog if entry[0] != partition}
         self.partition_wm.pop(partition, None)
         self.staged_wm.pop(partition, None)
         self._rolling_base = {key: value for key, value in self._rolling_base.items() if key[0] != partition}
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
-        """The fields of a partial as published (``_publisher``: as the spec says, unless a family overrides it)."""
-        return _publisher(self.spec)(fields)
-
-    def group_of(self, partition: int, rep: str) -> str | None:
-        """The team whose rates are published beside a rep's (``beside_rates``); None: nothing beside."""
-        return None
-
-    def owns_target(self, kind: str) -> bool:
-        """True if a configured target of ``kind`` is published with this family's per-rep windows."""
-        return True
-
-    def render(self, owned: set[int], now: float | None = None, slow_budget: int | None = None) -> list[Partial]:
-        """Take the dirty aggregates of owned partitions and return them as absolute partials.
-
-        With ``slow_budget``, every live window (all time, today) is rendered, and at most that many
-        of the other dirty aggregates; the rest stay dirty for the next flush. Under load this keeps
-        each flush small, so the live windows reach Redis within a flush or two.
-        """
-        self._rendering = True  # cells do not change until it returns: ``_present_hours`` may be kept
-        try:
-            return self._render(owned, time.time() if now is None else now, slow_budget)
-        finally:
-            self._rendering = False
-            self._hours_present = {}
-
-    def _render(self, owned: set[int], now: float, slow_budget: int | None) -> list[Partial]:
-        dirty, self.dirty = self.dirty, set()
-        if slow_budget is not None:
-            slow = [entry for entry in dirty if entry[1] not in LIVE_GRAINS]
-            if len(slow) > slow_budget:
-                deferred = slow[slow_budget:]
-                self.dirty.update(deferred)
-                dirty.difference_update(deferred)
-        updated_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
-        partials: list[Partial] = []
-        windows: dict[str, tuple[str, int]] = {}  # cell name -> (published window name, TTL): once per render
-        while dirty:
-            # Popped, not iterated: each entry is freed once rendered, so a render holds its partials and
-            # not also every entry (fewer live objects, fewer garbage-collector passes while rendering).
-            entry = dirty.pop()
-            partition, grain, bucket, scope, ident = entry
-            if partition not in owned:
-                # Not owned now (a rebalance under way): kept dirty, published once it is owned again, or
-                # forgotten by ``drop_partition`` if it is revoked. Dropping it here lost updates.
-                self.dirty.add(entry)
-                continue
-            if grain == "rolling":
-                wm = self.version(partition, self.partition_wm.get(partition, -1))
-                for span, hours in self.rolling_hours.items():
-                    fields = self._rolling(partition, scope, ident, hours, now)
-                    partials.append(self._partial(partition, scope, ident, f"rolling:{span}", fields, wm, 0, updated_at))
-                continue
-            name = f"{grain}|{bucket}"
-            cell = self.cells.get(partition, name)
-            if cell is None:
-                continue
-            fields = cell.get(scope, _NO_FIELDS).get(ident, _NO_FIELDS)
-            window = windows.get(name)
-            if window is None:
-                end = window_end_ts(grain, bucket, self.tz)
-                ttl = 0 if end is None else max(60, int(end + self.retention_s - now))
-                window = windows[name] = (window_name(grain, bucket), ttl)
-            wm = self.version(partition, cell["wm"])
-            partials.append(self._partial(partition, scope, ident, window[0], fields, wm, window[1], updated_at))
-        if self.beside_rates:
-            self._fill_team_counts(partials, now)
-        return partials
-
-    def version(self, partition: int, persisted: int) -> int:
-        """The watermark a partial of ``partition`` is published with: its persisted one, or the offset applied
-        in memory since, when higher (see ``staged_wm``)."""
-        return max(persisted, self.staged_wm.get(partition, -1))
-
-    def _fill_team_counts(self, partials: list[Partial], now: float) -> None:
-        """Team fields beside each rep record (``group_key`` set): from the team partials of this render (a
-        rep's change is its team's too, so usually there), else read from the cells."""
-        rendered: dict[int, dict[str, dict[str, Number]]] = {}
-        for p in partials:
-            if p.record["scope"] == "team":
-                rendered.setdefault(p.partition, {})[p.redis_key] = p.record["counts"]
-        for rep in partials:
-            if rep.group_key is None:
-                continue
-            record = rep.record
-            counts = rendered.get(rep.partition, {}).get(rep.group_key)
-            if counts is None:
-                counts = self.published_fields(self._fields_in(rep.partition, record["window"], "team", record["team"], now))
-            record["team_counts"] = counts
-
-    def _fields_in(self, partition: int, window: str, scope: str, ident: str, now: float) -> Mapping[str, Number]:
-        """The raw fields of a scope id in a published window (``all``, ``day:2026-11-22``, ``rolling:7d`` ...)."""
-        grain, _, bucket = window.partition(":")
-        if grain == "rolling":
-            return self._rolling(partition, scope, ident, self.rolling_hours[bucket], now)
-        cell = self.cells.get(partition, f"{grain}|{bucket or ALL_TIME}")
-        return _NO_FIELDS if cell is None else cell.get(scope, _NO_FIELDS).get(ident, _NO_FIELDS)
-
-    def _rolling(self, partition: int, scope: str, ident: str, hours: int, now: float) -> dict[str, Number]:
-        # Sum of the completed hours, cached until the hour turns or a late event lands in one of
-        # them; plus the current hour's cell, which changes with every event.
-        span_hours = rolling_hour_range(hours, now)
-        current = span_hours[-1]
-        key = (partition, scope, ident)
-        cached = self._rolling_base.get(key)
-        if cached is None or cached[0] != current:
-            cached = self._rolling_base[key] = (current, {})
-        base = cached[1].get(hours)
-        if base is None:
-            base = cached[1][hours] = {}
-            # Only the hours that have a cell (a span may be 720 hours, most of them empty), in
-            # ascending order as the span's range: the same additions in the same order.
-            present = self._present_hours(partition)
-            for hour in present[bisect_left(present, span_hours[0]) : bisect_left(present, current)]:
-                cell = self.cells.get(partition, f"hour|{hour}")
-                if cell is not None:
-                    fields = cell.get(scope, _NO_FIELDS).get(ident)
-                    if fields:
-                        add_fields(base, fields)
-        total = dict(base)
-        now_cell: Cell | None = self.cells.get(partition, f"hour|{current}")
-        if now_cell is not None:
-            fields = now_cell.get(scope, _NO_FIELDS).get(ident)
-            if fields:
-                add_fields(total, fields)
-        return total
-
-    def _present_hours(self, partition: int) -> list[int]:
-        """The hours of a partition that have a cell, ascending; listed once per render (cells do not
-        change while rendering), recomputed on each call outside ``render``."""
-        found = self._hours_present.get(partition)
-        if found is None:
-            found = sorted(int(name[5:]) for name, _cell in self.cells.items(partition) if name.startswith("hour|"))
-            if self._rendering:
-                self._hours_present[partition] = found
-        return found
-
-    def _partial(
-        self,
-        partition: int,
-        scope: str,
-        ident: str,
-        window: str,
-        raw: Mapping[str, Number],
-        wm: int,
-        ttl: int,
-        updated_at: str,
-    ) -> Partial:
-        """One partial; a rep's, in a family with ``beside_rates``, names its team (its team's fields,
-        ``team_counts``, are filled in by ``_fill_team_counts`` once the render's partials are known)."""
-        fields = self.published_fields(raw)
-        wanted = None
-        team = None
-        if scope == "rep":
-            if self.targets is not None and window.partition(":")[0] in TARGET_GRAINS:
-                wanted = {k: v for k, v in self.targets(ident, window.partition(":")[0]).items() if self.owns_target(k)}
-            if self.beside_rates:
-                team = self.group_of(partition, ident)
-        return partial(
-            self.name, self.redis_prefix, scope, ident, window, partition, wm, fields, ttl, updated_at, wanted, team
-        )
+        """The fields of a partial as published (``publisher``: as the spec says, unless a family overrides it)."""
+        return publisher(self.spec)(fields)

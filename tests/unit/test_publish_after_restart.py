@@ -82,3 +82,32 @@ def test_a_render_while_a_rebalance_hides_a_partition_keeps_its_updates_for_the_
     assert family.render(set(), NOW) == []  # owned_partitions() is empty while Faust rebalances
     rendered = {p.redis_key: p.fields for p in family.render({0}, NOW)}
     assert rendered[KEY]["call"] == 1
+
+
+def test_a_loaded_partition_republishes_all_time_and_today_at_once_and_older_windows_within_the_slow_budget() -> None:
+    table: dict[str, bytes] = {}
+    _, processor = worker(table)
+    days = [NOW - day * 86400 for day in range(10)]
+    events = [
+        {"event_id": f"e{i}", "type": "call.logged", "lead_id": f"L{i}", "rep_id": "anna", "outcome": "connected",
+         "occurred_at": datetime.fromtimestamp(at, timezone.utc).isoformat()}
+        for i, at in enumerate(days)
+    ]
+    processor.process([(0, i, orjson.dumps(e)) for i, e in enumerate(events)], NOW)
+
+    family, restarted = worker(dict(table))
+    restarted.ensure_loaded(0)
+    family.dirty.clear()
+    family.backlog.clear()
+    family.wall_clock = lambda: NOW
+    family.mark_partition_dirty(0)
+    first = {p.record["window"] for p in family.render({0}, NOW, slow_budget=5) if p.record["scope"] == "rep"}
+    assert {"all", "day:2026-11-22"} <= first
+    assert len(first - {"all", "day:2026-11-22"}) <= 5  # the budget (rep and team aggregates together)
+    assert family.backlog  # the rest waits for the next flushes
+    rest: set[str] = set()
+    while family.backlog or family.dirty:
+        rest |= {p.record["window"] for p in family.render({0}, NOW, slow_budget=5) if p.record["scope"] == "rep"}
+    windows = first | rest
+    assert {f"day:{datetime.fromtimestamp(at, timezone.utc).date()}" for at in days} <= windows
+    assert {"week:2026-W47", "week:2026-W46", "month:2026-11", "rolling:24h", "rolling:7d"} <= windows

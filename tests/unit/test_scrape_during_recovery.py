@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from faust.types import TP
@@ -25,6 +26,8 @@ from salespulse.settings import Settings
 from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
+from salespulse.engine import processor as processor_module
+from salespulse.engine.faust.tables import decode_rows
 from salespulse.engine.processor import BatchProcessor
 from salespulse.topics import EVENTS_TOPIC
 from salespulse.engine.worker import WorkerRuntime
@@ -126,3 +129,27 @@ async def test_a_partition_revoked_while_it_loads_is_not_installed() -> None:
     processor.drop_partition(0)
     await loading
     assert processor.loaded == set() and family.cells.partitions == set()
+
+
+async def test_a_background_load_decodes_one_store_at_a_time_and_loads_what_a_direct_load_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows: dict[str, bytes] = {}
+    first, _ = _counting_processor(rows)
+    first.process([_call(offset) for offset in range(3)])
+    decoded_prefixes: list[set[str]] = []
+
+    def recording(raw: dict[str, bytes]) -> dict[str, object]:
+        decoded_prefixes.append({key.split("|")[1] for key in raw})
+        return decode_rows(raw)
+
+    monkeypatch.setattr(processor_module, "decode_rows", recording)
+    processor, family = _counting_processor(dict(rows))
+    await processor.load([0])
+    direct, direct_family = _counting_processor(dict(rows))
+    direct.ensure_loaded(0)
+
+    assert decoded_prefixes == [{"dedup"}, {"activity"}]
+    assert family.cells.loaded(0) == direct_family.cells.loaded(0)
+    assert family.partition_wm == direct_family.partition_wm == {0: 2}
+    assert processor.process([(0, 5, _call(1)[2])]).duplicates == 1  # the ids came back: a redelivery is one

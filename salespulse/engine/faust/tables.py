@@ -7,7 +7,7 @@ partition, which is always the partition of the source events the value was comp
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
@@ -28,13 +28,26 @@ def table_key(partition: int, name: str) -> str:
 
 def partition_rows(table: Mapping[str, bytes], partition: int) -> dict[str, bytes]:
     """The raw rows of one partition (every prefix), read on the event loop: a scan of the keys, no decoding."""
+    return read_rows(table, (key for keys in partition_keys(table, partition).values() for key in keys))
+
+
+def partition_keys(table: Mapping[str, bytes], partition: int) -> dict[str, list[str]]:
+    """The keys of one partition's rows by prefix (``"<partition>|<prefix>|<name>"``): a scan, no value read."""
     wanted = f"{partition}|"
-    rows: dict[str, bytes] = {}
+    found: dict[str, list[str]] = {}
     for key in list(table.keys()):
         if isinstance(key, str) and key.startswith(wanted):
-            raw = table.get(key)
-            if raw is not None:
-                rows[key] = raw
+            found.setdefault(key.split("|", 2)[1], []).append(key)
+    return found
+
+
+def read_rows(table: Mapping[str, bytes], keys: Iterable[str]) -> dict[str, bytes]:
+    """The raw values of ``keys`` (those still present)."""
+    rows: dict[str, bytes] = {}
+    for key in keys:
+        raw = table.get(key)
+        if raw is not None:
+            rows[key] = raw
     return rows
 
 
