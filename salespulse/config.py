@@ -199,6 +199,8 @@ class PipelineConfig(_Model):
     lost_stages: list[StageName] = Field(default_factory=list)
     probabilities: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     loss_reasons: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]] | None = None
+    #: ``deal_stalled`` alerts: an open stage -> business days a deal may stay in it (fractions allowed).
+    stalled_after_days: dict[str, Annotated[float, Field(gt=0, le=365)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _stages_named_once_and_probabilities_known(self) -> "PipelineConfig":
@@ -209,6 +211,9 @@ class PipelineConfig(_Model):
         unknown = sorted(set(self.probabilities) - set(named))
         if unknown:
             raise ValueError(f"probabilities for stage(s) not in this pipeline: {', '.join(unknown)}")
+        not_open = sorted(set(self.stalled_after_days) - set(self.stages))
+        if not_open:
+            raise ValueError(f"stalled_after_days for stage(s) that are not open stages of this pipeline: {', '.join(not_open)}")
         return self
 
     def to_spec(self) -> PipelineSpec:
