@@ -279,6 +279,22 @@ class ActivityConfig(_Model):
     quiet_after_days: float = Field(14.0, gt=0, le=365)
 
 
+class LeadGoingColdConfig(_Model):
+    """``[alerts.lead_going_cold]``: a lead touched once and not again within ``days`` business days."""
+
+    #: Every team's business days (unset: only the teams named below).
+    days: Annotated[float, Field(gt=0, le=365)] | None = None
+    #: Per team, winning over ``days``.
+    teams: dict[str, Annotated[float, Field(gt=0, le=365)]] = Field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.days is not None or bool(self.teams)
+
+    def days_for(self, team: str) -> float | None:
+        return self.teams.get(team, self.days)
+
+
 class AlertsConfig(_Model):
     """``[alerts]``: links in per-lead alerts and how often firing alerts are re-sent to Alertmanager."""
 
@@ -290,6 +306,7 @@ class AlertsConfig(_Model):
     resend_seconds: float = Field(60.0, gt=0, le=3600)
     #: Resolved alerts are posted again (with ``endsAt``) for this long after they resolved.
     resolved_resend_seconds: float = Field(600.0, ge=0, le=86400)
+    lead_going_cold: LeadGoingColdConfig = Field(default_factory=LeadGoingColdConfig)
 
     def link(self, alert: Any) -> str | None:
         """The CRM link of an alert's lead, or None when no template applies."""

@@ -8,18 +8,16 @@ exactly one firing per stalled deal on ``salespulse.alerts`` and one alert per d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
-from tests.alertmanager import Alertmanager, Webhook, routing_config
+from tests.alertmanager import Alertmanager, Webhook
 from tests.integration.stack import SalespulseProcess, metric_value, metrics_text, post_events, stack_env
-from tests.integration.test_alertmanager import wait_until
+from tests.integration.test_alertmanager import alertmanager, wait_until, webhook  # noqa: F401 (fixtures)
 from tests.integration.test_lead_response import alerts_in_topic
 
 pytestmark = pytest.mark.integration
@@ -47,22 +45,6 @@ def deal(deal_id: str, team: str, stage: str = "discovery", n: int = 0, from_sta
     return {**event, "stage": stage} if from_stage is None else {**event, "from_stage": from_stage, "to_stage": stage}
 
 
-@pytest_asyncio.fixture
-async def webhook() -> AsyncIterator[Webhook]:
-    hook = Webhook()
-    await hook.start()
-    yield hook
-    await hook.stop()
-
-
-@pytest_asyncio.fixture
-async def alertmanager(tmp_path: Path, webhook: Webhook) -> AsyncIterator[Alertmanager]:
-    am = Alertmanager(tmp_path / "am", routing_config(webhook.url))
-    await am.start()
-    yield am
-    am.stop()
-
-
 def env_for(broker: EmbeddedBroker, redis_server: EmbeddedRedis, unique_id: str, tmp_path: Path, am: Alertmanager,
             stall_s: float) -> dict[str, str]:
     path = tmp_path / "salespulse.toml"
@@ -73,7 +55,7 @@ def env_for(broker: EmbeddedBroker, redis_server: EmbeddedRedis, unique_id: str,
 
 async def test_a_stalled_deal_is_notified_by_team_once_and_resolves_when_it_moves(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path: Path, unique_id: str,
-    alertmanager: Alertmanager, webhook: Webhook,
+    alertmanager: Alertmanager, webhook: Webhook,  # noqa: F811
 ) -> None:
     env = env_for(fresh_broker, redis_server, unique_id, tmp_path, alertmanager, stall_s=4)
     async with SalespulseProcess("run", tmp_path / "run.log", env) as stack:
@@ -109,7 +91,7 @@ async def test_a_stalled_deal_is_notified_by_team_once_and_resolves_when_it_move
 
 async def test_a_worker_killed_around_the_stall_deadlines_gives_one_alert_per_stalled_deal(
     fresh_broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path: Path, unique_id: str,
-    alertmanager: Alertmanager,
+    alertmanager: Alertmanager,  # noqa: F811
 ) -> None:
     stall_s = 6
     env = env_for(fresh_broker, redis_server, unique_id, tmp_path, alertmanager, stall_s=stall_s)

@@ -20,7 +20,8 @@ from salespulse.engine.record_log import RecordLog
 from salespulse.families.business_hours import BusinessHours
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.pipeline.family import PipelineFamily
-from salespulse.families.pipeline.stalls import RULE, StallRule, business_days_after
+from salespulse.families.business_hours import business_days_after
+from salespulse.families.pipeline.stalls import RULE, StallRule
 from salespulse.outputs.alerts import clock_id
 from salespulse.outputs.prometheus import WorkerHealth
 
