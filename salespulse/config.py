@@ -199,6 +199,8 @@ class PipelineConfig(_Model):
     lost_stages: list[StageName] = Field(default_factory=list)
     probabilities: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     loss_reasons: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]] | None = None
+    #: ``deal_stalled`` alerts: an open stage -> business days a deal may stay in it (fractions allowed).
+    stalled_after_days: dict[str, Annotated[float, Field(gt=0, le=365)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _stages_named_once_and_probabilities_known(self) -> "PipelineConfig":
@@ -209,6 +211,9 @@ class PipelineConfig(_Model):
         unknown = sorted(set(self.probabilities) - set(named))
         if unknown:
             raise ValueError(f"probabilities for stage(s) not in this pipeline: {', '.join(unknown)}")
+        not_open = sorted(set(self.stalled_after_days) - set(self.stages))
+        if not_open:
+            raise ValueError(f"stalled_after_days for stage(s) that are not open stages of this pipeline: {', '.join(not_open)}")
         return self
 
     def to_spec(self) -> PipelineSpec:
@@ -274,6 +279,22 @@ class ActivityConfig(_Model):
     quiet_after_days: float = Field(14.0, gt=0, le=365)
 
 
+class LeadGoingColdConfig(_Model):
+    """``[alerts.lead_going_cold]``: a lead touched once and not again within ``days`` business days."""
+
+    #: Every team's business days (unset: only the teams named below).
+    days: Annotated[float, Field(gt=0, le=365)] | None = None
+    #: Per team, winning over ``days``.
+    teams: dict[str, Annotated[float, Field(gt=0, le=365)]] = Field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.days is not None or bool(self.teams)
+
+    def days_for(self, team: str) -> float | None:
+        return self.teams.get(team, self.days)
+
+
 class AlertsConfig(_Model):
     """``[alerts]``: links in per-lead alerts and how often firing alerts are re-sent to Alertmanager."""
 
@@ -285,6 +306,7 @@ class AlertsConfig(_Model):
     resend_seconds: float = Field(60.0, gt=0, le=3600)
     #: Resolved alerts are posted again (with ``endsAt``) for this long after they resolved.
     resolved_resend_seconds: float = Field(600.0, ge=0, le=86400)
+    lead_going_cold: LeadGoingColdConfig = Field(default_factory=LeadGoingColdConfig)
 
     def link(self, alert: Any) -> str | None:
         """The CRM link of an alert's lead, or None when no template applies."""

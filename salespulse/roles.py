@@ -215,7 +215,8 @@ def _catch_up(settings: Settings, runtime: WorkerRuntime, outputs: list[Service]
 
     def before_release() -> None:
         if seeded.alerts and clock is not None:
-            clock.family.inherited_unpublished.update(range(settings.partitions))
+            for source in clock.sources:
+                source.inherited_unpublished.update(range(settings.partitions))
 
     return CatchUp(seeded, lambda: runtime.positions, outputs, before_release)
 

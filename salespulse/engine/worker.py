@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
-from salespulse.engine.alert_clock import AlertClock, AlertSource
+from salespulse.engine.alert_clock import AlertClock, AlertingFamily, AlertSource
 from salespulse.engine.awaiting import AwaitingPublisher
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
@@ -188,10 +188,12 @@ class WorkerRuntime:
             max_pending=settings.flush_max_updates,
             slow_budget=settings.flush_slow_budget,
         )
-        #: Alerts come from a family's state (the lead-response SLA): None when no such family runs here.
-        source = next((family for family in families if isinstance(family, AlertSource)), None)
-        self.alert_clock = None if source is None else AlertClock(
-            source,
+        #: Alerts come from families' states (the lead-response SLA, the pipeline's stall clocks): None without any.
+        sources = [family for family in families if isinstance(family, AlertSource)] + [
+            source for family in families if isinstance(family, AlertingFamily) for source in family.alert_sources
+        ]
+        self.alert_clock = None if not sources else AlertClock(
+            sources,
             self.owned_partitions,
             AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
             self.health,

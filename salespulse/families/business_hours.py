@@ -165,6 +165,23 @@ def add_business_seconds(hours: BusinessHours, start: datetime, seconds: float) 
         ordinal += 1
 
 
+def business_days_after(hours: BusinessHours, start: float, days: float) -> float:
+    """``days`` business days after ``start``: the same local time that many open days later (days with no
+    opening hours, weekends and holidays, are skipped; a fraction counts as that share of 24 hours), or the
+    next opening when that instant is closed. Around the clock it is ``start + days × 24 h``."""
+    if hours.is_always_open:
+        return start + days * 86400.0
+    whole, fraction = int(days), days - int(days)
+    local = datetime.fromtimestamp(start, timezone.utc).astimezone(hours.tz)
+    counted = 0
+    while counted < whole:
+        local += timedelta(days=1)  # aware arithmetic keeps the wall time across a DST change
+        if hours.open_intervals(local.date()):
+            counted += 1
+    at = local.astimezone(timezone.utc) + timedelta(seconds=fraction * 86400.0)
+    return add_business_seconds(hours, at, 1e-6).timestamp() - 1e-6
+
+
 def business_seconds_between(hours: BusinessHours, start: datetime, end: datetime) -> float:
     """Open seconds in ``[start, end)`` (0.0 when ``end <= start``); both must be timezone-aware."""
     start_utc = _as_utc(start, "start")

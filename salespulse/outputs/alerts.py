@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from salespulse.kafka_connection import KafkaConnection
+from salespulse.outputs.alertmanager import RULES
 from salespulse.topics import ALERTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,19 @@ def published_key(alert: dict[str, Any]) -> str:
     existed), ``<rule>:<status>`` for the others; the field of the Redis guard hash too."""
     rule, status = alert["alert"], alert["status"]
     return str(status) if rule == "lead_response_sla" else f"{rule}:{status}"
+
+
+#: Rules whose alert names one lead for its whole life: their clock id is the lead id (as before other rules).
+LEAD_RULES = frozenset({"lead_response_sla", "lead_response_warning"})
+
+
+def clock_id(alert: dict[str, Any]) -> str:
+    """What names an alert's clock in the guard hash and the topic's key: the lead id for the lead rules,
+    ``<entity>@<started_at>`` for rules whose entity can alert again later (a deal stalled in its next stage)."""
+    if alert["alert"] in LEAD_RULES:
+        return str(alert["lead_id"])
+    entity = RULES[alert["alert"]][2]
+    return f"{alert[entity]}@{alert['started_at']}"
 
 
 class AlertSinks:
@@ -108,7 +122,7 @@ class AlertSinks:
                 idle = 0 if messages else idle + 1
                 for message in messages:
                     alert = orjson.loads(message.value)
-                    sent.add((alert["lead_id"], published_key(alert)))
+                    sent.add((clock_id(alert), published_key(alert)))
             return sent
         finally:
             await consumer.stop()

@@ -50,7 +50,7 @@ async def test_a_due_lead_fires_once_and_is_not_published_again_on_later_ticks()
     processor, family = worker({})
     processor.process([(0, 0, created("L1", NOW))], now=NOW)
     sinks = FakeSinks()
-    clock = AlertClock(family, lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
+    clock = AlertClock([family], lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
     assert await clock.tick(now=NOW + SLA - 1) == 0
     assert await clock.tick(now=NOW + SLA + 0.05) == 1
     assert await clock.tick(now=NOW + SLA + 1) == 0
@@ -66,7 +66,7 @@ async def test_a_new_owner_reads_back_alerts_the_crashed_owner_sent_and_publishe
     new_owner, takeover = worker(dict(table))
     new_owner.ensure_loaded(0)
     sinks = FakeSinks(already={("L1", "firing")})  # L1 made it to the topic before the crash, L2 did not
-    clock = AlertClock(takeover, lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
+    clock = AlertClock([takeover], lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
     assert await clock.tick(now=NOW + SLA + 5) == 1
     assert sinks.read_backs == [0]
     assert [(a["lead_id"], a["status"]) for a in sinks.sent] == [("L2", "firing")]
@@ -79,6 +79,6 @@ async def test_a_lead_written_before_an_outage_still_alerts_when_processed_after
     processor.process([(0, 0, created("L1", NOW), NOW + 0.2)], now=late)  # record timestamp: ingest time
     processor.process([(0, 1, created("L2", NOW))], now=late)  # no timestamp: judged by the clock (history)
     sinks = FakeSinks()
-    clock = AlertClock(family, lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
+    clock = AlertClock([family], lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
     assert await clock.tick(now=late) == 1
     assert [(a["lead_id"], a["status"]) for a in sinks.sent] == [("L1", "firing")]

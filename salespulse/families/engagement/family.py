@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from salespulse.families.engagement.cold import ColdRule
 from salespulse.families.engagement.spec import ADDITIVE_FIELDS, SPEC
+from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.engagement.rules import (
     ENGAGEMENT_KINDS,
     UNASSIGNED,
@@ -95,8 +97,11 @@ class EngagementFamily(WindowedFamily):
         team_of_rep: Mapping[str, str] | None = None,
         outbound_kinds: Iterable[str] = (),
         targets: Callable[[str, str], Mapping[str, int]] | None = None,
+        cold: ColdRule | None = None,
     ) -> None:
         super().__init__(cells, tz, retention_s)
+        #: The ``lead_going_cold`` alert rule, when ``[alerts.lead_going_cold]`` sets days for some team.
+        self.cold = cold
         self.leads = leads
         # The store's own methods, typed for this family's states (the store holds JSON objects): no wrapper
         # call on the hot path.
@@ -120,9 +125,15 @@ class EngagementFamily(WindowedFamily):
         self._replay_clock: dict[int, float] = {}
 
     @property
-    def stores(self) -> tuple[StateStore, StateStore]:
-        """Write order: aggregates (and the clock) before the lead states they were derived from."""
-        return (self.cells, self.leads)
+    def stores(self) -> tuple[StateStore, ...]:
+        """Write order: aggregates (and the clock) before the lead states they were derived from, then the
+        going-cold clocks."""
+        return (self.cells, self.leads) if self.cold is None else (self.cells, self.leads, self.cold.clocks.store)
+
+    @property
+    def alert_sources(self) -> tuple[EntityClocks, ...]:
+        """The ``lead_going_cold`` clocks, for the engine's alert clock (none unless configured)."""
+        return () if self.cold is None else (self.cold.clocks,)
 
     def owns_target(self, kind: str) -> bool:
         """Targets of this family's additive fields (``emails_personalized`` ...) are published here."""
@@ -148,6 +159,8 @@ class EngagementFamily(WindowedFamily):
         self._team_seen[partition] = seen
         self._contributions[partition] = {}
         self._replay_clock.pop(partition, None)
+        if self.cold is not None:
+            self.cold.clocks.on_loaded(partition)
 
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
@@ -155,6 +168,8 @@ class EngagementFamily(WindowedFamily):
         self._team_seen.pop(partition, None)
         self._contributions.pop(partition, None)
         self._replay_clock.pop(partition, None)
+        if self.cold is not None:
+            self.cold.clocks.drop_partition(partition)
 
     def group_of(self, partition: int, rep: str) -> str | None:
         """The rep's team: from the ``[teams]`` directory, else the team the rep last acted for here."""
@@ -195,6 +210,10 @@ class EngagementFamily(WindowedFamily):
         changed = False
         if isinstance(event, _LEAD_TYPES):
             changed = self._update(partition, offset, event, at, now)
+            if changed and self.cold is not None:
+                lead = self._lead(partition, event.lead_id)
+                if lead is not None:
+                    self.cold.observe(partition, event.lead_id, lead, now if arrived is None else arrived)
         self._mark_quiet(partition, offset, now)
         return changed
 
@@ -381,6 +400,8 @@ class EngagementFamily(WindowedFamily):
             cache = self._contributions.get(partition, {})
             for lead_id in stale:
                 cache.pop(lead_id, None)
+            if self.cold is not None:
+                self.cold.clocks.forget(partition, stale)
         return expired + len(stale)
 
 

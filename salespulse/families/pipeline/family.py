@@ -49,6 +49,8 @@ from salespulse.families import keys
 from salespulse.families.keys import Key
 from salespulse.families.pipeline import live
 from salespulse.families.pipeline.spec import SPEC, derived
+from salespulse.families.entity_clocks import EntityClocks
+from salespulse.families.pipeline.stalls import StallRule
 from salespulse.families.pipeline.states import (
     DEAL_EVENTS,
     LEAD_EVENTS,
@@ -88,6 +90,7 @@ class PipelineFamily(WindowedFamily):
         team_of_rep: Mapping[str, str] | None = None,
         state_retention_s: float | None = None,
         config_quotas: Mapping[str, Mapping[str, float]] | None = None,
+        stalls: StallRule | None = None,
     ) -> None:
         """``config_quotas``: rep -> {YYYY-MM: amount} from the config, sent as ``quota.set`` at start."""
         super().__init__(cells, tz, retention_s)
@@ -105,11 +108,20 @@ class PipelineFamily(WindowedFamily):
         self.quota_keys: dict[int, set[str]] = {}
         self._follow_ups: list[Event] = []
         self._config_quotas = config_quota_events(config_quotas or {}, currency)
+        #: The ``deal_stalled`` alert rule, when the config sets ``stalled_after_days`` for some stage.
+        self.stalls = stalls
 
     @property
-    def stores(self) -> tuple[StateStore, StateStore]:
-        """Write order: aggregates before the states they were derived from."""
-        return (self.cells, self.states)
+    def stores(self) -> tuple[StateStore, ...]:
+        """Write order: aggregates before the states they were derived from, then the stall clocks."""
+        if self.stalls is None:
+            return (self.cells, self.states)
+        return (self.cells, self.states, self.stalls.clocks.store)
+
+    @property
+    def alert_sources(self) -> tuple[EntityClocks, ...]:
+        """The ``deal_stalled`` clocks, for the engine's alert clock (none unless configured)."""
+        return () if self.stalls is None else (self.stalls.clocks,)
 
     # -- loading -----------------------------------------------------------------------------------
 
@@ -125,12 +137,16 @@ class PipelineFamily(WindowedFamily):
                 self._apply_now(partition, {}, now)
         for scope, ident in self.open[partition]:
             self.open_dirty.add((partition, scope, ident))
+        if self.stalls is not None:
+            self.stalls.clocks.on_loaded(partition)
 
     def drop_partition(self, partition: int) -> None:
         super().drop_partition(partition)
         self.open.pop(partition, None)
         self.quota_keys.pop(partition, None)
         self.open_dirty = {entry for entry in self.open_dirty if entry[0] != partition}
+        if self.stalls is not None:
+            self.stalls.clocks.drop_partition(partition)
 
     def startup_events(self) -> list[Event]:
         """The config's quotas as ``quota.set`` events (fixed ids: every worker sends them, dedup keeps one)."""
@@ -145,7 +161,7 @@ class PipelineFamily(WindowedFamily):
     def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
         """Update the deal, lead or quota an event concerns; True if it was one of this family's events."""
         if isinstance(event, DEAL_EVENTS):
-            return self._apply_deal(partition, offset, event, now)
+            return self._apply_deal(partition, offset, event, now, now if arrived is None else arrived)
         if isinstance(event, CustomerChurned):
             if event.lead_id:  # keyed by the lead (partition_key prefers lead_id)
                 return self._apply_lead(partition, offset, event, now)
@@ -163,7 +179,7 @@ class PipelineFamily(WindowedFamily):
             state = self.states.cell(partition, key)
         return None if offset <= state["wm"] else state
 
-    def _apply_deal(self, partition: int, offset: int, event: Any, now: float) -> bool:
+    def _apply_deal(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
         deal_id = event.deal_id
         state = self._state(partition, f"d:{deal_id}", offset)
         if state is None:
@@ -177,6 +193,8 @@ class PipelineFamily(WindowedFamily):
         self._apply_windows(partition, offset, now, before_windowed, after_windowed)
         self._apply_now(partition, before_now, after_now)
         self._deal_follow_ups(deal_id, state, before_lead, before_view)
+        if self.stalls is not None:
+            self.stalls.observe(partition, deal_id, self._view(state), now if arrived is None else arrived)
         self.states.touch(partition, f"d:{deal_id}")
         return True
 
@@ -373,5 +391,7 @@ class PipelineFamily(WindowedFamily):
         ]
         if stale:
             self.states.delete_many(partition, stale)  # one changelog record, not one per state
+            if self.stalls is not None:
+                self.stalls.clocks.forget(partition, [key[2:] for key in stale if key.startswith("d:")])
             self.quota_keys.get(partition, set()).difference_update(stale)
         return expired + len(stale)

@@ -1,0 +1,58 @@
+"""The ``lead_going_cold`` rule: a lead touched once and not touched again within N business days.
+
+A touch is an outreach action on the lead: a call, an outbound activity, an email sent, a meeting
+booked (the engagement family's per-lead state holds them all). N is configured per team
+(``[alerts.lead_going_cold]``). The deadline is N business days after the first touch in the team's
+business hours (``families.pipeline.stalls.business_days_after``); the clock is an ``EntityClocks``
+entry per lead, armed at the first touch and ended at the second. A first touch processed after its
+own deadline (a backfill, a replay) is history: it never pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from salespulse.families.business_hours import BusinessHours
+from salespulse.families.engagement.rules import UNASSIGNED, LeadState
+from salespulse.families.entity_clocks import EntityClocks, iso
+from salespulse.families.business_hours import business_days_after
+
+RULE = "lead_going_cold"
+UNKNOWN_SOURCE = "unknown"
+
+
+def touches(lead: LeadState) -> list[tuple[float, str, str]]:
+    """The lead's outreach actions as (time, rep, team), oldest first."""
+    out = [(t[0], t[2], t[3]) for t in lead.get("touches", ())]
+    for item in (*lead.get("emails", {}).values(), *lead.get("meetings", {}).values()):
+        if item.get("at") is not None:
+            out.append((item["at"], item.get("rep") or UNASSIGNED, item.get("team") or UNASSIGNED))
+    out.sort()
+    return out
+
+
+class ColdRule:
+    """Arms a lead's clock at its first touch and ends it at the second (or when the team has no rule)."""
+
+    def __init__(self, clocks: EntityClocks, days_for: Callable[[str], float | None],
+                 hours_of: Callable[[str], BusinessHours]) -> None:
+        self.clocks = clocks
+        self.days_for = days_for
+        self.hours_of = hours_of
+
+    def observe(self, partition: int, lead_id: str, lead: LeadState, arrived: float) -> None:
+        done = touches(lead)
+        if not done:
+            return
+        first_at, rep, touch_team = done[0]
+        team = lead.get("team") or touch_team
+        days = self.days_for(team)
+        if len(done) > 1 or days is None:
+            self.clocks.end(partition, lead_id, done[1][0] if len(done) > 1 else first_at)
+            return
+        deadline = business_days_after(self.hours_of(team), first_at, days)
+        if deadline <= arrived:
+            self.clocks.end(partition, lead_id, first_at)  # history: measured, never paged
+            return
+        fields = {"rep_id": rep, "team": team, "source": lead.get("source") or UNKNOWN_SOURCE}
+        self.clocks.arm(partition, lead_id, iso(first_at), first_at, deadline, fields, first_at)
