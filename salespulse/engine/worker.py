@@ -195,7 +195,7 @@ class WorkerRuntime:
         self.alert_clock = None if not sources else AlertClock(
             sources,
             self.owned_partitions,
-            AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
+            AlertSinks(redis_client, KafkaConnection.from_settings(settings), settings.tz),
             self.health,
             alertmanager=AlertmanagerSink(settings.alertmanager_urls, config.alerts.link, registry_)
             if settings.alertmanager_urls else None,
