@@ -185,8 +185,8 @@ class BoardReader:
     async def _alert_counts(self, today: str) -> list[dict[str, Any]]:
         """Today's alerts per rule and team: how many fired and how many resolved (of any day's firing)."""
         rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for field, value in (await self.redis.hgetall(f"{ALERT_COUNTS_PREFIX}{today}")).items():
-            name = field.decode() if isinstance(field, bytes) else str(field)
+        for raw, value in (await self.redis.hgetall(f"{ALERT_COUNTS_PREFIX}{today}")).items():
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
             rule, status, team = name.split(":", 2)
             row = rows.setdefault((rule, team), {"alert": rule, "team": team, "firing": 0, "resolved": 0})
             if status in ("firing", "resolved"):
