@@ -152,6 +152,7 @@ class WorkerRuntime:
                 config=config,
                 sla_s=settings.lead_response_sla_seconds,
                 foreign_target_kinds=frozenset().union(*(k for n, k in target_kinds.items() if n != name)),
+                partitions=settings.partitions,
             )
             self.families[name] = entries[name].build(context)
         families = list(self.families.values())
