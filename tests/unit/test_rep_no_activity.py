@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
 from salespulse.engine.alert_clock import AlertClock
@@ -23,7 +22,7 @@ from salespulse.families.activity.idle import RULE, IdleRule, deadline_on
 from salespulse.families.business_hours import BusinessHours
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.models.events import event_to_json
-from salespulse.outputs.prometheus import WorkerHealth
+from tests.unit.alert_helpers import FakeSinks, alert_clock
 
 PARTITIONS = 4
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -36,17 +35,6 @@ MONDAY = date(2027, 1, 18)
 
 def berlin(day: date, hour: int, minute: int = 0) -> float:
     return datetime.combine(day, time(hour, minute), tzinfo=BERLIN).timestamp()
-
-
-class FakeSinks:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, alerts: list[tuple[int, str, dict[str, Any]]]) -> None:
-        self.sent += [alert for _, _, alert in alerts]
-
-    async def already_sent(self, partition: int) -> set[tuple[str, str]]:
-        return set()
 
 
 def worker(table: dict[str, bytes]) -> tuple[BatchProcessor, ActivityFamily]:
@@ -65,8 +53,7 @@ def call(n: int, at: float) -> bytes:
 
 
 def clock(family: ActivityFamily, sinks: FakeSinks) -> AlertClock:
-    return AlertClock(list(family.alert_sources), lambda: set(range(PARTITIONS)), sinks,  # type: ignore[arg-type]
-                      WorkerHealth(CollectorRegistry()))
+    return alert_clock(family.alert_sources, sinks, lambda: set(range(PARTITIONS)))
 
 
 def deliver(processor: BatchProcessor, follow_ups: list[Any], offset: int, now: float) -> None:
