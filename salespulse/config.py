@@ -295,6 +295,27 @@ class LeadGoingColdConfig(_Model):
         return self.teams.get(team, self.days)
 
 
+LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class RepNoActivityConfig(_Model):
+    """``[alerts.rep_no_activity]``: a rep of ``[teams]`` with no outbound activity by ``by`` (local time of
+    the team's business hours) on a business day."""
+
+    #: Every team's local time ``HH:MM`` (unset: only the teams named below).
+    by: LocalTime | None = None
+    #: Per team, winning over ``by``.
+    teams: dict[str, LocalTime] = Field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.by is not None or bool(self.teams)
+
+    def by_for(self, team: str) -> time | None:
+        text = self.teams.get(team, self.by)
+        return None if text is None else time.fromisoformat(text)
+
+
 class AlertsConfig(_Model):
     """``[alerts]``: links in per-lead alerts and how often firing alerts are re-sent to Alertmanager."""
 
@@ -307,6 +328,7 @@ class AlertsConfig(_Model):
     #: Resolved alerts are posted again (with ``endsAt``) for this long after they resolved.
     resolved_resend_seconds: float = Field(600.0, ge=0, le=86400)
     lead_going_cold: LeadGoingColdConfig = Field(default_factory=LeadGoingColdConfig)
+    rep_no_activity: RepNoActivityConfig = Field(default_factory=RepNoActivityConfig)
 
     def link(self, alert: Any) -> str | None:
         """The CRM link of an alert's lead, or None when no template applies."""

@@ -6,7 +6,7 @@ of its own and any number of boards can read the same Redis:
 - speed to lead today: the teams' ``lead_response`` day hashes, summed field by field (additive
   fields only), quantiles from the merged histogram as the merge script computes them;
 - leads waiting now: ``salespulse:lead_response:awaiting:p<partition>`` (the oldest per partition);
-- alert feed: ``salespulse:alerts:recent``;
+- alert feed: ``salespulse:alerts:recent``; today's counts per rule and team: ``salespulse:alerts:counts:<day>``;
 - funnel: the pipeline scope's month hash (``entries:<stage>``) and open pipeline hash
   (``deals:<stage>``), stages in the configured order, unknown stages after them;
 - pipeline and forecast against quota: the open pipeline hashes and the reps' month hashes;
@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from salespulse.config import Config
 from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.pipeline.rules import Pipelines
-from salespulse.outputs.alerts import RECENT_ALERTS_KEY
+from salespulse.outputs.alerts import ALERT_COUNTS_PREFIX, RECENT_ALERTS_KEY
 from salespulse.outputs.aggregates import AWAITING_PREFIX
 
 #: How many rows of each list the board shows (the counts cover the rest).
@@ -138,6 +138,7 @@ class BoardReader:
             "speed_to_lead": await self._speed_to_lead(today, waiting["count"]),
             "waiting": waiting,
             "alerts": await self._alerts(),
+            "alert_counts": await self._alert_counts(today),
             "funnel": await self._funnel(month),
             "forecast": await self._forecast(month),
             "activity": await self._activity(today),
@@ -180,6 +181,17 @@ class BoardReader:
         for alert in alerts:
             alert["rep_name"] = self.view.rep_name(alert.get("rep_id") or "")
         return alerts
+
+    async def _alert_counts(self, today: str) -> list[dict[str, Any]]:
+        """Today's alerts per rule and team: how many fired and how many resolved (of any day's firing)."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for raw, value in (await self.redis.hgetall(f"{ALERT_COUNTS_PREFIX}{today}")).items():
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            rule, status, team = name.split(":", 2)
+            row = rows.setdefault((rule, team), {"alert": rule, "team": team, "firing": 0, "resolved": 0})
+            if status in ("firing", "resolved"):
+                row[status] += int(value)
+        return [rows[key] for key in sorted(rows)]
 
     async def _funnel(self, month: str) -> list[dict[str, Any]]:
         prefix = "salespulse:pipeline:open:pipeline:"

@@ -152,6 +152,7 @@ class WorkerRuntime:
                 config=config,
                 sla_s=settings.lead_response_sla_seconds,
                 foreign_target_kinds=frozenset().union(*(k for n, k in target_kinds.items() if n != name)),
+                partitions=settings.partitions,
             )
             self.families[name] = entries[name].build(context)
         families = list(self.families.values())
@@ -195,7 +196,7 @@ class WorkerRuntime:
         self.alert_clock = None if not sources else AlertClock(
             sources,
             self.owned_partitions,
-            AlertSinks(redis_client, KafkaConnection.from_settings(settings)),
+            AlertSinks(redis_client, KafkaConnection.from_settings(settings), settings.tz),
             self.health,
             alertmanager=AlertmanagerSink(settings.alertmanager_urls, config.alerts.link, registry_)
             if settings.alertmanager_urls else None,

@@ -25,3 +25,5 @@ class FamilyContext:
     sla_s: float
     #: Target kinds published by another family than the one being built (their fields live there).
     foreign_target_kinds: frozenset[str] = frozenset()
+    #: Partitions of ``salespulse.events`` (where a key lands: a rule keyed by rep needs to know).
+    partitions: int = 1

@@ -13,7 +13,7 @@ One cell per entity: ``{"wm", "ep", "start", "deadline", "fields", "fired", "res
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,18 +42,25 @@ class EntityClocks:
         self.alerting: dict[int, set[str]] = {}
         #: Partitions loaded with unpublished alerts: a previous owner may have sent them unrecorded.
         self.inherited_unpublished: set[int] = set()
+        #: Called per owned partition before firing (a rule whose clocks are armed by time, not by events).
+        self.before_due: Callable[[int, float], None] | None = None
 
     # -- the family's side ---------------------------------------------------------------------------
 
     def arm(self, partition: int, entity: str, episode: str, start: float, deadline: float,
-            fields: Mapping[str, Any], at: float) -> None:
-        """The entity is in ``episode`` since ``start``: fire at ``deadline`` unless it ends first."""
+            fields: Mapping[str, Any], at: float, in_batch: bool = True) -> None:
+        """The entity is in ``episode`` since ``start``: fire at ``deadline`` unless it ends first.
+
+        ``in_batch``: an event armed it (the batch's persist writes the cell); else the caller writes it
+        (``write_many``: a clock armed by time, between batches).
+        """
         cell = self.store.get(partition, entity)
         if cell is not None and cell.get("ep") == episode:
             if cell.get("fired") is None and (cell["deadline"] != deadline or cell["fields"] != dict(fields)):
                 cell["deadline"], cell["fields"] = deadline, dict(fields)
                 heapq.heappush(self.due.setdefault(partition, []), (deadline, entity, episode))
-                self.store.touch(partition, entity)
+                if in_batch:
+                    self.store.touch(partition, entity)
             return
         if cell is None:
             cell = self.store.cell(partition, entity)
@@ -62,7 +69,8 @@ class EntityClocks:
         cell.update(ep=episode, start=start, deadline=deadline, fields=dict(fields), fired=None, resolved=None,
                     published=[])
         heapq.heappush(self.due.setdefault(partition, []), (deadline, entity, episode))
-        self.store.touch(partition, entity)
+        if in_batch:
+            self.store.touch(partition, entity)
 
     def end(self, partition: int, entity: str, at: float) -> None:
         """The entity's episode is over at ``at``: a firing alert resolves, an unfired clock is disarmed."""
@@ -119,6 +127,10 @@ class EntityClocks:
         fired = 0
         for partition in partitions:
             heap = self.due.get(partition)
+            if heap is None:
+                continue  # not loaded (yet)
+            if self.before_due is not None:
+                self.before_due(partition, now)
             changed: set[str] = set()
             while heap and heap[0][0] <= now:
                 deadline, entity, episode = heapq.heappop(heap)

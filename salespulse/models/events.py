@@ -290,6 +290,16 @@ class DealLeadLinked(_DealEvent):
     lead_id: Id
 
 
+class RepActive(_EventBase):
+    """Internal, written by the worker: the rep's partition learns of the rep's outbound activity
+    (``rep_no_activity``: a rep's activities are spread over their leads' partitions)."""
+
+    _key_fields: ClassVar[tuple[str, ...]] = ("rep_id",)
+
+    type: Literal["rep.active"]
+    rep_id: Id
+
+
 class DealOutcome(StrEnum):
     won = "won"
     lost = "lost"
@@ -329,6 +339,7 @@ EVENT_MODELS: tuple[type[_EventBase], ...] = (
     CustomerChurned,
     DealLeadLinked,
     LeadDealClosed,
+    RepActive,
 )
 
 Event = Annotated[
@@ -355,6 +366,7 @@ Event = Annotated[
         CustomerChurned,
         DealLeadLinked,
         LeadDealClosed,
+        RepActive,
     ],
     Field(discriminator="type"),
 ]
@@ -366,7 +378,7 @@ EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].annotation.__args__[
 
 
 #: Types only the worker writes (cross-partition links between a lead and its deal); webhooks refuse them.
-INTERNAL_EVENT_TYPES: frozenset[str] = frozenset({"deal.lead_linked", "lead.deal_closed"})
+INTERNAL_EVENT_TYPES: frozenset[str] = frozenset({"deal.lead_linked", "lead.deal_closed", "rep.active"})
 
 
 def derived_event_id(*parts: object) -> str:

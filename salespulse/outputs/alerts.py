@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 import orjson
@@ -27,11 +27,17 @@ ALERTS_CHANNEL = "salespulse:alerts"
 #: The newest alerts (the live board's feed): a sorted set of alert JSON scored by emission time (ms).
 RECENT_ALERTS_KEY = "salespulse:alerts:recent"
 RECENT_ALERTS_KEPT = 200
+#: Per day (in the workers' time zone, of ``emitted_at``): a hash ``<rule>:<status>:<team>`` -> count,
+#: incremented only with the guard's first write of a status, so a redelivery or a takeover never counts twice.
+ALERT_COUNTS_PREFIX = "salespulse:alerts:counts:"
+_COUNTS_TTL_S = 8 * 86400
 _PUBLISH_ONCE = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[6]))
+  redis.call('HINCRBY', KEYS[3], ARGV[7], 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
   redis.call('PUBLISH', ARGV[3], ARGV[2])
   return 1
 end
@@ -60,11 +66,18 @@ def clock_id(alert: dict[str, Any]) -> str:
     return f"{alert[entity]}@{alert['started_at']}"
 
 
+def count_field(alert: dict[str, Any]) -> str:
+    """The field of the day's counts hash: ``<rule>:<status>:<team>`` (a team may contain ``:``; rules and
+    statuses do not)."""
+    return f"{alert['alert']}:{alert['status']}:{alert.get('team') or 'unassigned'}"
+
+
 class AlertSinks:
     """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
 
-    def __init__(self, redis_client: aioredis.Redis, kafka: KafkaConnection) -> None:
+    def __init__(self, redis_client: aioredis.Redis, kafka: KafkaConnection, tz: tzinfo = timezone.utc) -> None:
         self.redis = redis_client
+        self.tz = tz
         self.kafka = kafka
         self._producer: AIOKafkaProducer | None = None
         self._publish_once = redis_client.register_script(_PUBLISH_ONCE)
@@ -95,10 +108,12 @@ class AlertSinks:
         """The Redis half: the channel message, the guard and the recent-alerts set, once per (lead, status)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, lead_id, alert in alerts:
-                emitted_ms = int(datetime.fromisoformat(alert["emitted_at"]).timestamp() * 1000)
+                emitted = datetime.fromisoformat(alert["emitted_at"])
+                counts = f"{ALERT_COUNTS_PREFIX}{emitted.astimezone(self.tz).date().isoformat()}"
                 await self._publish_once(
-                    keys=[f"salespulse:alert:{lead_id}", RECENT_ALERTS_KEY],
-                    args=[published_key(alert), orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S, emitted_ms, keep],
+                    keys=[f"salespulse:alert:{lead_id}", RECENT_ALERTS_KEY, counts],
+                    args=[published_key(alert), orjson.dumps(alert).decode(), ALERTS_CHANNEL, _GUARD_TTL_S,
+                          int(emitted.timestamp() * 1000), keep, count_field(alert), _COUNTS_TTL_S],
                     client=pipe,
                 )
             await pipe.execute()

@@ -91,6 +91,12 @@ async def test_the_live_board_shows_what_redis_holds_and_updates_within_two_seco
             recent = [orjson.loads(v) for v in await redis_client.zrevrange("salespulse:alerts:recent", 0, -1)]
             feed = await page.locator("#alert-rows li[data-lead-id]").evaluate_all("items => items.map(i => i.dataset.leadId)")
             assert feed == [alert["lead_id"] for alert in recent] == ["b1-lead-late"]
+            # Today's alerts per rule and team: the counts hash, written with each status's first publication.
+            counts = {k.decode(): int(v) for k, v in (await redis_client.hgetall(f"salespulse:alerts:counts:{today}")).items()}
+            assert counts == {"lead_response_sla:firing:team-north": 1}
+            count_row = page.locator('#alert-count-rows tr[data-alert="lead_response_sla"][data-team="team-north"]')
+            await expect(count_row.locator("td.fired")).to_have_text("1")
+            await expect(count_row.locator("td.resolved")).to_have_text("0")
             # Speed to lead today: within-SLA over leads *created*, summed over the teams' day hashes.
             # Each team's hash goes out in its own flush: wait until both hold the batch's four leads.
             until = time.monotonic() + 10

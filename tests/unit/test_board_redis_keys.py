@@ -11,7 +11,9 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from salespulse.outputs.alerts import RECENT_ALERTS_KEY, AlertSinks
+from salespulse.board.snapshot import BoardReader, BoardView
+from salespulse.config import load_config
+from salespulse.outputs.alerts import ALERT_COUNTS_PREFIX, RECENT_ALERTS_KEY, AlertSinks
 from salespulse.engine.awaiting import AwaitingPublisher
 from salespulse.outputs.aggregates import awaiting_key
 from salespulse.outputs.prometheus import WorkerHealth
@@ -85,3 +87,26 @@ async def test_recent_alerts_keep_each_alert_once_newest_first(redis_client: aio
     await send_redis_half([alert("L1", "resolved", 3)])
     recent = [orjson.loads(v) for v in await redis_client.zrevrange(RECENT_ALERTS_KEY, 0, -1)]
     assert [(a["lead_id"], a["status"]) for a in recent] == [("L1", "resolved"), ("L2", "firing")]  # kept: 2
+
+
+async def test_alert_counts_per_rule_team_and_day_count_each_status_once(redis_client: aioredis.Redis) -> None:
+    sinks = AlertSinks(redis_client, "127.0.0.1:1", ZoneInfo("America/New_York"))  # the Kafka half is not used
+
+    def alert(rule: str, entity: str, status: str, team: str, emitted: str) -> tuple[int, str, dict]:
+        return 0, entity, {"alert": rule, "status": status, "lead_id": entity, "team": team, "emitted_at": emitted}
+
+    late_evening = "2026-11-23T03:30:00+00:00"  # 22:30 on the 22nd in New York: counted on the 22nd
+    batch = [alert("lead_response_sla", "L1", "firing", "team:a", "2026-11-22T15:00:00+00:00"),
+             alert("lead_response_sla", "L2", "firing", "team:a", late_evening),
+             alert("deal_stalled", "D1@x", "firing", "team:a", "2026-11-22T16:00:00+00:00")]
+    await sinks.publish_redis(batch)
+    await sinks.publish_redis(batch)  # a takeover republishes: counted once
+    await sinks.publish_redis([alert("lead_response_sla", "L1", "resolved", "team:a", "2026-11-22T17:00:00+00:00")])
+    counts = await redis_client.hgetall(f"{ALERT_COUNTS_PREFIX}2026-11-22")
+    assert {k.decode(): int(v) for k, v in counts.items()} == {
+        "lead_response_sla:firing:team:a": 2, "lead_response_sla:resolved:team:a": 1, "deal_stalled:firing:team:a": 1}
+    assert 0 < await redis_client.ttl(f"{ALERT_COUNTS_PREFIX}2026-11-22") <= 8 * 86400
+    view = BoardView.from_config(load_config(None), ZoneInfo("America/New_York"), 300)
+    rows = await BoardReader(redis_client, view)._alert_counts("2026-11-22")
+    assert rows == [{"alert": "deal_stalled", "team": "team:a", "firing": 1, "resolved": 0},
+                    {"alert": "lead_response_sla", "team": "team:a", "firing": 2, "resolved": 1}]

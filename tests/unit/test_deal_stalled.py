@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
 from salespulse.config import ConfigError, load_config
 from salespulse.engine.alert_clock import AlertClock
@@ -23,7 +22,7 @@ from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.families.business_hours import business_days_after
 from salespulse.families.pipeline.stalls import RULE, StallRule
 from salespulse.outputs.alerts import clock_id
-from salespulse.outputs.prometheus import WorkerHealth
+from tests.unit.alert_helpers import FakeSinks, alert_clock
 
 OSLO = ZoneInfo("Europe/Oslo")
 NINE_TO_FIVE = BusinessHours(tz=OSLO, weekly={d: [(time(9), time(17))] for d in range(5)},
@@ -66,18 +65,6 @@ def test_the_local_time_is_kept_across_a_dst_change() -> None:
 T0 = 1_800_000_000.0  # 2027-01-15, a Friday; the rule below runs around the clock
 
 
-class FakeSinks:
-    def __init__(self, already: set[tuple[str, str]] | None = None) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.already = already or set()
-
-    async def send(self, alerts: list[tuple[int, str, dict[str, Any]]]) -> None:
-        self.sent += [(cid, alert) for _, cid, alert in alerts]
-
-    async def already_sent(self, partition: int) -> set[tuple[str, str]]:
-        return self.already
-
-
 def worker(table: dict[str, bytes], days: float = 2.0) -> tuple[BatchProcessor, PipelineFamily]:
     stalls = StallRule(EntityClocks(RecordLog(table, "pstall"), RULE, "deal_id"),
                        {"default": {"proposal": days, "negotiation": days}}, lambda team: BusinessHours.always())
@@ -93,7 +80,7 @@ def event(eid: str, kind: str, at: float, **fields: Any) -> bytes:
 
 
 def clock(family: PipelineFamily, sinks: FakeSinks) -> AlertClock:
-    return AlertClock(list(family.alert_sources), lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
+    return alert_clock(family.alert_sources, sinks)
 
 
 async def test_a_deal_left_in_a_stage_fires_once_at_its_deadline_and_resolves_when_it_moves() -> None:
@@ -109,12 +96,12 @@ async def test_a_deal_left_in_a_stage_fires_once_at_its_deadline_and_resolves_wh
                       now=moved)
     assert await alerts.tick(now=moved + 1) == 1
     assert await alerts.tick(now=moved + 2 * DAY) == 0  # an unconfigured stage never stalls
-    firing, resolved = (alert for _, alert in sinks.sent)
+    firing, resolved = sinks.sent
     assert (firing["alert"], firing["status"], firing["deal_id"], firing["stage"], firing["team"]) == (
         RULE, "firing", "D1", "proposal", "emea")
     assert firing["deadline"] == datetime.fromtimestamp(T0 + 2 * DAY, timezone.utc).isoformat()
     assert resolved["status"] == "resolved" and resolved["emitted_at"] == datetime.fromtimestamp(moved, timezone.utc).isoformat()
-    assert {cid for cid, _ in sinks.sent} == {clock_id(firing)} == {clock_id(resolved)}
+    assert set(sinks.clock_ids) == {clock_id(firing)} == {clock_id(resolved)}
 
 
 async def test_a_deal_that_moves_before_its_deadline_never_fires() -> None:
@@ -137,9 +124,9 @@ async def test_a_deal_stalling_again_in_its_next_stage_is_a_new_alert_with_its_o
                       now=moved)
     await alerts.tick(now=moved + 1)
     await alerts.tick(now=moved + 2 * DAY + 1)
-    assert [(alert["stage"], alert["status"]) for _, alert in sinks.sent] == [
+    assert [(alert["stage"], alert["status"]) for alert in sinks.sent] == [
         ("proposal", "firing"), ("proposal", "resolved"), ("negotiation", "firing")]
-    assert len({cid for cid, _ in sinks.sent}) == 2
+    assert len(set(sinks.clock_ids)) == 2
 
 
 async def test_a_stage_entry_processed_after_its_deadline_is_history_and_never_pages() -> None:
@@ -163,7 +150,7 @@ async def test_a_new_owner_keeps_the_armed_clock_and_reads_back_what_a_crashed_o
     new_owner.ensure_loaded(0)
     sinks = FakeSinks(already={(sent_before, f"{RULE}:firing")})
     assert await clock(takeover, sinks).tick(now=T0 + 2 * DAY + 5) == 1
-    assert [(alert["deal_id"], alert["status"]) for _, alert in sinks.sent] == [("D2", "firing")]
+    assert [(alert["deal_id"], alert["status"]) for alert in sinks.sent] == [("D2", "firing")]
 
 
 async def test_an_armed_clock_survives_a_restart_and_fires_from_the_loaded_state() -> None:

@@ -180,12 +180,13 @@ def errors_of(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_examples_cover_every_contract_type_exactly() -> None:
     assert set(EXAMPLES) == set(EVENT_TYPES) - INTERNAL_EVENT_TYPES
-    assert len(EVENT_TYPES) == len(EVENT_MODELS) == 22
+    assert len(EVENT_TYPES) == len(EVENT_MODELS) == 23
 
 
 INTERNAL_EXAMPLES: dict[str, dict[str, Any]] = {
     "deal.lead_linked": {"deal_id": "D1", "lead_id": "L1"},
     "lead.deal_closed": {"lead_id": "L1", "deal_id": "D1", "pipeline": "sales", "outcome": "won", "amount": 5000},
+    "rep.active": {"rep_id": "rep-1"},
 }
 
 
@@ -194,7 +195,8 @@ def test_internal_link_events_parse_from_kafka_but_webhooks_refuse_them(event_ty
     item = {"event_id": "x1", "type": event_type, "occurred_at": "2026-11-22T08:30:00Z", **INTERNAL_EXAMPLES[event_type]}
     event = event_from_json(orjson.dumps(item))
     assert event.type == event_type
-    assert event.partition_key == item["deal_id" if event_type == "deal.lead_linked" else "lead_id"]
+    keyed_by = {"deal.lead_linked": "deal_id", "rep.active": "rep_id"}.get(event_type, "lead_id")
+    assert event.partition_key == item[keyed_by]
     with pytest.raises(RejectedRequest) as info:
         parse_events(orjson.dumps([EXAMPLES["call.logged"], item]))
     assert [(e["index"], e["field"], e["type"]) for e in info.value.body["errors"]] == [(1, "type", "internal_type")]

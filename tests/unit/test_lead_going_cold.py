@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
 from salespulse.engine.alert_clock import AlertClock
@@ -20,24 +19,13 @@ from salespulse.families.business_hours import BusinessHours
 from salespulse.families.engagement.cold import RULE, ColdRule
 from salespulse.families.engagement.family import EngagementFamily
 from salespulse.families.entity_clocks import EntityClocks
-from salespulse.outputs.prometheus import WorkerHealth
+from tests.unit.alert_helpers import FakeSinks, alert_clock
 
 DAY = 86400.0
 NY = ZoneInfo("America/New_York")
 # Monday-Friday 08:00-18:00 in New York for team "us"; around the clock for the others.
 US_HOURS = BusinessHours(tz=NY, weekly={d: [(time(8), time(18))] for d in range(5)})
 T0 = datetime(2027, 1, 15, 16, 0, tzinfo=NY).timestamp()  # a Friday, 16:00 in New York
-
-
-class FakeSinks:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, alerts: list[tuple[int, str, dict[str, Any]]]) -> None:
-        self.sent += [alert for _, _, alert in alerts]
-
-    async def already_sent(self, partition: int) -> set[tuple[str, str]]:
-        return set()
 
 
 def worker(table: dict[str, bytes]) -> tuple[BatchProcessor, EngagementFamily]:
@@ -55,7 +43,7 @@ def call(lead: str, n: int, at: float, team: str = "us") -> bytes:
 
 
 def clock(family: EngagementFamily, sinks: FakeSinks) -> AlertClock:
-    return AlertClock(list(family.alert_sources), lambda: {0}, sinks, WorkerHealth(CollectorRegistry()))  # type: ignore[arg-type]
+    return alert_clock(family.alert_sources, sinks)
 
 
 async def test_a_lead_touched_once_goes_cold_after_n_business_days_skipping_the_weekend() -> None:

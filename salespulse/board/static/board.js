@@ -80,11 +80,16 @@ function tickAges() {
 
 function renderAlerts(data) {
   const items = data.alerts.map((alert) =>
-    el("li", { class: alert.status, "data-lead-id": alert.lead_id },
+    el("li", { class: alert.status, "data-lead-id": alert.lead_id || "", "data-alert": alert.alert },
       el("span", { class: "tag" }, alert.status),
-      el("span", {}, `${alert.lead_id} · ${alert.rep_name} · ${alert.team}`),
+      el("span", {}, `${alert.alert.replaceAll("_", " ")} · ${alert.lead_id || alert.deal_id || ""} · ${alert.rep_name} · ${alert.team}`),
       el("span", { class: "when", title: alert.emitted_at }, `waited ${duration(alert.age_seconds)} · ${new Date(alert.emitted_at).toLocaleTimeString()}`)));
   $("alert-rows").replaceChildren(...(items.length ? items : [el("li", { class: "empty" }, "no alert")]));
+  const counts = data.alert_counts.map((row) =>
+    el("tr", { "data-alert": row.alert, "data-team": row.team },
+      el("td", {}, row.alert.replaceAll("_", " ")), el("td", {}, row.team),
+      el("td", { class: "num fired" }, row.firing), el("td", { class: "num resolved" }, row.resolved)));
+  $("alert-count-rows").replaceChildren(...(counts.length ? counts : [el("tr", {}, el("td", { class: "empty", colspan: "4" }, "no alert today"))]));
 }
 
 function renderFunnel(data) {
