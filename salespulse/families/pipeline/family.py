@@ -29,11 +29,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 
+from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
 from salespulse.families.pipeline.rules import (
-    LOST,
-    WON,
     DealView,
-    Pipelines,
     State,
     deal_contribution,
     lead_contribution,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from salespulse.families.pipeline import live
-from salespulse.families.pipeline.rules import HISTOGRAMS, Pipelines
+from salespulse.families.pipeline.pipelines import Pipelines
+from salespulse.families.pipeline.rules import HISTOGRAMS
 from salespulse.families.spec import FamilySpec, Field
 from salespulse.outputs.derived import Derived, Product, Ratio, Sum
 from salespulse.outputs.records import RecordSpec
