@@ -129,3 +129,27 @@ async def test_the_awaiting_sink_keeps_what_a_failed_flush_could_not_write_and_t
     assert orjson.loads(await redis_client.get(awaiting_key(0)))["count"] == 2
     assert orjson.loads(await redis_client.get(awaiting_key(1)))["count"] == 0
     assert await sink.flush() == 0
+
+
+async def test_alert_sinks_keep_what_a_failed_flush_could_not_publish_once_per_clock_and_status(
+    redis_client: aioredis.Redis,
+) -> None:
+    sinks = AlertSinks(redis_client, "127.0.0.1:1")
+    delivered: list[list[tuple[int, str, dict]]] = []
+    failing = [True]
+
+    async def send(alerts: list[tuple[int, str, dict]]) -> None:
+        if failing[0]:
+            raise ConnectionError("Kafka is down")
+        delivered.append(list(alerts))
+
+    sinks.send = send  # type: ignore[method-assign, assignment]  # the Kafka and Redis halves are tested elsewhere
+    firing = {"alert": "lead_response_sla", "status": "firing", "lead_id": "L1"}
+    sinks.add([(0, "L1", firing)])
+    with pytest.raises(ConnectionError):
+        await sinks.flush()
+    failing[0] = False
+    sinks.add([(0, "L1", firing), (0, "L2", {**firing, "lead_id": "L2"})])  # the clock offers L1 again
+    assert await sinks.flush() == 2
+    assert [(cid, alert["status"]) for _, cid, alert in delivered[0]] == [("L1", "firing"), ("L2", "firing")]
+    assert await sinks.flush() == 0
