@@ -30,7 +30,12 @@ from pydantic import (
 
 from salespulse.crm_config import CrmSection, StageMapping
 from salespulse.families.business_hours import END_OF_DAY, BusinessHours
-from salespulse.families.pipeline.rules import DEFAULT_LOSS_REASONS, DEFAULT_PIPELINES, PipelineSpec, Pipelines
+from salespulse.families.pipeline.pipelines import (
+    DEFAULT_LOSS_REASONS,
+    DEFAULT_PIPELINES,
+    PipelineSpec,
+    Pipelines,
+)
 from salespulse.toml_lines import key_lines, line_of
 
 __all__ = [

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from salespulse.config import Config
 from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
-from salespulse.families.pipeline.rules import Pipelines
+from salespulse.families.pipeline.pipelines import Pipelines
 from salespulse.outputs.alerts import ALERT_COUNTS_PREFIX, RECENT_ALERTS_KEY
 from salespulse.outputs.aggregates import AWAITING_PREFIX
 

@@ -117,7 +117,8 @@ class AlertClock(Service):
             source.due_alerts(owned, now)
             pending.extend((source, alert) for alert in source.pending_alerts(owned))
         if pending:
-            await self.sinks.send([alert for _, alert in pending])
+            self.sinks.add([alert for _, alert in pending])
+            await self.sinks.flush()
             for source in self.sources:  # one durable record per source and partition, not per alert
                 source.mark_published(
                     (partition, clock_id, published_key(alert)) for owner, (partition, clock_id, alert) in pending if owner is source

@@ -101,7 +101,7 @@ class Flusher(Service):
                 log.exception("flush failed")
             last_cpu = time.thread_time() - cpu_started
 
-    async def _deliver(self, sink: Sink, force: bool) -> None:
+    async def _deliver(self, sink: Sink[Partial], force: bool) -> None:
         """Flush one sink; a failure is counted and logged (the sink keeps its partials for the next flush)."""
         try:
             await sink.flush(force)

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from salespulse.config import load_config
 from salespulse.engine.alert_clock import AlertClock, AlertingFamily, AlertSource
-from salespulse.engine.awaiting import AwaitingPublisher
+from salespulse.engine.awaiting import AWAITING_TTL_S, AwaitingPublisher
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.faust.app import SalespulseApp
@@ -38,6 +38,7 @@ from salespulse.kafka_connection import KafkaConnection
 from salespulse.models.events import Event, event_to_json
 from salespulse.outputs.alertmanager import AlertmanagerSink
 from salespulse.outputs.alerts import AlertSinks
+from salespulse.outputs.awaiting import AwaitingSink
 from salespulse.outputs.board_metrics import BoardInfoCollector
 from salespulse.outputs.prometheus import ConsumerLagCollector, WorkerHealth
 from salespulse.outputs.redis import RedisPublisher
@@ -206,7 +207,7 @@ class WorkerRuntime:
         #: Leads waiting now, for the live board: with the alert clock, from the same lead states.
         lead_response = self.families.get("lead_response")
         self.awaiting_publisher = None if not isinstance(lead_response, LeadResponseFamily) else AwaitingPublisher(
-            lead_response, self.owned_partitions, redis_client, self.health
+            lead_response, self.owned_partitions, AwaitingSink(redis_client, AWAITING_TTL_S), self.health
         )
         if self.awaiting_publisher is not None:
             self.flusher.on_redis_lost.append(self.awaiting_publisher.refresh_all)

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
-from prometheus_client.core import Metric
 
 from salespulse.families import keys
 from salespulse.families.fields import Number, add_fields
@@ -17,7 +16,7 @@ from salespulse.families.keys import Key
 from salespulse.families.spec import FamilySpec
 from salespulse.families.state import StateStore
 from salespulse.families.windows import ALL_TIME, calendar_buckets
-from salespulse.outputs.series import SpecCollector
+from salespulse.outputs.series import SpecCollector, render_live
 
 
 def _ignore(ident: str) -> None:
@@ -75,12 +74,9 @@ class WindowQueries:
         clock: Callable[[], float] = time.time,
         skipped: Callable[[str, str], None] | None = None,
     ) -> SpecCollector:
-        """The family's Prometheus collector: the spec's series, then ``live_series``."""
-        return SpecCollector(self.name, self.spec.series, self.all_time_keyed, owned, self.live_series, clock, skipped)
-
-    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterable[Metric]:
-        """Series that no scope holds (gauges of live state); none by default."""
-        return ()
+        """The family's Prometheus collector: the spec's series, then its live series."""
+        live = render_live(self.spec.live, self) if self.spec.live else None
+        return SpecCollector(self.name, self.spec.series, self.all_time_keyed, owned, live, clock, skipped)
 
     def _window_totals(self, owned: Iterable[int], name: str, scope: str) -> dict[str, dict[str, Number]]:
         totals: dict[str, dict[str, Number]] = {}

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from pydantic import BaseModel
 
 from salespulse.outputs.derived import Derived
 from salespulse.outputs.records import RecordSpec, record_model, window_pattern
-from salespulse.outputs.series import AnySeries
+from salespulse.outputs.series import AnySeries, LiveSeries
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class FamilySpec:
     record: RecordSpec
     derived: Derived = Derived()
     series: tuple[AnySeries, ...] = ()
+    #: Prometheus series of what no scope holds (waiting leads, open deals now), read from the family's state.
+    live: tuple[LiveSeries[Any], ...] = ()
     #: Windows beyond the calendar and rolling ones (``now``: open pipeline).
     extra_windows: tuple[str, ...] = ()
     #: Derived rates whose team value is written beside a rep's (``team_<rate>``).

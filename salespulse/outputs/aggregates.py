@@ -80,7 +80,7 @@ def partial(
     return Partial(family, key, partition, watermark, fields, ttl_s, topic_key, record, group_key)
 
 
-#: Leads waiting now per partition (a JSON string, written by the engine's ``AwaitingPublisher``).
+#: Leads waiting now per partition (a JSON string, written by ``outputs.awaiting.AwaitingSink``).
 AWAITING_PREFIX = "salespulse:lead_response:awaiting:p"
 
 

@@ -73,11 +73,16 @@ def count_field(alert: dict[str, Any]) -> str:
 
 
 class AlertSinks:
-    """The Kafka topic and the Redis channel, each idempotent per (lead, status)."""
+    """The Kafka topic and the Redis channel, each idempotent per (clock id, status): a ``Sink`` (``add`` then
+    ``flush``) whose checkpoint is the alert clock's tick. A status is recorded as published only after a
+    flush that took it (``engine.alert_clock``)."""
+
+    name = "alerts"
 
     def __init__(self, redis_client: aioredis.Redis, kafka: KafkaConnection, tz: tzinfo = timezone.utc) -> None:
         self.redis = redis_client
         self.tz = tz
+        self.backlog: dict[tuple[str, str], tuple[int, str, dict[str, Any]]] = {}
         self.kafka = kafka
         self._producer: AIOKafkaProducer | None = None
         self._publish_once = redis_client.register_script(_PUBLISH_ONCE)
@@ -91,8 +96,26 @@ class AlertSinks:
             await self._producer.stop()
             self._producer = None
 
+    def add(self, items: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+        """Buffer alerts (partition, clock id, alert JSON) for the next flush; one per clock id and status."""
+        for item in items:
+            self.backlog[(item[1], published_key(item[2]))] = item
+
+    async def flush(self, force: bool = False) -> int:
+        """Publish the buffered alerts to both sinks; on failure keep them for the next flush and raise."""
+        if not self.backlog:
+            return 0
+        pending, self.backlog = self.backlog, {}
+        try:
+            await self.send(list(pending.values()))
+        except BaseException:
+            for key, item in pending.items():
+                self.backlog.setdefault(key, item)
+            raise
+        return len(pending)
+
     async def send(self, alerts: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
-        """Publish alerts to both sinks; raises if either did not take them all."""
+        """Publish alerts to both sinks now; raises if either did not take them all."""
         assert self._producer is not None, "AlertSinks.start() was not awaited"
         futures = []
         for partition, lead_id, alert in alerts:

@@ -5,7 +5,8 @@ A ``Series`` says which fields of which scope become which samples: the id's par
 labels, the field name gives the rest (``fields``), so no collector parses ids or field names of its
 own. Values are *absolute values from changelogged state*, never increments, so a replay after a crash
 never inflates a counter; each worker exports the partitions it owns and dashboards ``sum by``.
-What no scope holds (live gauges of waiting leads, open deals now) a family adds with ``live``.
+What no scope holds (waiting leads, open deals now, quotas) a ``LiveSeries`` declares too: its
+``values`` function reads the family's state and returns label values -> value.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -83,6 +84,41 @@ class Series:
 
 
 AnySeries = Series | HistogramSeries
+Family = TypeVar("Family")
+#: (the family, owned partitions, now, what to do with an id that does not decode) -> label values -> value.
+LiveValues = Callable[[Family, list[int], float, Callable[[str], None]], Mapping[Key, Number]]
+
+
+@dataclass(frozen=True)
+class LiveSeries(Generic[Family]):
+    """A counter or gauge of what no scope holds, read from the family's state by ``values``; samples in
+    label order, zeros kept (an open stage with no amount is a sample of 0)."""
+
+    name: str
+    help: str
+    kind: Literal["counter", "gauge"]
+    labels: Key
+    values: LiveValues[Family]
+
+    def render(self, family: Family, owned: list[int], now: float, malformed: Callable[[str], None]) -> Metric:
+        metric: Metric
+        if self.kind == "counter":
+            metric = CounterMetricFamily(self.name, self.help, labels=list(self.labels))
+        else:
+            metric = GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+        for labels, value in sorted(self.values(family, owned, now, malformed).items()):
+            metric.add_metric(list(labels), value)
+        return metric
+
+
+def render_live(series: Sequence[LiveSeries[Any]], family: object) -> Live:
+    """The ``live`` of a ``SpecCollector``: every live series of a family, in declaration order."""
+
+    def live(owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
+        for one in series:
+            yield one.render(family, owned, now, malformed)
+
+    return live
 
 
 def _counter_or_gauge(series: Series, totals: Mapping[Key, Mapping[str, Number]]) -> Metric:

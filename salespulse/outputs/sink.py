@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from salespulse.outputs.aggregates import Partial
 
+Item = TypeVar("Item", contravariant=True)
 
-class Sink(Protocol):
-    """An output of aggregates (Redis, a metric topic ...)."""
+
+class Sink(Protocol[Item]):
+    """An output (Redis, a metric topic, the board's leads-waiting keys ...) of absolute values ``Item``."""
 
     name: str
 
-    def add(self, partials: Sequence[Partial]) -> None:
-        """Buffer partials for the next flush (a newer value of the same aggregate replaces an older one)."""
+    def add(self, items: Sequence[Item]) -> None:
+        """Buffer values for the next flush (a newer value of the same key replaces an older one)."""
         ...
 
     async def flush(self, force: bool = False) -> int:

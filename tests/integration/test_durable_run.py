@@ -86,11 +86,12 @@ class DurableRun:
 
 async def redis_numbers(client: aioredis.Redis) -> dict[str, dict[bytes, bytes]]:
     """Every metric hash in Redis; of per-partition partials the fields, not the watermark (the offset
-    that wrote them, which a restart changes). The alert guards are checked on their own."""
+    that wrote them, which a restart changes). The alert guards and the alert counts (new alerts fire after
+    the restart) are checked on their own."""
     found = {}
     async for key in client.scan_iter(match="salespulse:*"):
         name = key.decode()
-        if name.startswith("salespulse:alert:") or await client.type(key) != b"hash":
+        if name.startswith(("salespulse:alert:", "salespulse:alerts:counts:")) or await client.type(key) != b"hash":
             continue
         fields = await client.hgetall(key)
         if name.endswith("#partials"):
@@ -215,6 +216,14 @@ async def check_after_restart(run: DurableRun, numbers: tuple[dict, dict], waiti
         late = [a["status"] for a in found if a["lead_id"] == "L-late"]
         assert late == ["firing", "resolved"], found
         assert await sla_guards(client, "L-late") == {b"firing", b"resolved"}
+        # Each status counted once on the board, across the restart: the counts are the topic's.
+        counted: dict[str, int] = {}
+        async for key in client.scan_iter(match="salespulse:alerts:counts:*"):
+            for field, value in (await client.hgetall(key)).items():
+                rule, status, _ = field.decode().split(":", 2)
+                if rule == "lead_response_sla":
+                    counted[status] = counted.get(status, 0) + int(value)
+        assert counted == {"firing": 3, "resolved": 1}, counted
 
         # The state itself came back (not only Redis): a new event counts on top of the old numbers.
         assert (await post_events(process.url, call("after", "rep-9", "emea")))[0] == 202

@@ -20,9 +20,12 @@ class FakeSinks:
         self.already = already or set()
         self.read_backs: list[int] = []
 
-    async def send(self, alerts: list[tuple[int, str, dict[str, Any]]]) -> None:
+    def add(self, alerts: list[tuple[int, str, dict[str, Any]]]) -> None:
         self.clock_ids += [cid for _, cid, _ in alerts]
         self.sent += [alert for _, _, alert in alerts]
+
+    async def flush(self) -> int:
+        return 0
 
     async def already_sent(self, partition: int) -> set[tuple[str, str]]:
         self.read_backs.append(partition)

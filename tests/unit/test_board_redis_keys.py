@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
@@ -15,6 +16,7 @@ from salespulse.board.snapshot import BoardReader, BoardView
 from salespulse.config import load_config
 from salespulse.outputs.alerts import ALERT_COUNTS_PREFIX, RECENT_ALERTS_KEY, AlertSinks
 from salespulse.engine.awaiting import AwaitingPublisher
+from salespulse.outputs.awaiting import AwaitingSink, AwaitingSnapshot
 from salespulse.outputs.aggregates import awaiting_key
 from salespulse.outputs.prometheus import WorkerHealth
 from salespulse.engine.cells import CellStore
@@ -44,7 +46,7 @@ async def test_waiting_leads_are_written_as_absolute_values_and_heal_after_redis
     processor, family = worker()
     processor.process([(0, 0, event("lead.created", "L1", now - 60)), (0, 1, event("lead.created", "L2", now - 10)),
                        (1, 0, event("lead.created", "L3", now - 30))], now=now)
-    publisher = AwaitingPublisher(family, lambda: {0, 1}, redis_client, WorkerHealth(CollectorRegistry()))
+    publisher = AwaitingPublisher(family, lambda: {0, 1}, AwaitingSink(redis_client, 120), WorkerHealth(CollectorRegistry()))
     pubsub = redis_client.pubsub()
     await pubsub.subscribe("salespulse:updates")
     assert await publisher.publish() == 2
@@ -110,3 +112,44 @@ async def test_alert_counts_per_rule_team_and_day_count_each_status_once(redis_c
     rows = await BoardReader(redis_client, view)._alert_counts("2026-11-22")
     assert rows == [{"alert": "deal_stalled", "team": "team:a", "firing": 1, "resolved": 0},
                     {"alert": "lead_response_sla", "team": "team:a", "firing": 2, "resolved": 1}]
+
+
+async def test_the_awaiting_sink_keeps_what_a_failed_flush_could_not_write_and_the_newest_snapshot_wins(
+    redis_client: aioredis.Redis,
+) -> None:
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    sink = AwaitingSink(down, 120)
+    sink.add([AwaitingSnapshot(0, 1, [{"lead_id": "L1"}]), AwaitingSnapshot(1, 0)])
+    with pytest.raises(Exception):
+        await sink.flush()
+    await down.aclose()
+    sink.redis = redis_client  # Redis is back
+    sink.add([AwaitingSnapshot(0, 2, [{"lead_id": "L1"}, {"lead_id": "L2"}])])
+    assert await sink.flush() == 2
+    assert orjson.loads(await redis_client.get(awaiting_key(0)))["count"] == 2
+    assert orjson.loads(await redis_client.get(awaiting_key(1)))["count"] == 0
+    assert await sink.flush() == 0
+
+
+async def test_alert_sinks_keep_what_a_failed_flush_could_not_publish_once_per_clock_and_status(
+    redis_client: aioredis.Redis,
+) -> None:
+    sinks = AlertSinks(redis_client, "127.0.0.1:1")
+    delivered: list[list[tuple[int, str, dict]]] = []
+    failing = [True]
+
+    async def send(alerts: list[tuple[int, str, dict]]) -> None:
+        if failing[0]:
+            raise ConnectionError("Kafka is down")
+        delivered.append(list(alerts))
+
+    sinks.send = send  # type: ignore[method-assign, assignment]  # the Kafka and Redis halves are tested elsewhere
+    firing = {"alert": "lead_response_sla", "status": "firing", "lead_id": "L1"}
+    sinks.add([(0, "L1", firing)])
+    with pytest.raises(ConnectionError):
+        await sinks.flush()
+    failing[0] = False
+    sinks.add([(0, "L1", firing), (0, "L2", {**firing, "lead_id": "L2"})])  # the clock offers L1 again
+    assert await sinks.flush() == 2
+    assert [(cid, alert["status"]) for _, cid, alert in delivered[0]] == [("L1", "firing"), ("L2", "firing")]
+    assert await sinks.flush() == 0

@@ -20,11 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salespulse.families.pipeline.rules import (
-    PipelineSpec,
-    Pipelines,
-    deal_contribution,
-    lead_contribution,
+from salespulse.families.pipeline.formulas import (
     leads_needed,
     pipeline_coverage,
     quota_attainment,
@@ -35,6 +31,8 @@ from salespulse.families.pipeline.rules import (
     weighted_amount,
     win_rate,
 )
+from salespulse.families.pipeline.pipelines import PipelineSpec, Pipelines
+from salespulse.families.pipeline.rules import deal_contribution, lead_contribution
 from salespulse.families.pipeline.spec import derived_fields
 from salespulse.models.events import EventAdapter, event_to_json
 from salespulse.engine.cells import CellStore

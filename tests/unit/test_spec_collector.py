@@ -56,10 +56,10 @@ def test_a_family_whose_collection_fails_is_left_out_and_the_scrape_stands() -> 
     skipped = SkippedSeries(registry)
     broken = _activity_with([keys.encode(("anna", "north"))])
 
-    def fail(owned: list[int], now: float, malformed: object) -> list[object]:
+    def fail(owned: list[int], scope: str, malformed: object) -> dict[object, object]:
         raise RuntimeError("a bug")
 
-    broken.live_series = fail  # type: ignore[method-assign, assignment]
+    broken.all_time_keyed = fail  # type: ignore[method-assign, assignment]
     registry.register(broken.collector(lambda: {0}, skipped=skipped))
     registry.register(_activity_with([keys.encode(("cleo", "south"))]).collector(lambda: {0}, skipped=skipped))
     generate_latest(registry)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from salespulse.families.lead_response.spec import SPEC
 from salespulse.families.lead_response.rules import (
@@ -471,28 +470,6 @@ class LeadResponseFamily(WindowedFamily):
         return totals
 
     # -- outputs -----------------------------------------------------------------------------------
-
-    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
-        """Waiting leads, SLA breaches and the SLA itself: from the lead states, not from a scope."""
-        awaiting = GaugeMetricFamily(
-            "salespulse_leads_awaiting_response", "Live leads not yet touched, by team.", labels=["team"]
-        )
-        oldest = GaugeMetricFamily(
-            "salespulse_oldest_awaiting_lead_age_seconds", "Age of the oldest live untouched lead, by team.", labels=["team"]
-        )
-        for team, (count, age) in sorted(self.awaiting_by_team(owned, now).items()):
-            awaiting.add_metric([team], count)
-            oldest.add_metric([team], age)
-        breaches = CounterMetricFamily(
-            "salespulse_lead_response_sla_breaches",
-            "Leads whose first-touch deadline passed untouched, by team and responsible rep.",
-            labels=["team", "rep"],
-        )
-        for (team, rep), count in sorted(self.breaches(owned, now, malformed).items()):
-            breaches.add_metric([team, rep], count)
-        sla = GaugeMetricFamily("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.")
-        sla.add_metric([], self.sla_s)
-        yield from (awaiting, oldest, breaches, sla)
 
     def expire(self, partition: int, now: float) -> int:
         """Expire window cells, and lead states created (or last touched) before retention."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from salespulse.families.lead_response import live
 from salespulse.families.lead_response.rules import RESPONSE_TIMES
 from salespulse.families.spec import FamilySpec, Field
 from salespulse.outputs.derived import Derived, Ratio
 from salespulse.outputs.records import RecordSpec
-from salespulse.outputs.series import HistogramSeries, Series, field_is
+from salespulse.outputs.series import HistogramSeries, LiveSeries, Series, field_is
 
 DERIVED = Derived(
     ratios=(
@@ -45,6 +46,16 @@ SPEC = FamilySpec(
                         "Time from lead creation to first outbound touch (business seconds), by team and source.",
                         scope="team_source", labels=("team", "source"), histogram=RESPONSE_TIMES,
                         sum_field="response_sum_s"),
+    ),
+    live=(
+        LiveSeries("salespulse_leads_awaiting_response", "Live leads not yet touched, by team.", "gauge",
+                   ("team",), live.awaiting),
+        LiveSeries("salespulse_oldest_awaiting_lead_age_seconds", "Age of the oldest live untouched lead, by team.",
+                   "gauge", ("team",), live.oldest_age),
+        LiveSeries("salespulse_lead_response_sla_breaches",
+                   "Leads whose first-touch deadline passed untouched, by team and responsible rep.", "counter",
+                   ("team", "rep"), live.breaches),
+        LiveSeries("salespulse_lead_response_sla_seconds", "The configured first-touch deadline.", "gauge", (), live.sla),
     ),
     record=RecordSpec(
         model_name="LeadResponsePartial",

@@ -23,18 +23,15 @@ Their ids are deterministic, so a replay resends the same ids and dedup drops th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from prometheus_client.core import Metric
 
+from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
 from salespulse.families.pipeline.rules import (
-    LOST,
-    WON,
     DealView,
-    Pipelines,
     State,
     deal_contribution,
     lead_contribution,
@@ -47,7 +44,6 @@ from salespulse.models.events import CustomerChurned, DealLeadLinked, Event, Lea
 from salespulse.models.events import derived_event_id
 from salespulse.families import keys
 from salespulse.families.keys import Key
-from salespulse.families.pipeline import live
 from salespulse.families.pipeline.spec import SPEC, derived
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.pipeline.stalls import StallRule
@@ -360,9 +356,6 @@ class PipelineFamily(WindowedFamily):
         """``open_totals`` per structured id (the ``gauge`` scope's ``(pipeline, stage, currency)``)."""
         parts = _OPEN_ID_PARTS[scope]
         return keyed(self.open_totals(owned, scope), lambda ident: keys.decode(ident, parts), malformed)
-
-    def live_series(self, owned: list[int], now: float, malformed: Callable[[str], None]) -> Iterator[Metric]:
-        return live.live_series(self, owned, now, malformed)
 
     def quotas(self, owned: Iterable[int]) -> dict[tuple[str, str, str], float]:
         """(rep, period, currency) → quota amount, from the quota states of owned partitions (Prometheus)."""

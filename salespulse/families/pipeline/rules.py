@@ -11,7 +11,7 @@ instants: stage entries and transitions when they happened, time in a stage when
 close (and the sales cycle) at the close, ``deals_created`` and the close-rate cohort at the creation.
 Open deals also count *now* (open pipeline count, amount and weighted amount), outside any window.
 
-Formulas (docs/metrics.md): win rate = won / (won + lost) by close date; funnel step conversion =
+Formulas (docs/metrics.md; the seed arithmetic in ``formulas.py``, stage order in ``pipelines.py``): win rate = won / (won + lost) by close date; funnel step conversion =
 entries into stage k+1 / entries into stage k; weighted pipeline = Σ amount × probability (the deal's
 own probability for its current stage, else the stage default); close rate = deals created in the
 window that are won / deals created in it; lead → opportunity = opportunities / leads, lead → customer =
@@ -22,27 +22,19 @@ needed = (quota / average deal size) / lead → customer rate; productivity = re
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from salespulse.families.keys import decode, encode
+from salespulse.families.pipeline.formulas import weighted_amount
+from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
 from salespulse.outputs.derived import Histogram
 
 UNASSIGNED = "unassigned"
 UNKNOWN_SOURCE = "unknown"
-OTHER_REASON = "other"
-NO_REASON = "unspecified"
-WON, LOST, OPEN = "won", "lost", "open"
-#: ``direction`` label values of stage transitions.
-FORWARD, BACKWARD, UNKNOWN_DIRECTION = "forward", "backward", "unknown"
+OPEN = "open"
 FIRST_YEAR_S = 365 * 86400.0
-#: Default loss reasons (after normalisation) kept as their own label; any other reason counts as ``other``.
-DEFAULT_LOSS_REASONS: tuple[str, ...] = (
-    "price", "competitor", "no_budget", "timing", "no_decision", "unresponsive", "product_fit", "lost_contact",
-)
-_REASON_CHARS = re.compile(r"[^a-z0-9_]+")
 #: Time in a stage (stage scope) and sales cycle (deal scopes), 15 min to a year, as non-cumulative buckets.
 DURATION_BUCKETS: tuple[float, ...] = (
     900, 3600, 14400, 43200, 86400, 259200, 604800, 1209600, 2592000, 5184000, 7776000, 15552000, 31536000,
@@ -61,155 +53,6 @@ State = dict[str, Any]
 def duration_bucket(prefix: str, seconds: float) -> str:
     """The bucket a duration falls in (``_le_86400`` holds (43200, 86400])."""
     return HISTOGRAMS[prefix].bucket(seconds)
-
-
-# --- pipelines ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PipelineSpec:
-    """One configured pipeline: open stages in order, won and lost stages, default probabilities."""
-
-    stages: tuple[str, ...]
-    won_stages: tuple[str, ...] = ()
-    lost_stages: tuple[str, ...] = ()
-    probabilities: Mapping[str, float] = field(default_factory=dict)
-    loss_reasons: tuple[str, ...] = DEFAULT_LOSS_REASONS
-
-    @property
-    def order(self) -> tuple[str, ...]:
-        """Every known stage in rank order: open stages, then won, then lost."""
-        return (*self.stages, *self.won_stages, *self.lost_stages)
-
-
-#: The pipeline used when the config names none (the one ``salespulse simulate`` drives).
-DEFAULT_PIPELINES: Mapping[str, PipelineSpec] = {
-    "default": PipelineSpec(
-        stages=("qualification", "discovery", "proposal", "negotiation"),
-        won_stages=("closed_won",),
-        lost_stages=("closed_lost",),
-        probabilities={"qualification": 0.10, "discovery": 0.25, "proposal": 0.50, "negotiation": 0.75},
-    )
-}
-
-
-class Pipelines:
-    """Stage order, won/lost stages, default probabilities and loss reasons of every configured pipeline.
-
-    A pipeline or stage the config does not know is accepted: its stages rank after the known ones
-    (alphabetically among themselves), its default probability is 0 and any reason is kept as normalised.
-    """
-
-    def __init__(self, specs: Mapping[str, PipelineSpec] | None = None) -> None:
-        self.specs: dict[str, PipelineSpec] = dict(specs or {})
-        self._rank = {name: {stage: i for i, stage in enumerate(spec.order)} for name, spec in self.specs.items()}
-
-    def knows(self, pipeline: str, stage: str) -> bool:
-        """True if the config names this stage of this pipeline."""
-        return stage in self._rank.get(pipeline, {})
-
-    def rank(self, pipeline: str, stage: str) -> tuple[int, str]:
-        """A sort key: configured position, unknown stages after every known one (then by name)."""
-        ranks = self._rank.get(pipeline, {})
-        found = ranks.get(stage)
-        return (found, "") if found is not None else (len(ranks), stage)
-
-    def direction(self, pipeline: str, from_stage: str, to_stage: str) -> str:
-        """``forward`` / ``backward`` by the configured order (config or the CRM's own, see docs/crm.md);
-        ``backward`` when a closed deal reopens (from its outcome ``won`` / ``lost``); ``unknown`` when the
-        order does not place both stages (never a guess by name)."""
-        ranks = self._rank.get(pipeline, {})
-        if from_stage in (WON, LOST) and from_stage not in ranks:
-            return BACKWARD
-        if from_stage not in ranks or to_stage not in ranks:
-            return UNKNOWN_DIRECTION
-        return BACKWARD if ranks[to_stage] < ranks[from_stage] else FORWARD
-
-    def closes_as(self, pipeline: str, stage: str) -> str | None:
-        """``won`` / ``lost`` when entering this stage closes the deal, else None."""
-        spec = self.specs.get(pipeline)
-        if spec is None:
-            return None
-        if stage in spec.won_stages:
-            return WON
-        if stage in spec.lost_stages:
-            return LOST
-        return None
-
-    def default_probability(self, pipeline: str, stage: str) -> float:
-        """The configured probability of a stage (0 when unknown)."""
-        spec = self.specs.get(pipeline)
-        return float(spec.probabilities.get(stage, 0.0)) if spec is not None else 0.0
-
-    def loss_reason(self, pipeline: str, reason: str | None) -> str:
-        """A free-text loss reason as a bounded label: normalised, and ``other`` unless a known reason."""
-        if not reason:
-            return NO_REASON
-        normalised = _REASON_CHARS.sub("_", reason.strip().lower()).strip("_")[:40]
-        spec = self.specs.get(pipeline)
-        known = spec.loss_reasons if spec is not None else DEFAULT_LOSS_REASONS
-        return normalised if normalised in known else OTHER_REASON
-
-    def funnel(self, pipeline: str) -> tuple[str, ...]:
-        """The open stages of a pipeline in order (the funnel steps), empty if unknown."""
-        spec = self.specs.get(pipeline)
-        return spec.stages if spec is not None else ()
-
-
-# --- the seed formulas --------------------------------------------------------------------------------
-
-
-def ratio(numerator: float, denominator: float) -> float | None:
-    """numerator / denominator, or None when the denominator is not positive."""
-    return numerator / denominator if denominator > 0 else None
-
-
-def win_rate(won: float, lost: float) -> float | None:
-    """Closed-won / (closed-won + closed-lost); seed 001: 5 won, 25 lost → 5/30."""
-    return ratio(won, won + lost)
-
-
-def weighted_amount(amount: float, probability: float) -> float:
-    """One open deal's contribution to the forecast; seed 003: $27,600 at 12 % → $3,312."""
-    return amount * probability
-
-
-def step_conversions(entries: Sequence[float]) -> list[float | None]:
-    """Funnel step conversions: entries into stage k+1 / entries into stage k, for each k."""
-    return [ratio(entries[k + 1], entries[k]) for k in range(len(entries) - 1)]
-
-
-def quota_attainment(won: float, quota: float) -> float | None:
-    """Won amount in the period / quota."""
-    return ratio(won, quota)
-
-
-def quota_gap(quota: float, won: float) -> float:
-    """What is left to reach the quota (negative when above it)."""
-    return quota - won
-
-
-def pipeline_coverage(open_closing: float, quota: float, won: float) -> float | None:
-    """Open pipeline expected to close in the period / remaining quota (None once the quota is met)."""
-    return ratio(open_closing, quota - won)
-
-
-def leads_needed(quota: float, average_deal: float, lead_to_customer: float) -> float | None:
-    """(quota / average deal size) / lead→customer rate; seed 001: 100,000 / 5,000 / 0.10 → 200."""
-    if average_deal <= 0 or lead_to_customer <= 0:
-        return None
-    return quota / average_deal / lead_to_customer
-
-
-def share_at_quota(attainments: Iterable[float]) -> float | None:
-    """Share of reps whose attainment is at or above 1."""
-    values = list(attainments)
-    return ratio(sum(1 for a in values if a >= 1), len(values))
-
-
-def sales_productivity(revenue: float, reps: int) -> float | None:
-    """Revenue / number of reps (seed 003)."""
-    return ratio(revenue, reps)
 
 
 # --- deal state -----------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from salespulse.families.pipeline.rules import HISTOGRAMS, Pipelines
+from salespulse.families.pipeline import live
+from salespulse.families.pipeline.pipelines import Pipelines
+from salespulse.families.pipeline.rules import HISTOGRAMS
 from salespulse.families.spec import FamilySpec, Field
 from salespulse.outputs.derived import Derived, Product, Ratio, Sum
 from salespulse.outputs.records import RecordSpec
-from salespulse.outputs.series import HistogramSeries, Series, one_of, prefixed
+from salespulse.outputs.series import HistogramSeries, LiveSeries, Series, one_of, prefixed
 
 RATIOS = (
     Ratio("win_rate", "won", "closed"), Ratio("close_rate", "cohort_won", "deals_created"),
@@ -120,6 +122,26 @@ SPEC = FamilySpec(
         Series("salespulse_deals_lost_reasons",
                "Lost deals by pipeline and loss reason (normalised; unknown reasons are 'other').", "counter",
                scope="pipeline", labels=("pipeline", "reason"), fields=prefixed("lost_reason:")),
+    ),
+    live=(
+        LiveSeries("salespulse_stage_transitions",
+                   "Stage changes by pipeline, from and to stage, and direction in the configured stage order.",
+                   "counter", ("pipeline", "from_stage", "to_stage", "direction"), live.transitions),
+        LiveSeries("salespulse_open_deals", "Open deals now, by pipeline and stage.", "gauge", ("pipeline", "stage"),
+                   live.open_deals),
+        LiveSeries("salespulse_open_pipeline_amount", "Amount of open deals now, by pipeline, stage and currency.",
+                   "gauge", ("pipeline", "stage", "currency"), live.open_amount),
+        LiveSeries("salespulse_weighted_pipeline_amount",
+                   "Forecast now: sum of open amount x probability (else the stage default), by pipeline and currency.",
+                   "gauge", ("pipeline", "currency"), live.weighted_amount),
+        LiveSeries("salespulse_quota_amount", "Quota per rep and period (YYYY-MM), from quota.set and the config.",
+                   "gauge", ("rep", "period", "currency"), live.quotas),
+        LiveSeries("salespulse_month_revenue_won_amount",
+                   "Amount won this calendar month by the deal owner, by rep and currency (a partial: sum by rep).",
+                   "gauge", ("rep", "currency"), live.month_won),
+        LiveSeries("salespulse_month_quota_amount",
+                   "The rep's quota for this calendar month, by rep and currency (max by rep).", "gauge",
+                   ("rep", "currency"), live.month_quota),
     ),
     record=RecordSpec(
         model_name="PipelinePartial",

@@ -1,7 +1,8 @@
 """Folding events into the pipeline family's states: deals, leads and quotas (pure functions, any order).
 
 Every field keeps the latest value by ``(time, event id)`` and every list is sorted by it, so the same
-events in any order, or again, give the same state (layout: ``families.pipeline.rules``).
+events in any order, or again, give the same state (layout: ``families.pipeline.rules``; stage order:
+``families.pipeline.pipelines``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from salespulse.families.pipeline.rules import LOST, WON, State
+from salespulse.families.pipeline.pipelines import LOST, WON
+from salespulse.families.pipeline.rules import State
 from salespulse.models.events import (
     EARLIEST_OCCURRED_AT,
     CustomerChurned,
