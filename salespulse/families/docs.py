@@ -1,4 +1,4 @@
-"""The field tables of docs/metrics.md, generated from the family specs.
+"""The field and Prometheus series tables of docs/metrics.md, generated from the family specs.
 
 ``python -m salespulse.families.docs`` rewrites them in place; tests/unit/test_family_specs.py fails
 when they are stale. Each table sits between ``<!-- spec:<family> -->`` and ``<!-- /spec:<family> -->``;

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from salespulse.outputs.derived import Derived
 from salespulse.outputs.records import RecordSpec, record_model, window_pattern
-from salespulse.outputs.series import AnySeries, LiveSeries
+from salespulse.outputs.series import AnySeries, HistogramSeries, LiveSeries
 
 
 @dataclass(frozen=True)
@@ -113,4 +113,17 @@ class FamilySpec:
         for h in self.derived.histograms:
             for name, q in h.quantiles:
                 rows.append(f"| `{name}` | derived | {q:g}-quantile of the `{h.prefix}le_*` buckets |")
+        return "\n".join(rows) + self._series_table()
+
+    def _series_table(self) -> str:
+        """The family's Prometheus series (``series`` from the all-time scopes, ``live`` from state now)."""
+        if not self.series and not self.live:
+            return ""
+        rows = ["", "", "| Prometheus series | type | labels | meaning |", "| --- | --- | --- | --- |"]
+        for s in (*self.series, *self.live):
+            kind = "histogram" if isinstance(s, HistogramSeries) else s.kind
+            name = f"{s.name}_total" if kind == "counter" else s.name
+            source = f"all-time `{s.scope}` scope" if not isinstance(s, LiveSeries) else "the family's state now"
+            labels = ", ".join(f"`{label}`" for label in s.labels) or "–"
+            rows.append(f"| `{name}` | {kind} | {labels} | {s.help.rstrip('.')} (from {source}) |")
         return "\n".join(rows)
