@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -15,26 +14,10 @@ from salespulse.engine.dedup import DedupIndex
 from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.engine.processor import BatchProcessor
 from salespulse.engine.record_log import RecordLog
+from tests.unit.alert_helpers import FakeSinks
 
 NOW = 1_800_000_000.0
 SLA = 300
-
-
-class FakeSinks:
-    def __init__(self, already: set[tuple[str, str]] | None = None) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.already = already or set()
-        self.read_backs: list[int] = []
-
-    def add(self, alerts: list[tuple[int, str, dict[str, Any]]]) -> None:
-        self.sent += [alert for _, _, alert in alerts]
-
-    async def flush(self) -> int:
-        return 0
-
-    async def already_sent(self, partition: int) -> set[tuple[str, str]]:
-        self.read_backs.append(partition)
-        return self.already
 
 
 def worker(table: dict[str, bytes]) -> tuple[BatchProcessor, LeadResponseFamily]:
