@@ -18,6 +18,8 @@ checked to leave every aggregate exactly as it was (same ``--events`` and ``--se
 
 from __future__ import annotations
 
+from salespulse.engine.stores import family_context
+
 import argparse
 import cProfile
 import gc
@@ -54,8 +56,8 @@ if (_ROOT / "salespulse" / "engine").is_dir():
     from salespulse.engine.record_log import RecordLog
     from salespulse.families import registry
     from salespulse.families.activity.family import ActivityFamily
-    from salespulse.families.context import FamilyContext
     from salespulse.families.engagement.family import EngagementFamily
+    from salespulse.families.engagement.state import LEAD_CODEC
     from salespulse.families.lead_response.family import LeadResponseFamily
     from salespulse.families.pipeline.family import PipelineFamily
 else:  # a checkout from before engine/ and families/
@@ -138,14 +140,7 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
     """The families of a set as the worker builds them (default config: no targets, default pipeline)."""
     utc = ZoneInfo("UTC")
     if registry is not None:  # the registry builds every family, as in the worker
-        context = FamilyContext(
-            cells=lambda prefix: CellStore(table, prefix),
-            states=lambda prefix: RecordLog(table, prefix),
-            tz=utc,
-            retention_s=_RETENTION_S,
-            config=Config(),
-            sla_s=300,
-        )
+        context = family_context(table, Config(), utc, _RETENTION_S, 300)
         return [registry.load(name).build(context) for name in names]
     out: list[Any] = []
     for name in names:
@@ -161,7 +156,7 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
                 deadline_of=worker._deadline_function(config, 300), business_seconds=worker._business_seconds_function(config),
             ))
         elif name == "engagement":
-            out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, _RETENTION_S))
+            out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", LEAD_CODEC), utc, _RETENTION_S))
         elif name == "pipeline":
             out.append(
                 PipelineFamily(

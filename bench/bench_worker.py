@@ -71,6 +71,7 @@ from salespulse.engine.cells import CellStore  # noqa: E402
 from salespulse.engine.dedup import DedupIndex  # noqa: E402
 from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
 from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
+from salespulse.families.engagement.state import LEAD_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402
 from salespulse.engine.processor import BatchProcessor  # noqa: E402
 from salespulse.engine.record_log import RecordLog  # noqa: E402
@@ -490,7 +491,7 @@ def breakdown(workload: Workload, placements: list[tuple[int, int]], partitions:
             "lead_response": LeadResponseFamily(
                 CellStore(table, "response"), RecordLog(table, "leads"), utc, keep, sla_s=300
             ),
-            "engagement": EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, keep),
+            "engagement": EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", LEAD_CODEC), utc, keep),
             "pipeline": PipelineFamily(
                 CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, keep, pipelines=Config().pipeline_specs()
             ),

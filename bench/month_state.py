@@ -40,6 +40,26 @@ def trimmed_rss_mb() -> float:
     return rss_mb()
 
 
+def deep_size(root: object, seen: set[int]) -> int:
+    """Bytes of ``root`` and every object it reaches through containers and slots, each counted once."""
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif hasattr(type(obj), "__slots__"):
+            stack.extend(getattr(obj, name) for name in type(obj).__slots__ if hasattr(obj, name))
+    return total
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -72,6 +92,13 @@ def measure(events: int, partitions: int, args: argparse.Namespace) -> dict[str,
     totals = processor.totals
     # The state's memory: resident with it minus resident once it is gone (freed memory handed back
     # to the system), so that what the workload's generation left behind does not count.
+    # Each store's working copy: the bytes of the Python objects it holds (each object counted once).
+    seen: set[int] = set()
+    stores = [store for family in families for store in family.stores]
+    working = {
+        store.prefix: round(sum(deep_size(store.loaded(p), seen) for p in sorted(store.partitions)) / 2**20, 1)
+        for store in stores
+    }
     with_state = trimmed_rss_mb()
     families.clear()
     table.clear()
@@ -83,7 +110,10 @@ def measure(events: int, partitions: int, args: argparse.Namespace) -> dict[str,
         "state_rss_mb": round(grown, 1),
         "rss_bytes_per_event": round(grown * 2**20 / events),
         "table_encoded_mb": round(sum(encoded.values()) / 2**20, 1),
-        "by_prefix": {p: {"keys": keys[p], "encoded_mb": round(encoded[p] / 2**20, 2)} for p in sorted(keys)},
+        "by_prefix": {
+            p: {"keys": keys[p], "encoded_mb": round(encoded[p] / 2**20, 2), "working_mb": working.get(p)}
+            for p in sorted(keys)
+        },
         "processed": totals.processed,
         "duplicates": totals.duplicates,
     }

@@ -27,6 +27,7 @@ from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.engagement.state import LEAD_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.engine.processor import BatchProcessor, Record
@@ -153,7 +154,7 @@ def _worker() -> tuple[list[Any], BatchProcessor]:
         LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), utc, retention, sla_s=300),
         PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, retention,
                        pipelines=Config().pipeline_specs()),
-        EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, retention),
+        EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", LEAD_CODEC), utc, retention),
     ]
     dead: list[str] = []
     processor = BatchProcessor(DedupIndex(table, 72 * 3600), families, lambda record, why: dead.append(why))

@@ -28,11 +28,11 @@ from salespulse.families.lead_response.rules import (
     bucket_field,
     contribution,
     contribution_change,
-    is_touch,
     quantile,
 )
 from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.windows import hour_bucket, rolling_hour_range
+from salespulse.families.outbound import is_outbound
 from salespulse.models.events import EventAdapter
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
@@ -354,7 +354,7 @@ def test_quantiles_interpolate_inside_the_bucket_and_report_the_last_bound_beyon
     ids=lambda value: value["type"] + ("/" + value["kind"] if "kind" in value else "") if isinstance(value, dict) else "",
 )
 def test_is_touch_only_for_outbound_touches(event: dict[str, Any], expected: bool) -> None:
-    assert is_touch(EventAdapter.validate_python(event), frozenset({"visit"})) is expected
+    assert is_outbound(EventAdapter.validate_python(event), frozenset({"visit"})) is expected
 
 
 def test_first_touch_is_the_earliest_outbound_touch_and_opens_and_replies_are_not_touches() -> None:

@@ -30,11 +30,11 @@ from salespulse.families.lead_response.rules import (
     LeadState,
     contribution,
     contribution_change,
-    is_touch,
     responsible_rep,
 )
-from salespulse.models.events import LeadAssigned, LeadCreated
-from salespulse.families.state import StateStore
+from salespulse.families.outbound import is_outbound
+from salespulse.models.events import EventBase, LeadAssigned, LeadCreated
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
 from salespulse.outputs.alerts import published_key
@@ -61,7 +61,7 @@ class LeadResponseFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(  # the windows' store, the leads' store, then the windows' zone and retention
-        self, cells: StateStore, leads: StateStore, tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], leads: StateStore[Cell], tz: ZoneInfo, retention_s: float,
         sla_s: float,
         deadline_of: DeadlineOf | None = None,
         business_seconds: BusinessSeconds | None = None,
@@ -94,7 +94,7 @@ class LeadResponseFamily(WindowedFamily):
         self.awaiting_changed: set[int] = set()
 
     @property
-    def stores(self) -> tuple[StateStore, StateStore]:
+    def stores(self) -> tuple[StateStore[Cell], StateStore[Cell]]:
         """Write order: aggregates before the lead states they were derived from."""
         return (self.cells, self.leads)
 
@@ -149,7 +149,7 @@ class LeadResponseFamily(WindowedFamily):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Update the lead an event concerns; True if it changed anything.
 
         ``arrived`` (the Kafka record's timestamp, when ingest wrote it) decides whether a new lead is
@@ -159,12 +159,12 @@ class LeadResponseFamily(WindowedFamily):
         if lead_id is None:
             return False
         created = isinstance(event, LeadCreated)
-        touch = is_touch(event, self.outbound_kinds)
+        touch = is_outbound(event, self.outbound_kinds)
         if not (created or touch or isinstance(event, LeadAssigned)):
             return False
         at = event.occurred_at.timestamp()
         lead = self._lead(partition, lead_id)
-        if lead is not None and touch and lead.get("touch") is not None and at >= lead["touch"]:
+        if lead is not None and touch and (first := lead.get("touch")) is not None and at >= first:
             return False  # a follow-up touch: the first touch stands, nothing changes (the common case)
         if lead is None:
             lead = cast(LeadState, self.leads.cell(partition, lead_id))
@@ -173,11 +173,11 @@ class LeadResponseFamily(WindowedFamily):
         before = contribution(lead)
         before_created = lead.get("created")
         before_deadline = lead.get("deadline")
-        if created:
+        if isinstance(event, LeadCreated):
             self._on_created(lead, event, at, now if arrived is None else arrived)
         elif touch:
             self._on_touch(partition, lead_id, lead, event, at, now)
-        else:
+        elif isinstance(event, LeadAssigned):
             self._assign(lead, at, event.rep_id)  # reassignment moves the responsibility, not the clock
             if event.team:
                 lead["team"], lead["team_from"] = event.team, "assigned"
@@ -213,7 +213,7 @@ class LeadResponseFamily(WindowedFamily):
         if first:
             lead["live"] = arrived <= lead["deadline"] + LIVE_GRACE_S
 
-    def _on_touch(self, partition: int, lead_id: str, lead: LeadState, event: Any, at: float, now: float) -> None:
+    def _on_touch(self, partition: int, lead_id: str, lead: LeadState, event: EventBase, at: float, now: float) -> None:
         touch = lead.get("touch")
         if touch is not None and at >= touch:
             return

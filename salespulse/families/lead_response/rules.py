@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from salespulse.families.keys import encode
-from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked
 from salespulse.outputs.derived import Histogram
 
 UNASSIGNED = "unassigned"
@@ -69,15 +68,6 @@ class LeadState(TypedDict, total=False):
     warning_resolved_at: float
     as_fired: list[str]  # [rep, team, source] when the lead's first alert fired: its labels never change
     published: list[str]  # alert statuses already published (``outputs.alerts.published_key``)
-
-
-def is_touch(event: object, outbound_kinds: frozenset[str] = frozenset()) -> bool:
-    """True if the event is an outbound touch of a lead by a rep."""
-    if isinstance(event, (CallLogged, EmailSent, MeetingBooked)):
-        return True
-    if isinstance(event, ActivityLogged):
-        return bool(event.outbound) or event.kind.strip().lower() in outbound_kinds
-    return False
 
 
 def responsible_rep(lead: LeadState) -> str:

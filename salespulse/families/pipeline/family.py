@@ -40,7 +40,7 @@ from salespulse.families.pipeline.rules import (
     view,
     window_change,
 )
-from salespulse.models.events import CustomerChurned, DealLeadLinked, Event, LeadConverted, LeadDealClosed, QuotaSet
+from salespulse.models.events import CustomerChurned, DealEvent, DealLeadLinked, Event, EventBase, LeadEvent, LeadConverted, LeadDealClosed, QuotaSet
 from salespulse.models.events import derived_event_id
 from salespulse.families import keys
 from salespulse.families.keys import Key
@@ -55,7 +55,7 @@ from salespulse.families.pipeline.states import (
     record_deal_event,
     record_lead_event,
 )
-from salespulse.families.state import StateStore
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.queries import keyed
 from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
@@ -80,7 +80,7 @@ class PipelineFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(  # the windows' store, the states' store, then the windows' zone and retention
-        self, cells: StateStore, states: StateStore, tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], states: StateStore[Cell], tz: ZoneInfo, retention_s: float,
         pipelines: Pipelines | None = None,
         currency: str = "USD",
         team_of_rep: Mapping[str, str] | None = None,
@@ -108,7 +108,7 @@ class PipelineFamily(WindowedFamily):
         self.stalls = stalls
 
     @property
-    def stores(self) -> tuple[StateStore, ...]:
+    def stores(self) -> tuple[StateStore[Any], ...]:
         """Write order: aggregates before the states they were derived from, then the stall clocks."""
         if self.stalls is None:
             return (self.cells, self.states)
@@ -154,7 +154,7 @@ class PipelineFamily(WindowedFamily):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Update the deal, lead or quota an event concerns; True if it was one of this family's events."""
         if isinstance(event, DEAL_EVENTS):
             return self._apply_deal(partition, offset, event, now, now if arrived is None else arrived)
@@ -175,8 +175,10 @@ class PipelineFamily(WindowedFamily):
             state = self.states.cell(partition, key)
         return None if offset <= state["wm"] else state
 
-    def _apply_deal(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def _apply_deal(self, partition: int, offset: int, event: DealEvent | CustomerChurned, now: float, arrived: float | None = None) -> bool:
         deal_id = event.deal_id
+        if deal_id is None:
+            return False
         state = self._state(partition, f"d:{deal_id}", offset)
         if state is None:
             return True
@@ -194,8 +196,10 @@ class PipelineFamily(WindowedFamily):
         self.states.touch(partition, f"d:{deal_id}")
         return True
 
-    def _apply_lead(self, partition: int, offset: int, event: Any, now: float) -> bool:
+    def _apply_lead(self, partition: int, offset: int, event: LeadEvent | CustomerChurned, now: float) -> bool:
         lead_id = event.lead_id
+        if lead_id is None:
+            return False
         state = self._state(partition, f"l:{lead_id}", offset)
         if state is None:
             return True
@@ -304,7 +308,7 @@ class PipelineFamily(WindowedFamily):
             )
         )
 
-    def _report_unknown_stage(self, event: Any) -> None:
+    def _report_unknown_stage(self, event: EventBase) -> None:
         stage = getattr(event, "to_stage", None) or getattr(event, "stage", None)
         pipeline = getattr(event, "pipeline", None)
         if stage is None or pipeline is None or self.pipelines.knows(pipeline, stage):

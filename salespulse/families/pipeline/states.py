@@ -14,6 +14,7 @@ from typing import Any
 from salespulse.families.pipeline.pipelines import LOST, WON
 from salespulse.families.pipeline.rules import State
 from salespulse.models.events import (
+    EventBase,
     EARLIEST_OCCURRED_AT,
     CustomerChurned,
     DealCreated,
@@ -73,7 +74,7 @@ def _older(current: list[Any] | None, candidate: list[Any]) -> list[Any]:
     return current
 
 
-def _stamp(state: State, event: Any) -> tuple[float, str]:
+def _stamp(state: State, event: EventBase) -> tuple[float, str]:
     """An event's ``(time, id)``, noting its time as the state's newest fact (for expiry)."""
     at = event.occurred_at.timestamp()
     state["last"] = max(state.get("last", at), at)
@@ -86,7 +87,7 @@ def _insert(items: list[list[Any]], item: list[Any]) -> None:
         items.sort(key=lambda entry: (entry[0], entry[1]))
 
 
-def record_deal_event(state: State, event: Any) -> None:
+def record_deal_event(state: State, event: EventBase) -> None:
     """Fold one deal event into a deal state (see ``families.pipeline.rules`` for the layout)."""
     at, eid = _stamp(state, event)
     if isinstance(event, CustomerChurned):
@@ -119,10 +120,13 @@ def record_deal_event(state: State, event: Any) -> None:
             _insert(state.setdefault("probs", []), [at, eid, event.probability])
         if event.expected_close is not None:
             state["expected_close"] = _newer(state.get("expected_close"), [at, eid, event.expected_close.timestamp()])
-    if not isinstance(event, (DealWon, DealLost)) and getattr(event, "amount", None) is not None:
-        state["amount"] = _newer(state.get("amount"), [at, eid, event.amount])
-    if not isinstance(event, (DealWon, DealLost)) and getattr(event, "currency", None) is not None:
-        state["currency"] = _newer(state.get("currency"), [at, eid, event.currency])
+    if not isinstance(event, (DealWon, DealLost)):
+        amount: float | None = getattr(event, "amount", None)
+        if amount is not None:
+            state["amount"] = _newer(state.get("amount"), [at, eid, amount])
+        currency: str | None = getattr(event, "currency", None)
+        if currency is not None:
+            state["currency"] = _newer(state.get("currency"), [at, eid, currency])
     if event.rep_id:
         state["owner"] = _newer(state.get("owner"), [at, eid, event.rep_id])
     if event.team:
@@ -131,7 +135,7 @@ def record_deal_event(state: State, event: Any) -> None:
         state["source"] = _newer(state.get("source"), [at, eid, event.source])
 
 
-def record_lead_event(state: State, event: Any) -> None:
+def record_lead_event(state: State, event: EventBase) -> None:
     """Fold one lead event into the family's own lead state."""
     at, eid = _stamp(state, event)
     if isinstance(event, LeadCreated):

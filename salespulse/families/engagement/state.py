@@ -1,0 +1,174 @@
+"""One lead as the engagement family keeps it: typed, compact in memory, JSON in the changelog.
+
+In memory a lead is a slotted ``Lead`` with its touches as ``Touch`` tuples and its emails and meetings
+as slotted records, and the repeated strings (rep, team, channel, source) interned: a month of history
+holds hundreds of thousands of them, and a dict per email or a fresh copy of every rep's name per touch
+cost several times the state itself. In the changelog (``RecordLog`` records) a lead is the JSON object
+it always was, so records written before these types load unchanged::
+
+    {"wm": offset, "created": at, "source": str|null, "team": str|null, "converted": at, "won": at,
+     "quiet": true, "last_seen": at,
+     "touches": [[at, channel, rep, team, connected, event id]],            (calls, outbound activities)
+     "emails": {email id: {"at", "rep", "team", "personalized", "opened", "clicked", "replied", "bounced"}},
+     "meetings": {meeting id: {"at", "rep", "team", "kind", "held"}}}
+
+A key is written only when set (a flag only when true), as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from sys import intern
+from typing import Any, NamedTuple
+
+from salespulse.families.state import Cell
+
+
+def _interned(value: str | None) -> str | None:
+    return None if value is None else intern(value)
+
+
+class Touch(NamedTuple):
+    """A call or an outbound activity of a lead."""
+
+    at: float
+    channel: str
+    rep: str
+    team: str
+    connected: bool
+    event_id: str
+
+
+@dataclass(slots=True)
+class Email:
+    """A sent email: its send (``at`` is None until the ``email.sent`` is seen) and each engagement kind seen."""
+
+    at: float | None = None
+    rep: str = ""
+    team: str = ""
+    personalized: bool = False
+    opened: bool = False
+    clicked: bool = False
+    replied: bool = False
+    bounced: bool = False
+
+    def sent(self, at: float, rep: str, team: str, personalized: bool) -> None:
+        self.at, self.rep, self.team, self.personalized = at, intern(rep), intern(team), personalized
+
+
+@dataclass(slots=True)
+class Meeting:
+    """A booked meeting (``at`` is None until the booking is seen): by whom, its kind, whether it was held."""
+
+    at: float | None = None
+    rep: str = ""
+    team: str = ""
+    kind: str | None = None
+    held: bool = False
+
+    def booked(self, at: float, rep: str, team: str, kind: str | None) -> None:
+        self.at, self.rep, self.team, self.kind = at, intern(rep), intern(team), _interned(kind)
+
+
+@dataclass(slots=True)
+class Lead:
+    """One lead's outreach: creation, conversion, win, quiet, and every touch, email and meeting."""
+
+    wm: int = -1
+    created: float | None = None
+    source: str | None = None
+    team: str | None = None
+    converted: float | None = None
+    won: float | None = None
+    quiet: bool = False
+    last_seen: float | None = None
+    touches: list[Touch] = field(default_factory=list)
+    emails: dict[str, Email] = field(default_factory=dict)
+    meetings: dict[str, Meeting] = field(default_factory=dict)
+
+    def sent_and_booked(self) -> Iterator[tuple[float, str, str]]:
+        """``(at, rep, team)`` of every email sent and meeting booked (those seen by their send or booking)."""
+        items: tuple[Email | Meeting, ...] = (*self.emails.values(), *self.meetings.values())
+        for item in items:
+            if item.at is not None:
+                yield item.at, item.rep, item.team
+
+    def add_touch(self, at: float, channel: str, rep: str, team: str, connected: bool, event_id: str) -> bool:
+        """Record a touch once per event id (a redelivery past the dedup horizon changes nothing); True if new."""
+        if any(existing.event_id == event_id for existing in self.touches):
+            return False
+        self.touches.append(Touch(at, intern(channel), intern(rep), intern(team), connected, event_id))
+        return True
+
+
+class LeadCodec:
+    """``StateCodec`` of ``Lead``: the JSON object above, both ways."""
+
+    def new(self) -> Lead:
+        return Lead()
+
+    def watermark(self, state: Lead) -> int:
+        return state.wm
+
+    def set_watermark(self, state: Lead, watermark: int) -> None:
+        state.wm = watermark
+
+    def decode(self, raw: Cell) -> Lead:
+        get = raw.get
+        lead = Lead(
+            wm=get("wm", -1), created=get("created"), source=_interned(get("source")), team=_interned(get("team")),
+            converted=get("converted"), won=get("won"), quiet=bool(get("quiet")), last_seen=get("last_seen"),
+        )
+        for at, channel, rep, team, connected, event_id in get("touches", ()):
+            lead.touches.append(Touch(at, intern(channel), intern(rep), intern(team), bool(connected), event_id))
+        for email_id, item in get("emails", {}).items():
+            email = lead.emails[email_id] = Email(
+                opened=bool(item.get("opened")), clicked=bool(item.get("clicked")),
+                replied=bool(item.get("replied")), bounced=bool(item.get("bounced")),
+            )
+            if item.get("at") is not None:
+                email.sent(item["at"], item["rep"], item["team"], bool(item.get("personalized")))
+        for meeting_id, item in get("meetings", {}).items():
+            meeting = lead.meetings[meeting_id] = Meeting(held=bool(item.get("held")))
+            if item.get("at") is not None:
+                meeting.booked(item["at"], item["rep"], item["team"], item.get("kind"))
+        return lead
+
+    def encode(self, lead: Lead) -> Cell:
+        out: dict[str, Any] = {"wm": lead.wm}
+        for name in ("created", "source", "team", "converted", "won", "last_seen"):
+            value = getattr(lead, name)
+            if value is not None:
+                out[name] = value
+        if lead.quiet:
+            out["quiet"] = True
+        if lead.touches:
+            out["touches"] = [list(touch) for touch in lead.touches]
+        if lead.emails:
+            out["emails"] = {email_id: _encode_email(email) for email_id, email in lead.emails.items()}
+        if lead.meetings:
+            out["meetings"] = {meeting_id: _encode_meeting(meeting) for meeting_id, meeting in lead.meetings.items()}
+        return out
+
+
+def _encode_email(email: Email) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if email.at is not None:
+        out.update(at=email.at, rep=email.rep, team=email.team, personalized=email.personalized)
+    for flag in ("opened", "clicked", "replied", "bounced"):
+        if getattr(email, flag):
+            out[flag] = True
+    return out
+
+
+def _encode_meeting(meeting: Meeting) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if meeting.at is not None:
+        out.update(at=meeting.at, rep=meeting.rep, team=meeting.team, kind=meeting.kind)
+    if meeting.held:
+        out["held"] = True
+    return out
+
+
+LEAD_CODEC = LeadCodec()
