@@ -58,7 +58,7 @@ from salespulse.models.events import (
     MeetingBooked,
     MeetingHeld,
 )
-from salespulse.families.engagement.state import Email, Lead, Meeting
+from salespulse.families.engagement.state import Lead
 from salespulse.families.state import Cell, StateStore
 from salespulse.families.windowed import WindowedFamily
 
@@ -306,21 +306,21 @@ class EngagementFamily(WindowedFamily):
             if not lead.add_touch(at, channel, rep, team, False, event.event_id):
                 return False
         elif isinstance(event, EmailSent):
-            email = lead.emails.get(event.email_id) or lead.emails.setdefault(event.email_id, Email())
+            email = lead.email(event.email_id)
             if email.at is None or at < email.at:
                 email.sent(at, rep, team, bool(event.personalized))
         elif isinstance(event, MeetingBooked):
-            meeting = lead.meetings.get(event.meeting_id) or lead.meetings.setdefault(event.meeting_id, Meeting())
+            meeting = lead.meeting(event.meeting_id)
             if meeting.at is None or at < meeting.at:
                 meeting.booked(at, rep, team, event.kind.value if event.kind else None)
         elif isinstance(event, MeetingHeld):
-            meeting = lead.meetings.get(event.meeting_id) or lead.meetings.setdefault(event.meeting_id, Meeting())
+            meeting = lead.meeting(event.meeting_id)
             if meeting.held:
                 return False
             meeting.held = True
         elif isinstance(event, EmailEngagement):
             kind = _ENGAGEMENT_TYPES[type(event)]
-            email = lead.emails.get(event.email_id) or lead.emails.setdefault(event.email_id, Email())
+            email = lead.email(event.email_id)
             if getattr(email, kind):
                 return False  # a repeated open (or click ...): each email counts once per kind
             setattr(email, kind, True)

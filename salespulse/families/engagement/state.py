@@ -12,7 +12,9 @@ it always was, so records written before these types load unchanged::
      "emails": {email id: {"at", "rep", "team", "personalized", "opened", "clicked", "replied", "bounced"}},
      "meetings": {meeting id: {"at", "rep", "team", "kind", "held"}}}
 
-A key is written only when set (a flag only when true), as before.
+A key is written only when set (a flag only when true), as before. Most leads have no email or no
+meeting: their ``emails`` and ``meetings`` are one shared empty dict (``email``/``meeting`` give the lead
+its own on the first one), and ``touches`` a tuple, so an untouched lead holds no empty containers.
 """
 
 from __future__ import annotations
@@ -20,13 +22,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from sys import intern
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from salespulse.families.state import Cell
 
 
 def _interned(value: str | None) -> str | None:
     return None if value is None else intern(value)
+
+
+#: The ``emails`` and ``meetings`` of every lead without any: read-only by convention (only ``Lead.email`` and
+#: ``Lead.meeting`` add items, to a dict of the lead's own).
+_NONE: Final[dict[Any, Any]] = {}
 
 
 class Touch(NamedTuple):
@@ -83,9 +90,27 @@ class Lead:
     won: float | None = None
     quiet: bool = False
     last_seen: float | None = None
-    touches: list[Touch] = field(default_factory=list)
-    emails: dict[str, Email] = field(default_factory=dict)
-    meetings: dict[str, Meeting] = field(default_factory=dict)
+    touches: tuple[Touch, ...] = ()
+    emails: dict[str, Email] = field(default_factory=lambda: _NONE)
+    meetings: dict[str, Meeting] = field(default_factory=lambda: _NONE)
+
+    def email(self, email_id: str) -> Email:
+        """The email, added empty if it is new."""
+        found = self.emails.get(email_id)
+        if found is None:
+            if self.emails is _NONE:
+                self.emails = {}
+            found = self.emails[email_id] = Email()
+        return found
+
+    def meeting(self, meeting_id: str) -> Meeting:
+        """The meeting, added empty if it is new."""
+        found = self.meetings.get(meeting_id)
+        if found is None:
+            if self.meetings is _NONE:
+                self.meetings = {}
+            found = self.meetings[meeting_id] = Meeting()
+        return found
 
     def sent_and_booked(self) -> Iterator[tuple[float, str, str]]:
         """``(at, rep, team)`` of every email sent and meeting booked (those seen by their send or booking)."""
@@ -98,7 +123,7 @@ class Lead:
         """Record a touch once per event id (a redelivery past the dedup horizon changes nothing); True if new."""
         if any(existing.event_id == event_id for existing in self.touches):
             return False
-        self.touches.append(Touch(at, intern(channel), intern(rep), intern(team), connected, event_id))
+        self.touches += (Touch(at, intern(channel), intern(rep), intern(team), connected, event_id),)
         return True
 
 
@@ -120,17 +145,21 @@ class LeadCodec:
             wm=get("wm", -1), created=get("created"), source=_interned(get("source")), team=_interned(get("team")),
             converted=get("converted"), won=get("won"), quiet=bool(get("quiet")), last_seen=get("last_seen"),
         )
-        for at, channel, rep, team, connected, event_id in get("touches", ()):
-            lead.touches.append(Touch(at, intern(channel), intern(rep), intern(team), bool(connected), event_id))
-        for email_id, item in get("emails", {}).items():
-            email = lead.emails[email_id] = Email(
-                opened=bool(item.get("opened")), clicked=bool(item.get("clicked")),
-                replied=bool(item.get("replied")), bounced=bool(item.get("bounced")),
+        touches = get("touches")
+        if touches:
+            lead.touches = tuple(
+                Touch(at, intern(channel), intern(rep), intern(team), bool(connected), event_id)
+                for at, channel, rep, team, connected, event_id in touches
             )
+        for email_id, item in get("emails", _NONE).items():
+            email = lead.email(email_id)
+            email.opened, email.clicked = bool(item.get("opened")), bool(item.get("clicked"))
+            email.replied, email.bounced = bool(item.get("replied")), bool(item.get("bounced"))
             if item.get("at") is not None:
                 email.sent(item["at"], item["rep"], item["team"], bool(item.get("personalized")))
-        for meeting_id, item in get("meetings", {}).items():
-            meeting = lead.meetings[meeting_id] = Meeting(held=bool(item.get("held")))
+        for meeting_id, item in get("meetings", _NONE).items():
+            meeting = lead.meeting(meeting_id)
+            meeting.held = bool(item.get("held"))
             if item.get("at") is not None:
                 meeting.booked(item["at"], item["rep"], item["team"], item.get("kind"))
         return lead
