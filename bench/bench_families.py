@@ -60,6 +60,7 @@ if (_ROOT / "salespulse" / "engine").is_dir():
     from salespulse.families.engagement.state import LEAD_CODEC
     from salespulse.families.lead_response.family import LeadResponseFamily
     from salespulse.families.pipeline.family import PipelineFamily
+    from salespulse.families.pipeline.entities import PIPELINE_CODEC
 else:  # a checkout from before engine/ and families/
     from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
     from salespulse.streams.cells import CellStore  # type: ignore[no-redef]
@@ -160,7 +161,7 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
         elif name == "pipeline":
             out.append(
                 PipelineFamily(
-                    CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, _RETENTION_S,
+                    CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), utc, _RETENTION_S,
                     pipelines=Config().pipeline_specs(),
                 )
             )

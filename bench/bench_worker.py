@@ -70,6 +70,7 @@ from salespulse.families.activity.family import ActivityFamily  # noqa: E402
 from salespulse.engine.cells import CellStore  # noqa: E402
 from salespulse.engine.dedup import DedupIndex  # noqa: E402
 from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
+from salespulse.families.pipeline.entities import PIPELINE_CODEC
 from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
 from salespulse.families.engagement.state import LEAD_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402
@@ -493,7 +494,7 @@ def breakdown(workload: Workload, placements: list[tuple[int, int]], partitions:
             ),
             "engagement": EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", LEAD_CODEC), utc, keep),
             "pipeline": PipelineFamily(
-                CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, keep, pipelines=Config().pipeline_specs()
+                CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), utc, keep, pipelines=Config().pipeline_specs()
             ),
         }
         return [built[name] for name in names]

@@ -75,7 +75,7 @@ class RecordLog(Generic[S]):
                 else:
                     raw[name] = state
         decode = self._codec.decode
-        states = {name: decode(state) for name, state in raw.items()}
+        states = {name: decode(name, state) for name, state in raw.items()}
         del raw
         live: dict[int, int] = {seq: 0 for seq, _ in records}
         tombs: dict[int, set[str]] = {}
@@ -104,7 +104,7 @@ class RecordLog(Generic[S]):
         states = self._states[partition]
         found = states.get(name)
         if found is None:
-            found = states[name] = self._codec.new()
+            found = states[name] = self._codec.new(name)
         return found
 
     def loaded(self, partition: int) -> dict[str, S]:

@@ -17,15 +17,16 @@ S = TypeVar("S")
 
 
 class StateCodec(Protocol[S]):
-    """A typed state as a store keeps it: created empty, its watermark, and its JSON form both ways."""
+    """A typed state as a store keeps it: created empty, its watermark, and its JSON form both ways (a
+    store may hold several kinds of state, told apart by name)."""
 
-    def new(self) -> S: ...
+    def new(self, name: str) -> S: ...
 
     def watermark(self, state: S) -> int: ...
 
     def set_watermark(self, state: S, watermark: int) -> None: ...
 
-    def decode(self, raw: Cell) -> S:
+    def decode(self, name: str, raw: Cell) -> S:
         """The state from its JSON object (as written by ``encode``, or by any earlier version)."""
         ...
 
@@ -35,7 +36,7 @@ class StateCodec(Protocol[S]):
 class JsonCells:
     """``StateCodec`` of plain JSON cells: the state is its JSON object, ``wm`` one of its keys."""
 
-    def new(self) -> Cell:
+    def new(self, name: str) -> Cell:
         return {"wm": -1}
 
     def watermark(self, state: Cell) -> int:
@@ -44,7 +45,7 @@ class JsonCells:
     def set_watermark(self, state: Cell, watermark: int) -> None:
         state["wm"] = watermark
 
-    def decode(self, raw: Cell) -> Cell:
+    def decode(self, name: str, raw: Cell) -> Cell:
         return raw
 
     def encode(self, state: Cell) -> Cell:

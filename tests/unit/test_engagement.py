@@ -40,7 +40,7 @@ _ids = itertools.count()
 
 def decoded(leads: list[dict[str, Any]]) -> list[Lead]:
     """Leads written as their JSON form (as the changelog holds them), as the family keeps them."""
-    return [LEAD_CODEC.decode(lead) for lead in leads]
+    return [LEAD_CODEC.decode("", lead) for lead in leads]
 
 
 def iso(epoch: float) -> str:

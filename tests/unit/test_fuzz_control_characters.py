@@ -30,6 +30,7 @@ from salespulse.families.engagement.family import EngagementFamily
 from salespulse.families.engagement.state import LEAD_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.families.pipeline.family import PipelineFamily
+from salespulse.families.pipeline.entities import PIPELINE_CODEC
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.crm_http import MemorySink, crm_app, serving
@@ -152,7 +153,7 @@ def _worker() -> tuple[list[Any], BatchProcessor]:
     families = [
         ActivityFamily(CellStore(table, "activity"), utc, retention),
         LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), utc, retention, sla_s=300),
-        PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, retention,
+        PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), utc, retention,
                        pipelines=Config().pipeline_specs()),
         EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", LEAD_CODEC), utc, retention),
     ]

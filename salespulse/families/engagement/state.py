@@ -130,7 +130,7 @@ class Lead:
 class LeadCodec:
     """``StateCodec`` of ``Lead``: the JSON object above, both ways."""
 
-    def new(self) -> Lead:
+    def new(self, name: str) -> Lead:
         return Lead()
 
     def watermark(self, state: Lead) -> int:
@@ -139,7 +139,7 @@ class LeadCodec:
     def set_watermark(self, state: Lead, watermark: int) -> None:
         state.wm = watermark
 
-    def decode(self, raw: Cell) -> Lead:
+    def decode(self, name: str, raw: Cell) -> Lead:
         get = raw.get
         lead = Lead(
             wm=get("wm", -1), created=get("created"), source=_interned(get("source")), team=_interned(get("team")),

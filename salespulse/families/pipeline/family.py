@@ -25,14 +25,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 
 from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
+from salespulse.families.pipeline.entities import Deal, Entity, PipelineLead, Quota
 from salespulse.families.pipeline.rules import (
     DealView,
-    State,
     deal_contribution,
     lead_contribution,
     quota_contribution,
@@ -62,6 +62,7 @@ from salespulse.families.windows import iso
 from salespulse.outputs.aggregates import NOW, Partial, partial
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", Deal, PipelineLead, Quota)
 
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
@@ -80,7 +81,7 @@ class PipelineFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(  # the windows' store, the states' store, then the windows' zone and retention
-        self, cells: StateStore[Cell], states: StateStore[Cell], tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], states: StateStore[Entity], tz: ZoneInfo, retention_s: float,
         pipelines: Pipelines | None = None,
         currency: str = "USD",
         team_of_rep: Mapping[str, str] | None = None,
@@ -126,9 +127,9 @@ class PipelineFamily(WindowedFamily):
         self.open[partition] = {}
         self.quota_keys[partition] = set()
         for key, state in self.states.items(partition):
-            if key.startswith("q:"):
+            if isinstance(state, Quota):
                 self.quota_keys[partition].add(key)
-            elif key.startswith("d:"):
+            elif isinstance(state, Deal):
                 _, now = self._deal_contribution(state)
                 self._apply_now(partition, {}, now)
         for scope, ident in self.open[partition]:
@@ -168,23 +169,25 @@ class PipelineFamily(WindowedFamily):
             return self._apply_quota(partition, offset, event, now)
         return False
 
-    def _state(self, partition: int, key: str, offset: int) -> State | None:
+    def _state(self, partition: int, key: str, offset: int, kind: type[E]) -> E | None:
         """The state to change, or None if it already holds this offset (a replay after a crash)."""
         state = self.states.get(partition, key)
         if state is None:
             state = self.states.cell(partition, key)
-        return None if offset <= state["wm"] else state
+        if not isinstance(state, kind):
+            raise TypeError(f"state {key!r} is a {type(state).__name__}, not a {kind.__name__}")
+        return None if offset <= state.wm else state
 
     def _apply_deal(self, partition: int, offset: int, event: DealEvent | CustomerChurned, now: float, arrived: float | None = None) -> bool:
         deal_id = event.deal_id
         if deal_id is None:
             return False
-        state = self._state(partition, f"d:{deal_id}", offset)
+        state = self._state(partition, f"d:{deal_id}", offset, Deal)
         if state is None:
             return True
         before_windowed, before_now = self._deal_contribution(state)
         before_view = self._view(state)
-        before_lead = (state.get("lead") or [0, "", None])[2]
+        before_lead = state.lead.value if state.lead is not None else None
         record_deal_event(state, event)
         self._report_unknown_stage(event)
         after_windowed, after_now = self._deal_contribution(state)
@@ -200,7 +203,7 @@ class PipelineFamily(WindowedFamily):
         lead_id = event.lead_id
         if lead_id is None:
             return False
-        state = self._state(partition, f"l:{lead_id}", offset)
+        state = self._state(partition, f"l:{lead_id}", offset, PipelineLead)
         if state is None:
             return True
         before = lead_contribution(state, self.team_of_rep)
@@ -222,15 +225,15 @@ class PipelineFamily(WindowedFamily):
 
     def _apply_quota(self, partition: int, offset: int, event: QuotaSet, now: float) -> bool:
         key = f"q:{event.rep_id}:{event.period}"
-        state = self._state(partition, key, offset)
+        state = self._state(partition, key, offset, Quota)
         if state is None:
             return True
         start = self._month_start(event.period)
         before = quota_contribution(state, start, event.rep_id, self.team_of_rep, self.currency)
         at = event.occurred_at.timestamp()
-        current = state.get("value")
+        current = state.value
         if current is None or at >= current[0]:  # equal times: the later in the log (config quotas) wins
-            state["value"] = [at, event.event_id, event.amount, event.currency, event.team]
+            state.value = (at, event.event_id, event.amount, event.currency, event.team)
         after = quota_contribution(state, start, event.rep_id, self.team_of_rep, self.currency)
         self._apply_windows(partition, offset, now, before, after)
         self.states.touch(partition, key)
@@ -243,10 +246,10 @@ class PipelineFamily(WindowedFamily):
 
     # -- contributions -------------------------------------------------------------------------------
 
-    def _view(self, deal: State) -> DealView:
+    def _view(self, deal: Deal) -> DealView:
         return view(deal, self.pipelines, self.currency, self.team_of_rep)
 
-    def _deal_contribution(self, deal: State) -> tuple[dict[Any, float], dict[Any, float]]:
+    def _deal_contribution(self, deal: Deal) -> tuple[dict[Any, float], dict[Any, float]]:
         return deal_contribution(deal, self.pipelines, self.currency, self.team_of_rep)
 
     def _apply_windows(
@@ -273,18 +276,18 @@ class PipelineFamily(WindowedFamily):
             if scope in NOW_PUBLISHED:
                 self.open_dirty.add((partition, scope, ident))
 
-    def _deal_follow_ups(self, deal_id: str, state: State, before_lead: str | None, before: DealView) -> None:
-        lead = state.get("lead")
+    def _deal_follow_ups(self, deal_id: str, state: Deal, before_lead: str | None, before: DealView) -> None:
+        lead = state.lead
         if lead is None:
             return
-        lead_id = lead[2]
-        if lead_id != before_lead and lead[1] == "created":
-            created = state["created"]
+        lead_id = lead.value
+        created = state.created
+        if lead_id != before_lead and lead.event_id == "created" and created is not None:
             self._follow_ups.append(
                 LeadConverted(
                     event_id=derived_event_id("convert", deal_id, lead_id),
                     type="lead.converted",
-                    occurred_at=datetime.fromtimestamp(created[0], timezone.utc),
+                    occurred_at=datetime.fromtimestamp(created.at, timezone.utc),
                     lead_id=lead_id,
                     deal_id=deal_id,
                 )
@@ -367,9 +370,9 @@ class PipelineFamily(WindowedFamily):
         for partition in owned:
             for key in sorted(self.quota_keys.get(partition, ())):
                 state = self.states.get(partition, key)
-                if state is not None and state.get("value") is not None:
+                if isinstance(state, Quota) and state.value is not None:
                     rep, period = key[2:].rsplit(":", 1)
-                    value = state["value"]
+                    value = state.value
                     out[(rep, period, value[3] or self.currency)] = float(value[2])
         return out
 
@@ -384,7 +387,7 @@ class PipelineFamily(WindowedFamily):
         stale = [
             key
             for key, state in self.states.items(partition)
-            if newest_fact(key, state) < cutoff and not (key.startswith("d:") and self._view(state).status == "open")
+            if newest_fact(key, state) < cutoff and not (isinstance(state, Deal) and self._view(state).status == "open")
         ]
         if stale:
             self.states.delete_many(partition, stale)  # one changelog record, not one per state
