@@ -57,8 +57,9 @@ if (_ROOT / "salespulse" / "engine").is_dir():
     from salespulse.families import registry
     from salespulse.families.activity.family import ActivityFamily
     from salespulse.families.engagement.family import EngagementFamily
-    from salespulse.families.engagement.state import LEAD_CODEC
+    from salespulse.families.engagement.state import OUTREACH_CODEC
     from salespulse.families.lead_response.family import LeadResponseFamily
+    from salespulse.families.lead_response.state import LEAD_CODEC
     from salespulse.families.pipeline.family import PipelineFamily
     from salespulse.families.pipeline.entities import PIPELINE_CODEC
 else:  # a checkout from before engine/ and families/
@@ -153,11 +154,11 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
 
             config = Config()
             out.append(LeadResponseFamily(
-                CellStore(table, "response"), RecordLog(table, "leads"), utc, _RETENTION_S, sla_s=300,
+                CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), utc, _RETENTION_S, sla_s=300,
                 deadline_of=worker._deadline_function(config, 300), business_seconds=worker._business_seconds_function(config),
             ))
         elif name == "engagement":
-            out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", LEAD_CODEC), utc, _RETENTION_S))
+            out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), utc, _RETENTION_S))
         elif name == "pipeline":
             out.append(
                 PipelineFamily(

@@ -5,27 +5,37 @@ under ``"<partition>|<name>"``. Each cell records ``wm``: the highest source off
 to it. Events are applied in offset order, so an event with ``offset <= wm`` (a replay after a crash
 between changelog write and offset commit) is skipped for that cell: nothing counts twice, even if
 only some of a batch's writes reached the changelog. One write per touched cell per batch keeps the
-changelog traffic independent of the event rate.
+changelog traffic independent of the event rate. A cell is a JSON object, or a family's typed state read
+and written through its ``StateCodec``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Generic, TypeVar, overload
 
 import orjson
 
 from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
-from salespulse.families.state import Cell
+from salespulse.families.state import JSON_CELLS, Cell, StateCodec
+
+S = TypeVar("S")
 
 
+class CellStore(Generic[S]):
+    """Working copy (decoded) of the cells of the partitions this worker owns, over a durable table."""
 
-class CellStore:
-    """Working copy (decoded dicts) of the cells of the partitions this worker owns, over a durable table."""
+    @overload
+    def __init__(self: CellStore[Cell], table: MutableMapping[str, bytes], prefix: str) -> None: ...
 
-    def __init__(self, table: MutableMapping[str, bytes], prefix: str) -> None:
+    @overload
+    def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: StateCodec[S]) -> None: ...
+
+    def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: Any = JSON_CELLS) -> None:
         self._table = table
         self._prefix = prefix
-        self._cells: dict[int, dict[str, Cell]] = {}
+        self._codec: StateCodec[S] = codec
+        self._cells: dict[int, dict[str, S]] = {}
         self._touched: dict[int, set[str]] = {}
 
     @property
@@ -41,29 +51,30 @@ class CellStore:
     def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
         """Load a partition's cells from the table (after recovery), or from its rows ``decoded`` ahead; returns
         the highest watermark seen."""
-        cells: dict[str, Cell] = dict(rows_under(self._table, partition, self._prefix, decoded))
+        decode, watermark = self._codec.decode, self._codec.watermark
+        cells = {name: decode(name, raw) for name, raw in rows_under(self._table, partition, self._prefix, decoded)}
         self._cells[partition] = cells
         self._touched[partition] = set()
-        return max((cell.get("wm", -1) for cell in cells.values()), default=-1)
+        return max((watermark(cell) for cell in cells.values()), default=-1)
 
     def drop_partition(self, partition: int) -> None:
         """Forget a partition this worker no longer owns (its table rows stay for the new owner)."""
         self._cells.pop(partition, None)
         self._touched.pop(partition, None)
 
-    def cell(self, partition: int, name: str) -> Cell:
+    def cell(self, partition: int, name: str) -> S:
         """The cell ``name`` of a loaded partition, created empty (``wm = -1``) if new."""
         cells = self._cells[partition]
         found = cells.get(name)
         if found is None:
-            found = cells[name] = {"wm": -1}
+            found = cells[name] = self._codec.new(name)
         return found
 
-    def loaded(self, partition: int) -> dict[str, Cell]:
+    def loaded(self, partition: int) -> dict[str, S]:
         """The cells of a loaded partition by name, to read in hot loops (create with ``cell``, mark with ``touch``)."""
         return self._cells[partition]
 
-    def get(self, partition: int, name: str) -> Cell | None:
+    def get(self, partition: int, name: str) -> S | None:
         """The cell if it exists, without creating it."""
         cells = self._cells.get(partition)
         return None if cells is None else cells.get(name)
@@ -76,10 +87,11 @@ class CellStore:
         """Persist every touched cell of a partition with ``wm = watermark``; returns how many."""
         touched = self._touched[partition]
         cells = self._cells[partition]
+        set_watermark, encode = self._codec.set_watermark, self._codec.encode
         for name in touched:
             cell = cells[name]
-            cell["wm"] = watermark
-            self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
+            set_watermark(cell, watermark)
+            self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(encode(cell))
         count = len(touched)
         touched.clear()
         return count
@@ -93,7 +105,7 @@ class CellStore:
         if name in self._touched[partition]:
             return
         cell = self._cells[partition][name]
-        self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
+        self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(self._codec.encode(cell))
 
     def write_many(self, partition: int, names: set[str]) -> None:
         """Persist several cells now, keeping their watermarks."""
@@ -117,6 +129,6 @@ class CellStore:
                 gone += 1
         return gone
 
-    def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
+    def items(self, partition: int) -> Iterator[tuple[str, S]]:
         """The cells of a loaded partition."""
         return iter(list(self._cells.get(partition, {}).items()))

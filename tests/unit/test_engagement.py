@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from salespulse.families.engagement.rules import batch_recompute, channel_of_activity, contribution
-from salespulse.families.engagement.state import LEAD_CODEC, Lead
+from salespulse.families.engagement.state import OUTREACH_CODEC, Lead
 from salespulse.families.engagement.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
@@ -40,7 +40,7 @@ _ids = itertools.count()
 
 def decoded(leads: list[dict[str, Any]]) -> list[Lead]:
     """Leads written as their JSON form (as the changelog holds them), as the family keeps them."""
-    return [LEAD_CODEC.decode("", lead) for lead in leads]
+    return [OUTREACH_CODEC.decode("", lead) for lead in leads]
 
 
 def iso(epoch: float) -> str:
@@ -76,7 +76,7 @@ class Worker:
         self.table: dict[str, bytes] = RecordingTable() if table is None else table
         self.family = EngagementFamily(
             CellStore(self.table, "engagement"),
-            RecordLog(self.table, "outreach", LEAD_CODEC),
+            RecordLog(self.table, "outreach", OUTREACH_CODEC),
             UTC,
             35 * DAY,
             quiet_s=quiet_s,

@@ -7,7 +7,7 @@ from salespulse.families.state import JSON_CELLS
 from salespulse.families.engagement.cold import RULE, ColdRule
 from salespulse.families.engagement.family import EngagementFamily
 from salespulse.families.engagement.spec import SPEC
-from salespulse.families.engagement.state import LEAD_CODEC
+from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.families.entity_clocks import EntityClocks
 
 __all__ = ["SPEC", "build"]
@@ -21,6 +21,6 @@ def build(ctx: FamilyContext) -> EngagementFamily:
     cold = ColdRule(EntityClocks(ctx.states("ecold", JSON_CELLS), RULE, "lead_id"), going_cold.days_for, c.business_hours_for) \
         if going_cold.enabled else None
     return EngagementFamily(
-        ctx.cells("engagement"), ctx.states("outreach", LEAD_CODEC), ctx.tz, ctx.retention_s,
+        ctx.cells("engagement"), ctx.states("outreach", OUTREACH_CODEC), ctx.tz, ctx.retention_s,
         quiet_s=quiet_s, team_of_rep=c.team_of_rep, outbound_kinds=outbound, targets=targets, cold=cold,
     )

@@ -200,4 +200,4 @@ def _encode_meeting(meeting: Meeting) -> dict[str, Any]:
     return out
 
 
-LEAD_CODEC = LeadCodec()
+OUTREACH_CODEC = LeadCodec()
