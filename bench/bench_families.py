@@ -61,7 +61,7 @@ if (_ROOT / "salespulse" / "engine").is_dir():
     from salespulse.families.lead_response.family import LeadResponseFamily
     from salespulse.families.lead_response.state import LEAD_CODEC
     from salespulse.families.pipeline.family import PipelineFamily
-    from salespulse.families.pipeline.entities import PIPELINE_CODEC
+    from salespulse.families.pipeline.state import PIPELINE_CODEC
 else:  # a checkout from before engine/ and families/
     from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
     from salespulse.streams.cells import CellStore  # type: ignore[no-redef]

@@ -70,7 +70,7 @@ from salespulse.families.activity.family import ActivityFamily  # noqa: E402
 from salespulse.engine.cells import CellStore  # noqa: E402
 from salespulse.engine.dedup import DedupIndex  # noqa: E402
 from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
-from salespulse.families.pipeline.entities import PIPELINE_CODEC
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
 from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402

@@ -19,7 +19,7 @@ from salespulse.engine.record_log import RecordLog
 from salespulse.families.business_hours import BusinessHours
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.pipeline.family import PipelineFamily
-from salespulse.families.pipeline.entities import PIPELINE_CODEC
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.families.business_hours import business_days_after
 from salespulse.families.pipeline.stalls import RULE, StallRule
 from salespulse.outputs.alerts import clock_id

@@ -31,7 +31,7 @@ from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.families.pipeline.family import PipelineFamily
-from salespulse.families.pipeline.entities import PIPELINE_CODEC
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.crm_http import MemorySink, crm_app, serving

@@ -38,7 +38,7 @@ from salespulse.models.events import EventAdapter, event_to_json
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.pipeline.family import PipelineFamily
-from salespulse.families.pipeline.entities import PIPELINE_CODEC, Deal, Outcome, PipelineLead
+from salespulse.families.pipeline.state import PIPELINE_CODEC, Deal, Outcome, PipelineLead
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable
@@ -627,7 +627,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
 
 def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[Deal], list[PipelineLead]]:
     """Final deal and lead states by a plain fold of the distinct events in event-time order (no stream code)."""
-    from salespulse.families.pipeline.states import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
+    from salespulse.families.pipeline.fold import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
 
     ordered = sorted((EventAdapter.validate_python(e) for e in distinct),
                      key=lambda e: (e.occurred_at.timestamp(), e.event_id))
@@ -789,7 +789,7 @@ async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_pyth
 
 
 def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrides() -> None:
-    from salespulse.families.pipeline.states import config_quota_events
+    from salespulse.families.pipeline.fold import config_quota_events
 
     config_events = config_quota_events({"anna": {"2026-11": 100_000.0}, "ben": {"2026-11": 50_000.0}}, "USD")
     assert [e.event_id for e in config_events] == ["config-quota:anna:2026-11:100000.0:USD",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from salespulse.families.context import FamilyContext
 from salespulse.families.state import JSON_CELLS
 from salespulse.families.entity_clocks import EntityClocks
-from salespulse.families.pipeline.entities import PIPELINE_CODEC
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.families.pipeline.spec import SPEC
 from salespulse.families.pipeline.stalls import RULE, StallRule

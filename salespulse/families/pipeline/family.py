@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 
 from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
-from salespulse.families.pipeline.entities import Deal, Entity, PipelineLead, Quota
+from salespulse.families.pipeline.state import Deal, Entity, PipelineLead, Quota
 from salespulse.families.pipeline.rules import (
     DealView,
     deal_contribution,
@@ -47,7 +47,7 @@ from salespulse.families.keys import Key
 from salespulse.families.pipeline.spec import SPEC, derived
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.pipeline.stalls import StallRule
-from salespulse.families.pipeline.states import (
+from salespulse.families.pipeline.fold import (
     DEAL_EVENTS,
     LEAD_EVENTS,
     config_quota_events,

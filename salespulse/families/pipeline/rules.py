@@ -4,7 +4,7 @@ Every metric is a *contribution* of one entity's state (a deal, a lead, a rep's 
 that any change (a late stage change, a close arriving before its creation, a reopened deal) is applied
 as ``contribution(new) - contribution(old)`` and the streaming result never depends on arrival order.
 
-A **deal state** is built only from its events' own fields (``Deal``, ``families.pipeline.entities``): its *timeline* is every
+A **deal state** is built only from its events' own fields (``Deal``, ``families.pipeline.state``): its *timeline* is every
 stage entry (``deal.created``, ``deal.stage_changed``) and close (``deal.won``, ``deal.lost``) sorted by
 ``(occurred_at, event_id)``; the latest one is where the deal is now. Windowed fields land at their own
 instants: stage entries and transitions when they happened, time in a stage when the deal left it, a
@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from salespulse.families.keys import decode, encode
-from salespulse.families.pipeline.entities import Close, Deal, Entry, PipelineLead, Quota
+from salespulse.families.pipeline.state import Close, Deal, Entry, PipelineLead, Quota
 from salespulse.families.pipeline.formulas import weighted_amount
 from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
 from salespulse.outputs.derived import Histogram

@@ -1,7 +1,7 @@
 """The pipeline family's entity states, typed: deals, leads and quotas, and their JSON form in the changelog.
 
 Every fact carries the ``(at, event_id)`` of the event that set it, so that the latest (or earliest) one
-wins whatever the arrival order (``families.pipeline.states`` folds events in). In memory the facts are
+wins whatever the arrival order (``families.pipeline.fold`` folds events in). In memory the facts are
 tuples and the entities slotted records, their repeated strings (pipeline, stage, rep, team, source,
 currency) interned; in the changelog (``RecordLog`` records under ``d:<deal>``, ``l:<lead>`` and
 ``q:<rep>:<YYYY-MM>``) they are the JSON objects they always were, so older records load unchanged::

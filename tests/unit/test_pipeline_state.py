@@ -1,5 +1,5 @@
 """The pipeline family's typed states read the changelog's JSON as every earlier version wrote it, and write it back
-unchanged (``families.pipeline.entities``)."""
+unchanged (``families.pipeline.state``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 
-from salespulse.families.pipeline.entities import (
+from salespulse.families.pipeline.state import (
     PIPELINE_CODEC,
     Churn,
     Close,

@@ -1,7 +1,7 @@
 """Folding events into the pipeline family's states: deals, leads and quotas (pure functions, any order).
 
 Every field keeps the latest value by ``(time, event id)`` and every list is sorted by it, so the same
-events in any order, or again, give the same state (layout: ``families.pipeline.entities``; stage order:
+events in any order, or again, give the same state (layout: ``families.pipeline.state``; stage order:
 ``families.pipeline.pipelines``).
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from sys import intern
 from typing import TypeVar
 
-from salespulse.families.pipeline.entities import (
+from salespulse.families.pipeline.state import (
     Churn,
     Close,
     Creation,
@@ -113,7 +113,7 @@ def _text(at: float, eid: str, value: str) -> Text:
 
 
 def record_deal_event(state: Deal, event: EventBase) -> None:
-    """Fold one deal event into a deal state (layout: ``families.pipeline.entities``)."""
+    """Fold one deal event into a deal state (layout: ``families.pipeline.state``)."""
     at, eid = _stamp(state, event)
     if isinstance(event, CustomerChurned):
         state.churned = _older(state.churned, Churn(at, eid, event.rep_id and intern(event.rep_id)))
