@@ -8,8 +8,9 @@ engagement family's ``Lead``). Families never see Faust, tables or changelogs: o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from sys import intern
+from typing import Any, Generic, Protocol, TypeVar
 
 #: One cell: ``{"wm": offset, ...}`` (JSON-serialisable).
 Cell = dict[str, Any]
@@ -53,6 +54,34 @@ class JsonCells:
 
 
 JSON_CELLS = JsonCells()
+
+
+class Watermarked(Protocol):
+    wm: int
+
+
+W = TypeVar("W", bound=Watermarked)
+
+
+class TypedCodec(Generic[W]):
+    """What the codecs of typed states share: a new state is ``kind()``, the watermark its ``wm`` attribute."""
+
+    def __init__(self, kind: Callable[[], W]) -> None:
+        self._kind = kind
+
+    def new(self, name: str) -> W:
+        return self._kind()
+
+    def watermark(self, state: W) -> int:
+        return state.wm
+
+    def set_watermark(self, state: W, watermark: int) -> None:
+        state.wm = watermark
+
+
+def interned(value: str | None) -> str | None:
+    """One copy of a repeated name (a rep, a team, a stage) however many states hold it."""
+    return None if value is None else intern(value)
 
 
 class StateStore(Protocol[S]):

@@ -24,11 +24,8 @@ from dataclasses import dataclass, field
 from sys import intern
 from typing import Any, Final, NamedTuple
 
-from salespulse.families.state import Cell
+from salespulse.families.state import Cell, TypedCodec, interned
 
-
-def _interned(value: str | None) -> str | None:
-    return None if value is None else intern(value)
 
 
 #: The ``emails`` and ``meetings`` of every lead without any: read-only by convention (only ``Lead.email`` and
@@ -75,7 +72,7 @@ class Meeting:
     held: bool = False
 
     def booked(self, at: float, rep: str, team: str, kind: str | None) -> None:
-        self.at, self.rep, self.team, self.kind = at, intern(rep), intern(team), _interned(kind)
+        self.at, self.rep, self.team, self.kind = at, intern(rep), intern(team), interned(kind)
 
 
 @dataclass(slots=True)
@@ -127,22 +124,13 @@ class Lead:
         return True
 
 
-class LeadCodec:
+class OutreachCodec(TypedCodec[Lead]):
     """``StateCodec`` of ``Lead``: the JSON object above, both ways."""
-
-    def new(self, name: str) -> Lead:
-        return Lead()
-
-    def watermark(self, state: Lead) -> int:
-        return state.wm
-
-    def set_watermark(self, state: Lead, watermark: int) -> None:
-        state.wm = watermark
 
     def decode(self, name: str, raw: Cell) -> Lead:
         get = raw.get
         lead = Lead(
-            wm=get("wm", -1), created=get("created"), source=_interned(get("source")), team=_interned(get("team")),
+            wm=get("wm", -1), created=get("created"), source=interned(get("source")), team=interned(get("team")),
             converted=get("converted"), won=get("won"), quiet=bool(get("quiet")), last_seen=get("last_seen"),
         )
         touches = get("touches")
@@ -200,4 +188,4 @@ def _encode_meeting(meeting: Meeting) -> dict[str, Any]:
     return out
 
 
-OUTREACH_CODEC = LeadCodec()
+OUTREACH_CODEC = OutreachCodec(Lead)

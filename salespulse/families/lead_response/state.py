@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Any
 
-from salespulse.families.state import Cell
+from salespulse.families.state import Cell, TypedCodec, interned
 
 SLA_RULE = "lead_response_sla"
 WARNING_RULE = "lead_response_warning"
@@ -33,9 +33,6 @@ _PLAIN = (
 )
 _TEXT = ("hours_team", "toucher", "owner", "touch_owner", "team", "team_from", "source")
 
-
-def _interned(value: str | None) -> str | None:
-    return None if value is None else intern(value)
 
 
 @dataclass(slots=True)
@@ -90,17 +87,8 @@ class Lead:
             self.owners = tuple(sorted((*self.owners, (at, intern(rep)))))
 
 
-class LeadCodec:
+class LeadCodec(TypedCodec[Lead]):
     """``StateCodec`` of ``Lead``: the JSON object above, both ways."""
-
-    def new(self, name: str) -> Lead:
-        return Lead()
-
-    def watermark(self, state: Lead) -> int:
-        return state.wm
-
-    def set_watermark(self, state: Lead, watermark: int) -> None:
-        state.wm = watermark
 
     def decode(self, name: str, raw: Cell) -> Lead:
         get = raw.get
@@ -111,7 +99,7 @@ class LeadCodec:
             published=tuple(get("published") or ()),
         )
         for key in _TEXT:
-            setattr(lead, key, _interned(get(key)))
+            setattr(lead, key, interned(get(key)))
         as_fired = get("as_fired")
         if as_fired is not None:
             lead.as_fired = (as_fired[0], as_fired[1], as_fired[2])
@@ -143,4 +131,4 @@ class LeadCodec:
         return out
 
 
-LEAD_CODEC = LeadCodec()
+LEAD_CODEC = LeadCodec(Lead)

@@ -26,11 +26,8 @@ from dataclasses import dataclass, field
 from sys import intern
 from typing import Any, Final, NamedTuple
 
-from salespulse.families.state import Cell
+from salespulse.families.state import Cell, TypedCodec, interned
 
-
-def _interned(value: str | None) -> str | None:
-    return None if value is None else intern(value)
 
 
 class Entry(NamedTuple):
@@ -166,24 +163,18 @@ def _text(raw: list[Any] | None) -> Text | None:
 
 
 def _churn(raw: list[Any] | None) -> Churn | None:
-    return None if raw is None else Churn(raw[0], raw[1], _interned(raw[2]))
+    return None if raw is None else Churn(raw[0], raw[1], interned(raw[2]))
 
 
 def _number(raw: list[Any] | None) -> Number | None:
     return None if raw is None else Number(raw[0], raw[1], raw[2])
 
 
-class PipelineCodec:
+class PipelineCodec(TypedCodec[Entity]):
     """``StateCodec`` of the pipeline family's entities, by key: ``d:`` deals, ``l:`` leads, ``q:`` quotas."""
 
-    def new(self, name: str) -> Entity:
+    def new(self, name: str) -> Entity:  # the kind named by the key, not the one given at construction
         return Deal() if name.startswith("d:") else PipelineLead() if name.startswith("l:") else Quota()
-
-    def watermark(self, state: Entity) -> int:
-        return state.wm
-
-    def set_watermark(self, state: Entity, watermark: int) -> None:
-        state.wm = watermark
 
     def decode(self, name: str, raw: Cell) -> Entity:
         if name.startswith("d:"):
@@ -201,14 +192,14 @@ class PipelineCodec:
             wm=raw["wm"],
             last=get("last"),
             entries=tuple(
-                Entry(at, eid, intern(pipeline), intern(stage), _interned(from_stage), probability)
+                Entry(at, eid, intern(pipeline), intern(stage), interned(from_stage), probability)
                 for at, eid, pipeline, stage, from_stage, probability in get("entries", ())
             ),
             closes=tuple(
-                Close(at, eid, intern(pipeline), intern(outcome), reason, amount, _interned(currency))
+                Close(at, eid, intern(pipeline), intern(outcome), reason, amount, interned(currency))
                 for at, eid, pipeline, outcome, reason, amount, currency in get("closes", ())
             ),
-            created=None if created is None else Creation(created[0], created[1], intern(created[2]), _interned(created[3])),
+            created=None if created is None else Creation(created[0], created[1], intern(created[2]), interned(created[3])),
             amount=_number(get("amount")),
             currency=_text(get("currency")),
             owner=_text(get("owner")),
@@ -264,4 +255,4 @@ class PipelineCodec:
         return out
 
 
-PIPELINE_CODEC = PipelineCodec()
+PIPELINE_CODEC = PipelineCodec(Deal)
