@@ -19,7 +19,7 @@ from salespulse.families.queries import WindowQueries
 from salespulse.families.rendering import NO_FIELDS, Dirty, WindowRendering, publisher, window_end_ts
 from salespulse.families.spec import FamilySpec
 from salespulse.families.state import Cell, StateStore
-from salespulse.models.events import EventBase
+from salespulse.models.events import Event, EventBase
 from salespulse.families.windows import ALL_TIME, calendar_buckets, hour_bucket
 from salespulse.outputs.derived import Derived
 
@@ -256,11 +256,11 @@ class WindowedFamily(WindowRendering, WindowQueries):
                 for ident in cell.get(scope, NO_FIELDS):
                     into.add((partition, grain, bucket, scope, ident))
 
-    def startup_events(self) -> list[Any]:
+    def startup_events(self) -> list[Event]:
         """Events to write to ``salespulse.events`` when a worker starts (configuration as events): none by default."""
         return []
 
-    def take_follow_ups(self) -> list[Any]:
+    def take_follow_ups(self) -> list[Event]:
         """Follow-up events for ``salespulse.events``: none, unless a family links partitions."""
         return []
 

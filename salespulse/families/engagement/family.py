@@ -377,7 +377,7 @@ class EngagementFamily(WindowedFamily):
             del cache[next(iter(cache))]
         return after
 
-    def _add(self, partition: int, offset: int, now: float, before: Any, after: Any) -> None:
+    def _add(self, partition: int, offset: int, now: float, before: Contribution, after: Contribution) -> None:
         for instant, deltas in contribution_change(before, after).items():
             self.add(partition, offset, instant, now, deltas)
 

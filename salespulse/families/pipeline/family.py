@@ -33,6 +33,8 @@ from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
 from salespulse.families.pipeline.state import Deal, Entity, PipelineLead, Quota
 from salespulse.families.pipeline.rules import (
     DealView,
+    NowKey,
+    WindowKey,
     deal_contribution,
     lead_contribution,
     quota_contribution,
@@ -249,16 +251,16 @@ class PipelineFamily(WindowedFamily):
     def _view(self, deal: Deal) -> DealView:
         return view(deal, self.pipelines, self.currency, self.team_of_rep)
 
-    def _deal_contribution(self, deal: Deal) -> tuple[dict[Any, float], dict[Any, float]]:
+    def _deal_contribution(self, deal: Deal) -> tuple[dict[WindowKey, float], dict[NowKey, float]]:
         return deal_contribution(deal, self.pipelines, self.currency, self.team_of_rep)
 
     def _apply_windows(
-        self, partition: int, offset: int, now: float, before: Mapping[Any, float], after: Mapping[Any, float]
+        self, partition: int, offset: int, now: float, before: Mapping[WindowKey, float], after: Mapping[WindowKey, float]
     ) -> None:
         for (epoch, grain), deltas in window_change(before, after).items():
             self.add(partition, offset, epoch, now, deltas, only=grain)
 
-    def _apply_now(self, partition: int, before: Mapping[Any, float], after: Mapping[Any, float]) -> None:
+    def _apply_now(self, partition: int, before: Mapping[NowKey, float], after: Mapping[NowKey, float]) -> None:
         gauges = self.open.setdefault(partition, {})
         for key in before.keys() | after.keys():
             change = after.get(key, 0.0) - before.get(key, 0.0)
