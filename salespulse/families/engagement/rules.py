@@ -30,6 +30,7 @@ Everything here is a pure function of one lead's state (``Lead``, ``families.eng
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 from typing import Literal
 
 from salespulse.families.engagement.state import Lead, Meeting
@@ -61,7 +62,8 @@ def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozen
 
 
 #: Field names by channel or kind, built once (the contribution is computed for every changed lead).
-_EMAIL_KIND_FIELDS: tuple[tuple[EngagementKind, str], ...] = tuple((kind, f"emails_{kind}") for kind in ENGAGEMENT_KINDS)
+_EMAIL_KIND_FIELDS: tuple[str, ...] = tuple(f"emails_{kind}" for kind in ENGAGEMENT_KINDS)
+_email_kinds = attrgetter(*ENGAGEMENT_KINDS)  # an email's flags, in that order, in one call
 _ATTEMPT_FIELDS = {c: f"attempts:{c}" for c in CHANNELS}
 _CONNECTED_FIELDS = {c: f"connected:{c}" for c in CONNECTABLE}
 _REACHED_FIELDS = {c: f"reached:{c}" for c in CONNECTABLE}
@@ -125,8 +127,8 @@ def contribution(lead: Lead) -> Contribution:
         credit(at, rep, team, "emails_sent")
         credit(at, rep, team, "emails_personalized" if email.personalized else "emails_generic")
         pair = None
-        for kind, field in _EMAIL_KIND_FIELDS:
-            if getattr(email, kind):
+        for field, seen in zip(_EMAIL_KIND_FIELDS, _email_kinds(email)):
+            if seen:
                 credit(at, rep, team, field)
                 if pair is None:
                     pair = encode((rep, team))

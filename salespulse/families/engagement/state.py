@@ -153,15 +153,23 @@ class OutreachCodec(TypedCodec[Lead]):
         return lead
 
     def encode(self, lead: Lead) -> Cell:
-        out: dict[str, Any] = {"wm": lead.wm}
-        for name in ("created", "source", "team", "converted", "won", "last_seen"):
-            value = getattr(lead, name)
-            if value is not None:
-                out[name] = value
+        out: dict[str, Any] = {"wm": lead.wm}  # written at every persist of a changed lead: no loops over names
+        if lead.created is not None:
+            out["created"] = lead.created
+        if lead.source is not None:
+            out["source"] = lead.source
+        if lead.team is not None:
+            out["team"] = lead.team
+        if lead.converted is not None:
+            out["converted"] = lead.converted
+        if lead.won is not None:
+            out["won"] = lead.won
+        if lead.last_seen is not None:
+            out["last_seen"] = lead.last_seen
         if lead.quiet:
             out["quiet"] = True
         if lead.touches:
-            out["touches"] = [list(touch) for touch in lead.touches]
+            out["touches"] = [[*touch] for touch in lead.touches]
         if lead.emails:
             out["emails"] = {email_id: _encode_email(email) for email_id, email in lead.emails.items()}
         if lead.meetings:
@@ -170,19 +178,25 @@ class OutreachCodec(TypedCodec[Lead]):
 
 
 def _encode_email(email: Email) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if email.at is not None:
-        out.update(at=email.at, rep=email.rep, team=email.team, personalized=email.personalized)
-    for flag in ("opened", "clicked", "replied", "bounced"):
-        if getattr(email, flag):
-            out[flag] = True
+    out: dict[str, Any] = (
+        {} if email.at is None
+        else {"at": email.at, "rep": email.rep, "team": email.team, "personalized": email.personalized}
+    )
+    if email.opened:
+        out["opened"] = True
+    if email.clicked:
+        out["clicked"] = True
+    if email.replied:
+        out["replied"] = True
+    if email.bounced:
+        out["bounced"] = True
     return out
 
 
 def _encode_meeting(meeting: Meeting) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if meeting.at is not None:
-        out.update(at=meeting.at, rep=meeting.rep, team=meeting.team, kind=meeting.kind)
+    out: dict[str, Any] = (
+        {} if meeting.at is None else {"at": meeting.at, "rep": meeting.rep, "team": meeting.team, "kind": meeting.kind}
+    )
     if meeting.held:
         out["held"] = True
     return out

@@ -23,6 +23,7 @@ Lists are sorted by ``(at, eid)``; a key is written only when set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from sys import intern
 from typing import Any, Final, NamedTuple
 
@@ -228,31 +229,33 @@ class PipelineCodec(TypedCodec[Entity]):
         out: dict[str, Any] = {"wm": state.wm}
         if isinstance(state, Quota):
             if state.value is not None:
-                out["value"] = list(state.value)
+                out["value"] = [*state.value]
             return out
         if state.last is not None:
             out["last"] = state.last
         if isinstance(state, Deal):
-            for name in ("entries", "closes", "probs"):
-                items = getattr(state, name)
+            for name, items in zip(_DEAL_LISTS, _deal_lists(state)):
                 if items:
-                    out[name] = [list(item) for item in items]
-            for name in ("created", "amount", "currency", "owner", "team", "source", "expected_close", "lead", "churned"):
-                fact = getattr(state, name)
+                    out[name] = [[*item] for item in items]
+            for name, fact in zip(_DEAL_FACTS, _deal_facts(state)):
                 if fact is not None:
-                    out[name] = list(fact)
+                    out[name] = [*fact]
             return out
-        for name in ("created", "owner", "team", "source", "churned"):
-            fact = getattr(state, name)
+        for name, fact in zip(_LEAD_FACTS, _lead_facts(state)):
             if fact is not None:
-                out[name] = list(fact)
+                out[name] = [*fact]
         if state.mql:
             out["mql"] = True
         if state.converted:
             out["converted"] = True
         if state.deals:
-            out["deals"] = {deal_id: None if close is None else list(close) for deal_id, close in state.deals.items()}
+            out["deals"] = {deal_id: None if close is None else [*close] for deal_id, close in state.deals.items()}
         return out
 
 
+# Read in one call each at every persist of a changed state.
+_DEAL_LISTS = ("entries", "closes", "probs")
+_DEAL_FACTS = ("created", "amount", "currency", "owner", "team", "source", "expected_close", "lead", "churned")
+_LEAD_FACTS = ("created", "owner", "team", "source", "churned")
+_deal_lists, _deal_facts, _lead_facts = attrgetter(*_DEAL_LISTS), attrgetter(*_DEAL_FACTS), attrgetter(*_LEAD_FACTS)
 PIPELINE_CODEC = PipelineCodec(Deal)
