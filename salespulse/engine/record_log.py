@@ -11,12 +11,13 @@ A state is a JSON cell, or a family's typed state read and written through its `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TypeVar, overload
 
 import orjson
 
 from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
+from salespulse.engine.table_store import TableStore
 from salespulse.families.state import JSON_CELLS, Cell, StateCodec
 
 S = TypeVar("S")
@@ -24,7 +25,7 @@ S = TypeVar("S")
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
 
 
-class RecordLog(Generic[S]):
+class RecordLog(TableStore[S]):
     """Working copy of per-key states of owned partitions, persisted as batch records."""
 
     @overload
@@ -34,11 +35,7 @@ class RecordLog(Generic[S]):
     def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: StateCodec[S]) -> None: ...
 
     def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: Any = JSON_CELLS) -> None:
-        self._table = table
-        self._prefix = prefix
-        self._codec: StateCodec[S] = codec
-        self._states: dict[int, dict[str, S]] = {}
-        self._touched: dict[int, set[str]] = {}
+        super().__init__(table, prefix, codec)
         self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
         # seq -> how many latest states (or deletions) it holds; keys in increasing seq order (records
         # are added in sequence and only ever removed), so the oldest live record is the first key.
@@ -48,15 +45,6 @@ class RecordLog(Generic[S]):
 
     def _key(self, partition: int, seq: int) -> str:
         return table_key(partition, f"{self._prefix}|{seq:012d}")
-
-    @property
-    def prefix(self) -> str:
-        """The prefix of this store's table rows (``"<partition>|<prefix>|<name>"``)."""
-        return self._prefix
-
-    @property
-    def partitions(self) -> set[int]:
-        return set(self._states)
 
     def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
         """Replay a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
@@ -100,23 +88,6 @@ class RecordLog(Generic[S]):
         for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq):
             store.pop(partition, None)
 
-    def cell(self, partition: int, name: str) -> S:
-        states = self._states[partition]
-        found = states.get(name)
-        if found is None:
-            found = states[name] = self._codec.new(name)
-        return found
-
-    def loaded(self, partition: int) -> dict[str, S]:
-        """The states of a loaded partition by name."""
-        return self._states[partition]
-
-    def get(self, partition: int, name: str) -> S | None:
-        return self._states.get(partition, {}).get(name)
-
-    def touch(self, partition: int, name: str) -> None:
-        self._touched[partition].add(name)
-
     def write_touched(self, partition: int, watermark: int) -> int:
         """Persist every touched state with ``wm = watermark`` as one record (or a few); returns records written."""
         touched = self._touched[partition]
@@ -158,9 +129,6 @@ class RecordLog(Generic[S]):
                 touched.discard(name)
             self._write(partition, dict.fromkeys(gone))
         return len(gone)
-
-    def items(self, partition: int) -> Iterator[tuple[str, S]]:
-        return iter(list(self._states.get(partition, {}).items()))
 
     def _write(self, partition: int, changes: dict[str, S | None]) -> int:
         if not changes:
