@@ -2,8 +2,8 @@
 
 On a shared machine one run of each is not enough: the load of other processes moves CPU-time rates
 by 10-30 % within minutes. This runs ``bench_families.py`` (best of ``--repeat`` runs) for each family set,
-alternating the baseline checkout (``--before``, e.g. ``git archive <commit> salespulse | tar -x -C DIR``)
-and this one, ``--rounds`` times, and prints the best rate of each and their ratio; the digests of the
+alternating the baseline checkout (``--before``, e.g. ``git worktree add --detach DIR <commit>``; its own
+``bench/bench_families.py`` is run when it has one) and this one, ``--rounds`` times, and prints the best rate of each and their ratio; the digests of the
 aggregates must match (same numbers from both).
 
     .venv/bin/python bench/ab_families.py --before /tmp/before --rounds 7
@@ -38,8 +38,10 @@ def main() -> None:
             for name in args.sets.split(","):
                 for variant, code in variants.items():
                     out = Path(tmp) / f"{variant}-{name}-{r}.json"
+                    # Each checkout's own benchmark script, when it has one: it builds the families its code has.
+                    script = Path(code) / "bench" / "bench_families.py"
                     subprocess.run(
-                        [sys.executable, str(HERE / "bench_families.py"), "--code", code, "--sets", name,
+                        [sys.executable, str(script if script.exists() else HERE / "bench_families.py"), "--code", code, "--sets", name,
                          "--repeat", str(args.repeat), "--events", str(args.events), "--output", str(out)],
                         check=True, capture_output=True,
                     )

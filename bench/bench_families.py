@@ -18,6 +18,8 @@ checked to leave every aggregate exactly as it was (same ``--events`` and ``--se
 
 from __future__ import annotations
 
+from salespulse.engine.stores import family_context
+
 import argparse
 import cProfile
 import gc
@@ -54,10 +56,12 @@ if (_ROOT / "salespulse" / "engine").is_dir():
     from salespulse.engine.record_log import RecordLog
     from salespulse.families import registry
     from salespulse.families.activity.family import ActivityFamily
-    from salespulse.families.context import FamilyContext
     from salespulse.families.engagement.family import EngagementFamily
+    from salespulse.families.engagement.state import OUTREACH_CODEC
     from salespulse.families.lead_response.family import LeadResponseFamily
+    from salespulse.families.lead_response.state import LEAD_CODEC
     from salespulse.families.pipeline.family import PipelineFamily
+    from salespulse.families.pipeline.state import PIPELINE_CODEC
 else:  # a checkout from before engine/ and families/
     from salespulse.streams.activity import ActivityFamily  # type: ignore[no-redef]
     from salespulse.streams.cells import CellStore  # type: ignore[no-redef]
@@ -138,14 +142,7 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
     """The families of a set as the worker builds them (default config: no targets, default pipeline)."""
     utc = ZoneInfo("UTC")
     if registry is not None:  # the registry builds every family, as in the worker
-        context = FamilyContext(
-            cells=lambda prefix: CellStore(table, prefix),
-            states=lambda prefix: RecordLog(table, prefix),
-            tz=utc,
-            retention_s=_RETENTION_S,
-            config=Config(),
-            sla_s=300,
-        )
+        context = family_context(table, Config(), utc, _RETENTION_S, 300)
         return [registry.load(name).build(context) for name in names]
     out: list[Any] = []
     for name in names:
@@ -157,15 +154,15 @@ def build_families(table: dict[str, bytes], names: tuple[str, ...]) -> list[Any]
 
             config = Config()
             out.append(LeadResponseFamily(
-                CellStore(table, "response"), RecordLog(table, "leads"), utc, _RETENTION_S, sla_s=300,
+                CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), utc, _RETENTION_S, sla_s=300,
                 deadline_of=worker._deadline_function(config, 300), business_seconds=worker._business_seconds_function(config),
             ))
         elif name == "engagement":
-            out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, _RETENTION_S))
+            out.append(EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), utc, _RETENTION_S))
         elif name == "pipeline":
             out.append(
                 PipelineFamily(
-                    CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, _RETENTION_S,
+                    CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), utc, _RETENTION_S,
                     pipelines=Config().pipeline_specs(),
                 )
             )

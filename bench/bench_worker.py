@@ -70,8 +70,11 @@ from salespulse.families.activity.family import ActivityFamily  # noqa: E402
 from salespulse.engine.cells import CellStore  # noqa: E402
 from salespulse.engine.dedup import DedupIndex  # noqa: E402
 from salespulse.families.pipeline.family import PipelineFamily  # noqa: E402
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.families.engagement.family import EngagementFamily  # noqa: E402
+from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily  # noqa: E402
+from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.engine.processor import BatchProcessor  # noqa: E402
 from salespulse.engine.record_log import RecordLog  # noqa: E402
 from salespulse.config import Config  # noqa: E402
@@ -488,11 +491,11 @@ def breakdown(workload: Workload, placements: list[tuple[int, int]], partitions:
         built: dict[str, Any] = {
             "activity": ActivityFamily(CellStore(table, "activity"), utc, retention_s=keep),
             "lead_response": LeadResponseFamily(
-                CellStore(table, "response"), RecordLog(table, "leads"), utc, keep, sla_s=300
+                CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), utc, keep, sla_s=300
             ),
-            "engagement": EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, keep),
+            "engagement": EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), utc, keep),
             "pipeline": PipelineFamily(
-                CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, keep, pipelines=Config().pipeline_specs()
+                CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), utc, keep, pipelines=Config().pipeline_specs()
             ),
         }
         return [built[name] for name in names]

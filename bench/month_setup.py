@@ -6,6 +6,8 @@ checkout's), so it changes no path itself.
 
 from __future__ import annotations
 
+from salespulse.engine.stores import family_context
+
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,12 +15,9 @@ from zoneinfo import ZoneInfo
 from aiokafka.partitioner import murmur2
 
 from salespulse.config import Config
-from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.processor import BatchProcessor
-from salespulse.engine.record_log import RecordLog
 from salespulse.families import registry
-from salespulse.families.context import FamilyContext
 
 
 def placed(records: Iterable[tuple[bytes, bytes]], partitions: int) -> list[tuple[int, int, bytes]]:
@@ -35,16 +34,7 @@ def placed(records: Iterable[tuple[bytes, bytes]], partitions: int) -> list[tupl
 def month_processor(table: MutableMapping[str, bytes]) -> tuple[list[Any], BatchProcessor]:
     """All four families built from the registry over ``table`` (UTC, 35-day retention), and their processor."""
     families = [
-        registry.load(name).build(
-            FamilyContext(
-                cells=lambda prefix: CellStore(table, prefix),
-                states=lambda prefix: RecordLog(table, prefix),
-                tz=ZoneInfo("UTC"),
-                retention_s=35 * 86400,
-                config=Config(),
-                sla_s=300,
-            )
-        )
+        registry.load(name).build(family_context(table, Config(), ZoneInfo("UTC"), 35 * 86400, 300))
         for name in registry.NAMES
     ]
     return families, BatchProcessor(DedupIndex(table, 72 * 3600), families, lambda record, why: None)

@@ -7,7 +7,9 @@ No broker: the first ``--events`` records of ``bench_month.py``'s workload (same
 the same encoded bytes), in batches of 2,000 records over 4 partitions, persisted after every batch.
 Reported per size: events/s (process CPU time), the state's resident memory (resident with it minus
 resident once it is freed, after ``malloc_trim``) in total and per event, and
-per store prefix the table's keys and encoded bytes (Faust's copy) beside the decoded working copy.
+per store prefix the table's keys and encoded bytes (Faust's copy) beside the decoded working copy
+(the bytes of its Python objects), and the CPU time a new worker's families take to load every partition
+from the table (a restart's in-process part).
 
     .venv/bin/python bench/month_state.py --events 200000 1000000   # each size in its own process
 """
@@ -38,6 +40,26 @@ def trimmed_rss_mb() -> float:
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     return rss_mb()
+
+
+def deep_size(root: object, seen: set[int]) -> int:
+    """Bytes of ``root`` and every object it reaches through containers and slots, each counted once."""
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif hasattr(type(obj), "__slots__"):
+            stack.extend(getattr(obj, name) for name in type(obj).__slots__ if hasattr(obj, name))
+    return total
 
 
 def rss_mb() -> float:
@@ -72,18 +94,37 @@ def measure(events: int, partitions: int, args: argparse.Namespace) -> dict[str,
     totals = processor.totals
     # The state's memory: resident with it minus resident once it is gone (freed memory handed back
     # to the system), so that what the workload's generation left behind does not count.
+    # Each store's working copy: the bytes of the Python objects it holds (each object counted once).
+    seen: set[int] = set()
+    stores = [store for family in families for store in family.stores]
+    working = {
+        store.prefix: round(sum(deep_size(store.loaded(p), seen) for p in sorted(store.partitions)) / 2**20, 1)
+        for store in stores
+    }
+    # A copy of the table for the reload below, taken before both measurements so that it counts in neither.
+    rows = {key: memoryview(value).tobytes() for key, value in table.items()}
     with_state = trimmed_rss_mb()
     families.clear()
     table.clear()
     del processor
     grown = with_state - trimmed_rss_mb()
+    # A restart's in-process part: a new worker's families load every partition from the table (CPU seconds).
+    _, reloaded = month_processor(rows)
+    load0 = time.process_time()
+    for partition in range(partitions):
+        reloaded.ensure_loaded(partition)
+    load_cpu = time.process_time() - load0
     return {
         "events": events,
         "events_per_cpu_s": round(events / cpu),
+        "load_cpu_s": round(load_cpu, 2),
         "state_rss_mb": round(grown, 1),
         "rss_bytes_per_event": round(grown * 2**20 / events),
         "table_encoded_mb": round(sum(encoded.values()) / 2**20, 1),
-        "by_prefix": {p: {"keys": keys[p], "encoded_mb": round(encoded[p] / 2**20, 2)} for p in sorted(keys)},
+        "by_prefix": {
+            p: {"keys": keys[p], "encoded_mb": round(encoded[p] / 2**20, 2), "working_mb": working.get(p)}
+            for p in sorted(keys)
+        },
         "processed": totals.processed,
         "duplicates": totals.duplicates,
     }

@@ -190,7 +190,7 @@ def _no_changelog() -> None:
 
     def write_touched(self: CellStore, partition: int, watermark: int) -> int:
         touched = self._touched[partition]
-        cells = self._cells[partition]
+        cells = self._states[partition]
         for name in touched:
             cells[name]["wm"] = watermark
         count = len(touched)

@@ -67,9 +67,8 @@ class AlertClock(Service):
         alertmanager: AlertmanagerSink | None = None,
         resend_s: float = 60.0,
         resolved_resend_s: float = 600.0,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__()
         self.alertmanager = alertmanager
         self.resend_s = resend_s
         self.resolved_resend_s = resolved_resend_s

@@ -38,9 +38,8 @@ class AwaitingPublisher(Service):
         health: WorkerHealth,
         tick_s: float = 0.25,
         refresh_s: float = REFRESH_S,
-        **kwargs: object,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__()
         self.family = family
         self.owned = owned
         self.sink = sink

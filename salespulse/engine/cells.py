@@ -5,81 +5,49 @@ under ``"<partition>|<name>"``. Each cell records ``wm``: the highest source off
 to it. Events are applied in offset order, so an event with ``offset <= wm`` (a replay after a crash
 between changelog write and offset commit) is skipped for that cell: nothing counts twice, even if
 only some of a batch's writes reached the changelog. One write per touched cell per batch keeps the
-changelog traffic independent of the event rate.
+changelog traffic independent of the event rate. A cell is a JSON object, or a family's typed state read
+and written through its ``StateCodec``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable
+from typing import TypeVar
 
 import orjson
 
 from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
-from salespulse.families.state import Cell
+from salespulse.engine.table_store import TableStore
+
+S = TypeVar("S")
 
 
-
-class CellStore:
-    """Working copy (decoded dicts) of the cells of the partitions this worker owns, over a durable table."""
-
-    def __init__(self, table: MutableMapping[str, bytes], prefix: str) -> None:
-        self._table = table
-        self._prefix = prefix
-        self._cells: dict[int, dict[str, Cell]] = {}
-        self._touched: dict[int, set[str]] = {}
-
-    @property
-    def prefix(self) -> str:
-        """The prefix of this store's table rows (``"<partition>|<prefix>|<name>"``)."""
-        return self._prefix
-
-    @property
-    def partitions(self) -> set[int]:
-        """Partitions whose cells are loaded."""
-        return set(self._cells)
+class CellStore(TableStore[S]):
+    """Working copy (decoded) of the cells of the partitions this worker owns, over a durable table."""
 
     def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
         """Load a partition's cells from the table (after recovery), or from its rows ``decoded`` ahead; returns
         the highest watermark seen."""
-        cells: dict[str, Cell] = dict(rows_under(self._table, partition, self._prefix, decoded))
-        self._cells[partition] = cells
+        decode, watermark = self._codec.decode, self._codec.watermark
+        cells = {name: decode(name, raw) for name, raw in rows_under(self._table, partition, self._prefix, decoded)}
+        self._states[partition] = cells
         self._touched[partition] = set()
-        return max((cell.get("wm", -1) for cell in cells.values()), default=-1)
+        return max((watermark(cell) for cell in cells.values()), default=-1)
 
     def drop_partition(self, partition: int) -> None:
         """Forget a partition this worker no longer owns (its table rows stay for the new owner)."""
-        self._cells.pop(partition, None)
+        self._states.pop(partition, None)
         self._touched.pop(partition, None)
-
-    def cell(self, partition: int, name: str) -> Cell:
-        """The cell ``name`` of a loaded partition, created empty (``wm = -1``) if new."""
-        cells = self._cells[partition]
-        found = cells.get(name)
-        if found is None:
-            found = cells[name] = {"wm": -1}
-        return found
-
-    def loaded(self, partition: int) -> dict[str, Cell]:
-        """The cells of a loaded partition by name, to read in hot loops (create with ``cell``, mark with ``touch``)."""
-        return self._cells[partition]
-
-    def get(self, partition: int, name: str) -> Cell | None:
-        """The cell if it exists, without creating it."""
-        cells = self._cells.get(partition)
-        return None if cells is None else cells.get(name)
-
-    def touch(self, partition: int, name: str) -> None:
-        """Mark a cell changed in the current batch, so ``write_touched`` persists it."""
-        self._touched[partition].add(name)
 
     def write_touched(self, partition: int, watermark: int) -> int:
         """Persist every touched cell of a partition with ``wm = watermark``; returns how many."""
         touched = self._touched[partition]
-        cells = self._cells[partition]
+        cells = self._states[partition]
+        set_watermark, encode = self._codec.set_watermark, self._codec.encode
         for name in touched:
             cell = cells[name]
-            cell["wm"] = watermark
-            self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
+            set_watermark(cell, watermark)
+            self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(encode(cell))
         count = len(touched)
         touched.clear()
         return count
@@ -92,8 +60,8 @@ class CellStore:
         """
         if name in self._touched[partition]:
             return
-        cell = self._cells[partition][name]
-        self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(cell)
+        cell = self._states[partition][name]
+        self._table[table_key(partition, f"{self._prefix}|{name}")] = orjson.dumps(self._codec.encode(cell))
 
     def write_many(self, partition: int, names: set[str]) -> None:
         """Persist several cells now, keeping their watermarks."""
@@ -102,7 +70,7 @@ class CellStore:
 
     def delete(self, partition: int, name: str) -> None:
         """Remove a cell from memory and (with a changelog tombstone) from the table."""
-        if self._cells.get(partition, {}).pop(name, None) is not None:
+        if self._states.get(partition, {}).pop(name, None) is not None:
             self._touched[partition].discard(name)
             key = table_key(partition, f"{self._prefix}|{name}")
             if key in self._table:
@@ -112,11 +80,8 @@ class CellStore:
         """Remove several cells (one tombstone each); returns how many were there."""
         gone = 0
         for name in names:
-            if name in self._cells.get(partition, {}):
+            if name in self._states.get(partition, {}):
                 self.delete(partition, name)
                 gone += 1
         return gone
 
-    def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
-        """The cells of a loaded partition."""
-        return iter(list(self._cells.get(partition, {}).items()))

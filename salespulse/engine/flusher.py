@@ -43,9 +43,8 @@ class Flusher(Service):
         max_pending: int,
         slow_budget: int = 250,
         redis_check_interval_s: float = 1.0,
-        **kwargs: object,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__()
         self.families = list(families)
         self.owned = owned
         self.topics = topics

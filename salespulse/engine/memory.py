@@ -47,8 +47,8 @@ def collect_all_and_freeze() -> float:
 class GarbageCollection(Service):
     """Sets the thresholds at start, then freezes the survivors every ``freeze_every_s`` (see the module)."""
 
-    def __init__(self, freeze_every_s: float = 30.0, full_every_s: float = 3600.0, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, freeze_every_s: float = 30.0, full_every_s: float = 3600.0) -> None:
+        super().__init__()
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
 

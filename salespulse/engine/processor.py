@@ -14,6 +14,8 @@ batch and sends the same follow-ups again, under the same event ids, which their
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import logging
 import time
@@ -25,7 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from salespulse.models.errors import field_errors
-from salespulse.models.events import Event, event_from_json
+from salespulse.models.events import Event, EventBase, event_from_json
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.faust.tables import DecodedRows, decode_rows, partition_keys, read_rows
 from salespulse.families.state import StateStore
@@ -47,7 +49,7 @@ class Family(Protocol):
     staged_wm: dict[int, int]
 
     @property
-    def stores(self) -> Sequence[StateStore]:
+    def stores(self) -> Sequence[StateStore[Any]]:
         """Its cell stores, in the order a batch writes them (derived aggregates first)."""
         ...
 
@@ -57,7 +59,7 @@ class Family(Protocol):
         """Events this family wants written to ``salespulse.events`` since the last call (then forgotten)."""
         ...
 
-    def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool: ...
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool: ...
     def settle(self) -> None:
         """Bring what ``apply`` deferred (deltas summed over a batch) into the cells."""
         ...
@@ -155,7 +157,7 @@ class BatchProcessor:
 
                 keys = partition_keys(table, partition)
                 watermark = -1
-                stores: list[DedupIndex | StateStore] = [self.dedup]
+                stores: list[DedupIndex | StateStore[Any]] = [self.dedup]
                 stores += [store for family in self.families for store in family.stores]
                 for store in stores:
                     decoded: DecodedRows = await asyncio.to_thread(decode_rows, read_rows(table, keys.pop(store.prefix, ())))

@@ -5,28 +5,37 @@ per lead would make every new lead a changelog write. ``RecordLog`` keeps the sa
 writes every state changed in a batch as one record ``"<p>|<prefix>|<seq>"`` (a growing sequence);
 loading replays the records in sequence order, later states winning. A record whose every state was
 rewritten by a later one is deleted, so the log stays about as large as the live states.
+
+A state is a JSON cell, or a family's typed state read and written through its ``StateCodec``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TypeVar, overload
 
 import orjson
 
 from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
-from salespulse.families.state import Cell
+from salespulse.engine.table_store import TableStore
+from salespulse.families.state import JSON_CELLS, Cell, StateCodec
+
+S = TypeVar("S")
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
 
 
-class RecordLog:
+class RecordLog(TableStore[S]):
     """Working copy of per-key states of owned partitions, persisted as batch records."""
 
-    def __init__(self, table: MutableMapping[str, bytes], prefix: str) -> None:
-        self._table = table
-        self._prefix = prefix
-        self._states: dict[int, dict[str, Cell]] = {}
-        self._touched: dict[int, set[str]] = {}
+    @overload
+    def __init__(self: RecordLog[Cell], table: MutableMapping[str, bytes], prefix: str) -> None: ...
+
+    @overload
+    def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: StateCodec[S]) -> None: ...
+
+    def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: Any = JSON_CELLS) -> None:
+        super().__init__(table, prefix, codec)
         self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
         # seq -> how many latest states (or deletions) it holds; keys in increasing seq order (records
         # are added in sequence and only ever removed), so the oldest live record is the first key.
@@ -37,15 +46,6 @@ class RecordLog:
     def _key(self, partition: int, seq: int) -> str:
         return table_key(partition, f"{self._prefix}|{seq:012d}")
 
-    @property
-    def prefix(self) -> str:
-        """The prefix of this store's table rows (``"<partition>|<prefix>|<name>"``)."""
-        return self._prefix
-
-    @property
-    def partitions(self) -> set[int]:
-        return set(self._states)
-
     def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
         """Replay a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
         state watermark seen."""
@@ -53,15 +53,18 @@ class RecordLog:
             (int(seq), changes) for seq, changes in rows_under(self._table, partition, self._prefix, decoded)
         ]
         records.sort(key=lambda item: item[0])
-        states: dict[str, Cell] = {}
+        raw: dict[str, Cell] = {}
         where: dict[str, int] = {}
         for seq, changes in records:
             for name, state in changes.items():
                 where[name] = seq
                 if state is None:
-                    states.pop(name, None)
+                    raw.pop(name, None)
                 else:
-                    states[name] = state
+                    raw[name] = state
+        decode = self._codec.decode
+        states = {name: decode(name, state) for name, state in raw.items()}
+        del raw
         live: dict[int, int] = {seq: 0 for seq, _ in records}
         tombs: dict[int, set[str]] = {}
         for name, seq in where.items():
@@ -78,35 +81,20 @@ class RecordLog:
             if count == 0:
                 self._drop_record(partition, seq)
         self._drop_leading_tombstones(partition)
-        return max((state.get("wm", -1) for state in states.values()), default=-1)
+        watermark = self._codec.watermark
+        return max((watermark(state) for state in states.values()), default=-1)
 
     def drop_partition(self, partition: int) -> None:
         for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq):
             store.pop(partition, None)
 
-    def cell(self, partition: int, name: str) -> Cell:
-        states = self._states[partition]
-        found = states.get(name)
-        if found is None:
-            found = states[name] = {"wm": -1}
-        return found
-
-    def loaded(self, partition: int) -> dict[str, Cell]:
-        """The states of a loaded partition by name."""
-        return self._states[partition]
-
-    def get(self, partition: int, name: str) -> Cell | None:
-        return self._states.get(partition, {}).get(name)
-
-    def touch(self, partition: int, name: str) -> None:
-        self._touched[partition].add(name)
-
     def write_touched(self, partition: int, watermark: int) -> int:
         """Persist every touched state with ``wm = watermark`` as one record (or a few); returns records written."""
         touched = self._touched[partition]
         states = self._states[partition]
+        set_watermark = self._codec.set_watermark
         for name in touched:
-            states[name]["wm"] = watermark
+            set_watermark(states[name], watermark)
         written = self._write(partition, {name: states[name] for name in touched})
         touched.clear()
         return written
@@ -142,10 +130,7 @@ class RecordLog:
             self._write(partition, dict.fromkeys(gone))
         return len(gone)
 
-    def items(self, partition: int) -> Iterator[tuple[str, Cell]]:
-        return iter(list(self._states.get(partition, {}).items()))
-
-    def _write(self, partition: int, changes: dict[str, Cell | None]) -> int:
+    def _write(self, partition: int, changes: dict[str, S | None]) -> int:
         if not changes:
             return 0
         names = list(changes)
@@ -154,7 +139,10 @@ class RecordLog:
             chunk = {name: changes[name] for name in names[start : start + _MAX_STATES_PER_RECORD]}
             seq = self._next_seq[partition]
             self._next_seq[partition] = seq + 1
-            self._table[self._key(partition, seq)] = orjson.dumps(chunk)
+            encode = self._codec.encode
+            self._table[self._key(partition, seq)] = orjson.dumps(
+                {name: None if state is None else encode(state) for name, state in chunk.items()}
+            )
             written += 1
             live = self._live[partition]
             where = self._where[partition]

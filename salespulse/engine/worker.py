@@ -7,6 +7,8 @@ Flow: the records of each fetch (a batch agent, below Faust's per-message stream
 
 from __future__ import annotations
 
+from salespulse.engine.stores import family_context
+
 import asyncio
 import logging
 from collections.abc import Sequence
@@ -20,7 +22,6 @@ from prometheus_client import CollectorRegistry
 from salespulse.config import load_config
 from salespulse.engine.alert_clock import AlertClock, AlertingFamily, AlertSource
 from salespulse.engine.awaiting import AWAITING_TTL_S, AwaitingPublisher
-from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.faust.app import SalespulseApp
 from salespulse.engine.faust.batch_consumer import BatchAgent
@@ -28,9 +29,7 @@ from salespulse.engine.faust.internals import read_offsets
 from salespulse.engine.faust.tables import PartitionKeyedTable
 from salespulse.engine.flusher import Flusher
 from salespulse.engine.processor import BatchProcessor, Record, StagedBatch, dead_letter_value
-from salespulse.engine.record_log import RecordLog
 from salespulse.families import registry
-from salespulse.families.context import FamilyContext
 from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.families.pipeline.family import PipelineFamily
 from salespulse.families.windowed import WindowedFamily
@@ -145,13 +144,8 @@ class WorkerRuntime:
         target_kinds = {name: frozenset(entry.spec.plain_fields) for name, entry in entries.items() if entry.spec.record.targets_doc}
         self.families: dict[str, WindowedFamily] = {}
         for name in enabled:
-            context = FamilyContext(
-                cells=lambda prefix: CellStore(self.table, prefix),
-                states=lambda prefix: RecordLog(self.table, prefix),
-                tz=settings.tz,
-                retention_s=settings.retention_days * 86400,
-                config=config,
-                sla_s=settings.lead_response_sla_seconds,
+            context = family_context(
+                self.table, config, settings.tz, settings.retention_days * 86400, settings.lead_response_sla_seconds,
                 foreign_target_kinds=frozenset().union(*(k for n, k in target_kinds.items() if n != name)),
                 partitions=settings.partitions,
             )

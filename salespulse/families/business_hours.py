@@ -63,6 +63,8 @@ class BusinessHours:
     weekly: dict[int, list[Interval]]
     holidays: frozenset[date] = frozenset()
     _days: dict[int, _UtcIntervals] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _always: bool = field(default=False, init=False, repr=False, compare=False)
+    _never: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tz, tzinfo):
@@ -95,12 +97,12 @@ class BusinessHours:
     @property
     def is_always_open(self) -> bool:
         """True when every instant is open: then business time is plain elapsed time."""
-        return self._always  # type: ignore[attr-defined, no-any-return]
+        return self._always
 
     @property
     def is_never_open(self) -> bool:
         """True when the weekly schedule has no open interval at all."""
-        return self._never  # type: ignore[attr-defined, no-any-return]
+        return self._never
 
     def open_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         """The open intervals of local date ``day`` as ``[start, end)`` UTC instants (empty on a holiday)."""

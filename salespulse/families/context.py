@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from salespulse.config import Config
-from salespulse.families.state import StateStore
+from salespulse.families.state import Cell, StateStore, StatesFactory
 
 
 @dataclass(frozen=True)
@@ -15,9 +15,10 @@ class FamilyContext:
     """Everything a family may be built from (nothing else: no settings object, no Faust)."""
 
     #: A store of windowed cells, one record per cell (``CellStore``), by name.
-    cells: Callable[[str], StateStore]
-    #: A store of entity states, one changelog record per batch (``RecordLog``), by name.
-    states: Callable[[str], StateStore]
+    cells: Callable[[str], StateStore[Cell]]
+    #: A store of entity states, one changelog record per batch (``RecordLog``), by name (and codec, for a
+    #: typed state).
+    states: StatesFactory
     tz: ZoneInfo
     retention_s: float
     config: Config

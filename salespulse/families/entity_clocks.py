@@ -30,7 +30,7 @@ def iso(epoch: float) -> str:
 class EntityClocks:
     """The clocks of one rule (``rule``), keyed by entity id, with the entity field ``entity_field``."""
 
-    def __init__(self, store: StateStore, rule: str, entity_field: str) -> None:
+    def __init__(self, store: StateStore[Cell], rule: str, entity_field: str) -> None:
         self.store = store
         self.rule = rule
         self.entity_field = entity_field

@@ -14,7 +14,7 @@ from salespulse.families import keys
 from salespulse.families.fields import Number, add_fields
 from salespulse.families.keys import Key
 from salespulse.families.spec import FamilySpec
-from salespulse.families.state import StateStore
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.windows import ALL_TIME, calendar_buckets
 from salespulse.outputs.series import SpecCollector, render_live
 
@@ -41,7 +41,7 @@ class WindowQueries:
 
     name: str
     spec: FamilySpec
-    cells: StateStore
+    cells: StateStore[Cell]
     tz: ZoneInfo
     all_time_scopes: Mapping[str, int]
 

@@ -71,7 +71,7 @@ class WindowRendering:
 
     name: str
     redis_prefix: str
-    cells: StateStore
+    cells: StateStore[Cell]
     tz: ZoneInfo
     retention_s: float
     rolling_hours: Mapping[str, int]

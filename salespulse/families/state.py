@@ -1,21 +1,91 @@
 """What a family asks of its state: the ``StateStore`` protocol (the engine's stores implement it).
 
-A store keeps named cells per partition in memory, JSON objects with a ``wm`` (the highest source
-offset they hold), and writes the touched ones durably when the engine persists a batch. Families
-never see Faust, tables or changelogs: only this.
+A store keeps named states per partition in memory, each with a watermark (the highest source offset it
+holds), and writes the touched ones durably when the engine persists a batch. A state is a JSON object
+(``Cell``, ``JSON_CELLS``) unless its family gives the store a ``StateCodec`` for a typed state (the
+engagement family's ``Lead``). Families never see Faust, tables or changelogs: only this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from sys import intern
+from typing import Any, Generic, Protocol, TypeVar
 
 #: One cell: ``{"wm": offset, ...}`` (JSON-serialisable).
 Cell = dict[str, Any]
+S = TypeVar("S")
 
 
-class StateStore(Protocol):
-    """Named cells per partition, loaded on assignment, written once per persisted batch."""
+class StateCodec(Protocol[S]):
+    """A typed state as a store keeps it: created empty, its watermark, and its JSON form both ways (a
+    store may hold several kinds of state, told apart by name)."""
+
+    def new(self, name: str) -> S: ...
+
+    def watermark(self, state: S) -> int: ...
+
+    def set_watermark(self, state: S, watermark: int) -> None: ...
+
+    def decode(self, name: str, raw: Cell) -> S:
+        """The state from its JSON object (as written by ``encode``, or by any earlier version)."""
+        ...
+
+    def encode(self, state: S) -> Cell: ...
+
+
+class JsonCells:
+    """``StateCodec`` of plain JSON cells: the state is its JSON object, ``wm`` one of its keys."""
+
+    def new(self, name: str) -> Cell:
+        return {"wm": -1}
+
+    def watermark(self, state: Cell) -> int:
+        return int(state.get("wm", -1))
+
+    def set_watermark(self, state: Cell, watermark: int) -> None:
+        state["wm"] = watermark
+
+    def decode(self, name: str, raw: Cell) -> Cell:
+        return raw
+
+    def encode(self, state: Cell) -> Cell:
+        return state
+
+
+JSON_CELLS = JsonCells()
+
+
+class Watermarked(Protocol):
+    wm: int
+
+
+W = TypeVar("W", bound=Watermarked)
+
+
+class TypedCodec(Generic[W]):
+    """What the codecs of typed states share: a new state is ``kind()``, the watermark its ``wm`` attribute."""
+
+    def __init__(self, kind: Callable[[], W]) -> None:
+        self._kind = kind
+
+    def new(self, name: str) -> W:
+        return self._kind()
+
+    def watermark(self, state: W) -> int:
+        return state.wm
+
+    def set_watermark(self, state: W, watermark: int) -> None:
+        state.wm = watermark
+
+
+def interned(value: str | None) -> str | None:
+    """One copy of a repeated name (a rep, a team, a stage) however many states hold it."""
+    return None if value is None else intern(value)
+
+
+class StateStore(Protocol[S]):
+    """Named states per partition, loaded on assignment, written once per persisted batch."""
 
     @property
     def prefix(self) -> str:
@@ -29,13 +99,13 @@ class StateStore(Protocol):
 
     def drop_partition(self, partition: int) -> None: ...
 
-    def cell(self, partition: int, name: str) -> Cell:
-        """The cell, created empty (``wm`` -1) if absent."""
+    def cell(self, partition: int, name: str) -> S:
+        """The state, created empty (watermark -1) if absent."""
         ...
 
-    def get(self, partition: int, name: str) -> Cell | None: ...
+    def get(self, partition: int, name: str) -> S | None: ...
 
-    def loaded(self, partition: int) -> dict[str, Cell]:
+    def loaded(self, partition: int) -> dict[str, S]:
         """The partition's cells by name (the hot path reads this dict directly)."""
         ...
 
@@ -55,4 +125,10 @@ class StateStore(Protocol):
         """Forget several cells durably (expiry); returns how many were there."""
         ...
 
-    def items(self, partition: int) -> Iterator[tuple[str, Cell]]: ...
+    def items(self, partition: int) -> Iterator[tuple[str, S]]: ...
+
+
+class StatesFactory(Protocol):
+    """Makes an entity-state store by name, for JSON cells (``JSON_CELLS``) or a family's typed state."""
+
+    def __call__(self, prefix: str, codec: StateCodec[S]) -> StateStore[S]: ...

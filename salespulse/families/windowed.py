@@ -18,7 +18,8 @@ from salespulse.families.fields import Number, add_fields
 from salespulse.families.queries import WindowQueries
 from salespulse.families.rendering import NO_FIELDS, Dirty, WindowRendering, publisher, window_end_ts
 from salespulse.families.spec import FamilySpec
-from salespulse.families.state import StateStore
+from salespulse.families.state import Cell, StateStore
+from salespulse.models.events import Event, EventBase
 from salespulse.families.windows import ALL_TIME, calendar_buckets, hour_bucket
 from salespulse.outputs.derived import Derived
 
@@ -38,7 +39,7 @@ class WindowedFamily(WindowRendering, WindowQueries):
     #: Per-rep targets: ``(rep, grain) -> {field: target}`` for day, week and month windows (None: none).
     targets: Callable[[str, str], Mapping[str, int]] | None = None
 
-    def __init__(self, cells: StateStore, tz: ZoneInfo, retention_s: float) -> None:
+    def __init__(self, cells: StateStore[Cell], tz: ZoneInfo, retention_s: float) -> None:
         spec = self.spec
         self.name = spec.name
         self.redis_prefix = spec.redis_prefix
@@ -51,9 +52,8 @@ class WindowedFamily(WindowRendering, WindowQueries):
         #: Per-rep rates published with the rep's team's value beside them (``team_<rate>``, see ``group_of``).
         self.beside_rates = spec.beside
         self.derived: Derived = spec.derived
-        if type(self).published_fields is WindowedFamily.published_fields:
-            # Chosen once from the spec (a render calls it per aggregate): no test per call.
-            self.published_fields = publisher(spec)  # type: ignore[method-assign, assignment]
+        # Chosen once from the spec (a render calls it per aggregate): no test per call.
+        self._publish = publisher(spec)
         self.cells = cells
         self.tz = tz
         self.retention_s = retention_s
@@ -80,11 +80,11 @@ class WindowedFamily(WindowRendering, WindowQueries):
         self._rendering = False
 
     @property
-    def stores(self) -> tuple[StateStore, ...]:
+    def stores(self) -> tuple[StateStore[Any], ...]:
         """The cell stores a batch writes, in order."""
         return (self.cells,)
 
-    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Apply one admitted event (its rules); True if it concerned this family."""
         raise NotImplementedError
 
@@ -256,11 +256,11 @@ class WindowedFamily(WindowRendering, WindowQueries):
                 for ident in cell.get(scope, NO_FIELDS):
                     into.add((partition, grain, bucket, scope, ident))
 
-    def startup_events(self) -> list[Any]:
+    def startup_events(self) -> list[Event]:
         """Events to write to ``salespulse.events`` when a worker starts (configuration as events): none by default."""
         return []
 
-    def take_follow_ups(self) -> list[Any]:
+    def take_follow_ups(self) -> list[Event]:
         """Follow-up events for ``salespulse.events``: none, unless a family links partitions."""
         return []
 
@@ -283,4 +283,4 @@ class WindowedFamily(WindowRendering, WindowQueries):
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:
         """The fields of a partial as published (``publisher``: as the spec says, unless a family overrides it)."""
-        return publisher(self.spec)(fields)
+        return self._publish(fields)

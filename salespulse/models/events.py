@@ -95,7 +95,7 @@ class MeetingKind(StrEnum):
     follow_up = "follow_up"
 
 
-class _EventBase(BaseModel):
+class EventBase(BaseModel):
     """Fields every event has; ``occurred_at`` must carry a UTC offset."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -128,38 +128,42 @@ class _EventBase(BaseModel):
         return self.event_id
 
 
-class _LeadEvent(_EventBase):
+class LeadEvent(EventBase):
+    """An event about one lead (keyed by it)."""
+
     lead_id: Id
 
 
-class _DealEvent(_EventBase):
+class DealEvent(EventBase):
+    """An event about one deal (keyed by it)."""
+
     _key_fields: ClassVar[tuple[str, ...]] = ("deal_id",)
 
     deal_id: Id
 
 
-class LeadCreated(_LeadEvent):
+class LeadCreated(LeadEvent):
     type: Literal["lead.created"]
     mql: bool | None = None
 
 
-class LeadAssigned(_LeadEvent):
+class LeadAssigned(LeadEvent):
     type: Literal["lead.assigned"]
     rep_id: Id
 
 
-class LeadQualified(_LeadEvent):
+class LeadQualified(LeadEvent):
     """The lead became marketing-qualified (MQL) after its creation, e.g. a CRM lifecycle-stage change."""
 
     type: Literal["lead.qualified"]
 
 
-class LeadConverted(_LeadEvent):
+class LeadConverted(LeadEvent):
     type: Literal["lead.converted"]
     deal_id: Id
 
 
-class DealCreated(_DealEvent):
+class DealCreated(DealEvent):
     type: Literal["deal.created"]
     lead_id: Id | None = None
     pipeline: Label
@@ -170,7 +174,7 @@ class DealCreated(_DealEvent):
     kind: DealKind | None = None
 
 
-class DealStageChanged(_DealEvent):
+class DealStageChanged(DealEvent):
     type: Literal["deal.stage_changed"]
     pipeline: Label
     from_stage: Label | None = None
@@ -180,7 +184,7 @@ class DealStageChanged(_DealEvent):
     probability: Probability | None = None
 
 
-class DealWon(_DealEvent):
+class DealWon(DealEvent):
     """A deal closed as won; without ``amount`` (thin CRM payloads) the worker takes the deal's last known one."""
 
     type: Literal["deal.won"]
@@ -189,54 +193,56 @@ class DealWon(_DealEvent):
     currency: Currency | None = None
 
 
-class DealLost(_DealEvent):
+class DealLost(DealEvent):
     type: Literal["deal.lost"]
     pipeline: Label
     reason: Text | None = None
 
 
-class DealUpdated(_DealEvent):
+class DealUpdated(DealEvent):
     type: Literal["deal.updated"]
     amount: Amount | None = None
     probability: Probability | None = None
     expected_close: datetime | None = None
 
 
-class CallLogged(_LeadEvent):
+class CallLogged(LeadEvent):
     type: Literal["call.logged"]
     rep_id: Id
     outcome: CallOutcome
     duration_s: Annotated[float, Field(ge=0, le=30 * 86400, allow_inf_nan=False), BeforeValidator(_not_bool)] | None = None
 
 
-class EmailSent(_LeadEvent):
+class EmailSent(LeadEvent):
     type: Literal["email.sent"]
     rep_id: Id
     email_id: Id
     personalized: bool | None = None
 
 
-class _EmailEngagement(_LeadEvent):
+class EmailEngagement(LeadEvent):
+    """An open, click, reply or bounce of a sent email."""
+
     email_id: Id
 
 
-class EmailOpened(_EmailEngagement):
+class EmailOpened(EmailEngagement):
     type: Literal["email.opened"]
 
 
-class EmailClicked(_EmailEngagement):
+class EmailClicked(EmailEngagement):
     type: Literal["email.clicked"]
 
 
-class EmailReplied(_EmailEngagement):
+class EmailReplied(EmailEngagement):
     type: Literal["email.replied"]
 
 
-class EmailBounced(_EmailEngagement):
+class EmailBounced(EmailEngagement):
     type: Literal["email.bounced"]
 
 
-class _Meeting(_LeadEvent):
+class _Meeting(LeadEvent):
     rep_id: Id
     meeting_id: Id
     kind: MeetingKind | None = None
@@ -250,14 +256,14 @@ class MeetingHeld(_Meeting):
     type: Literal["meeting.held"]
 
 
-class ActivityLogged(_LeadEvent):
+class ActivityLogged(LeadEvent):
     type: Literal["activity.logged"]
     rep_id: Id
     kind: Label
     outbound: bool | None = None
 
 
-class QuotaSet(_EventBase):
+class QuotaSet(EventBase):
     _key_fields: ClassVar[tuple[str, ...]] = ("rep_id",)
 
     type: Literal["quota.set"]
@@ -267,7 +273,7 @@ class QuotaSet(_EventBase):
     currency: Currency | None = None
 
 
-class CustomerChurned(_EventBase):
+class CustomerChurned(EventBase):
     model_config = ConfigDict(
         json_schema_extra={"anyOf": [{"required": ["lead_id"]}, {"required": ["deal_id"]}]}
     )
@@ -283,14 +289,14 @@ class CustomerChurned(_EventBase):
         return self
 
 
-class DealLeadLinked(_DealEvent):
+class DealLeadLinked(DealEvent):
     """Internal, written by the worker: the deal's partition learns its lead from ``lead.converted``."""
 
     type: Literal["deal.lead_linked"]
     lead_id: Id
 
 
-class RepActive(_EventBase):
+class RepActive(EventBase):
     """Internal, written by the worker: the rep's partition learns of the rep's outbound activity
     (``rep_no_activity``: a rep's activities are spread over their leads' partitions)."""
 
@@ -305,7 +311,7 @@ class DealOutcome(StrEnum):
     lost = "lost"
 
 
-class LeadDealClosed(_LeadEvent):
+class LeadDealClosed(LeadEvent):
     """Internal, written by the worker: the lead's partition learns that its deal closed."""
 
     type: Literal["lead.deal_closed"]
@@ -316,7 +322,7 @@ class LeadDealClosed(_LeadEvent):
     currency: Currency | None = None
 
 
-EVENT_MODELS: tuple[type[_EventBase], ...] = (
+EVENT_MODELS: tuple[type[EventBase], ...] = (
     LeadCreated,
     LeadAssigned,
     LeadQualified,
@@ -390,7 +396,7 @@ def derived_event_id(*parts: object) -> str:
     return f"{parts[0]}:sha256:{hashlib.sha256(joined.encode()).hexdigest()}"
 
 
-def event_to_json(event: _EventBase) -> bytes:
+def event_to_json(event: EventBase) -> bytes:
     """The Kafka message value of an event: compact JSON, unset optional fields left out."""
     return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 

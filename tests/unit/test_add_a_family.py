@@ -34,16 +34,13 @@ def _held(i: int, rep: str) -> bytes:
 
 def test_a_registered_family_is_built_applied_rendered_and_published_like_the_others(registered: None) -> None:
     from salespulse.config import Config
-    from salespulse.engine.cells import CellStore
     from salespulse.engine.dedup import DedupIndex
     from salespulse.engine.processor import BatchProcessor
-    from salespulse.engine.record_log import RecordLog
-    from salespulse.families.context import FamilyContext
+    from salespulse.engine.stores import family_context
     from zoneinfo import ZoneInfo
 
     table: dict[str, bytes] = {}
-    context = FamilyContext(cells=lambda p: CellStore(table, p), states=lambda p: RecordLog(table, p),
-                            tz=ZoneInfo("UTC"), retention_s=35 * 86400, config=Config(), sla_s=300)
+    context = family_context(table, Config(), ZoneInfo("UTC"), 35 * 86400, 300)
     family = registry.load("meetings").build(context)
     BatchProcessor(DedupIndex(table, 3600), [family], lambda r, why: None).process(
         [(0, 0, _held(1, "anna")), (0, 1, _held(2, "anna")), (0, 2, _held(2, "anna"))], now=NOW

@@ -12,6 +12,7 @@ from salespulse.outputs.prometheus import WorkerHealth
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.engine.processor import BatchProcessor
 from salespulse.engine.record_log import RecordLog
 from tests.unit.alert_helpers import FakeSinks
@@ -21,7 +22,7 @@ SLA = 300
 
 
 def worker(table: dict[str, bytes]) -> tuple[BatchProcessor, LeadResponseFamily]:
-    family = LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), ZoneInfo("UTC"), 35 * 86400, SLA)
+    family = LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), ZoneInfo("UTC"), 35 * 86400, SLA)
     return BatchProcessor(DedupIndex(table, 3600), [family], lambda r, why: None), family
 
 

@@ -19,6 +19,7 @@ from salespulse.engine.record_log import RecordLog
 from salespulse.families.business_hours import BusinessHours
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.pipeline.family import PipelineFamily
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.families.business_hours import business_days_after
 from salespulse.families.pipeline.stalls import RULE, StallRule
 from salespulse.outputs.alerts import clock_id
@@ -68,7 +69,7 @@ T0 = 1_800_000_000.0  # 2027-01-15, a Friday; the rule below runs around the clo
 def worker(table: dict[str, bytes], days: float = 2.0) -> tuple[BatchProcessor, PipelineFamily]:
     stalls = StallRule(EntityClocks(RecordLog(table, "pstall"), RULE, "deal_id"),
                        {"default": {"proposal": days, "negotiation": days}}, lambda team: BusinessHours.always())
-    family = PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate"), ZoneInfo("UTC"), 35 * DAY,
+    family = PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), ZoneInfo("UTC"), 35 * DAY,
                             stalls=stalls)
     return BatchProcessor(DedupIndex(table, 3600), [family], lambda r, why: None), family
 

@@ -22,6 +22,7 @@ from salespulse.families.engagement.rules import (
     last_touch,
 )
 from salespulse.families.engagement import family as engagement_stream
+from salespulse.families.engagement.state import OUTREACH_CODEC
 from tests.unit.test_engagement import DAY, HOUR, NOW, Worker, ev, table_totals
 
 
@@ -143,14 +144,21 @@ def lead_states(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=500, deadline=None)
 @given(lead_states())
 def test_contribution_equals_its_plain_definition(lead: dict[str, Any]) -> None:
-    assert contribution(lead) == reference_contribution(lead)
+    assert contribution(OUTREACH_CODEC.decode("", lead)) == reference_contribution(lead)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lead_states())
+def test_a_lead_is_written_back_as_the_json_it_was_read_from(lead: dict[str, Any]) -> None:
+    written = {key: value for key, value in lead.items() if value not in ([], {})}
+    assert OUTREACH_CODEC.encode(OUTREACH_CODEC.decode("", lead)) == written
 
 
 @settings(max_examples=300, deadline=None)
 @given(lead_states())
 def test_last_touch_is_the_latest_attempt(lead: dict[str, Any]) -> None:
     found = reference_attempts(lead)
-    assert last_touch(lead) == (found[-1][0] if found else None)
+    assert last_touch(OUTREACH_CODEC.decode("", lead)) == (found[-1][0] if found else None)
 
 
 def _scenario() -> list[dict[str, Any]]:

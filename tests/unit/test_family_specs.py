@@ -7,12 +7,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from salespulse.config import Config
-from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.processor import BatchProcessor, Record
-from salespulse.engine.record_log import RecordLog
+from salespulse.engine.stores import family_context
 from salespulse.families import docs, registry
-from salespulse.families.context import FamilyContext
 from salespulse.models.events import EventAdapter, event_to_json
 from salespulse.simulate import TrafficModel
 
@@ -47,14 +45,7 @@ def _simulated(n: int) -> list[Record]:
 
 def test_every_field_the_rules_produce_is_declared_in_the_spec() -> None:
     table: dict[str, bytes] = {}
-    context = FamilyContext(
-        cells=lambda prefix: CellStore(table, prefix),
-        states=lambda prefix: RecordLog(table, prefix),
-        tz=ZoneInfo("UTC"),
-        retention_s=35 * 86400,
-        config=Config(),
-        sla_s=300,
-    )
+    context = family_context(table, Config(), ZoneInfo("UTC"), 35 * 86400, 300)
     families = [registry.load(name).build(context) for name in registry.NAMES]
     processor = BatchProcessor(DedupIndex(table, 3600), families, lambda record, why: None)
     processor.process(_simulated(3000), now=NOW)

@@ -27,8 +27,11 @@ from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.families.pipeline.family import PipelineFamily
+from salespulse.families.pipeline.state import PIPELINE_CODEC
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.crm_http import MemorySink, crm_app, serving
@@ -150,10 +153,10 @@ def _worker() -> tuple[list[Any], BatchProcessor]:
     utc, retention = ZoneInfo("UTC"), 35 * 86400
     families = [
         ActivityFamily(CellStore(table, "activity"), utc, retention),
-        LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), utc, retention, sla_s=300),
-        PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate"), utc, retention,
+        LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), utc, retention, sla_s=300),
+        PipelineFamily(CellStore(table, "pipeline"), RecordLog(table, "pstate", PIPELINE_CODEC), utc, retention,
                        pipelines=Config().pipeline_specs()),
-        EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), utc, retention),
+        EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), utc, retention),
     ]
     dead: list[str] = []
     processor = BatchProcessor(DedupIndex(table, 72 * 3600), families, lambda record, why: dead.append(why))

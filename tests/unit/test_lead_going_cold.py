@@ -18,6 +18,7 @@ from salespulse.engine.record_log import RecordLog
 from salespulse.families.business_hours import BusinessHours
 from salespulse.families.engagement.cold import RULE, ColdRule
 from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.families.entity_clocks import EntityClocks
 from tests.unit.alert_helpers import FakeSinks, alert_clock
 
@@ -31,7 +32,7 @@ T0 = datetime(2027, 1, 15, 16, 0, tzinfo=NY).timestamp()  # a Friday, 16:00 in N
 def worker(table: dict[str, bytes]) -> tuple[BatchProcessor, EngagementFamily]:
     cold = ColdRule(EntityClocks(RecordLog(table, "ecold"), RULE, "lead_id"), {"us": 2.0, "emea": 1.0}.get,
                     lambda team: US_HOURS if team == "us" else BusinessHours.always())
-    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), ZoneInfo("UTC"), 35 * DAY,
+    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), ZoneInfo("UTC"), 35 * DAY,
                               cold=cold)
     return BatchProcessor(DedupIndex(table, 3600), [family], lambda r, why: None), family
 

@@ -28,15 +28,16 @@ from salespulse.families.lead_response.rules import (
     bucket_field,
     contribution,
     contribution_change,
-    is_touch,
     quantile,
 )
 from salespulse.families.lead_response.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.windows import hour_bucket, rolling_hour_range
+from salespulse.families.outbound import is_outbound
 from salespulse.models.events import EventAdapter
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.lead_response.family import LIVE_GRACE_S, LeadResponseFamily
+from salespulse.families.lead_response.state import LEAD_CODEC, Lead
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable, crash_mid_write, records
@@ -125,7 +126,7 @@ class Worker:
         prefix, store_class = LEAD_STORES[store]
         self.family = LeadResponseFamily(
             CellStore(self.table, "response"),
-            store_class(self.table, prefix),
+            store_class(self.table, prefix, LEAD_CODEC),
             UTC,
             retention_s,
             sla_s=sla_s,
@@ -157,8 +158,8 @@ class Worker:
         return nonzero(self.family.all_time(self.owned, scope).get(ident, {}))
 
     def lead(self, lead_id: str, partition: int = 0) -> dict[str, Any]:
-        """A lead's durable state (as a reloading worker would find it)."""
-        return table_leads(self.table)[(partition, lead_id)]
+        """A lead's durable state (as a reloading worker would find it), as the JSON the changelog holds."""
+        return LEAD_CODEC.encode(table_leads(self.table)[(partition, lead_id)])
 
     def mark_published(self, partition: int, lead_id: str, status: str) -> None:
         self.family.mark_published([(partition, lead_id, status)])
@@ -197,13 +198,13 @@ def table_totals(table: Mapping[str, bytes]) -> dict[tuple[str, str], dict[str, 
     return normalise(totals)
 
 
-def table_leads(table: Mapping[str, bytes]) -> dict[tuple[int, str], dict[str, Any]]:
+def table_leads(table: Mapping[str, bytes]) -> dict[tuple[int, str], Lead]:
     """(partition, lead id) -> lead state, loaded from (a copy of) the table as a new worker would."""
     copy = dict(table)
     out = {}
     for prefix, store_class in LEAD_STORES.values():
         partitions = {int(key.split("|", 1)[0]) for key in copy if key.split("|")[1] == prefix}
-        store = store_class(copy, prefix)
+        store = store_class(copy, prefix, LEAD_CODEC)
         for partition in partitions:
             store.load_partition(partition)
             for lead_id, lead in store.items(partition):
@@ -211,9 +212,9 @@ def table_leads(table: Mapping[str, bytes]) -> dict[tuple[int, str], dict[str, A
     return out
 
 
-def without_wm(leads: Mapping[tuple[int, str], Mapping[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
-    """Lead states without their watermark (which depends on where batches ended)."""
-    return {key: {k: v for k, v in lead.items() if k != "wm"} for key, lead in leads.items()}
+def without_wm(leads: Mapping[tuple[int, str], Lead]) -> dict[tuple[int, str], dict[str, Any]]:
+    """Lead states (as JSON) without their watermark (which depends on where batches ended)."""
+    return {key: {k: v for k, v in LEAD_CODEC.encode(lead).items() if k != "wm"} for key, lead in leads.items()}
 
 
 def recomputed(table: Mapping[str, bytes]) -> dict[tuple[str, str], dict[str, float]]:
@@ -222,15 +223,15 @@ def recomputed(table: Mapping[str, bytes]) -> dict[tuple[str, str], dict[str, fl
 
 
 def state(created_at: float | None, touch_at: float | None = None, rep: str = "anna", team: str = "north",
-          source: str = "ads", sla: float = SLA) -> dict[str, Any]:
+          source: str = "ads", sla: float = SLA) -> Lead:
     """A lead state as the family keeps it (around-the-clock SLA)."""
-    lead: dict[str, Any] = {"created": created_at, "touch": touch_at, "owner": rep, "team": team, "source": source}
+    lead = Lead(created=created_at, touch=touch_at, owner=rep, team=team, source=source)
     if created_at is not None:
-        lead["deadline"] = created_at + sla
+        lead.deadline = created_at + sla
     if touch_at is not None:
-        lead["touch_owner"] = rep
+        lead.touch_owner = rep
         if created_at is not None:
-            lead["response_s"] = max(0.0, touch_at - created_at)
+            lead.response_s = max(0.0, touch_at - created_at)
     return lead
 
 
@@ -294,7 +295,7 @@ def test_contribution_of_a_touched_lead_credits_rep_team_source_and_their_pairs(
     assert contribution(state(None, 1299.0)) == {}, "no creation known yet: nothing counts"
     late = contribution(state(1000.0, 1301.0))
     assert late[("rep", "anna", "late")] == 1 and ("rep", "anna", "within_sla") not in late
-    untouched = contribution({"created": 1000.0, "deadline": 1300.0, "touch": None})
+    untouched = contribution(Lead(created=1000.0, deadline=1300.0))
     assert untouched == {(scope, ident, "created"): 1 for scope, ident in (
         ("rep", UNASSIGNED), ("team", UNASSIGNED), ("source", "unknown"), ("team_source", f"{UNASSIGNED}\tunknown"),
         ("team_rep", f"{UNASSIGNED}\t{UNASSIGNED}"))}
@@ -354,7 +355,7 @@ def test_quantiles_interpolate_inside_the_bucket_and_report_the_last_bound_beyon
     ids=lambda value: value["type"] + ("/" + value["kind"] if "kind" in value else "") if isinstance(value, dict) else "",
 )
 def test_is_touch_only_for_outbound_touches(event: dict[str, Any], expected: bool) -> None:
-    assert is_touch(EventAdapter.validate_python(event), frozenset({"visit"})) is expected
+    assert is_outbound(EventAdapter.validate_python(event), frozenset({"visit"})) is expected
 
 
 def test_first_touch_is_the_earliest_outbound_touch_and_opens_and_replies_are_not_touches() -> None:
@@ -949,7 +950,7 @@ def test_rolling_windows_1h_24h_7d_30d_equal_a_recomputation(render_after_h: flo
     checked = 0
     for window, hours in windows.items():
         kept = set(rolling_hour_range(hours, render_at))
-        expected = normalise(batch_recompute([s for s in states if hour_bucket(s["created"]) in kept]))
+        expected = normalise(batch_recompute([s for s in states if hour_bucket(s.created or 0.0) in kept]))
         for scope, ident in itertools.product(("rep", "team", "source"), ("anna", "ben", "north", "south", "ads", "web")):
             got = partials.get((scope, ident, window))
             if got is None:
@@ -966,7 +967,7 @@ def test_rendered_all_time_and_day_partials_equal_a_recomputation() -> None:
     w.send(events, now=NOW)
     partials = {(p.record["scope"], p.record["id"], p.record["window"]): p for p in w.family.render(w.owned, NOW)}
     everything = normalise(batch_recompute(states))
-    today = normalise(batch_recompute([s for s in states if iso(s["created"])[:10] == "2026-11-22"]))
+    today = normalise(batch_recompute([s for s in states if iso(s.created or 0.0)[:10] == "2026-11-22"]))
     for scope, ident in (("rep", "anna"), ("team", "south"), ("source", "web")):
         assert nonzero(partials[(scope, ident, "all")].fields) == everything[(scope, ident)]
         assert nonzero(partials[(scope, ident, "day:2026-11-22")].fields) == today.get((scope, ident), {})
@@ -1104,9 +1105,10 @@ def test_any_history_order_split_and_crash_gives_the_batch_recomputation(
         worker.process(batch, now)
         committed += len(batch)
     expected = reference_leads(events)
-    final = {lead_id: lead for (_, lead_id), lead in table_leads(worker.table).items() if lead.get("created") is not None}
+    final = {lead_id: LEAD_CODEC.encode(lead) for (_, lead_id), lead in table_leads(worker.table).items()
+             if lead.created is not None}
     assert set(final) == set(expected)
     for lead_id, lead in expected.items():
         got = {name: final[lead_id].get(name) for name in lead}
         assert got == lead, lead_id
-    assert table_totals(worker.table) == normalise(batch_recompute(list(expected.values())))
+    assert table_totals(worker.table) == normalise(batch_recompute([LEAD_CODEC.decode("", lead) for lead in expected.values()]))

@@ -23,6 +23,7 @@ from salespulse.outputs.redis import RedisPublisher
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.engine.processor import BatchProcessor
 from salespulse.engine.record_log import RecordLog
 
@@ -136,7 +137,7 @@ async def test_quantile_beyond_the_last_bound_reports_the_bound_as_python_does(r
 
 
 def family_over(table: dict[str, bytes]) -> tuple[LeadResponseFamily, BatchProcessor]:
-    family = LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), ZoneInfo("UTC"), 35 * 86400.0,
+    family = LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), ZoneInfo("UTC"), 35 * 86400.0,
                                 sla_s=300)
     return family, BatchProcessor(DedupIndex(table, 3 * 86400.0), [family], lambda record, why: None)
 

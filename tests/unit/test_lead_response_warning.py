@@ -15,6 +15,7 @@ from salespulse.engine.processor import BatchProcessor
 from salespulse.engine.record_log import RecordLog
 from salespulse.families.lead_response.build import deadline_function, warning_function
 from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.outputs.alerts import published_key
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00 UTC, a Friday
@@ -24,7 +25,7 @@ SLA = 300.0
 def worker(table: dict[str, bytes], config: Config | None = None) -> tuple[BatchProcessor, LeadResponseFamily]:
     config = config or Config()
     family = LeadResponseFamily(
-        CellStore(table, "response"), RecordLog(table, "leads"), ZoneInfo("UTC"), 35 * 86400, SLA,
+        CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), ZoneInfo("UTC"), 35 * 86400, SLA,
         deadline_of=deadline_function(config, SLA), warn_of=warning_function(config, SLA),
     )
     return BatchProcessor(DedupIndex(table, 3600), [family], lambda r, why: None), family

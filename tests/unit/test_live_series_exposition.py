@@ -19,6 +19,7 @@ from salespulse.engine.dedup import DedupIndex
 from salespulse.engine.processor import BatchProcessor
 from salespulse.engine.record_log import RecordLog
 from salespulse.families.lead_response.family import LeadResponseFamily
+from salespulse.families.lead_response.state import LEAD_CODEC
 from tests.unit.test_alert_clock import created as lead_created
 from tests.unit.test_pipeline import DAY, NOW, Cluster, created, lost, moved, quota, won
 
@@ -43,7 +44,7 @@ def exposition() -> str:
     registry = CollectorRegistry()
     registry.register(cluster.family.collector(lambda: list(range(3)), clock=lambda: NOW))
     table: dict[str, bytes] = {}
-    leads = LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads"), ZoneInfo("UTC"), 35 * DAY, 300)
+    leads = LeadResponseFamily(CellStore(table, "response"), RecordLog(table, "leads", LEAD_CODEC), ZoneInfo("UTC"), 35 * DAY, 300)
     processor = BatchProcessor(DedupIndex(table, 3600), [leads], lambda r, why: None)
     processor.process([(0, 0, lead_created("L1", NOW - 1000)), (0, 1, lead_created("L2", NOW - 100)),
                        (1, 0, lead_created("L3", NOW - 50))], now=NOW)

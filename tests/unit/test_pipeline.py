@@ -38,6 +38,7 @@ from salespulse.models.events import EventAdapter, event_to_json
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
 from salespulse.families.pipeline.family import PipelineFamily
+from salespulse.families.pipeline.state import PIPELINE_CODEC, Deal, Outcome, PipelineLead
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable
@@ -143,7 +144,7 @@ class Worker:
         self.table: dict[str, bytes] = RecordingTable() if table is None else table
         self.dead: list[tuple[Record, str]] = []
         self.family = PipelineFamily(
-            CellStore(self.table, "pipeline"), RecordLog(self.table, "pstate"), tz, 35 * DAY,
+            CellStore(self.table, "pipeline"), RecordLog(self.table, "pstate", PIPELINE_CODEC), tz, 35 * DAY,
             pipelines=pipelines, currency="USD", team_of_rep=TEAMS,
         )
         self.processor = BatchProcessor(
@@ -624,14 +625,14 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
     return distinct, arrivals, rnd
 
 
-def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[Deal], list[PipelineLead]]:
     """Final deal and lead states by a plain fold of the distinct events in event-time order (no stream code)."""
-    from salespulse.families.pipeline.states import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
+    from salespulse.families.pipeline.fold import record_deal_event as _record_deal_event, record_lead_event as _record_lead_event
 
     ordered = sorted((EventAdapter.validate_python(e) for e in distinct),
                      key=lambda e: (e.occurred_at.timestamp(), e.event_id))
-    deals: dict[str, dict[str, Any]] = {}
-    leads: dict[str, dict[str, Any]] = {}
+    deals: dict[str, Deal] = {}
+    leads: dict[str, PipelineLead] = {}
     links: dict[str, str] = {}
     for event in ordered:
         if event.type == "lead.converted":
@@ -640,15 +641,15 @@ def reference_states(distinct: Sequence[dict[str, Any]]) -> tuple[list[dict[str,
         if event.type == "deal.created" and event.lead_id:
             links[event.deal_id] = event.lead_id
         if event.type.startswith("deal.") or (event.type == "customer.churned" and not event.lead_id):
-            _record_deal_event(deals.setdefault(event.deal_id, {}), event)
+            _record_deal_event(deals.setdefault(event.deal_id, Deal()), event)
         elif event.type.startswith("lead."):
-            _record_lead_event(leads.setdefault(event.lead_id, {}), event)
+            _record_lead_event(leads.setdefault(event.lead_id, PipelineLead()), event)
     for deal_id, lead_id in links.items():  # each linked lead learns of its deal, and of its close
-        state = leads.setdefault(lead_id, {})
-        state["converted"] = True
-        v = PipelineFamily(CellStore({}, "x"), RecordLog({}, "y"), UTC, 35 * DAY, PIPELINES, "USD", TEAMS)._view(
-            deals.get(deal_id, {}))
-        state.setdefault("deals", {})[deal_id] = [v.at, "", v.status] if v.status in ("won", "lost") else None
+        state = leads.setdefault(lead_id, PipelineLead())
+        state.converted = True
+        v = PipelineFamily(CellStore({}, "x"), RecordLog({}, "y", PIPELINE_CODEC), UTC, 35 * DAY, PIPELINES, "USD", TEAMS)._view(
+            deals.get(deal_id, Deal()))
+        state.set_deal(deal_id, Outcome(v.at, "", v.status) if v.status in ("won", "lost") and v.at is not None else None)
     return list(deals.values()), list(leads.values())
 
 
@@ -788,7 +789,7 @@ async def test_redis_totals_and_derived_fields_of_merged_partials_equal_the_pyth
 
 
 def test_config_quotas_enter_as_quota_set_events_that_any_real_quota_set_overrides() -> None:
-    from salespulse.families.pipeline.states import config_quota_events
+    from salespulse.families.pipeline.fold import config_quota_events
 
     config_events = config_quota_events({"anna": {"2026-11": 100_000.0}, "ben": {"2026-11": 50_000.0}}, "USD")
     assert [e.event_id for e in config_events] == ["config-quota:anna:2026-11:100000.0:USD",

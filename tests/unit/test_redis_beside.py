@@ -14,6 +14,7 @@ from salespulse.outputs.aggregates import Partial
 from salespulse.outputs.redis import RedisPublisher
 from salespulse.engine.cells import CellStore
 from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.engagement.state import OUTREACH_CODEC
 from salespulse.engine.record_log import RecordLog
 
 REP = "salespulse:engagement:rep:anna:day:2026-11-22"
@@ -107,7 +108,7 @@ async def test_an_expired_rep_total_is_not_recreated_by_its_team(redis_client: a
 async def test_rendered_engagement_partials_give_rep_and_team_rates_side_by_side(redis_client: aioredis.Redis) -> None:
     now = datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc).timestamp()
     table: dict[str, bytes] = {}
-    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), ZoneInfo("UTC"), 35 * 86400,
+    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), ZoneInfo("UTC"), 35 * 86400,
                               team_of_rep={"anna": "north", "ben": "north"})
     events = []
     for i, (rep, opened) in enumerate([("anna", True), ("anna", False), ("ben", True), ("ben", True), ("ben", False)]):

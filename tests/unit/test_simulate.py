@@ -225,6 +225,7 @@ def test_simulated_traffic_exercises_the_engagement_family(events: list[dict[str
     from salespulse.engine.cells import CellStore
     from salespulse.engine.dedup import DedupIndex
     from salespulse.families.engagement.family import EngagementFamily
+    from salespulse.families.engagement.state import OUTREACH_CODEC
     from salespulse.engine.processor import BatchProcessor
     from salespulse.engine.record_log import RecordLog
 
@@ -233,7 +234,7 @@ def test_simulated_traffic_exercises_the_engagement_family(events: list[dict[str
     assert all("rep_id" in e for e in events if e["type"] == "email.replied")
 
     table: dict[str, bytes] = {}
-    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach"), ZoneInfo("UTC"), 10**9, quiet_s=6 * 3600)
+    family = EngagementFamily(CellStore(table, "engagement"), RecordLog(table, "outreach", OUTREACH_CODEC), ZoneInfo("UTC"), 10**9, quiet_s=6 * 3600)
     processor = BatchProcessor(DedupIndex(table, 10**9), [family], lambda r, why: None)
     processor.process([(0, i, orjson.dumps(e)) for i, e in enumerate(events)], now=FAR)
     sent_by = Counter(e["rep_id"] for e in events if e["type"] == "email.sent")

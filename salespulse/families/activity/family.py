@@ -9,6 +9,8 @@ a rep's day, week and month partials carry ``target:<kind>`` (merged by max in R
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -17,8 +19,8 @@ from salespulse.families.activity.rules import activity_of, split_field, with_ro
 from salespulse.families.activity.spec import SPEC
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.keys import encode
-from salespulse.models.events import Event, RepActive
-from salespulse.families.state import StateStore
+from salespulse.models.events import Event, EventBase, RepActive
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.fields import Number
 from salespulse.families.windowed import WindowedFamily
 
@@ -32,7 +34,7 @@ class ActivityFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(
-        self, cells: StateStore, tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], tz: ZoneInfo, retention_s: float,
         team_of_rep: dict[str, str] | None = None,
         targets: Callable[[str, str], Mapping[str, int]] | None = None,
         foreign_target_kinds: Iterable[str] = (),
@@ -49,7 +51,7 @@ class ActivityFamily(WindowedFamily):
         self._follow_ups: list[Event] = []
 
     @property
-    def stores(self) -> tuple[StateStore, ...]:
+    def stores(self) -> tuple[StateStore[Any], ...]:
         """The activity cells, then the reps' idle clocks and active days."""
         return (self.cells,) if self.idle is None else (self.cells, self.idle.clocks.store)
 
@@ -74,7 +76,7 @@ class ActivityFamily(WindowedFamily):
     def owns_target(self, kind: str) -> bool:
         return kind not in self.foreign_target_kinds
 
-    def apply(self, partition: int, offset: int, event: object, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Count one admitted event; True if it was an activity."""
         if isinstance(event, RepActive):
             if self.idle is not None:
@@ -90,7 +92,7 @@ class ActivityFamily(WindowedFamily):
         rep, team, field = activity.rep, activity.team, activity.field
         one = {field: 1}
         deltas = [("rep", rep, one), ("team", team, one), ("rep_team", encode((rep, team)), one)]
-        self.add(partition, offset, event.occurred_at.timestamp(), now, deltas)  # type: ignore[attr-defined]
+        self.add(partition, offset, event.occurred_at.timestamp(), now, deltas)
         return True
 
     def published_fields(self, fields: Mapping[str, Number]) -> dict[str, Number]:

@@ -19,11 +19,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from salespulse.families.business_hours import BusinessHours
 from salespulse.families.entity_clocks import EntityClocks, iso
+from salespulse.families.outbound import is_outbound
 from salespulse.models.events import (
-    ActivityLogged,
-    CallLogged,
-    EmailSent,
-    MeetingBooked,
+    EventBase,
     RepActive,
     derived_event_id,
 )
@@ -39,14 +37,6 @@ def deadline_on(hours: BusinessHours, day: date, by: time) -> float | None:
     if not hours.is_always_open and not hours.open_intervals(day):
         return None
     return datetime.combine(day, by, tzinfo=hours.tz).timestamp()
-
-
-def is_outbound(event: object, outbound_kinds: frozenset[str]) -> bool:
-    if isinstance(event, (CallLogged, EmailSent, MeetingBooked)):
-        return True
-    if isinstance(event, ActivityLogged):
-        return bool(event.outbound) or event.kind.strip().lower() in outbound_kinds
-    return False
 
 
 class IdleRule:
@@ -76,14 +66,14 @@ class IdleRule:
 
     # -- in the partition of the lead ------------------------------------------------------------------
 
-    def follow_up(self, event: object) -> RepActive | None:
+    def follow_up(self, event: EventBase) -> RepActive | None:
         """The ``rep.active`` to write for a watched rep's outbound activity, unless an earlier one of that day
         was written."""
-        rep: str | None = getattr(event, "rep_id", None)
+        rep = event.rep_id
         team = self.roster.get(rep) if rep is not None else None
         if rep is None or team is None or not is_outbound(event, self.outbound_kinds):
             return None
-        at = event.occurred_at.timestamp()  # type: ignore[attr-defined]
+        at = event.occurred_at.timestamp()
         day = self._day(team, at)
         key = (rep, day)
         if self._written.get(key, float("inf")) <= at:
@@ -91,8 +81,8 @@ class IdleRule:
         if len(self._written) > 100_000:
             self._written.clear()  # only saves repeats: the rep's partition keeps the earliest anyway
         self._written[key] = at
-        return RepActive(event_id=derived_event_id("rep-active", rep, day, event.event_id),  # type: ignore[attr-defined]
-                         type="rep.active", occurred_at=event.occurred_at, rep_id=rep)  # type: ignore[attr-defined]
+        return RepActive(event_id=derived_event_id("rep-active", rep, day, event.event_id),
+                         type="rep.active", occurred_at=event.occurred_at, rep_id=rep)
 
     # -- in the partition of the rep ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from salespulse.families.fields import Number
-from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked, MeetingHeld
+from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, EventBase, MeetingBooked, MeetingHeld
 
 UNASSIGNED = "unassigned"
 NO_OUTCOME = "none"
@@ -43,7 +43,7 @@ def normalise_kind(kind: str) -> str:
     return f"logged_{normalised}" if normalised in RESERVED_KINDS else normalised
 
 
-def activity_of(event: object, team_of_rep: Mapping[str, str] | None = None) -> Activity | None:
+def activity_of(event: EventBase, team_of_rep: Mapping[str, str] | None = None) -> Activity | None:
     """The activity an event counts as, or ``None`` if it is not a rep activity."""
     if isinstance(event, CallLogged):
         kind, outcome = "call", event.outcome.value

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from salespulse.families.business_hours import BusinessHours
-from salespulse.families.engagement.rules import UNASSIGNED, LeadState
+from salespulse.families.engagement.state import Lead
 from salespulse.families.entity_clocks import EntityClocks, iso
 from salespulse.families.business_hours import business_days_after
 
@@ -21,12 +21,10 @@ RULE = "lead_going_cold"
 UNKNOWN_SOURCE = "unknown"
 
 
-def touches(lead: LeadState) -> list[tuple[float, str, str]]:
+def touches(lead: Lead) -> list[tuple[float, str, str]]:
     """The lead's outreach actions as (time, rep, team), oldest first."""
-    out = [(t[0], t[2], t[3]) for t in lead.get("touches", ())]
-    for item in (*lead.get("emails", {}).values(), *lead.get("meetings", {}).values()):
-        if item.get("at") is not None:
-            out.append((item["at"], item.get("rep") or UNASSIGNED, item.get("team") or UNASSIGNED))
+    out = [(touch.at, touch.rep, touch.team) for touch in lead.touches]
+    out.extend(lead.sent_and_booked())
     out.sort()
     return out
 
@@ -40,12 +38,12 @@ class ColdRule:
         self.days_for = days_for
         self.hours_of = hours_of
 
-    def observe(self, partition: int, lead_id: str, lead: LeadState, arrived: float) -> None:
+    def observe(self, partition: int, lead_id: str, lead: Lead, arrived: float) -> None:
         done = touches(lead)
         if not done:
             return
         first_at, rep, touch_team = done[0]
-        team = lead.get("team") or touch_team
+        team = lead.team or touch_team
         days = self.days_for(team)
         if len(done) > 1 or days is None:
             self.clocks.end(partition, lead_id, done[1][0] if len(done) > 1 else first_at)
@@ -54,5 +52,5 @@ class ColdRule:
         if deadline <= arrived:
             self.clocks.end(partition, lead_id, first_at)  # history: measured, never paged
             return
-        fields = {"rep_id": rep, "team": team, "source": lead.get("source") or UNKNOWN_SOURCE}
+        fields = {"rep_id": rep, "team": team, "source": lead.source or UNKNOWN_SOURCE}
         self.clocks.arm(partition, lead_id, iso(first_at), first_at, deadline, fields, first_at)

@@ -21,8 +21,9 @@ offsets would miss the change).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, cast
+from sys import intern
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from salespulse.families.engagement.cold import ColdRule
@@ -33,19 +34,21 @@ from salespulse.families.engagement.rules import (
     UNASSIGNED,
     Contribution,
     EngagementKind,
-    LeadState,
     channel_of_activity,
     contribution,
     contribution_change,
     last_touch,
 )
 from salespulse.models.events import (
+    EventBase,
+    LeadEvent,
     ActivityLogged,
     CallLogged,
     CallOutcome,
     DealOutcome,
     EmailBounced,
     EmailClicked,
+    EmailEngagement,
     EmailOpened,
     EmailReplied,
     EmailSent,
@@ -55,7 +58,8 @@ from salespulse.models.events import (
     MeetingBooked,
     MeetingHeld,
 )
-from salespulse.families.state import StateStore
+from salespulse.families.engagement.state import Lead
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.windowed import WindowedFamily
 
 FAMILY = SPEC.name
@@ -92,7 +96,7 @@ class EngagementFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(  # the windows' store, the leads' store, then the windows' zone and retention
-        self, cells: StateStore, leads: StateStore, tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], leads: StateStore[Lead], tz: ZoneInfo, retention_s: float,
         quiet_s: float = DEFAULT_QUIET_S,
         team_of_rep: Mapping[str, str] | None = None,
         outbound_kinds: Iterable[str] = (),
@@ -103,10 +107,9 @@ class EngagementFamily(WindowedFamily):
         #: The ``lead_going_cold`` alert rule, when ``[alerts.lead_going_cold]`` sets days for some team.
         self.cold = cold
         self.leads = leads
-        # The store's own methods, typed for this family's states (the store holds JSON objects): no wrapper
-        # call on the hot path.
-        self._lead = cast(Callable[[int, str], LeadState | None], leads.get)
-        self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
+        # The store's own methods: no wrapper call on the hot path.
+        self._lead = leads.get
+        self._leads = leads.items
         self.quiet_s = quiet_s
         self.team_of_rep = dict(team_of_rep or {})
         self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
@@ -125,7 +128,7 @@ class EngagementFamily(WindowedFamily):
         self._replay_clock: dict[int, float] = {}
 
     @property
-    def stores(self) -> tuple[StateStore, ...]:
+    def stores(self) -> tuple[StateStore[Any], ...]:
         """Write order: aggregates (and the clock) before the lead states they were derived from, then the
         going-cold clocks."""
         return (self.cells, self.leads) if self.cold is None else (self.cells, self.leads, self.cold.clocks.store)
@@ -151,11 +154,10 @@ class EngagementFamily(WindowedFamily):
         self.quiet_due[partition] = heap
         seen: dict[str, str] = {}
         for _lead_id, lead in self._leads(partition):
-            for _at, _channel, rep, team, *_ in lead.get("touches", ()):
+            for touch in lead.touches:
+                seen[touch.rep] = touch.team
+            for _at, rep, team in lead.sent_and_booked():
                 seen[rep] = team
-            for item in (*lead.get("emails", {}).values(), *lead.get("meetings", {}).values()):
-                if item.get("rep") is not None:
-                    seen[item["rep"]] = item["team"]
         self._team_seen[partition] = seen
         self._contributions[partition] = {}
         self._replay_clock.pop(partition, None)
@@ -175,8 +177,8 @@ class EngagementFamily(WindowedFamily):
         """The rep's team: from the ``[teams]`` directory, else the team the rep last acted for here."""
         return self.team_of_rep.get(rep) or self._team_seen.get(partition, {}).get(rep)
 
-    def _quiet_deadline(self, lead: LeadState) -> float | None:
-        if lead.get("converted") is not None or lead.get("quiet"):
+    def _quiet_deadline(self, lead: Lead) -> float | None:
+        if lead.converted is not None or lead.quiet:
             return None
         touched = last_touch(lead)
         return None if touched is None else touched + self.quiet_s
@@ -195,7 +197,7 @@ class EngagementFamily(WindowedFamily):
         cell = self.cells.get(partition, CLOCK_CELL)
         return float("-inf") if cell is None else cell.get("at", float("-inf"))
 
-    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Advance the partition's clock, update the lead the event concerns, then mark leads gone quiet."""
         at = event.occurred_at.timestamp()
         clock = self.cells.cell(partition, CLOCK_CELL)
@@ -238,14 +240,14 @@ class EngagementFamily(WindowedFamily):
         clock["steps"] = steps
         clock["at"] = seen
 
-    def _update(self, partition: int, offset: int, event: Any, at: float, now: float) -> bool:
+    def _update(self, partition: int, offset: int, event: LeadEvent, at: float, now: float) -> bool:
         lead_id = event.lead_id
         lead = self._lead(partition, lead_id)
-        if lead is not None and offset <= lead["wm"]:
+        if lead is not None and offset <= lead.wm:
             return False  # the state already holds this event (replay after a crash)
         fresh = lead is None
         if lead is None:
-            lead = {"wm": -1}
+            lead = Lead()
         elif self._changes_nothing(lead, event, at):
             return False  # the common repeats (reopened emails ...): skip the contribution arithmetic
         before = self._contribution(partition, lead_id, lead) if not fresh else {}
@@ -257,88 +259,92 @@ class EngagementFamily(WindowedFamily):
             if team:
                 self._team_seen.setdefault(partition, {})[event.rep_id] = team
         if fresh:
-            stored = cast(LeadState, self.leads.cell(partition, lead_id))
-            stored.update(lead)
-            lead = stored
+            self.leads.loaded(partition)[lead_id] = lead
         self._refresh_quiet(partition, lead_id, lead, before_due)
         self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
         self.leads.touch(partition, lead_id)
         return True
 
-    def _changes_nothing(self, lead: LeadState, event: Any, at: float) -> bool:
+    def _changes_nothing(self, lead: Lead, event: LeadEvent, at: float) -> bool:
         """True for events that certainly leave an existing lead's state as it is."""
-        if isinstance(event, (EmailOpened, EmailClicked, EmailReplied, EmailBounced)):
-            return bool(lead.get("emails", {}).get(event.email_id, {}).get(_ENGAGEMENT_TYPES[type(event)]))
+        if isinstance(event, EmailEngagement):
+            email = lead.emails.get(event.email_id)
+            return email is not None and bool(getattr(email, _ENGAGEMENT_TYPES[type(event)]))
         if isinstance(event, MeetingHeld):
-            return bool(lead.get("meetings", {}).get(event.meeting_id, {}).get("held"))
+            meeting = lead.meetings.get(event.meeting_id)
+            return meeting is not None and meeting.held
         if isinstance(event, LeadDealClosed):
-            return event.outcome != DealOutcome.won or (lead.get("won") is not None and lead["won"] <= at)
+            return event.outcome != DealOutcome.won or (lead.won is not None and lead.won <= at)
         if isinstance(event, LeadConverted):
-            return lead.get("converted") is not None and lead["converted"] <= at
+            return lead.converted is not None and lead.converted <= at
         if isinstance(event, ActivityLogged):
             return channel_of_activity(event.kind, event.outbound, self.outbound_kinds) is None
         return False
 
-    def _change(self, lead: LeadState, event: Any, at: float) -> bool:
+    def _change(self, lead: Lead, event: LeadEvent, at: float) -> bool:
         """Fold one event into a lead's state; False if the event does not concern this family."""
         rep = event.rep_id or UNASSIGNED
         team = event.team or self.team_of_rep.get(rep) or UNASSIGNED
         if isinstance(event, LeadCreated):
-            lead["created"] = at if lead.get("created") is None else min(lead["created"], at)
-            lead["source"] = lead.get("source") or event.source
-            lead["team"] = lead.get("team") or event.team
+            lead.created = at if lead.created is None else min(lead.created, at)
+            lead.source = lead.source or (event.source and intern(event.source))
+            lead.team = lead.team or (event.team and intern(event.team))
         elif isinstance(event, LeadConverted):
-            lead["converted"] = at if lead.get("converted") is None else min(lead["converted"], at)
+            lead.converted = at if lead.converted is None else min(lead.converted, at)
         elif isinstance(event, LeadDealClosed):
             if event.outcome != DealOutcome.won:
                 return False
-            lead["won"] = at if lead.get("won") is None else min(lead["won"], at)
+            lead.won = at if lead.won is None else min(lead.won, at)
         elif isinstance(event, CallLogged):
             connected = event.outcome == CallOutcome.connected
-            if not _add_touch(lead, [at, "call", rep, team, connected, event.event_id]):
+            if not lead.add_touch(at, "call", rep, team, connected, event.event_id):
                 return False
         elif isinstance(event, ActivityLogged):
             channel = channel_of_activity(event.kind, event.outbound, self.outbound_kinds)
             if channel is None:
                 return False
-            if not _add_touch(lead, [at, channel, rep, team, False, event.event_id]):
+            if not lead.add_touch(at, channel, rep, team, False, event.event_id):
                 return False
         elif isinstance(event, EmailSent):
-            email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
-            if email.get("at") is None or at < email["at"]:
-                email.update({"at": at, "rep": rep, "team": team, "personalized": bool(event.personalized)})
+            email = lead.email(event.email_id)
+            if email.at is None or at < email.at:
+                email.sent(at, rep, team, bool(event.personalized))
         elif isinstance(event, MeetingBooked):
-            meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
-            if meeting.get("at") is None or at < meeting["at"]:
-                meeting.update({"at": at, "rep": rep, "team": team, "kind": event.kind.value if event.kind else None})
+            meeting = lead.meeting(event.meeting_id)
+            if meeting.at is None or at < meeting.at:
+                meeting.booked(at, rep, team, event.kind.value if event.kind else None)
         elif isinstance(event, MeetingHeld):
-            meeting = lead.setdefault("meetings", {}).setdefault(event.meeting_id, {})
-            if meeting.get("held"):
+            meeting = lead.meeting(event.meeting_id)
+            if meeting.held:
                 return False
-            meeting["held"] = True
-        else:
+            meeting.held = True
+        elif isinstance(event, EmailEngagement):
             kind = _ENGAGEMENT_TYPES[type(event)]
-            email = lead.setdefault("emails", {}).setdefault(event.email_id, {})
-            if email.get(kind):
+            email = lead.email(event.email_id)
+            if getattr(email, kind):
                 return False  # a repeated open (or click ...): each email counts once per kind
-            email[kind] = True
-        lead["last_seen"] = max(lead.get("last_seen", at), at)
+            setattr(email, kind, True)
+        else:
+            return False
+        lead.last_seen = at if lead.last_seen is None else max(lead.last_seen, at)
         return True
 
-    def _refresh_quiet(self, partition: int, lead_id: str, lead: LeadState, before_due: float | None) -> None:
+    def _refresh_quiet(self, partition: int, lead_id: str, lead: Lead, before_due: float | None) -> None:
         """Quiet iff touched, not converted and the clock passed the last touch by the quiet period."""
         touched = last_touch(lead)
-        due = touched + self.quiet_s if touched is not None and lead.get("converted") is None else None
+        due = touched + self.quiet_s if touched is not None and lead.converted is None else None
         if due is not None and self.clock(partition) >= due:
-            lead["quiet"] = True
+            lead.quiet = True
             due = None  # a quiet lead has no deadline (as _quiet_deadline says, without a second pass)
         else:
-            lead.pop("quiet", None)
+            lead.quiet = False
         if due is not None and due != before_due:
             heapq.heappush(self.quiet_due.setdefault(partition, []), (due, lead_id))
 
     def _mark_quiet(self, partition: int, offset: int, now: float) -> None:
         heap = self.quiet_due.get(partition)
+        if not heap:
+            return
         clock = self.clock(partition)
         held: list[tuple[float, str]] = []
         while heap and heap[0][0] <= clock:
@@ -346,22 +352,22 @@ class EngagementFamily(WindowedFamily):
             lead = self._lead(partition, lead_id)
             if lead is None or self._quiet_deadline(lead) != due:
                 continue  # gone, converted, already quiet, or touched since
-            if offset <= lead["wm"]:
+            if offset <= lead.wm:
                 held.append((due, lead_id))  # the state already holds this offset: a later one may mark it
                 continue
             before = self._contribution(partition, lead_id, lead)
-            lead["quiet"] = True
+            lead.quiet = True
             self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
             self.leads.touch(partition, lead_id)
         for entry in held:
-            heapq.heappush(heap, entry)  # type: ignore[arg-type]
+            heapq.heappush(heap, entry)
 
-    def _contribution(self, partition: int, lead_id: str, lead: LeadState) -> Contribution:
+    def _contribution(self, partition: int, lead_id: str, lead: Lead) -> Contribution:
         """The lead's current contribution: remembered since its last change, else computed."""
         found = self._contributions.get(partition, {}).get(lead_id)
         return contribution(lead) if found is None else found
 
-    def _remember(self, partition: int, lead_id: str, lead: LeadState) -> Contribution:
+    def _remember(self, partition: int, lead_id: str, lead: Lead) -> Contribution:
         """Compute a changed lead's contribution and keep it (the least recently changed are dropped)."""
         after = contribution(lead)
         cache = self._contributions.setdefault(partition, {})
@@ -371,7 +377,7 @@ class EngagementFamily(WindowedFamily):
             del cache[next(iter(cache))]
         return after
 
-    def _add(self, partition: int, offset: int, now: float, before: Any, after: Any) -> None:
+    def _add(self, partition: int, offset: int, now: float, before: Contribution, after: Contribution) -> None:
         for instant, deltas in contribution_change(before, after).items():
             self.add(partition, offset, instant, now, deltas)
 
@@ -394,7 +400,7 @@ class EngagementFamily(WindowedFamily):
         """Expire window cells, and lead states with nothing newer than retention (their aggregates stay)."""
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
-        stale = [lead_id for lead_id, lead in self._leads(partition) if lead.get("last_seen", 0.0) < cutoff]
+        stale = [lead_id for lead_id, lead in self._leads(partition) if (lead.last_seen or 0.0) < cutoff]
         if stale:
             self.leads.delete_many(partition, stale)
             cache = self._contributions.get(partition, {})
@@ -404,11 +410,3 @@ class EngagementFamily(WindowedFamily):
                 self.cold.clocks.forget(partition, stale)
         return expired + len(stale)
 
-
-def _add_touch(lead: LeadState, touch: list[Any]) -> bool:
-    """Record a touch once per event id (a redelivery past the dedup horizon changes nothing); True if new."""
-    touches = lead.setdefault("touches", [])
-    if any(existing[-1] == touch[-1] for existing in touches):
-        return False
-    touches.append(touch)
-    return True

@@ -1,6 +1,6 @@
 """Engagement: email engagement, contact rate by channel, follow-up depth and activity ratios, per lead.
 
-Everything here is a pure function of one lead's state (``LeadState``, kept by
+Everything here is a pure function of one lead's state (``Lead``, ``families.engagement.state``, kept by
 ``salespulse.families.engagement.family``), so events arriving in any order are applied as
 ``contribution(new) - contribution(old)``:
 
@@ -30,8 +30,10 @@ Everything here is a pure function of one lead's state (``LeadState``, kept by
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, TypedDict
+from operator import attrgetter
+from typing import Literal
 
+from salespulse.families.engagement.state import Lead, Meeting
 from salespulse.families.fields import Number
 from salespulse.families.keys import encode
 
@@ -46,44 +48,6 @@ ENGAGEMENT_KINDS: tuple[EngagementKind, ...] = ("opened", "clicked", "replied", 
 _SOCIAL = re.compile(r"^(linkedin|social|twitter|x_|facebook|instagram|whatsapp|telegram|wechat)")
 _KIND_CHARS = re.compile(r"[^a-z0-9_]+")
 
-class EmailState(TypedDict, total=False):
-    """A sent email of a lead: its send (``at``, ``rep``, ``team``, ``personalized``) and each engagement kind seen."""
-
-    at: float
-    rep: str
-    team: str
-    personalized: bool
-    opened: bool
-    clicked: bool
-    replied: bool
-    bounced: bool
-
-
-class MeetingState(TypedDict, total=False):
-    """A booked meeting of a lead: when, by whom, its kind, and whether it was held."""
-
-    at: float
-    rep: str
-    team: str
-    kind: str | None
-    held: bool
-
-
-class LeadState(TypedDict, total=False):
-    """One lead as the engagement family keeps it (a JSON object in the ``outreach`` record log)."""
-
-    wm: int
-    created: float
-    source: str | None
-    team: str | None
-    converted: float
-    won: float
-    quiet: bool
-    last_seen: float
-    #: Calls and outbound activities: ``[at, channel, rep, team, connected, event id]``.
-    touches: list[list[Any]]
-    emails: dict[str, EmailState]
-    meetings: dict[str, MeetingState]
 Contribution = dict[tuple[float, str, str, str], Number]  # (instant, scope, id, field) -> value
 
 def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozenset[str] = frozenset()) -> str | None:
@@ -98,55 +62,53 @@ def channel_of_activity(kind: str, outbound: bool | None, outbound_kinds: frozen
 
 
 #: Field names by channel or kind, built once (the contribution is computed for every changed lead).
-_EMAIL_KIND_FIELDS: tuple[tuple[EngagementKind, str], ...] = tuple((kind, f"emails_{kind}") for kind in ENGAGEMENT_KINDS)
+_EMAIL_KIND_FIELDS: tuple[str, ...] = tuple(f"emails_{kind}" for kind in ENGAGEMENT_KINDS)
+_email_kinds = attrgetter(*ENGAGEMENT_KINDS)  # an email's flags, in that order, in one call
 _ATTEMPT_FIELDS = {c: f"attempts:{c}" for c in CHANNELS}
 _CONNECTED_FIELDS = {c: f"connected:{c}" for c in CONNECTABLE}
 _REACHED_FIELDS = {c: f"reached:{c}" for c in CONNECTABLE}
 _WON_FIELDS = {c: f"won:{c}" for c in CONNECTABLE}
 
 
-def attempts(lead: LeadState) -> list[tuple[float, str, str, str, bool, str]]:
+def attempts(lead: Lead) -> list[tuple[float, str, str, str, bool, str]]:
     """Every outbound attempt with a known time: ``(at, channel, rep, team, connected, id)``, sorted."""
-    out: list[tuple[float, str, str, str, bool, str]] = []
-    for at, channel, rep, team, connected, ident in lead.get("touches", ()):
-        out.append((at, channel, rep, team, bool(connected), ident))
-    for email_id, email in lead.get("emails", {}).items():
-        if email.get("at") is not None:
-            out.append((email["at"], "email", email["rep"], email["team"], bool(email.get("replied")), email_id))
-    for meeting_id, meeting in lead.get("meetings", {}).items():
-        if meeting.get("at") is not None:
-            out.append((meeting["at"], "meeting", meeting["rep"], meeting["team"], bool(meeting.get("held")), meeting_id))
+    out: list[tuple[float, str, str, str, bool, str]] = list(lead.touches)
+    for email_id, email in lead.emails.items():
+        if email.at is not None:
+            out.append((email.at, "email", email.rep, email.team, email.replied, email_id))
+    for meeting_id, meeting in lead.meetings.items():
+        if meeting.at is not None:
+            out.append((meeting.at, "meeting", meeting.rep, meeting.team, meeting.held, meeting_id))
     out.sort()
     return out
 
 
-def last_touch(lead: LeadState) -> float | None:
+def last_touch(lead: Lead) -> float | None:
     """When the lead was last touched (event time), or ``None`` if never: the latest attempt's time."""
     latest: float | None = None
-    for touch in lead.get("touches", ()):
-        if latest is None or touch[0] > latest:
-            latest = touch[0]
-    for items in (lead.get("emails"), lead.get("meetings")):
-        if items:
-            for item in items.values():
-                at = item.get("at")
-                if at is not None and (latest is None or at > latest):
-                    latest = at
+    for touch in lead.touches:
+        if latest is None or touch.at > latest:
+            latest = touch.at
+    for items in (lead.emails, lead.meetings):
+        for item in items.values():
+            at = item.at
+            if at is not None and (latest is None or at > latest):
+                latest = at
     return latest
 
 
-def first_meeting(lead: LeadState) -> tuple[float, str, MeetingState] | None:
+def first_meeting(lead: Lead) -> tuple[float, str, Meeting] | None:
     """The earliest booked meeting of kind ``first`` (or without a kind): ``(at, id, meeting)``."""
-    found: tuple[float, str, MeetingState] | None = None
-    for meeting_id, meeting in lead.get("meetings", {}).items():
-        at = meeting.get("at")
-        if at is not None and meeting.get("kind") in (None, "first"):
+    found: tuple[float, str, Meeting] | None = None
+    for meeting_id, meeting in lead.meetings.items():
+        at = meeting.at
+        if at is not None and meeting.kind in (None, "first"):
             if found is None or (at, meeting_id) < (found[0], found[1]):
                 found = (at, meeting_id, meeting)
     return found
 
 
-def contribution(lead: LeadState) -> Contribution:
+def contribution(lead: Lead) -> Contribution:
     """A lead's additive fields per ``(instant, scope, id, field)``."""
     out: Contribution = {}
     get = out.get
@@ -157,23 +119,21 @@ def contribution(lead: LeadState) -> Contribution:
         key = (at, "team", team, field)
         out[key] = get(key, 0) + value
 
-    emails = lead.get("emails")
-    if emails:
-        for email in emails.values():
-            at = email.get("at")
-            if at is None:
-                continue  # engagement of an email whose send is not known yet: waits for it
-            rep, team = email["rep"], email["team"]
-            credit(at, rep, team, "emails_sent")
-            credit(at, rep, team, "emails_personalized" if email.get("personalized") else "emails_generic")
-            pair = None
-            for kind, field in _EMAIL_KIND_FIELDS:
-                if email.get(kind):
-                    credit(at, rep, team, field)
-                    if pair is None:
-                        pair = encode((rep, team))
-                    key = (at, "rep_team", pair, field)
-                    out[key] = get(key, 0) + 1
+    for email in lead.emails.values():
+        at = email.at
+        if at is None:
+            continue  # engagement of an email whose send is not known yet: waits for it
+        rep, team = email.rep, email.team
+        credit(at, rep, team, "emails_sent")
+        credit(at, rep, team, "emails_personalized" if email.personalized else "emails_generic")
+        pair = None
+        for field, seen in zip(_EMAIL_KIND_FIELDS, _email_kinds(email)):
+            if seen:
+                credit(at, rep, team, field)
+                if pair is None:
+                    pair = encode((rep, team))
+                key = (at, "rep_team", pair, field)
+                out[key] = get(key, 0) + 1
 
     found = attempts(lead)
     reached: dict[str, tuple[float, str, str]] = {}
@@ -183,16 +143,16 @@ def contribution(lead: LeadState) -> Contribution:
             credit(at, rep, team, _CONNECTED_FIELDS[channel])
             if channel not in reached:
                 reached[channel] = (at, rep, team)
-    won = lead.get("won")
+    won = lead.won
     for channel, (at, rep, team) in reached.items():
         credit(at, rep, team, _REACHED_FIELDS[channel])
         if won is not None and won >= at:
             credit(at, rep, team, _WON_FIELDS[channel])
 
-    converted = lead.get("converted")
+    converted = lead.converted
     if converted is not None:
         count = 0
-        rep, team = UNASSIGNED, lead.get("team") or UNASSIGNED
+        rep, team = UNASSIGNED, lead.team or UNASSIGNED
         for attempt in found:  # sorted: the last one at or before the conversion is the credited touch
             if attempt[0] > converted:
                 break
@@ -200,15 +160,15 @@ def contribution(lead: LeadState) -> Contribution:
             rep, team = attempt[2], attempt[3]
         credit(converted, rep, team, "leads_converted")
         credit(converted, rep, team, "touches_to_convert", count)
-    elif lead.get("quiet") and found:
+    elif lead.quiet and found:
         at, _channel, rep, team, _connected, _ident = found[-1]
         credit(at, rep, team, "leads_quiet")
         credit(at, rep, team, "touches_before_quiet", len(found))
 
     meeting = first_meeting(lead)
-    created = lead.get("created")
+    created = lead.created
     if created is not None:
-        source = lead.get("source") or UNKNOWN_SOURCE
+        source = lead.source or UNKNOWN_SOURCE
         out[(created, "source", source, "leads")] = 1
         if meeting is not None:
             out[(created, "source", source, "leads_first_meeting")] = 1
@@ -219,13 +179,13 @@ def contribution(lead: LeadState) -> Contribution:
             credit(at, rep, team, "outreach_first_meeting")
     if meeting is not None:
         at, meeting_id, first = meeting
-        credit(at, first["rep"], first["team"], "first_meetings")
+        credit(at, first.rep, first.team, "first_meetings")
         later = any(
-            other_id != meeting_id and other.get("at") is not None and other["at"] > at
-            for other_id, other in lead.get("meetings", {}).items()
+            other_id != meeting_id and other.at is not None and other.at > at
+            for other_id, other in lead.meetings.items()
         )
         if later or (converted is not None and converted >= at):
-            credit(at, first["rep"], first["team"], "first_meeting_next_step")
+            credit(at, first.rep, first.team, "first_meeting_next_step")
     return out
 
 
@@ -245,7 +205,7 @@ def contribution_change(old: Contribution, new: Contribution) -> dict[float, lis
     return {at: [(scope, ident, fields) for (scope, ident), fields in by_id.items()] for at, by_id in grouped.items()}
 
 
-def batch_recompute(leads: list[LeadState]) -> dict[tuple[str, str], dict[str, Number]]:
+def batch_recompute(leads: list[Lead]) -> dict[tuple[str, str], dict[str, Number]]:
     """Reference: all-time additive fields per (scope, id) over final lead states (for tests)."""
     totals: dict[tuple[str, str], dict[str, Number]] = {}
     for lead in leads:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from salespulse.config import Config
 from salespulse.families.business_hours import add_business_seconds, business_seconds_between
 from salespulse.families.context import FamilyContext
+from salespulse.families.lead_response.state import LEAD_CODEC
 from salespulse.families.lead_response.family import LeadResponseFamily
 from salespulse.families.lead_response.spec import SPEC
 
@@ -19,7 +20,7 @@ def build(ctx: FamilyContext) -> LeadResponseFamily:
     sla_s = config.lead_response.effective_sla_seconds(int(ctx.sla_s))
     return LeadResponseFamily(
         ctx.cells("response"),
-        ctx.states("leads"),
+        ctx.states("leads", LEAD_CODEC),
         ctx.tz,
         ctx.retention_s,
         sla_s=sla_s,

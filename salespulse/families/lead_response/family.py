@@ -18,23 +18,24 @@ frozen (``as_fired``): Alertmanager identifies an alert by its labels.
 from __future__ import annotations
 
 import heapq
+from sys import intern
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 
 from salespulse.families.lead_response.spec import SPEC
+from salespulse.families.lead_response.state import SLA_RULE, WARNING_RULE, Episode, Lead
 from salespulse.families.lead_response.rules import (
     UNASSIGNED,
     UNKNOWN_SOURCE,
-    LeadState,
     contribution,
     contribution_change,
-    is_touch,
     responsible_rep,
 )
-from salespulse.models.events import LeadAssigned, LeadCreated
-from salespulse.families.state import StateStore
+from salespulse.families.outbound import is_outbound
+from salespulse.models.events import EventBase, LeadAssigned, LeadCreated
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
 from salespulse.outputs.alerts import published_key
@@ -43,13 +44,7 @@ FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
 #: A lead whose creation is processed later than this after its deadline is history: never alerted.
 LIVE_GRACE_S = 600.0
-SLA_RULE = "lead_response_sla"
-WARNING_RULE = "lead_response_warning"
-#: Per rule: the state's (status, fired-at, resolved-at) keys.
-RULE_KEYS: dict[str, tuple[str, str, str]] = {
-    SLA_RULE: ("alert", "fired_at", "resolved_at"),
-    WARNING_RULE: ("warning", "warned_at", "warning_resolved_at"),
-}
+RULES = (SLA_RULE, WARNING_RULE)
 
 DeadlineOf = Callable[[float, str], float]  # (created epoch, team) -> deadline epoch
 BusinessSeconds = Callable[[float, float, str], float]  # (start, end, team) -> open seconds between
@@ -61,7 +56,7 @@ class LeadResponseFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(  # the windows' store, the leads' store, then the windows' zone and retention
-        self, cells: StateStore, leads: StateStore, tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], leads: StateStore[Lead], tz: ZoneInfo, retention_s: float,
         sla_s: float,
         deadline_of: DeadlineOf | None = None,
         business_seconds: BusinessSeconds | None = None,
@@ -73,8 +68,8 @@ class LeadResponseFamily(WindowedFamily):
         self.deadline_of: DeadlineOf = deadline_of or (lambda created, _team: created + sla_s)
         self.business_seconds: BusinessSeconds = business_seconds or (lambda start, end, _team: max(0.0, end - start))
         self.leads = leads
-        self._lead = cast(Callable[[int, str], LeadState | None], leads.get)  # typed, as in EngagementFamily
-        self._leads = cast(Callable[[int], Iterator[tuple[str, LeadState]]], leads.items)
+        self._lead = leads.get  # the store's own methods: no wrapper call on the hot path
+        self._leads = leads.items
         self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
         #: (created epoch, team) -> the pre-breach warning's instant; None: no warnings.
         self.warn_of = warn_of
@@ -94,7 +89,7 @@ class LeadResponseFamily(WindowedFamily):
         self.awaiting_changed: set[int] = set()
 
     @property
-    def stores(self) -> tuple[StateStore, StateStore]:
+    def stores(self) -> tuple[StateStore[Cell], StateStore[Lead]]:
         """Write order: aggregates before the lead states they were derived from."""
         return (self.cells, self.leads)
 
@@ -123,21 +118,21 @@ class LeadResponseFamily(WindowedFamily):
         self.unpublished = {entry for entry in self.unpublished if entry[0] != partition}
         self.inherited_unpublished.discard(partition)
 
-    def _index(self, partition: int, lead_id: str, lead: LeadState, push: bool | None = None) -> None:
+    def _index(self, partition: int, lead_id: str, lead: Lead, push: bool | None = None) -> None:
         """Index a lead: ``push=None`` while loading (heapified after), else push its deadline if ``push``."""
         self.awaiting_changed.add(partition)
-        if lead.get("created") is not None and lead.get("touch") is None:
+        if lead.created is not None and lead.touch is None:
             self.awaiting[partition].add(lead_id)
-            if lead.get("live") and lead.get("alert") is None:
-                self._push(self.deadlines[partition], (lead["deadline"], lead_id), push)
-                warn_at = lead.get("warn_at")
-                if warn_at is not None and lead.get("warning") is None:
+            if lead.live and lead.breach is None and lead.deadline is not None:
+                self._push(self.deadlines[partition], (lead.deadline, lead_id), push)
+                warn_at = lead.warn_at
+                if warn_at is not None and lead.warning is None:
                     self._push(self.warnings[partition], (warn_at, lead_id), push)
         else:
             self.awaiting[partition].discard(lead_id)
-        if lead.get("alert") or lead.get("warning"):
+        if lead.breach is not None or lead.warning is not None:
             self.alerting.setdefault(partition, set()).add(lead_id)
-            if any(key not in lead.get("published", ()) for _, key, _ in self._statuses(lead_id, lead)):
+            if any(key not in lead.published for _, key, _ in self._statuses(lead_id, lead)):
                 self.unpublished.add((partition, lead_id))
 
     @staticmethod
@@ -149,7 +144,7 @@ class LeadResponseFamily(WindowedFamily):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Update the lead an event concerns; True if it changed anything.
 
         ``arrived`` (the Kafka record's timestamp, when ingest wrote it) decides whether a new lead is
@@ -159,118 +154,110 @@ class LeadResponseFamily(WindowedFamily):
         if lead_id is None:
             return False
         created = isinstance(event, LeadCreated)
-        touch = is_touch(event, self.outbound_kinds)
+        touch = is_outbound(event, self.outbound_kinds)
         if not (created or touch or isinstance(event, LeadAssigned)):
             return False
         at = event.occurred_at.timestamp()
         lead = self._lead(partition, lead_id)
-        if lead is not None and touch and lead.get("touch") is not None and at >= lead["touch"]:
+        if lead is not None and touch and lead.touch is not None and at >= lead.touch:
             return False  # a follow-up touch: the first touch stands, nothing changes (the common case)
         if lead is None:
-            lead = cast(LeadState, self.leads.cell(partition, lead_id))
-        if offset <= lead["wm"]:
+            lead = self.leads.cell(partition, lead_id)
+        if offset <= lead.wm:
             return False  # the state already holds this event (replay after a crash)
         before = contribution(lead)
-        before_created = lead.get("created")
-        before_deadline = lead.get("deadline")
-        if created:
+        before_created = lead.created
+        before_deadline = lead.deadline
+        if isinstance(event, LeadCreated):
             self._on_created(lead, event, at, now if arrived is None else arrived)
         elif touch:
             self._on_touch(partition, lead_id, lead, event, at, now)
-        else:
-            self._assign(lead, at, event.rep_id)  # reassignment moves the responsibility, not the clock
+        elif isinstance(event, LeadAssigned):
+            lead.assign(at, event.rep_id)  # reassignment moves the responsibility, not the clock
             if event.team:
-                lead["team"], lead["team_from"] = event.team, "assigned"
+                lead.team, lead.team_from = intern(event.team), "assigned"
         self._refresh_owners(lead)
         self._refresh_response(lead)
         after = contribution(lead)
-        if before_created is not None and before_created != lead.get("created"):
+        created_at = lead.created
+        if before_created is not None and created_at is not None and before_created != created_at:
             self.add(partition, offset, before_created, now, contribution_change(before, {}))
-            self.add(partition, offset, lead["created"], now, contribution_change({}, after))
-        elif lead.get("created") is not None:
+            self.add(partition, offset, created_at, now, contribution_change({}, after))
+        elif created_at is not None:
             deltas = contribution_change(before, after)
             if deltas:
-                self.add(partition, offset, lead["created"], now, deltas)
+                self.add(partition, offset, created_at, now, deltas)
         self.leads.touch(partition, lead_id)
         # A deadline goes on the heap once; later changes of the lead leave it where it is.
-        self._index(partition, lead_id, lead, push=lead.get("deadline") != before_deadline)
+        self._index(partition, lead_id, lead, push=lead.deadline != before_deadline)
         return True
 
-    def _on_created(self, lead: LeadState, event: LeadCreated, at: float, arrived: float) -> None:
-        first = lead.get("created") is None
-        if first or at < lead["created"]:
-            lead["created"] = at
+    def _on_created(self, lead: Lead, event: LeadCreated, at: float, arrived: float) -> None:
+        first = lead.created is None
+        created = at if lead.created is None else min(lead.created, at)
+        lead.created = created
         if event.rep_id:
-            self._assign(lead, at, event.rep_id)
-        if event.team and lead.get("team_from") in (None, "touch"):
-            lead["team"], lead["team_from"] = event.team, "created"
-        lead["source"] = lead.get("source") or event.source
+            lead.assign(at, event.rep_id)
+        if event.team and lead.team_from in (None, "touch"):
+            lead.team, lead.team_from = intern(event.team), "created"
+        lead.source = lead.source or (event.source and intern(event.source))
         if event.mql is not None:
-            lead["mql"] = event.mql
-        lead["hours_team"] = lead.get("team") or UNASSIGNED  # whose business hours set the clock
-        lead["deadline"] = self.deadline_of(lead["created"], lead["hours_team"])
-        lead["warn_at"] = None if self.warn_of is None else self.warn_of(lead["created"], lead["hours_team"])
+            lead.mql = event.mql
+        hours_team = lead.hours_team = lead.team or UNASSIGNED  # whose business hours set the clock
+        deadline = lead.deadline = self.deadline_of(created, hours_team)
+        lead.warn_at = None if self.warn_of is None else self.warn_of(created, hours_team)
         if first:
-            lead["live"] = arrived <= lead["deadline"] + LIVE_GRACE_S
+            lead.live = arrived <= deadline + LIVE_GRACE_S
 
-    def _on_touch(self, partition: int, lead_id: str, lead: LeadState, event: Any, at: float, now: float) -> None:
-        touch = lead.get("touch")
+    def _on_touch(self, partition: int, lead_id: str, lead: Lead, event: EventBase, at: float, now: float) -> None:
+        touch = lead.touch
         if touch is not None and at >= touch:
             return
-        lead["touch"] = at
-        lead["toucher"] = event.rep_id
-        if event.team and not lead.get("team"):
-            lead["team"], lead["team_from"] = event.team, "touch"
-        for rule in (SLA_RULE, WARNING_RULE):
+        lead.touch = at
+        lead.toucher = event.rep_id and intern(event.rep_id)
+        if event.team and not lead.team:
+            lead.team, lead.team_from = intern(event.team), "touch"
+        for rule in RULES:
             if self._resolve(lead, rule, now):
                 self.unpublished.add((partition, lead_id))
 
     @staticmethod
-    def _resolve(lead: LeadState, rule: str, now: float) -> bool:
-        status, _, resolved_at = RULE_KEYS[rule]
-        if lead.get(status) != "firing":
+    def _resolve(lead: Lead, rule: str, now: float) -> bool:
+        episode = lead.episode(rule)
+        if episode is None or episode.resolved_at is not None:
             return False
-        state = cast(dict[str, Any], lead)
-        state[status], state[resolved_at] = "resolved", now
+        episode.resolved_at = now
         return True
 
     @staticmethod
-    def _fire(lead: LeadState, rule: str, now: float) -> None:
-        status, fired_at, _ = RULE_KEYS[rule]
-        state = cast(dict[str, Any], lead)
-        state[status], state[fired_at] = "firing", now
-        if "as_fired" not in lead:
-            lead["as_fired"] = [responsible_rep(lead), lead.get("team") or UNASSIGNED, lead.get("source") or UNKNOWN_SOURCE]
+    def _fire(lead: Lead, rule: str, now: float) -> None:
+        lead.set_episode(rule, Episode(now))
+        if lead.as_fired is None:
+            lead.as_fired = (responsible_rep(lead), lead.team or UNASSIGNED, lead.source or UNKNOWN_SOURCE)
 
     @staticmethod
-    def _assign(lead: LeadState, at: float, rep: str) -> None:
-        owners = lead.setdefault("owners", [])
-        if [at, rep] not in owners:
-            owners.append([at, rep])
-            owners.sort()
-
-    @staticmethod
-    def _refresh_owners(lead: LeadState) -> None:
+    def _refresh_owners(lead: Lead) -> None:
         """Current owner, and the owner at the first touch in event time (assignments may arrive late)."""
-        owners = lead.get("owners") or []
-        lead["owner"] = owners[-1][1] if owners else None
-        touch = lead.get("touch")
+        owners = lead.owners
+        lead.owner = owners[-1][1] if owners else None
+        touch = lead.touch
         if touch is None:
-            lead["touch_owner"] = None
+            lead.touch_owner = None
             return
         before = [rep for at, rep in owners if at <= touch]
+        created = lead.created
         if before:
-            lead["touch_owner"] = before[-1]
-        elif owners and lead.get("created") is not None and touch <= lead["created"] and owners[0][0] <= lead["created"]:
-            lead["touch_owner"] = owners[0][1]  # a touch stamped before creation is clock skew: the first owner
+            lead.touch_owner = before[-1]
+        elif owners and created is not None and touch <= created and owners[0][0] <= created:
+            lead.touch_owner = owners[0][1]  # a touch stamped before creation is clock skew: the first owner
         else:
-            lead["touch_owner"] = UNASSIGNED  # nobody owned the lead when it was touched
+            lead.touch_owner = UNASSIGNED  # nobody owned the lead when it was touched
 
-    def _refresh_response(self, lead: LeadState) -> None:
-        created, touch = lead.get("created"), lead.get("touch")
+    def _refresh_response(self, lead: Lead) -> None:
+        created, touch = lead.created, lead.touch
         if created is not None and touch is not None:
-            team = lead.get("hours_team") or lead.get("team") or UNASSIGNED
-            lead["response_s"] = max(0.0, self.business_seconds(created, touch, team))
+            team = lead.hours_team or lead.team or UNASSIGNED
+            lead.response_s = max(0.0, self.business_seconds(created, touch, team))
 
     # -- the clock ---------------------------------------------------------------------------------
 
@@ -285,12 +272,13 @@ class LeadResponseFamily(WindowedFamily):
                 lead = self._lead(partition, lead_id)
                 if (
                     lead is None
-                    or lead.get("touch") is not None
-                    or lead.get("warning") is not None
-                    or lead.get("alert") is not None
-                    or not lead.get("live")
-                    or lead.get("warn_at") != warn_at
-                    or lead["deadline"] <= now  # past the deadline already (a worker was down): the breach says it
+                    or lead.touch is not None
+                    or lead.warning is not None
+                    or lead.breach is not None
+                    or not lead.live
+                    or lead.warn_at != warn_at
+                    or lead.deadline is None
+                    or lead.deadline <= now  # past the deadline already (a worker was down): the breach says it
                 ):
                     continue
                 self._fire(lead, WARNING_RULE, now)
@@ -302,10 +290,10 @@ class LeadResponseFamily(WindowedFamily):
                 lead = self._lead(partition, lead_id)
                 if (
                     lead is None
-                    or lead.get("touch") is not None
-                    or lead.get("alert") is not None
-                    or not lead.get("live")
-                    or lead.get("deadline") != deadline
+                    or lead.touch is not None
+                    or lead.breach is not None
+                    or not lead.live
+                    or lead.deadline != deadline
                 ):
                     continue  # touched, already alerted, or its deadline moved (an earlier creation)
                 self._fire(lead, SLA_RULE, now)
@@ -330,39 +318,37 @@ class LeadResponseFamily(WindowedFamily):
             lead = self._lead(partition, lead_id)
             if lead is None:
                 continue
-            published = lead.get("published", [])
+            published = lead.published
             for alert, key, _ in self._statuses(lead_id, lead):
                 if key not in published:
                     out.append((partition, lead_id, alert))
         return out
 
-    def _statuses(self, lead_id: str, lead: LeadState, now: float | None = None) -> Iterator[tuple[dict[str, Any], str, float]]:
+    def _statuses(self, lead_id: str, lead: Lead, now: float | None = None) -> Iterator[tuple[dict[str, Any], str, float]]:
         """Every status the lead's alerts went through, oldest first: (alert JSON, published key, emitted at).
 
         With ``now``, a firing status is stamped ``now`` (its age grows on each resend to Alertmanager).
         """
-        state = cast(dict[str, Any], lead)
-        for rule, (status_key, fired_key, resolved_key) in RULE_KEYS.items():
-            status = state.get(status_key)
-            if status is None:
+        for rule in RULES:
+            episode = lead.episode(rule)
+            if episode is None:
                 continue
-            firing = self.alert_json(lead_id, lead, "firing", state[fired_key], rule)
-            if status == "firing":
+            firing = self.alert_json(lead_id, lead, "firing", episode.fired_at, rule)
+            if episode.resolved_at is None:
                 if now is not None:
                     firing = self.alert_json(lead_id, lead, "firing", now, rule)
-                yield firing, published_key(firing), state[fired_key]
+                yield firing, published_key(firing), episode.fired_at
                 continue
-            yield firing, published_key(firing), state[fired_key]
-            resolved = self.alert_json(lead_id, lead, "resolved", state[resolved_key], rule)
-            yield resolved, published_key(resolved), state[resolved_key]
+            yield firing, published_key(firing), episode.fired_at
+            resolved = self.alert_json(lead_id, lead, "resolved", episode.resolved_at, rule)
+            yield resolved, published_key(resolved), episode.resolved_at
 
     def alert_json(
-        self, lead_id: str, lead: LeadState, status: str, emitted: float, rule: str = SLA_RULE
+        self, lead_id: str, lead: Lead, status: str, emitted: float, rule: str = SLA_RULE
     ) -> dict[str, Any]:
         """The contract's alert message for one lead, rule and status (``deadline``: when the rule fires)."""
-        rep, team, source = lead.get("as_fired") or (
-            responsible_rep(lead), lead.get("team") or UNASSIGNED, lead.get("source") or UNKNOWN_SOURCE
-        )
+        rep, team, source = lead.as_fired or (responsible_rep(lead), lead.team or UNASSIGNED, lead.source or UNKNOWN_SOURCE)
+        created, deadline = cast(float, lead.created), cast(float, lead.deadline)  # an alerted lead has both
         out: dict[str, Any] = {
             "alert": rule,
             "status": status,
@@ -370,14 +356,14 @@ class LeadResponseFamily(WindowedFamily):
             "rep_id": rep,
             "team": team,
             "source": source,
-            "created_at": iso(lead["created"]),
-            "deadline": iso(lead["deadline"]),
+            "created_at": iso(created),
+            "deadline": iso(deadline),
             "emitted_at": iso(emitted),
-            "age_seconds": round(emitted - lead["created"], 3),
+            "age_seconds": round(emitted - created, 3),
         }
         if rule == WARNING_RULE:
-            out["deadline"] = iso(cast(float, lead.get("warn_at")))
-            out["sla_deadline"] = iso(lead["deadline"])
+            out["deadline"] = iso(cast(float, lead.warn_at))
+            out["sla_deadline"] = iso(deadline)
         return out
 
     def active_alerts(self, owned: Iterable[int], now: float, resolved_within_s: float) -> list[dict[str, Any]]:
@@ -408,11 +394,10 @@ class LeadResponseFamily(WindowedFamily):
             lead = self._lead(partition, lead_id)
             if lead is None:
                 continue
-            statuses = lead.setdefault("published", [])
-            if status not in statuses:
-                statuses.append(status)
+            if status not in lead.published:
+                lead.published += (status,)
                 changed.setdefault(partition, set()).add(lead_id)
-            if all(key in statuses for _, key, _ in self._statuses(lead_id, lead)):
+            if all(key in lead.published for _, key, _ in self._statuses(lead_id, lead)):
                 self.unpublished.discard((partition, lead_id))
         for partition, names in changed.items():
             self.leads.write_many(partition, names)
@@ -425,29 +410,29 @@ class LeadResponseFamily(WindowedFamily):
         for partition in owned:
             for lead_id in self.awaiting.get(partition, ()):
                 lead = self._lead(partition, lead_id)
-                if lead is None or not lead.get("live"):
+                if lead is None or not lead.live or lead.created is None:
                     continue
-                team = lead.get("team") or UNASSIGNED
+                team = lead.team or UNASSIGNED
                 count, oldest = out.get(team, (0, 0.0))
-                out[team] = (count + 1, max(oldest, now - lead["created"]))
+                out[team] = (count + 1, max(oldest, now - lead.created))
         return out
 
     def awaiting_leads(self, partition: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """A partition's live leads awaiting a first touch: their count and the ``limit`` oldest."""
-        leads = []
+        leads: list[tuple[float, str, Lead]] = []
         for lead_id in self.awaiting.get(partition, ()):
             lead = self.leads.get(partition, lead_id)
-            if lead is not None and lead.get("live"):
-                leads.append((lead["created"], lead_id, lead))
+            if lead is not None and lead.live and lead.created is not None:
+                leads.append((lead.created, lead_id, lead))
         oldest = heapq.nsmallest(limit, leads, key=lambda entry: (entry[0], entry[1]))
         return len(leads), [
             {
                 "lead_id": lead_id,
-                "rep_id": lead.get("owner") or UNASSIGNED,
-                "team": lead.get("team") or UNASSIGNED,
-                "source": lead.get("source") or UNKNOWN_SOURCE,
+                "rep_id": lead.owner or UNASSIGNED,
+                "team": lead.team or UNASSIGNED,
+                "source": lead.source or UNKNOWN_SOURCE,
                 "created_at": created,
-                "deadline": lead["deadline"],
+                "deadline": lead.deadline,
             }
             for created, lead_id, lead in oldest
         ]
@@ -464,8 +449,8 @@ class LeadResponseFamily(WindowedFamily):
         for partition in owned:
             for lead_id in self.awaiting.get(partition, ()):
                 lead = self._lead(partition, lead_id)
-                if lead is not None and lead["deadline"] <= now:
-                    key = (lead.get("team") or UNASSIGNED, responsible_rep(lead))
+                if lead is not None and lead.deadline is not None and lead.deadline <= now:
+                    key = (lead.team or UNASSIGNED, responsible_rep(lead))
                     totals[key] = totals.get(key, 0) + 1
         return totals
 
@@ -477,9 +462,7 @@ class LeadResponseFamily(WindowedFamily):
         cutoff = now - self.retention_s
         stale = []
         for lead_id, lead in self._leads(partition):
-            newest = max(
-                lead.get("created") or 0.0, lead.get("touch") or 0.0, *(at for at, _ in lead.get("owners") or ())
-            )
+            newest = max(lead.created or 0.0, lead.touch or 0.0, *(at for at, _ in lead.owners))
             if newest < cutoff and (partition, lead_id) not in self.unpublished:
                 stale.append(lead_id)
         if stale:

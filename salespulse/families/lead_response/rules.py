@@ -17,10 +17,9 @@ reassignment) is applied as ``contribution(new) - contribution(old)``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
 
 from salespulse.families.keys import encode
-from salespulse.models.events import ActivityLogged, CallLogged, EmailSent, MeetingBooked
+from salespulse.families.lead_response.state import Lead
 from salespulse.outputs.derived import Histogram
 
 UNASSIGNED = "unassigned"
@@ -42,69 +41,31 @@ def quantile(fields: Mapping[str, float], q: float) -> float | None:
     return RESPONSE_TIMES.quantile(fields, q)
 
 
-class LeadState(TypedDict, total=False):
-    """One lead as the family keeps it (a JSON object in the ``leads`` record log); times are epoch seconds."""
-
-    wm: int  # the highest source offset this state holds
-    created: float  # the earliest ``lead.created``
-    deadline: float  # first-touch deadline (creation + SLA in the team's business hours)
-    hours_team: str  # whose business hours set the deadline
-    live: bool  # created in time to alert on (backfills are measured, never alerted)
-    touch: float | None  # the first outbound touch
-    toucher: str | None
-    owners: list[list[Any]]  # assignments ``[at, rep]``, sorted
-    owner: str | None  # the current owner
-    touch_owner: str | None  # the owner at the first touch
-    team: str | None
-    team_from: str  # where ``team`` came from: created, assigned or touch
-    source: str | None
-    mql: bool
-    response_s: float  # business seconds from creation to the first touch
-    alert: str | None  # firing | resolved
-    fired_at: float
-    resolved_at: float
-    warn_at: float | None  # pre-breach warning instant (a share of the SLA in business time), None: off
-    warning: str | None  # firing | resolved (the pre-breach warning)
-    warned_at: float
-    warning_resolved_at: float
-    as_fired: list[str]  # [rep, team, source] when the lead's first alert fired: its labels never change
-    published: list[str]  # alert statuses already published (``outputs.alerts.published_key``)
-
-
-def is_touch(event: object, outbound_kinds: frozenset[str] = frozenset()) -> bool:
-    """True if the event is an outbound touch of a lead by a rep."""
-    if isinstance(event, (CallLogged, EmailSent, MeetingBooked)):
-        return True
-    if isinstance(event, ActivityLogged):
-        return bool(event.outbound) or event.kind.strip().lower() in outbound_kinds
-    return False
-
-
-def responsible_rep(lead: LeadState) -> str:
+def responsible_rep(lead: Lead) -> str:
     """Who a lead's numbers are credited to: the owner at first touch, else the current owner."""
-    return lead.get("touch_owner") or lead.get("owner") or UNASSIGNED
+    return lead.touch_owner or lead.owner or UNASSIGNED
 
 
-def contribution(lead: LeadState) -> dict[tuple[str, str, str], float]:
+def contribution(lead: Lead) -> dict[tuple[str, str, str], float]:
     """A lead's additive fields per (scope, id, field); empty until its creation is known.
 
-    ``lead`` holds ``created`` (epoch), ``deadline`` (epoch), ``touch`` (epoch of first touch or
-    None), ``response_s`` (business seconds, set with ``touch``), ``owner``, ``touch_owner``,
-    ``team`` and ``source``.
+    Of the lead (``families.lead_response.state``): ``created``, ``deadline``, ``touch`` (the first touch
+    or None), ``response_s`` (business seconds, set with ``touch``), ``owner``, ``touch_owner``, ``team``
+    and ``source``.
     """
-    if lead.get("created") is None:
+    if lead.created is None:
         return {}
     fields: dict[str, float] = {"created": 1}
-    touch = lead.get("touch")
+    touch = lead.touch
     if touch is not None:
-        response = float(lead["response_s"])
+        response = float(lead.response_s or 0.0)
         fields["touched"] = 1
         fields["response_sum_s"] = response
         fields[bucket_field(response)] = 1
-        fields["within_sla" if touch <= lead["deadline"] else "late"] = 1
+        fields["within_sla" if lead.deadline is not None and touch <= lead.deadline else "late"] = 1
     rep = responsible_rep(lead)
-    team = lead.get("team") or UNASSIGNED
-    source = lead.get("source") or UNKNOWN_SOURCE
+    team = lead.team or UNASSIGNED
+    source = lead.source or UNKNOWN_SOURCE
     out: dict[tuple[str, str, str], float] = {}
     for scope, ident in (
         ("rep", rep),
@@ -134,7 +95,7 @@ def contribution_change(
     return [(scope, ident, fields) for (scope, ident), fields in grouped.items()]
 
 
-def batch_recompute(leads: Sequence[LeadState]) -> dict[tuple[str, str], dict[str, float]]:
+def batch_recompute(leads: Sequence[Lead]) -> dict[tuple[str, str], dict[str, float]]:
     """Reference: all-time additive fields per (scope, id) over final lead states (for tests)."""
     totals: dict[tuple[str, str], dict[str, float]] = {}
     for lead in leads:

@@ -25,14 +25,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 
 from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
+from salespulse.families.pipeline.state import Deal, Entity, PipelineLead, Quota
 from salespulse.families.pipeline.rules import (
     DealView,
-    State,
+    NowKey,
+    WindowKey,
     deal_contribution,
     lead_contribution,
     quota_contribution,
@@ -40,14 +42,14 @@ from salespulse.families.pipeline.rules import (
     view,
     window_change,
 )
-from salespulse.models.events import CustomerChurned, DealLeadLinked, Event, LeadConverted, LeadDealClosed, QuotaSet
+from salespulse.models.events import CustomerChurned, DealEvent, DealLeadLinked, Event, EventBase, LeadEvent, LeadConverted, LeadDealClosed, QuotaSet
 from salespulse.models.events import derived_event_id
 from salespulse.families import keys
 from salespulse.families.keys import Key
 from salespulse.families.pipeline.spec import SPEC, derived
 from salespulse.families.entity_clocks import EntityClocks
 from salespulse.families.pipeline.stalls import StallRule
-from salespulse.families.pipeline.states import (
+from salespulse.families.pipeline.fold import (
     DEAL_EVENTS,
     LEAD_EVENTS,
     config_quota_events,
@@ -55,13 +57,14 @@ from salespulse.families.pipeline.states import (
     record_deal_event,
     record_lead_event,
 )
-from salespulse.families.state import StateStore
+from salespulse.families.state import Cell, StateStore
 from salespulse.families.queries import keyed
 from salespulse.families.windowed import WindowedFamily
 from salespulse.families.windows import iso
 from salespulse.outputs.aggregates import NOW, Partial, partial
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", Deal, PipelineLead, Quota)
 
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
@@ -80,7 +83,7 @@ class PipelineFamily(WindowedFamily):
     spec = SPEC
 
     def __init__(  # the windows' store, the states' store, then the windows' zone and retention
-        self, cells: StateStore, states: StateStore, tz: ZoneInfo, retention_s: float,
+        self, cells: StateStore[Cell], states: StateStore[Entity], tz: ZoneInfo, retention_s: float,
         pipelines: Pipelines | None = None,
         currency: str = "USD",
         team_of_rep: Mapping[str, str] | None = None,
@@ -108,7 +111,7 @@ class PipelineFamily(WindowedFamily):
         self.stalls = stalls
 
     @property
-    def stores(self) -> tuple[StateStore, ...]:
+    def stores(self) -> tuple[StateStore[Any], ...]:
         """Write order: aggregates before the states they were derived from, then the stall clocks."""
         if self.stalls is None:
             return (self.cells, self.states)
@@ -126,9 +129,9 @@ class PipelineFamily(WindowedFamily):
         self.open[partition] = {}
         self.quota_keys[partition] = set()
         for key, state in self.states.items(partition):
-            if key.startswith("q:"):
+            if isinstance(state, Quota):
                 self.quota_keys[partition].add(key)
-            elif key.startswith("d:"):
+            elif isinstance(state, Deal):
                 _, now = self._deal_contribution(state)
                 self._apply_now(partition, {}, now)
         for scope, ident in self.open[partition]:
@@ -154,7 +157,7 @@ class PipelineFamily(WindowedFamily):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def apply(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def apply(self, partition: int, offset: int, event: EventBase, now: float, arrived: float | None = None) -> bool:
         """Update the deal, lead or quota an event concerns; True if it was one of this family's events."""
         if isinstance(event, DEAL_EVENTS):
             return self._apply_deal(partition, offset, event, now, now if arrived is None else arrived)
@@ -168,21 +171,25 @@ class PipelineFamily(WindowedFamily):
             return self._apply_quota(partition, offset, event, now)
         return False
 
-    def _state(self, partition: int, key: str, offset: int) -> State | None:
+    def _state(self, partition: int, key: str, offset: int, kind: type[E]) -> E | None:
         """The state to change, or None if it already holds this offset (a replay after a crash)."""
         state = self.states.get(partition, key)
         if state is None:
             state = self.states.cell(partition, key)
-        return None if offset <= state["wm"] else state
+        if not isinstance(state, kind):
+            raise TypeError(f"state {key!r} is a {type(state).__name__}, not a {kind.__name__}")
+        return None if offset <= state.wm else state
 
-    def _apply_deal(self, partition: int, offset: int, event: Any, now: float, arrived: float | None = None) -> bool:
+    def _apply_deal(self, partition: int, offset: int, event: DealEvent | CustomerChurned, now: float, arrived: float | None = None) -> bool:
         deal_id = event.deal_id
-        state = self._state(partition, f"d:{deal_id}", offset)
+        if deal_id is None:
+            return False
+        state = self._state(partition, f"d:{deal_id}", offset, Deal)
         if state is None:
             return True
         before_windowed, before_now = self._deal_contribution(state)
         before_view = self._view(state)
-        before_lead = (state.get("lead") or [0, "", None])[2]
+        before_lead = state.lead.value if state.lead is not None else None
         record_deal_event(state, event)
         self._report_unknown_stage(event)
         after_windowed, after_now = self._deal_contribution(state)
@@ -194,9 +201,11 @@ class PipelineFamily(WindowedFamily):
         self.states.touch(partition, f"d:{deal_id}")
         return True
 
-    def _apply_lead(self, partition: int, offset: int, event: Any, now: float) -> bool:
+    def _apply_lead(self, partition: int, offset: int, event: LeadEvent | CustomerChurned, now: float) -> bool:
         lead_id = event.lead_id
-        state = self._state(partition, f"l:{lead_id}", offset)
+        if lead_id is None:
+            return False
+        state = self._state(partition, f"l:{lead_id}", offset, PipelineLead)
         if state is None:
             return True
         before = lead_contribution(state, self.team_of_rep)
@@ -218,15 +227,15 @@ class PipelineFamily(WindowedFamily):
 
     def _apply_quota(self, partition: int, offset: int, event: QuotaSet, now: float) -> bool:
         key = f"q:{event.rep_id}:{event.period}"
-        state = self._state(partition, key, offset)
+        state = self._state(partition, key, offset, Quota)
         if state is None:
             return True
         start = self._month_start(event.period)
         before = quota_contribution(state, start, event.rep_id, self.team_of_rep, self.currency)
         at = event.occurred_at.timestamp()
-        current = state.get("value")
+        current = state.value
         if current is None or at >= current[0]:  # equal times: the later in the log (config quotas) wins
-            state["value"] = [at, event.event_id, event.amount, event.currency, event.team]
+            state.value = (at, event.event_id, event.amount, event.currency, event.team)
         after = quota_contribution(state, start, event.rep_id, self.team_of_rep, self.currency)
         self._apply_windows(partition, offset, now, before, after)
         self.states.touch(partition, key)
@@ -239,19 +248,19 @@ class PipelineFamily(WindowedFamily):
 
     # -- contributions -------------------------------------------------------------------------------
 
-    def _view(self, deal: State) -> DealView:
+    def _view(self, deal: Deal) -> DealView:
         return view(deal, self.pipelines, self.currency, self.team_of_rep)
 
-    def _deal_contribution(self, deal: State) -> tuple[dict[Any, float], dict[Any, float]]:
+    def _deal_contribution(self, deal: Deal) -> tuple[dict[WindowKey, float], dict[NowKey, float]]:
         return deal_contribution(deal, self.pipelines, self.currency, self.team_of_rep)
 
     def _apply_windows(
-        self, partition: int, offset: int, now: float, before: Mapping[Any, float], after: Mapping[Any, float]
+        self, partition: int, offset: int, now: float, before: Mapping[WindowKey, float], after: Mapping[WindowKey, float]
     ) -> None:
         for (epoch, grain), deltas in window_change(before, after).items():
             self.add(partition, offset, epoch, now, deltas, only=grain)
 
-    def _apply_now(self, partition: int, before: Mapping[Any, float], after: Mapping[Any, float]) -> None:
+    def _apply_now(self, partition: int, before: Mapping[NowKey, float], after: Mapping[NowKey, float]) -> None:
         gauges = self.open.setdefault(partition, {})
         for key in before.keys() | after.keys():
             change = after.get(key, 0.0) - before.get(key, 0.0)
@@ -269,18 +278,18 @@ class PipelineFamily(WindowedFamily):
             if scope in NOW_PUBLISHED:
                 self.open_dirty.add((partition, scope, ident))
 
-    def _deal_follow_ups(self, deal_id: str, state: State, before_lead: str | None, before: DealView) -> None:
-        lead = state.get("lead")
+    def _deal_follow_ups(self, deal_id: str, state: Deal, before_lead: str | None, before: DealView) -> None:
+        lead = state.lead
         if lead is None:
             return
-        lead_id = lead[2]
-        if lead_id != before_lead and lead[1] == "created":
-            created = state["created"]
+        lead_id = lead.value
+        created = state.created
+        if lead_id != before_lead and lead.event_id == "created" and created is not None:
             self._follow_ups.append(
                 LeadConverted(
                     event_id=derived_event_id("convert", deal_id, lead_id),
                     type="lead.converted",
-                    occurred_at=datetime.fromtimestamp(created[0], timezone.utc),
+                    occurred_at=datetime.fromtimestamp(created.at, timezone.utc),
                     lead_id=lead_id,
                     deal_id=deal_id,
                 )
@@ -304,7 +313,7 @@ class PipelineFamily(WindowedFamily):
             )
         )
 
-    def _report_unknown_stage(self, event: Any) -> None:
+    def _report_unknown_stage(self, event: EventBase) -> None:
         stage = getattr(event, "to_stage", None) or getattr(event, "stage", None)
         pipeline = getattr(event, "pipeline", None)
         if stage is None or pipeline is None or self.pipelines.knows(pipeline, stage):
@@ -363,9 +372,9 @@ class PipelineFamily(WindowedFamily):
         for partition in owned:
             for key in sorted(self.quota_keys.get(partition, ())):
                 state = self.states.get(partition, key)
-                if state is not None and state.get("value") is not None:
+                if isinstance(state, Quota) and state.value is not None:
                     rep, period = key[2:].rsplit(":", 1)
-                    value = state["value"]
+                    value = state.value
                     out[(rep, period, value[3] or self.currency)] = float(value[2])
         return out
 
@@ -380,7 +389,7 @@ class PipelineFamily(WindowedFamily):
         stale = [
             key
             for key, state in self.states.items(partition)
-            if newest_fact(key, state) < cutoff and not (key.startswith("d:") and self._view(state).status == "open")
+            if newest_fact(key, state) < cutoff and not (isinstance(state, Deal) and self._view(state).status == "open")
         ]
         if stale:
             self.states.delete_many(partition, stale)  # one changelog record, not one per state

@@ -4,7 +4,7 @@ Every metric is a *contribution* of one entity's state (a deal, a lead, a rep's 
 that any change (a late stage change, a close arriving before its creation, a reopened deal) is applied
 as ``contribution(new) - contribution(old)`` and the streaming result never depends on arrival order.
 
-A **deal state** is built only from its events' own fields (see ``DealState``): its *timeline* is every
+A **deal state** is built only from its events' own fields (``Deal``, ``families.pipeline.state``): its *timeline* is every
 stage entry (``deal.created``, ``deal.stage_changed``) and close (``deal.won``, ``deal.lost``) sorted by
 ``(occurred_at, event_id)``; the latest one is where the deal is now. Windowed fields land at their own
 instants: stage entries and transitions when they happened, time in a stage when the deal left it, a
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from salespulse.families.keys import decode, encode
+from salespulse.families.pipeline.state import Close, Deal, Entry, PipelineLead, Quota
 from salespulse.families.pipeline.formulas import weighted_amount
 from salespulse.families.pipeline.pipelines import LOST, WON, Pipelines
 from salespulse.outputs.derived import Histogram
@@ -47,7 +47,6 @@ HISTOGRAMS: dict[str, Histogram] = {
 # A windowed contribution key: (instant epoch, only this grain or None for every window, scope, id, field).
 WindowKey = tuple[float, str | None, str, str, str]
 NowKey = tuple[str, str, str]  # (scope, id, field)
-State = dict[str, Any]
 
 
 def duration_bucket(prefix: str, seconds: float) -> str:
@@ -56,22 +55,14 @@ def duration_bucket(prefix: str, seconds: float) -> str:
 
 
 # --- deal state -----------------------------------------------------------------------------------------
-#
-# DealState (a JSON dict, as the stream keeps it; every list sorted by (at, event_id)):
-#   entries: [[at, eid, pipeline, stage, from_stage|None, probability|None]]   (created + stage changes)
-#   closes:  [[at, eid, pipeline, outcome, reason|None, amount|None, currency|None]]
-#   created: [at, eid, pipeline, kind|None] | None        (the earliest deal.created)
-#   amount / currency / owner / team / source: [at, eid, value] of the latest event carrying it
-#   probs:   [[at, eid, probability]] from deal.updated;  expected_close: [at, eid, epoch] | None
-#   lead:    [at, eid, lead id] | None (deal.created's lead wins over later links, see ``link_lead``)
-#   churned: [at, eid, rep|None] | None (the earliest churn)
 
 
-def timeline(deal: State) -> list[list[Any]]:
-    """Stage entries and closes merged in (time, event id) order; closes carry ``"close"`` second-last."""
-    items = [[e[0], e[1], "entry", e] for e in deal.get("entries", ())]
-    items += [[c[0], c[1], "close", c] for c in deal.get("closes", ())]
-    items.sort(key=lambda item: (item[0], item[1]))
+def timeline(deal: Deal) -> list[Entry | Close]:
+    """Stage entries and closes merged in (time, event id) order."""
+    if not deal.closes:
+        return list(deal.entries)
+    items: list[Entry | Close] = [*deal.entries, *deal.closes]
+    items.sort(key=lambda item: (item.at, item.event_id))
     return items
 
 
@@ -92,38 +83,43 @@ class DealView:
     reason: str | None
 
 
-def view(deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: Mapping[str, str]) -> DealView:
+def view(deal: Deal, pipelines: Pipelines, default_currency: str, team_of_rep: Mapping[str, str]) -> DealView:
     """The deal's current status from its timeline, owner, amount and probability with fallbacks."""
-    items = timeline(deal)
-    rep = (deal.get("owner") or [0, "", None])[2] or UNASSIGNED
-    team = (deal.get("team") or [0, "", None])[2] or team_of_rep.get(rep) or UNASSIGNED
-    source = (deal.get("source") or [0, "", None])[2] or UNKNOWN_SOURCE
-    amount = (deal.get("amount") or [0, "", None])[2]
-    currency = (deal.get("currency") or [0, "", None])[2] or default_currency
-    created = deal.get("created")
-    if not items:
-        pipeline = created[2] if created else None
+    rep = deal.owner.value if deal.owner is not None else UNASSIGNED
+    team = (deal.team.value if deal.team is not None else None) or team_of_rep.get(rep) or UNASSIGNED
+    source = deal.source.value if deal.source is not None else UNKNOWN_SOURCE
+    amount = deal.amount.value if deal.amount is not None else None
+    currency = deal.currency.value if deal.currency is not None else default_currency
+    last = _last(deal)
+    if last is None:
+        pipeline = deal.created.pipeline if deal.created is not None else None
         return DealView("unknown", pipeline, None, None, rep, team, source, amount, currency, 0.0, None)
-    last = items[-1]
-    if last[2] == "close":
-        close = last[3]
-        won_amount = close[5] if close[5] is not None else amount
-        won_currency = close[6] or currency
-        status = close[3]
-        return DealView(status, close[2], status, close[0], rep, team, source, won_amount, won_currency, 0.0, close[4])
-    entry = last[3]
-    pipeline, stage = entry[2], entry[3]
+    if isinstance(last, Close):
+        won_amount = last.amount if last.amount is not None else amount
+        won_currency = last.currency or currency
+        status = last.outcome
+        return DealView(status, last.pipeline, status, last.at, rep, team, source, won_amount, won_currency, 0.0, last.reason)
+    pipeline, stage = last.pipeline, last.stage
     outcome = pipelines.closes_as(pipeline, stage)
     if outcome is not None:
-        return DealView(outcome, pipeline, stage, entry[0], rep, team, source, amount, currency, 0.0, None)
+        return DealView(outcome, pipeline, stage, last.at, rep, team, source, amount, currency, 0.0, None)
     probability = pipelines.default_probability(pipeline, stage)
-    chosen = (entry[0], entry[1], entry[5]) if entry[5] is not None else None
-    for at, eid, p in deal.get("probs", ()):
-        if at >= entry[0] and (chosen is None or (at, eid) >= chosen[:2]):
+    chosen = (last.at, last.event_id, last.probability) if last.probability is not None else None
+    for at, eid, p in deal.probs:
+        if at >= last.at and (chosen is None or (at, eid) >= chosen[:2]):
             chosen = (at, eid, p)
     if chosen is not None:
         probability = float(chosen[2])
-    return DealView(OPEN, pipeline, stage, entry[0], rep, team, source, amount, currency, probability, None)
+    return DealView(OPEN, pipeline, stage, last.at, rep, team, source, amount, currency, probability, None)
+
+
+def _last(deal: Deal) -> Entry | Close | None:
+    """Where the deal is now: the latest of its entries and closes by (time, event id)."""
+    entry = deal.entries[-1] if deal.entries else None
+    close = deal.closes[-1] if deal.closes else None
+    if entry is None or close is None:
+        return entry or close
+    return close if (close.at, close.event_id) > (entry.at, entry.event_id) else entry
 
 
 def stage_scope(pipeline: str, stage: str) -> str:
@@ -143,7 +139,7 @@ def transition_id(pipeline: str, from_stage: str, to_stage: str) -> str:
 
 
 def deal_contribution(
-    deal: State, pipelines: Pipelines, default_currency: str, team_of_rep: Mapping[str, str]
+    deal: Deal, pipelines: Pipelines, default_currency: str, team_of_rep: Mapping[str, str]
 ) -> tuple[dict[WindowKey, float], dict[NowKey, float]]:
     """A deal's windowed fields per (instant, grain, scope, id, field) and its *now* fields per (scope, id, field)."""
     v = view(deal, pipelines, default_currency, team_of_rep)
@@ -159,31 +155,31 @@ def deal_contribution(
             for name, value in fields.items():
                 put(at, scope, ident, name, value)
 
-    created = deal.get("created")
+    created = deal.created
     if created is not None:
         cohort = {"deals_created": 1.0}
         if v.status == WON:
             cohort["cohort_won"] = 1.0
-        deal_fields(created[0], created[2], cohort)
-    previous: list[Any] | None = None
+        deal_fields(created.at, created.pipeline, cohort)
+    previous: Entry | Close | None = None
     for item in timeline(deal):
-        at, kind, data = item[0], item[2], item[3]
-        if kind == "entry":
-            pipeline, stage, explicit_from = data[2], data[3], data[4]
+        at = item.at
+        if isinstance(item, Entry):
+            pipeline, stage = item.pipeline, item.stage
             deal_fields(at, pipeline, {f"entries:{stage}": 1.0})
             put(at, "stage", stage_scope(pipeline, stage), "entries", 1.0)
-            from_stage = explicit_from
+            from_stage = item.from_stage
             if from_stage is None and previous is not None:
-                from_stage = previous[3][3]  # the previous entry's stage, or a reopened deal's outcome
+                # the previous entry's stage, or a reopened deal's outcome
+                from_stage = previous.stage if isinstance(previous, Entry) else previous.outcome
             if from_stage is not None:
                 put(at, "pipeline", pipeline, f"transition:{from_stage}>{stage}", 1.0)
                 put(at, "transition", transition_id(pipeline, from_stage, stage), "n", 1.0)
-            if previous is not None and previous[2] == "close":
+            if isinstance(previous, Close):
                 deal_fields(at, pipeline, {"reopened": 1.0})
-        if previous is not None and previous[2] == "entry":
-            left = previous[3]
-            duration = max(0.0, at - left[0])
-            ident = stage_scope(left[2], left[3])
+        if isinstance(previous, Entry):
+            duration = max(0.0, at - previous.at)
+            ident = stage_scope(previous.pipeline, previous.stage)
             put(at, "stage", ident, "tis_count", 1.0)
             put(at, "stage", ident, "tis_sum_s", duration)
             put(at, "stage", ident, duration_bucket("tis", duration), 1.0)
@@ -191,11 +187,11 @@ def deal_contribution(
     if v.status in (WON, LOST) and v.at is not None and v.pipeline is not None:
         if v.status == WON:
             fields: dict[str, float] = {"won": 1.0, f"won_amount:{v.currency}": float(v.amount or 0.0)}
-            kind = created[3] if created is not None else None
+            kind = created.kind if created is not None else None
             if kind in ("upsell", "cross_sell"):
                 fields[f"won_{kind}"] = 1.0
             if created is not None:
-                cycle = max(0.0, v.at - created[0])
+                cycle = max(0.0, v.at - created.at)
                 fields |= {"cycle_count": 1.0, "cycle_sum_s": cycle, duration_bucket("cycle", cycle): 1.0}
         else:
             fields = {"lost": 1.0, f"lost_reason:{pipelines.loss_reason(v.pipeline, v.reason)}": 1.0}
@@ -203,13 +199,13 @@ def deal_contribution(
         for name in ("won", "lost", f"won_amount:{v.currency}"):
             if name in fields:  # Prometheus: deals_closed_total and revenue_won_total by pipeline and rep
                 put(v.at, "pipeline_rep", encode((v.pipeline, v.rep)), name, fields[name])
-    churned = deal.get("churned")
+    churned = deal.churned
     if churned is not None:
         won_at = v.at if v.status == WON else None
-        churn_rep = churned[2] or v.rep
-        churn_team = (team_of_rep.get(churn_rep) or v.team) if churned[2] else v.team
-        for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned[0], won_at).items():
-            put(churned[0], scope, ident, name, value)
+        churn_rep = churned.rep or v.rep
+        churn_team = (team_of_rep.get(churn_rep) or v.team) if churned.rep else v.team
+        for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned.at, won_at).items():
+            put(churned.at, scope, ident, name, value)
     now: dict[NowKey, float] = {}
     if v.status == OPEN and v.pipeline is not None and v.stage is not None:
         amount = float(v.amount or 0.0)
@@ -231,10 +227,10 @@ def deal_contribution(
         now[("team_gauge", team_gauge, "deals")] = 1.0
         now[("team_gauge", team_gauge, "amount")] = amount
         now[("team_gauge", team_gauge, "weighted")] = weighted_amount(amount, v.probability)
-        expected = deal.get("expected_close")
+        expected = deal.expected_close
         if expected is not None:
-            put(expected[2], "rep", v.rep, f"open_closing:{v.currency}", amount, grain="month")
-            put(expected[2], "team", v.team, f"open_closing:{v.currency}", amount, grain="month")
+            put(expected.value, "rep", v.rep, f"open_closing:{v.currency}", amount, grain="month")
+            put(expected.value, "team", v.team, f"open_closing:{v.currency}", amount, grain="month")
     return windowed, now
 
 
@@ -252,36 +248,32 @@ def open_gauge_id(pipeline: str, stage: str, currency: str) -> str:
 
 
 # --- lead and quota states ------------------------------------------------------------------------------
-#
-# LeadState: created [at, eid] | None, owner / team / source [at, eid, value] (latest), mql: bool,
-#   converted: bool, deals: {deal_id: [at, eid, outcome] | None} (None: converted, not closed yet),
-#   churned: [at, eid, rep|None] | None.
 
 
-def lead_contribution(lead: State, team_of_rep: Mapping[str, str]) -> dict[WindowKey, float]:
+def lead_contribution(lead: PipelineLead, team_of_rep: Mapping[str, str]) -> dict[WindowKey, float]:
     """A lead's cohort fields at its creation (leads, mql, opportunities, customers, mql_customers) and its churn."""
-    rep = (lead.get("owner") or [0, "", None])[2] or UNASSIGNED
-    team = (lead.get("team") or [0, "", None])[2] or team_of_rep.get(rep) or UNASSIGNED
-    deals = lead.get("deals") or {}
-    won_ats = [close[0] for close in deals.values() if close is not None and close[2] == WON]
+    rep = lead.owner.value if lead.owner is not None else UNASSIGNED
+    team = (lead.team.value if lead.team is not None else None) or team_of_rep.get(rep) or UNASSIGNED
+    deals = lead.deals
+    won_ats = [close.at for close in deals.values() if close is not None and close.outcome == WON]
     out: dict[WindowKey, float] = {}
-    churned = lead.get("churned")
+    churned = lead.churned
     if churned is not None:
-        churn_rep = churned[2] or rep
-        churn_team = (team_of_rep.get(churn_rep) or team) if churned[2] else team
+        churn_rep = churned.rep or rep
+        churn_team = (team_of_rep.get(churn_rep) or team) if churned.rep else team
         won_at = min(won_ats) if won_ats else None
-        for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned[0], won_at).items():
-            out[(churned[0], None, scope, ident, name)] = value
-    created = lead.get("created")
+        for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned.at, won_at).items():
+            out[(churned.at, None, scope, ident, name)] = value
+    created = lead.created
     if created is None:
         return out
-    source = (lead.get("source") or [0, "", None])[2] or UNKNOWN_SOURCE
+    source = lead.source.value if lead.source is not None else UNKNOWN_SOURCE
     customer = bool(won_ats)
-    mql = bool(lead.get("mql"))
+    mql = lead.mql
     fields = {"leads": 1.0}
     if mql:
         fields["mql"] = 1.0
-    if lead.get("converted") or deals:
+    if lead.converted or deals:
         fields["opportunities"] = 1.0
     if customer:
         fields["customers"] = 1.0
@@ -289,18 +281,15 @@ def lead_contribution(lead: State, team_of_rep: Mapping[str, str]) -> dict[Windo
             fields["mql_customers"] = 1.0
     for scope, ident in (("rep", rep), ("team", team), ("source", source)):
         for name, value in fields.items():
-            out[(created[0], None, scope, ident, name)] = value
+            out[(created.at, None, scope, ident, name)] = value
     return out
 
 
 def quota_contribution(
-    quota: State, month_start: float, rep: str, team_of_rep: Mapping[str, str], default_currency: str
+    quota: Quota, month_start: float, rep: str, team_of_rep: Mapping[str, str], default_currency: str
 ) -> dict[WindowKey, float]:
-    """A rep's quota for a month, in the month window only (rep and team scopes).
-
-    ``quota`` holds ``value`` ``[at, eid, amount, currency|None, team|None]`` of the latest ``quota.set``.
-    """
-    value = quota.get("value")
+    """A rep's quota for a month (the latest ``quota.set``), in the month window only (rep and team scopes)."""
+    value = quota.value
     if value is None:
         return {}
     team = value[4] or team_of_rep.get(rep) or UNASSIGNED
