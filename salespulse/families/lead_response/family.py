@@ -266,16 +266,9 @@ class LeadResponseFamily(WindowedFamily):
         fired = 0
         for partition in partitions:
             changed: set[str] = set()
-            warnings = self.warnings.get(partition)
-            while warnings and warnings[0][0] <= now:
-                warn_at, lead_id = heapq.heappop(warnings)
-                lead = self._lead(partition, lead_id)
+            for warn_at, lead_id, lead in self._due(partition, self.warnings.get(partition), now):
                 if (
-                    lead is None
-                    or lead.touch is not None
-                    or lead.warning is not None
-                    or lead.breach is not None
-                    or not lead.live
+                    lead.warning is not None
                     or lead.warn_at != warn_at
                     or lead.deadline is None
                     or lead.deadline <= now  # past the deadline already (a worker was down): the breach says it
@@ -284,18 +277,9 @@ class LeadResponseFamily(WindowedFamily):
                 self._fire(lead, WARNING_RULE, now)
                 self._after_fire(partition, lead_id, changed)
                 fired += 1
-            heap = self.deadlines.get(partition)
-            while heap and heap[0][0] <= now:
-                deadline, lead_id = heapq.heappop(heap)
-                lead = self._lead(partition, lead_id)
-                if (
-                    lead is None
-                    or lead.touch is not None
-                    or lead.breach is not None
-                    or not lead.live
-                    or lead.deadline != deadline
-                ):
-                    continue  # touched, already alerted, or its deadline moved (an earlier creation)
+            for deadline, lead_id, lead in self._due(partition, self.deadlines.get(partition), now):
+                if lead.deadline != deadline:
+                    continue  # its deadline moved (an earlier creation)
                 self._fire(lead, SLA_RULE, now)
                 self._resolve(lead, WARNING_RULE, now)  # the breach takes over from its warning
                 self._after_fire(partition, lead_id, changed)
@@ -303,6 +287,15 @@ class LeadResponseFamily(WindowedFamily):
             if changed:
                 self.leads.write_many(partition, changed)  # one changelog record per partition and tick
         return fired
+
+    def _due(self, partition: int, heap: list[tuple[float, str]] | None, now: float) -> Iterator[tuple[float, str, Lead]]:
+        """Pop the entries of a deadline heap that are due, and yield those of live leads still untouched and
+        without a breach (the others were touched or alerted since they were pushed)."""
+        while heap and heap[0][0] <= now:
+            instant, lead_id = heapq.heappop(heap)
+            lead = self._lead(partition, lead_id)
+            if lead is not None and lead.touch is None and lead.breach is None and lead.live:
+                yield instant, lead_id, lead
 
     def _after_fire(self, partition: int, lead_id: str, changed: set[str]) -> None:
         changed.add(lead_id)
