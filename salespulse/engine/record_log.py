@@ -4,7 +4,11 @@
 per lead would make every new lead a changelog write. ``RecordLog`` keeps the same interface and
 writes every state changed in a batch as one record ``"<p>|<prefix>|<seq>"`` (a growing sequence);
 loading replays the records in sequence order, later states winning. A record whose every state was
-rewritten by a later one is deleted, so the log stays about as large as the live states.
+rewritten by a later one is deleted. A record that only a few of its states keep alive is *compacted*:
+when the records kept hold more than twice as many states as are live, the live states of the records
+that are less than half live are written again (as they are, watermarks included) in new records, which
+empties and deletes the old ones. So the log, and the work of loading it after a restart, stays within
+about twice the live states, however often they change.
 
 A state is a JSON cell, or a family's typed state read and written through its ``StateCodec``.
 """
@@ -23,6 +27,8 @@ from salespulse.families.state import JSON_CELLS, Cell, StateCodec
 S = TypeVar("S")
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
+#: States the records kept may hold beyond twice the live ones before a compaction (so a small log never compacts).
+_COMPACT_SLACK = _MAX_STATES_PER_RECORD
 
 
 class RecordLog(TableStore[S]):
@@ -42,6 +48,8 @@ class RecordLog(TableStore[S]):
         self._live: dict[int, dict[int, int]] = {}
         self._tombs: dict[int, dict[int, set[str]]] = {}  # seq -> keys whose latest word is "deleted" there
         self._next_seq: dict[int, int] = {}
+        self._size: dict[int, dict[int, int]] = {}  # seq -> how many states (or deletions) it was written with
+        self._held: dict[int, int] = {}  # the states (or deletions) written in the records kept
 
     def _key(self, partition: int, seq: int) -> str:
         return table_key(partition, f"{self._prefix}|{seq:012d}")
@@ -77,6 +85,8 @@ class RecordLog(TableStore[S]):
         self._live[partition] = live
         self._tombs[partition] = tombs
         self._next_seq[partition] = (records[-1][0] + 1) if records else 0
+        self._size[partition] = {seq: len(changes) for seq, changes in records}
+        self._held[partition] = sum(len(changes) for _, changes in records)
         for seq, count in list(live.items()):
             if count == 0:
                 self._drop_record(partition, seq)
@@ -85,7 +95,8 @@ class RecordLog(TableStore[S]):
         return max((watermark(state) for state in states.values()), default=-1)
 
     def drop_partition(self, partition: int) -> None:
-        for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq):
+        for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq, self._size,
+                      self._held):
             store.pop(partition, None)
 
     def write_touched(self, partition: int, watermark: int) -> int:
@@ -97,7 +108,20 @@ class RecordLog(TableStore[S]):
             set_watermark(states[name], watermark)
         written = self._write(partition, {name: states[name] for name in touched})
         touched.clear()
-        return written
+        return written + self._compact(partition)
+
+    def _compact(self, partition: int) -> int:
+        """Write again the live states of records less than half live, once the records kept hold more than
+        twice the live states; returns records written. Only right after ``write_touched``: a state is written
+        as it is, and none holds an event the batch's persist has not written yet."""
+        live, size, where = self._live[partition], self._size[partition], self._where[partition]
+        if self._held[partition] <= 2 * len(where) + _COMPACT_SLACK:
+            return 0
+        newest = self._next_seq[partition] - 1
+        sparse = {seq for seq, count in live.items() if 2 * count < size[seq] and seq != newest}
+        names = [name for name, seq in where.items() if seq in sparse]
+        states = self._states[partition]
+        return self._write(partition, {name: states.get(name) for name in names})  # None: a deletion stays one
 
     def write(self, partition: int, name: str) -> None:
         """Persist one state now, keeping its watermark (a change driven by the clock)."""
@@ -144,6 +168,8 @@ class RecordLog(TableStore[S]):
                 {name: None if state is None else encode(state) for name, state in chunk.items()}
             )
             written += 1
+            self._size[partition][seq] = len(chunk)
+            self._held[partition] += len(chunk)
             live = self._live[partition]
             where = self._where[partition]
             tombs = self._tombs[partition]
@@ -181,6 +207,7 @@ class RecordLog(TableStore[S]):
             self._drop_record(partition, oldest)
 
     def _drop_record(self, partition: int, seq: int) -> None:
+        self._held[partition] -= self._size[partition].pop(seq, 0)
         self._live[partition].pop(seq, None)
         self._tombs[partition].pop(seq, None)
         key = self._key(partition, seq)

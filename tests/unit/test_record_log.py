@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from salespulse.engine import record_log
 from salespulse.engine.record_log import RecordLog
+from tests.unit.log_support import RecordingTable, crash_mid_write
 
 
 def test_a_batch_of_changed_states_is_one_table_write_and_reloads_exactly() -> None:
@@ -203,3 +208,75 @@ def assert_oldest_record_holds_a_latest_state(table: dict[str, bytes]) -> None:
     later = {name for record in records[1:] for name in record}
     latest_here = [name for name in records[0] if name not in later]
     assert any(records[0][name] is not None for name in latest_here), records
+
+
+def _held_states(table: dict[str, bytes], prefix: str = "leads") -> int:
+    """The states (and deletions) written in the records the table still holds."""
+    return sum(len(orjson.loads(value)) for key, value in table.items() if key.split("|")[1] == prefix)
+
+
+def test_a_log_of_often_changed_states_is_compacted_to_about_twice_the_live_states() -> None:
+    rnd = random.Random(7)
+    table: dict[str, bytes] = {}
+    log = RecordLog(table, "leads")
+    log.load_partition(0)
+    for i in range(300):
+        log.cell(0, f"L{i}")["v"] = 0
+        log.touch(0, f"L{i}")
+    log.write_touched(0, 0)
+    expected = {f"L{i}": {"v": 0, "wm": 0} for i in range(300)}
+    for batch in range(1, 1500):  # a few states change per batch: without compaction the log keeps growing
+        for name in rnd.sample(sorted(expected), 3):
+            log.cell(0, name)["v"] = batch
+            log.touch(0, name)
+            expected[name] = {"v": batch, "wm": batch}
+        log.write_touched(0, batch)
+        assert _held_states(table) <= 2 * 300 + record_log._COMPACT_SLACK + 3
+    reloaded = RecordLog(table, "leads")
+    assert reloaded.load_partition(0) == 1499
+    assert dict(reloaded.items(0)) == expected
+
+
+def test_a_crash_during_a_compacting_write_reloads_each_state_as_before_or_after_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(record_log, "_COMPACT_SLACK", 0)  # compact as soon as the log holds twice the live states
+    compactions = 0
+    compact = RecordLog._compact
+
+    def counted(self: RecordLog[dict[str, int]], partition: int) -> int:
+        nonlocal compactions
+        written = compact(self, partition)
+        compactions += written > 0
+        return written
+
+    monkeypatch.setattr(RecordLog, "_compact", counted)
+    for seed in range(100):
+        rnd = random.Random(seed)
+        table = RecordingTable()
+        log = RecordLog(table, "leads")
+        log.load_partition(0)
+        committed: dict[str, dict[str, int]] = {}
+        for batch in range(rnd.randint(5, 40)):
+            before = dict(committed)
+            after = dict(committed)
+            for name in rnd.sample([f"L{i}" for i in range(20)], rnd.randint(1, 6)):
+                if name in after and rnd.random() < 0.2:
+                    log.delete(0, name)  # a deletion is written at once, as expiry does
+                    del after[name], before[name]
+                    continue
+                log.cell(0, name)["v"] = batch
+                log.touch(0, name)
+                after[name] = {"v": batch, "wm": batch}
+            landed = crash_mid_write(table, lambda: log.write_touched(0, batch), rnd)
+            restarted = RecordLog(landed, "leads")
+            restarted.load_partition(0)
+            found = dict(restarted.items(0))
+            assert set(found) <= set(before) | set(after), (seed, batch)
+            for name, state in found.items():
+                assert state in (before.get(name), after.get(name)), (seed, batch, name)
+            for name in set(before) & set(after):
+                if before[name] == after[name]:
+                    assert found.get(name) == before[name], (seed, batch, name)  # untouched: never lost
+            committed = after
+    assert compactions >= 25  # so the crashes above land in the middle of compacting writes too

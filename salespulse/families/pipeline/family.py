@@ -37,6 +37,7 @@ from salespulse.families.pipeline.rules import (
     WindowKey,
     deal_contribution,
     lead_contribution,
+    open_fields,
     quota_contribution,
     stage_parts,
     view,
@@ -132,8 +133,7 @@ class PipelineFamily(WindowedFamily):
             if isinstance(state, Quota):
                 self.quota_keys[partition].add(key)
             elif isinstance(state, Deal):
-                _, now = self._deal_contribution(state)
-                self._apply_now(partition, {}, now)
+                self._apply_now(partition, {}, open_fields(self._view(state)))
         for scope, ident in self.open[partition]:
             self.open_dirty.add((partition, scope, ident))
         if self.stalls is not None:

@@ -206,32 +206,39 @@ def deal_contribution(
         churn_team = (team_of_rep.get(churn_rep) or v.team) if churned.rep else v.team
         for (scope, ident, name), value in churn_fields(churn_rep, churn_team, churned.at, won_at).items():
             put(churned.at, scope, ident, name, value)
-    now: dict[NowKey, float] = {}
-    if v.status == OPEN and v.pipeline is not None and v.stage is not None:
+    if v.status == OPEN and v.pipeline is not None and v.stage is not None and deal.expected_close is not None:
         amount = float(v.amount or 0.0)
-        fields = {
-            "deals": 1.0,
-            f"deals:{v.stage}": 1.0,
-            f"amount:{v.currency}": amount,
-            f"amount:{v.stage}:{v.currency}": amount,
-            f"weighted:{v.currency}": weighted_amount(amount, v.probability),
-        }
-        for scope, ident in (("pipeline", v.pipeline), ("rep", v.rep), ("team", v.team)):
-            for name, value in fields.items():
-                now[(scope, ident, name)] = value
-        now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "deals")] = 1.0
-        now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "amount")] = amount
-        now[("gauge", open_gauge_id(v.pipeline, v.stage, v.currency), "weighted")] = weighted_amount(amount, v.probability)
-        # The same per team, for boards that filter the open pipeline by team (Prometheus only, never published).
-        team_gauge = encode((v.pipeline, v.stage, v.currency, v.team))
-        now[("team_gauge", team_gauge, "deals")] = 1.0
-        now[("team_gauge", team_gauge, "amount")] = amount
-        now[("team_gauge", team_gauge, "weighted")] = weighted_amount(amount, v.probability)
-        expected = deal.expected_close
-        if expected is not None:
-            put(expected.value, "rep", v.rep, f"open_closing:{v.currency}", amount, grain="month")
-            put(expected.value, "team", v.team, f"open_closing:{v.currency}", amount, grain="month")
-    return windowed, now
+        put(deal.expected_close.value, "rep", v.rep, f"open_closing:{v.currency}", amount, grain="month")
+        put(deal.expected_close.value, "team", v.team, f"open_closing:{v.currency}", amount, grain="month")
+    return windowed, open_fields(v)
+
+
+def open_fields(v: DealView) -> dict[NowKey, float]:
+    """An open deal's *now* fields per (scope, id, field): count, amount and weighted amount by pipeline, rep
+    and team, and the Prometheus gauges' (pipeline, stage, currency) and per-team ids; none once closed."""
+    now: dict[NowKey, float] = {}
+    if v.status != OPEN or v.pipeline is None or v.stage is None:
+        return now
+    amount = float(v.amount or 0.0)
+    weighted = weighted_amount(amount, v.probability)
+    fields = {
+        "deals": 1.0,
+        f"deals:{v.stage}": 1.0,
+        f"amount:{v.currency}": amount,
+        f"amount:{v.stage}:{v.currency}": amount,
+        f"weighted:{v.currency}": weighted,
+    }
+    for scope, ident in (("pipeline", v.pipeline), ("rep", v.rep), ("team", v.team)):
+        for name, value in fields.items():
+            now[(scope, ident, name)] = value
+    gauge = open_gauge_id(v.pipeline, v.stage, v.currency)
+    # The same per team, for boards that filter the open pipeline by team (Prometheus only, never published).
+    team_gauge = encode((v.pipeline, v.stage, v.currency, v.team))
+    for scope, ident in (("gauge", gauge), ("team_gauge", team_gauge)):
+        now[(scope, ident, "deals")] = 1.0
+        now[(scope, ident, "amount")] = amount
+        now[(scope, ident, "weighted")] = weighted
+    return now
 
 
 def churn_fields(rep: str, team: str, churned_at: float, won_at: float | None) -> dict[tuple[str, str, str], float]:
