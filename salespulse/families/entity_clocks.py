@@ -15,12 +15,66 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from salespulse.families.state import Cell, StateStore
 
 #: (partition, clock id, the contract's alert JSON)
 Alert = tuple[int, str, dict[str, Any]]
+
+
+class Episode(TypedDict):
+    """One armed episode of an entity's clock: what it is about, when it started, fires and fired."""
+
+    ep: str  # what the alert is about (the deal's stage entry, the lead's first touch, the rep's day)
+    start: float
+    deadline: float
+    fields: dict[str, str]  # the alert's labels (rep_id, team, source ...)
+    fired: float | None
+    resolved: float | None
+    published: list[str]  # statuses already published (``<rule>:firing`` ...)
+
+
+class ClockCell(TypedDict, total=False):
+    """One entity's clock as its store keeps it (a JSON object): the current episode's keys while one is
+    armed, the previous episode until both its statuses went out, and what a rule adds of its own."""
+
+    wm: int
+    ep: str
+    start: float
+    deadline: float
+    fields: dict[str, str]
+    fired: float | None
+    resolved: float | None
+    published: list[str]
+    prev: Episode
+    day: str  # rep_no_activity: the rep's local day the clock was armed for
+    days: dict[str, float]  # rep_no_activity's ``active|<rep>`` records: local day -> the earliest activity
+
+
+class ClockCells:
+    """``StateStore`` codec of ``ClockCell``: the cell is its JSON object."""
+
+    def new(self, name: str) -> ClockCell:
+        return {"wm": -1}
+
+    def watermark(self, state: ClockCell) -> int:
+        return state.get("wm", -1)
+
+    def set_watermark(self, state: ClockCell, watermark: int) -> None:
+        state["wm"] = watermark
+
+    def decode(self, name: str, raw: Cell) -> ClockCell:
+        return cast(ClockCell, raw)
+
+    def encode(self, state: ClockCell) -> Cell:
+        return cast(Cell, state)
+
+
+CLOCK_CELLS = ClockCells()
+
+
+_EPISODE_KEYS = ("ep", "start", "deadline", "fields", "fired", "resolved", "published")
 
 
 def iso(epoch: float) -> str:
@@ -30,7 +84,7 @@ def iso(epoch: float) -> str:
 class EntityClocks:
     """The clocks of one rule (``rule``), keyed by entity id, with the entity field ``entity_field``."""
 
-    def __init__(self, store: StateStore[Cell], rule: str, entity_field: str) -> None:
+    def __init__(self, store: StateStore[ClockCell], rule: str, entity_field: str) -> None:
         self.store = store
         self.rule = rule
         self.entity_field = entity_field
@@ -48,7 +102,7 @@ class EntityClocks:
     # -- the family's side ---------------------------------------------------------------------------
 
     def arm(self, partition: int, entity: str, episode: str, start: float, deadline: float,
-            fields: Mapping[str, Any], at: float, in_batch: bool = True) -> None:
+            fields: Mapping[str, str], at: float, in_batch: bool = True) -> None:
         """The entity is in ``episode`` since ``start``: fire at ``deadline`` unless it ends first.
 
         ``in_batch``: an event armed it (the batch's persist writes the cell); else the caller writes it
@@ -66,8 +120,8 @@ class EntityClocks:
             cell = self.store.cell(partition, entity)
         else:
             self._close(partition, entity, cell, at)
-        cell.update(ep=episode, start=start, deadline=deadline, fields=dict(fields), fired=None, resolved=None,
-                    published=[])
+        cell.update({"ep": episode, "start": start, "deadline": deadline, "fields": dict(fields), "fired": None,
+                     "resolved": None, "published": []})
         heapq.heappush(self.due.setdefault(partition, []), (deadline, entity, episode))
         if in_batch:
             self.store.touch(partition, entity)
@@ -78,19 +132,22 @@ class EntityClocks:
         if cell is None or cell.get("ep") is None:
             return
         self._close(partition, entity, cell, at)
-        for key in ("ep", "start", "deadline", "fields", "fired", "resolved", "published"):
-            cell.pop(key, None)
+        raw = cast(Cell, cell)  # the episode's keys, named in a loop
+        for key in _EPISODE_KEYS:
+            raw.pop(key, None)
         self.store.touch(partition, entity)
 
-    def _close(self, partition: int, entity: str, cell: Cell, at: float) -> None:
+    def _close(self, partition: int, entity: str, cell: ClockCell, at: float) -> None:
         """Keep a fired episode (resolved now if it was firing) in ``prev`` until its statuses went out."""
-        if cell.get("fired") is None:
+        fired = cell.get("fired")
+        if fired is None:
             return
         if cell.get("resolved") is None:
-            cell["resolved"] = max(at, cell["fired"])
+            cell["resolved"] = max(at, fired)
             self.unpublished.add((partition, entity))
             self.alerting.setdefault(partition, set()).add(entity)
-        episode = {key: cell[key] for key in ("ep", "start", "deadline", "fields", "fired", "resolved", "published")}
+        episode = Episode(ep=cell["ep"], start=cell["start"], deadline=cell["deadline"], fields=cell["fields"],
+                          fired=cell["fired"], resolved=cell["resolved"], published=cell["published"])
         if not self._all_published(episode):
             cell["prev"] = episode
 
@@ -194,7 +251,7 @@ class EntityClocks:
         """What names one episode's alert in the guard hash and the topic's key: ``<entity>@<episode>``."""
         return f"{entity}@{episode}"
 
-    def alert_json(self, entity: str, episode: Mapping[str, Any], status: str, emitted: float) -> dict[str, Any]:
+    def alert_json(self, entity: str, episode: Episode | ClockCell, status: str, emitted: float) -> dict[str, Any]:
         return {
             "alert": self.rule,
             "status": status,
@@ -206,31 +263,33 @@ class EntityClocks:
             "age_seconds": round(emitted - episode["start"], 3),
         }
 
-    def _episodes(self, cell: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    def _episodes(self, cell: ClockCell) -> Iterator[Episode | ClockCell]:
         prev = cell.get("prev")
         if prev is not None:
             yield prev
         if cell.get("ep") is not None and cell.get("fired") is not None:
             yield cell
 
-    def _statuses(self, entity: str, episode: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any], float]]:
-        firing = self.alert_json(entity, episode, "firing", episode["fired"])
-        yield f"{self.rule}:firing", firing, episode["fired"]
-        if episode.get("resolved") is not None:
-            yield f"{self.rule}:resolved", self.alert_json(entity, episode, "resolved", episode["resolved"]), episode["resolved"]
+    def _statuses(self, entity: str, episode: Episode | ClockCell) -> Iterator[tuple[str, dict[str, Any], float]]:
+        fired = cast(float, episode["fired"])  # only fired episodes have statuses (``_episodes``)
+        yield f"{self.rule}:firing", self.alert_json(entity, episode, "firing", fired), fired
+        resolved = episode.get("resolved")
+        if resolved is not None:
+            yield f"{self.rule}:resolved", self.alert_json(entity, episode, "resolved", resolved), resolved
 
-    def _unpublished_statuses(self, entity: str, cell: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    def _unpublished_statuses(self, entity: str, cell: ClockCell) -> Iterator[tuple[str, dict[str, Any], str]]:
         for episode in self._episodes(cell):
             for key, alert, _ in self._statuses(entity, episode):
                 if key not in episode["published"]:
                     yield self.clock_id(entity, episode["ep"]), alert, key
 
-    def _all_published(self, episode: Mapping[str, Any]) -> bool:
+    def _all_published(self, episode: Episode | ClockCell) -> bool:
         return all(key in episode["published"] for key, _, _ in self._statuses("", episode))
 
-    def _latest(self, entity: str, cell: Mapping[str, Any], now: float) -> Iterator[tuple[dict[str, Any], float]]:
+    def _latest(self, entity: str, cell: ClockCell, now: float) -> Iterator[tuple[dict[str, Any], float]]:
         for episode in self._episodes(cell):
-            if episode.get("resolved") is None:
+            resolved = episode.get("resolved")
+            if resolved is None:
                 yield self.alert_json(entity, episode, "firing", now), now
             else:
-                yield self.alert_json(entity, episode, "resolved", episode["resolved"]), episode["resolved"]
+                yield self.alert_json(entity, episode, "resolved", resolved), resolved

@@ -6,8 +6,7 @@ from salespulse.families.activity.family import ActivityFamily
 from salespulse.families.activity.idle import RULE, IdleRule
 from salespulse.families.activity.spec import SPEC
 from salespulse.families.context import FamilyContext
-from salespulse.families.state import JSON_CELLS
-from salespulse.families.entity_clocks import EntityClocks
+from salespulse.families.entity_clocks import CLOCK_CELLS, EntityClocks
 
 __all__ = ["SPEC", "build"]
 
@@ -16,7 +15,7 @@ def build(ctx: FamilyContext) -> ActivityFamily:
     config = ctx.config
     rule = config.alerts.rep_no_activity
     idle = IdleRule(
-        EntityClocks(ctx.states("ridle", JSON_CELLS), RULE, "rep_id"), config.team_of_rep, rule.by_for, config.business_hours_for,
+        EntityClocks(ctx.states("ridle", CLOCK_CELLS), RULE, "rep_id"), config.team_of_rep, rule.by_for, config.business_hours_for,
         ctx.partitions, config.lead_response.outbound_activity_kinds,
     ) if rule.enabled else None
     return ActivityFamily(

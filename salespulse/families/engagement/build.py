@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from salespulse.families.context import FamilyContext
-from salespulse.families.state import JSON_CELLS
 from salespulse.families.engagement.cold import RULE, ColdRule
 from salespulse.families.engagement.family import EngagementFamily
 from salespulse.families.engagement.spec import SPEC
 from salespulse.families.engagement.state import OUTREACH_CODEC
-from salespulse.families.entity_clocks import EntityClocks
+from salespulse.families.entity_clocks import CLOCK_CELLS, EntityClocks
 
 __all__ = ["SPEC", "build"]
 
@@ -18,7 +17,7 @@ def build(ctx: FamilyContext) -> EngagementFamily:
     targets = c.targets_for if c.targets.configured else None
     quiet_s, outbound = c.activity.quiet_after_days * 86400, c.lead_response.outbound_activity_kinds
     going_cold = c.alerts.lead_going_cold
-    cold = ColdRule(EntityClocks(ctx.states("ecold", JSON_CELLS), RULE, "lead_id"), going_cold.days_for, c.business_hours_for) \
+    cold = ColdRule(EntityClocks(ctx.states("ecold", CLOCK_CELLS), RULE, "lead_id"), going_cold.days_for, c.business_hours_for) \
         if going_cold.enabled else None
     return EngagementFamily(
         ctx.cells("engagement"), ctx.states("outreach", OUTREACH_CODEC), ctx.tz, ctx.retention_s,

@@ -37,6 +37,6 @@ class StallRule:
         if deadline <= arrived:
             self.clocks.end(partition, deal_id, deal.at)  # history: measured, never paged
             return
-        fields = {"pipeline": deal.pipeline, "stage": deal.stage, "rep_id": deal.rep, "team": deal.team,
-                  "source": deal.source}
+        fields = {"pipeline": deal.pipeline or "", "stage": deal.stage or "", "rep_id": deal.rep, "team": deal.team,
+                  "source": deal.source}  # an open deal with a configured stage has both
         self.clocks.arm(partition, deal_id, iso(deal.at), deal.at, deadline, fields, deal.at)
