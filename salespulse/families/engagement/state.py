@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from sys import intern
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 from salespulse.families.state import Cell, TypedCodec, interned
 
@@ -31,6 +31,14 @@ from salespulse.families.state import Cell, TypedCodec, interned
 #: The ``emails`` and ``meetings`` of every lead without any: read-only by convention (only ``Lead.email`` and
 #: ``Lead.meeting`` add items, to a dict of the lead's own).
 _NONE: Final[dict[Any, Any]] = {}
+T = TypeVar("T")
+
+
+def _added(items: dict[str, T], key: str, item: T) -> tuple[dict[str, T], T]:
+    """``items`` with ``item`` under ``key``: the lead's own dict, made on its first item (``_NONE`` stays empty)."""
+    own = {} if items is _NONE else items
+    own[key] = item
+    return own, item
 
 
 class Touch(NamedTuple):
@@ -95,18 +103,14 @@ class Lead:
         """The email, added empty if it is new."""
         found = self.emails.get(email_id)
         if found is None:
-            if self.emails is _NONE:
-                self.emails = {}
-            found = self.emails[email_id] = Email()
+            self.emails, found = _added(self.emails, email_id, Email())
         return found
 
     def meeting(self, meeting_id: str) -> Meeting:
         """The meeting, added empty if it is new."""
         found = self.meetings.get(meeting_id)
         if found is None:
-            if self.meetings is _NONE:
-                self.meetings = {}
-            found = self.meetings[meeting_id] = Meeting()
+            self.meetings, found = _added(self.meetings, meeting_id, Meeting())
         return found
 
     def sent_and_booked(self) -> Iterator[tuple[float, str, str]]:
