@@ -6,6 +6,7 @@ and cannot outlive it. Their logs go to pytest's base temp dir (``embedded*/``).
 
 from __future__ import annotations
 
+import gc
 import uuid
 from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,14 @@ import redis.asyncio as aioredis
 
 from salespulse.embedded.broker import EmbeddedBroker
 from salespulse.embedded.redis_server import EmbeddedRedis
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_after() -> Iterator[None]:
+    """A partition's load freezes the state it made (``engine.memory.loading_state``), as a worker should; in
+    this one long process, each test's frozen objects are handed back to the collector when it ends."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

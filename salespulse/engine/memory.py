@@ -13,6 +13,10 @@ more (docs/performance.md), a pause that every event in flight waits through. So
   that frees reference cycles which became garbage after they were frozen.
 
 Reference counting frees everything else as usual; only garbage *cycles* wait for the full collection.
+
+A partition's load (a restart, a failover) makes the same long-lived objects by the hundred thousand, before
+the first freeze: there ``loading_state`` turns automatic collections off and freezes what the load made, so
+no collection rescans them while they are made (each full one held the GIL for 0.15 s over 640,000 dicts).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mode import Service
 
@@ -33,6 +39,29 @@ def collect_young_and_freeze() -> None:
     """Collect the two young generations, then freeze every object still tracked."""
     gc.collect(1)
     gc.freeze()
+
+
+_loads = 0  # loads under way (a worker loads several partitions at once); the first turns collections off
+_enabled_before = True
+
+
+@contextmanager
+def loading_state() -> Iterator[None]:
+    """Around the load of state that lives on: no automatic collection meanwhile, and what exists when the last
+    load ends is frozen (it is alive; garbage cycles made meanwhile wait for the next full collection)."""
+    global _loads, _enabled_before
+    if _loads == 0:
+        _enabled_before = gc.isenabled()
+        gc.disable()
+    _loads += 1
+    try:
+        yield
+    finally:
+        _loads -= 1
+        if _loads == 0:
+            gc.freeze()
+            if _enabled_before:
+                gc.enable()
 
 
 def collect_all_and_freeze() -> float:

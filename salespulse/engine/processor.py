@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from salespulse.models.errors import field_errors
 from salespulse.models.events import Event, EventBase, event_from_json
 from salespulse.engine.dedup import DedupIndex
+from salespulse.engine.memory import loading_state
 from salespulse.engine.faust.tables import DecodedRows, decode_rows, partition_keys, read_rows
 from salespulse.families.state import StateStore
 from salespulse.topics import bounded_text, dead_letter_payload
@@ -131,11 +132,12 @@ class BatchProcessor:
         All at once, on the caller's thread: under a running worker use ``load``, which keeps the loop free."""
         if partition in self.loaded:
             return False
-        watermark = self.dedup.load_partition(partition)
-        for family in self.families:
-            for store in family.stores:
-                watermark = max(watermark, store.load_partition(partition))
-        self._install(partition, watermark)
+        with loading_state():
+            watermark = self.dedup.load_partition(partition)
+            for family in self.families:
+                for store in family.stores:
+                    watermark = max(watermark, store.load_partition(partition))
+            self._install(partition, watermark)
         return True
 
     async def load(self, partitions: Iterable[int]) -> None:
@@ -155,21 +157,22 @@ class BatchProcessor:
                 def overtaken() -> bool:  # dropped meanwhile, or loaded by ``ensure_loaded`` (which never yields)
                     return self._generation.get(partition, 0) != generation or partition in self.loaded
 
-                keys = partition_keys(table, partition)
-                watermark = -1
-                stores: list[DedupIndex | StateStore[Any]] = [self.dedup]
-                stores += [store for family in self.families for store in family.stores]
-                for store in stores:
-                    decoded: DecodedRows = await asyncio.to_thread(decode_rows, read_rows(table, keys.pop(store.prefix, ())))
+                with loading_state():  # no collection rescans the state while it is made (engine.memory)
+                    keys = partition_keys(table, partition)
+                    watermark = -1
+                    stores: list[DedupIndex | StateStore[Any]] = [self.dedup]
+                    stores += [store for family in self.families for store in family.stores]
+                    for store in stores:
+                        decoded: DecodedRows = await asyncio.to_thread(decode_rows, read_rows(table, keys.pop(store.prefix, ())))
+                        if overtaken():
+                            break
+                        watermark = max(watermark, store.load_partition(partition, decoded))
+                        del decoded
                     if overtaken():
-                        break
-                    watermark = max(watermark, store.load_partition(partition, decoded))
-                    del decoded
-                if overtaken():
-                    if partition not in self.loaded:
-                        self._forget(partition)
-                    continue
-                self._install(partition, watermark)
+                        if partition not in self.loaded:
+                            self._forget(partition)
+                        continue
+                    self._install(partition, watermark)
                 await asyncio.sleep(0)
 
     def _install(self, partition: int, watermark: int) -> None:

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from salespulse.engine.memory import THRESHOLDS, GarbageCollection, collect_all_and_freeze, collect_young_and_freeze
+from salespulse.engine.memory import (
+    THRESHOLDS,
+    GarbageCollection,
+    collect_all_and_freeze,
+    collect_young_and_freeze,
+    loading_state,
+)
 
 
 class Node:
@@ -50,6 +56,41 @@ def test_young_cycles_are_freed_before_the_freeze() -> None:
     ref = cycle()
     collect_young_and_freeze()
     assert ref() is None
+
+
+def test_no_collection_runs_during_a_load_and_its_state_is_frozen_after() -> None:
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.set_threshold(100, 1, 1)  # a collection every hundred allocations, were it enabled
+    gc.callbacks.append(count)
+    try:
+        with loading_state():
+            state = [{"rep": i} for i in range(10_000)]
+            assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
+    assert collections == []
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(state)
+
+
+def test_overlapping_loads_freeze_when_the_last_ends_and_leave_a_disabled_collector_disabled() -> None:
+    gc.disable()
+    frozen = gc.get_freeze_count()
+    try:
+        with loading_state():
+            with loading_state():
+                pass
+            assert not gc.isenabled() and gc.get_freeze_count() == frozen  # the outer load is still making state
+            state = [{"rep": i} for i in range(1_000)]
+        assert gc.get_freeze_count() >= len(state)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 async def test_the_service_sets_the_thresholds_and_freezes_on_its_period() -> None:
