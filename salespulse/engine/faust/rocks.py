@@ -8,7 +8,7 @@ instead (``tables.table_key``), so every read and write here goes to that partit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from faust.stores.rocksdb import Store
@@ -33,6 +33,11 @@ class PartitionKeyedRocksDBStore(Store):
 
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
+
+    def keys_of(self, partition: int) -> Iterator[Any]:
+        """The decoded keys of one partition's database: a scan of that database alone."""
+        for key in self._visible_keys(self._db_for_partition(partition)):
+            yield self._decode_key(key)
 
     def _dbs_for_key(self, key: bytes) -> Iterable[Any]:
         return [self._db_for_partition(key_partition(key))]
