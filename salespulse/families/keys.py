@@ -12,6 +12,7 @@ refused raises ``MalformedId``, so its one series is skipped instead of exported
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 Key = tuple[str, ...]
 _CODES = {"\t": "t"}
@@ -26,8 +27,12 @@ def _escape(part: str, sep: str) -> str:
     return part.replace("\\", "\\\\").replace(sep, "\\" + _CODES.get(sep, sep))
 
 
+@lru_cache(maxsize=1 << 16)
 def encode(parts: Key, sep: str = "\t") -> str:
-    """The stored id of ``parts``; ``decode(encode(parts), len(parts))`` gives them back, whatever they hold."""
+    """The stored id of ``parts``; ``decode(encode(parts), len(parts))`` gives them back, whatever they hold.
+
+    Memoised: the same few thousand ids (a rep and their team, a pipeline's stages) are encoded for every
+    event and every rendered partial; a bounded cache keeps a high-cardinality id from growing it."""
     *head, last = parts
     return "".join(_escape(part, sep) + sep for part in head) + last
 
