@@ -1,4 +1,5 @@
-"""A partition's rows on the RocksDB store are found by scanning its own database, not every partition's."""
+"""A partition's rows are found by scanning its own RocksDB database, not every partition's (and on the
+in-memory store, by one pass over its keys)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from salespulse.engine.faust.rocks import PartitionKeyedRocksDBStore
 from salespulse.engine.faust.tables import PartitionKeyedTable, partition_keys, rows_under
 
 
-@pytest.fixture
-def table(tmp_path: Path) -> PartitionKeyedTable:
-    app = faust.App("scan-test", broker="kafka://127.0.0.1:9", store="rocksdb://", tabledir=tmp_path)
+def filled(tmp_path: Path, store: str) -> PartitionKeyedTable:
+    app = faust.App("scan-test", broker="kafka://127.0.0.1:9", store=store, tabledir=tmp_path)
     table = PartitionKeyedTable(app, name="state", partitions=4, key_type=str, value_type=bytes)
-    assert isinstance(table.data, PartitionKeyedRocksDBStore)
     for partition in range(4):
         for prefix in ("activity", "outreach"):
             table.data[f"{partition}|{prefix}|{partition}-a"] = b'{"wm": %d}' % partition
+    return table
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> PartitionKeyedTable:
+    table = filled(tmp_path, "rocksdb://")
+    assert isinstance(table.data, PartitionKeyedRocksDBStore)
     return table
 
 
@@ -41,5 +47,8 @@ def test_a_partitions_keys_come_from_its_database_alone(
     assert scanned == [store._db_for_partition(2)]
 
 
-def test_rows_under_reads_a_prefix_of_one_partition(table: PartitionKeyedTable) -> None:
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_rows_under_reads_a_prefix_of_one_partition(tmp_path: Path, store: str) -> None:
+    table = filled(tmp_path, store)
     assert list(rows_under(table, 3, "outreach", None)) == [("3-a", {"wm": 3})]
+    assert partition_keys(table, 1) == {"activity": ["1|activity|1-a"], "outreach": ["1|outreach|1-a"]}
