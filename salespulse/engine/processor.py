@@ -132,13 +132,19 @@ class BatchProcessor:
         All at once, on the caller's thread: under a running worker use ``load``, which keeps the loop free."""
         if partition in self.loaded:
             return False
+        table = self.dedup.table
+        keys = partition_keys(table, partition)  # one scan for every store
         with loading_state():
-            watermark = self.dedup.load_partition(partition)
-            for family in self.families:
-                for store in family.stores:
-                    watermark = max(watermark, store.load_partition(partition))
+            watermark = -1
+            for store in self._stores():
+                rows = decode_rows(read_rows(table, keys.pop(store.prefix, ())))
+                watermark = max(watermark, store.load_partition(partition, rows))
             self._install(partition, watermark)
         return True
+
+    def _stores(self) -> list[DedupIndex | StateStore[Any]]:
+        """Every store of a partition's state, in load order: the dedup index, then each family's."""
+        return [self.dedup, *(store for family in self.families for store in family.stores)]
 
     async def load(self, partitions: Iterable[int]) -> None:
         """``ensure_loaded`` for a running worker: the event loop keeps serving (scrapes, health checks, the
@@ -160,9 +166,7 @@ class BatchProcessor:
                 with loading_state():  # no collection rescans the state while it is made (engine.memory)
                     keys = partition_keys(table, partition)
                     watermark = -1
-                    stores: list[DedupIndex | StateStore[Any]] = [self.dedup]
-                    stores += [store for family in self.families for store in family.stores]
-                    for store in stores:
+                    for store in self._stores():
                         decoded: DecodedRows = await asyncio.to_thread(decode_rows, read_rows(table, keys.pop(store.prefix, ())))
                         if overtaken():
                             break

@@ -156,11 +156,11 @@ async def test_a_background_load_decodes_one_store_at_a_time_and_loads_what_a_di
         decoded_prefixes.append({key.split("|")[1] for key in raw})
         return decode_rows(raw)
 
+    direct, direct_family = _counting_processor(dict(rows))
+    direct.ensure_loaded(0)
     monkeypatch.setattr(processor_module, "decode_rows", recording)
     processor, family = _counting_processor(dict(rows))
     await processor.load([0])
-    direct, direct_family = _counting_processor(dict(rows))
-    direct.ensure_loaded(0)
 
     assert decoded_prefixes == [{"dedup"}, {"activity"}]
     assert family.cells.loaded(0) == direct_family.cells.loaded(0)
