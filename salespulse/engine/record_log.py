@@ -11,24 +11,36 @@ empties and deletes the old ones. So the log, and the work of loading it after a
 about twice the live states, however often they change.
 
 A state is a JSON cell, or a family's typed state read and written through its ``StateCodec``.
+
+**States kept encoded.** When the codec is an ``IndexedCodec`` (the families' lead and deal states), a
+record holds each state as ``[wm, newest, watch, "<its JSON>"]`` (``families.state.StateIndex``), and the
+store keeps that entry, not the decoded state, until the state is read. A partition then loads without
+decoding a single state: the family's load-time indexes (the quiet leads' deadlines, the leads awaiting a
+touch, the open deals) come from ``indexed`` and decode only the states they name. At most
+``decoded_limit`` states per partition stay decoded (those written most recently); after each persist the
+others go back to their entries, which are exactly what was just written. Records written before (a state
+as a JSON object) load and decode as they always did, and are rewritten in the new form when they change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, TypeVar, overload
 
 import orjson
 
 from salespulse.engine.faust.tables import DecodedRows, rows_under, table_key
 from salespulse.engine.table_store import TableStore
-from salespulse.families.state import JSON_CELLS, Cell, StateCodec
+from salespulse.families.state import JSON_CELLS, Cell, IndexedCodec, StateCodec
 
 S = TypeVar("S")
 
 _MAX_STATES_PER_RECORD = 1000  # keeps each record well under Kafka's 1 MB message limit
 #: States the records kept may hold beyond twice the live ones before a compaction (so a small log never compacts).
 _COMPACT_SLACK = _MAX_STATES_PER_RECORD
+#: States per partition a store of an ``IndexedCodec`` keeps decoded: a few batches' worth of leads, so that
+#: those an event reads again soon are not decoded again.
+DECODED_LIMIT = 20_000
 
 
 class RecordLog(TableStore[S]):
@@ -38,10 +50,19 @@ class RecordLog(TableStore[S]):
     def __init__(self: RecordLog[Cell], table: MutableMapping[str, bytes], prefix: str) -> None: ...
 
     @overload
-    def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: StateCodec[S]) -> None: ...
+    def __init__(
+        self, table: MutableMapping[str, bytes], prefix: str, codec: StateCodec[S], decoded_limit: int | None = None
+    ) -> None: ...
 
-    def __init__(self, table: MutableMapping[str, bytes], prefix: str, codec: Any = JSON_CELLS) -> None:
+    def __init__(
+        self, table: MutableMapping[str, bytes], prefix: str, codec: Any = JSON_CELLS, decoded_limit: int | None = None
+    ) -> None:
         super().__init__(table, prefix, codec)
+        #: The codec's ``index`` when states are kept encoded until read (see the module's docstring).
+        self._indexer: IndexedCodec[S] | None = codec if isinstance(codec, IndexedCodec) else None
+        #: Per partition: name -> ``[wm, newest, watch, json]`` as last written (states kept encoded only).
+        self._encoded: dict[int, dict[str, list[Any]]] = {}
+        self._decoded_limit = DECODED_LIMIT if decoded_limit is None else decoded_limit
         self._where: dict[int, dict[str, int]] = {}  # key -> seq of the record holding its latest state
         # seq -> how many latest states (or deletions) it holds; keys in increasing seq order (records
         # are added in sequence and only ever removed), so the oldest live record is the first key.
@@ -57,11 +78,11 @@ class RecordLog(TableStore[S]):
     def load_partition(self, partition: int, decoded: DecodedRows | None = None) -> int:
         """Replay a partition's records (from the table, or from its rows ``decoded`` ahead); returns the highest
         state watermark seen."""
-        records: list[tuple[int, dict[str, Cell | None]]] = [
+        records: list[tuple[int, dict[str, Any]]] = [
             (int(seq), changes) for seq, changes in rows_under(self._table, partition, self._prefix, decoded)
         ]
         records.sort(key=lambda item: item[0])
-        raw: dict[str, Cell] = {}
+        raw: dict[str, Any] = {}  # name -> its latest state: a JSON object, or [wm, newest, watch, json]
         where: dict[str, int] = {}
         for seq, changes in records:
             for name, state in changes.items():
@@ -71,15 +92,26 @@ class RecordLog(TableStore[S]):
                 else:
                     raw[name] = state
         decode = self._codec.decode
-        states = {name: decode(name, state) for name, state in raw.items()}
+        states: dict[str, S] = {}
+        encoded: dict[str, list[Any]] = {}
+        for name, state in raw.items():
+            if isinstance(state, list):  # [wm, newest, watch, json]: decoded when read
+                encoded[name] = state
+            else:  # a state as a JSON object (written before states were kept encoded)
+                states[name] = decode(name, state)
         del raw
+        if self._indexer is None:  # a codec without an index keeps every state decoded
+            for name, entry in encoded.items():
+                states[name] = decode(name, orjson.loads(entry[3]))
+            encoded = {}
         live: dict[int, int] = {seq: 0 for seq, _ in records}
         tombs: dict[int, set[str]] = {}
         for name, seq in where.items():
             live[seq] += 1
-            if name not in states:
+            if name not in states and name not in encoded:
                 tombs.setdefault(seq, set()).add(name)
         self._states[partition] = states
+        self._encoded[partition] = encoded
         self._touched[partition] = set()
         self._where[partition] = where
         self._live[partition] = live
@@ -92,12 +124,62 @@ class RecordLog(TableStore[S]):
                 self._drop_record(partition, seq)
         self._drop_leading_tombstones(partition)
         watermark = self._codec.watermark
-        return max((watermark(state) for state in states.values()), default=-1)
+        return max(
+            max((watermark(state) for state in states.values()), default=-1),
+            max((int(entry[0]) for entry in encoded.values()), default=-1),
+        )
 
     def drop_partition(self, partition: int) -> None:
         for store in (self._states, self._touched, self._where, self._live, self._tombs, self._next_seq, self._size,
-                      self._held):
+                      self._held, self._encoded):
             store.pop(partition, None)
+
+    # -- reading: a state kept encoded is decoded when first read ----------------------------------
+
+    def get(self, partition: int, name: str) -> S | None:
+        states = self._states.get(partition)
+        if states is None:
+            return None
+        found = states.get(name)
+        if found is None:
+            entry = self._encoded[partition].get(name)
+            if entry is not None:
+                found = states[name] = self._codec.decode(name, orjson.loads(entry[3]))
+        return found
+
+    def cell(self, partition: int, name: str) -> S:
+        found = self.get(partition, name)
+        if found is None:
+            found = self._states[partition][name] = self._codec.new(name)
+        return found
+
+    def items(self, partition: int) -> Iterator[tuple[str, S]]:
+        """Every state, each kept encoded decoded now (and kept decoded until the next persist)."""
+        for name in list(self._encoded.get(partition, ())):
+            self.get(partition, name)
+        return super().items(partition)
+
+    def indexed(self, partition: int) -> Iterator[tuple[str, float, float | None]]:
+        """``(name, newest, watch)`` of every state: a decoded one's from its codec, an encoded one's as written."""
+        if self._indexer is None:
+            return super().indexed(partition)
+        index = self._indexer.index
+        states = self._states.get(partition, {})
+        found = [(name, *index(name, state)) for name, state in states.items()]
+        found.extend(
+            (name, entry[1], entry[2]) for name, entry in self._encoded.get(partition, {}).items() if name not in states
+        )
+        return iter(found)
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def _value(self, name: str, state: S) -> Any:
+        """A state as its record holds it: its JSON object, or ``[wm, newest, watch, json]`` if kept encoded."""
+        encoded = self._codec.encode(state)
+        if self._indexer is None:
+            return encoded
+        newest, watch = self._indexer.index(name, state)
+        return [self._codec.watermark(state), newest, watch, orjson.dumps(encoded).decode()]
 
     def write_touched(self, partition: int, watermark: int) -> int:
         """Persist every touched state with ``wm = watermark`` as one record (or a few); returns records written."""
@@ -106,9 +188,31 @@ class RecordLog(TableStore[S]):
         set_watermark = self._codec.set_watermark
         for name in touched:
             set_watermark(states[name], watermark)
-        written = self._write(partition, {name: states[name] for name in touched})
+        written = self._write(partition, {name: self._value(name, states[name]) for name in touched})
+        if self._indexer is not None:
+            for name in touched:  # the most recently written go last: the last to go back to their entries
+                states[name] = states.pop(name)
         touched.clear()
-        return written + self._compact(partition)
+        written += self._compact(partition)
+        self._evict(partition)
+        return written
+
+    def _evict(self, partition: int) -> None:
+        """Keep at most ``decoded_limit`` states decoded: the others (least recently written or read first) go
+        back to their entries, which hold them exactly (each was written as it is, or not changed since read)."""
+        states = self._states[partition]
+        excess = len(states) - self._decoded_limit
+        if self._indexer is None or excess <= 0:
+            return
+        encoded, touched = self._encoded[partition], self._touched[partition]
+        victims: list[str] = []
+        for name in states:
+            if name in encoded and name not in touched:
+                victims.append(name)
+                if len(victims) == excess:
+                    break
+        for name in victims:
+            del states[name]
 
     def _compact(self, partition: int) -> int:
         """Write again the live states of records less than half live, once the records kept hold more than
@@ -120,8 +224,12 @@ class RecordLog(TableStore[S]):
         newest = self._next_seq[partition] - 1
         sparse = {seq for seq, count in live.items() if 2 * count < size[seq] and seq != newest}
         names = [name for name, seq in where.items() if seq in sparse]
+        if self._indexer is not None:  # each live state as last written: no encoding again
+            encoded = self._encoded[partition]
+            return self._write(partition, {name: encoded.get(name) for name in names})  # None: a deletion stays one
         states = self._states[partition]
-        return self._write(partition, {name: states.get(name) for name in names})  # None: a deletion stays one
+        return self._write(partition, {name: self._value(name, state) if (state := states.get(name)) is not None else None
+                                       for name in names})
 
     def write(self, partition: int, name: str) -> None:
         """Persist one state now, keeping its watermark (a change driven by the clock)."""
@@ -132,21 +240,28 @@ class RecordLog(TableStore[S]):
 
         A state that events changed since the last ``write_touched`` is left to that call: written now
         with its old watermark, a replay after a crash would apply those events to it a second time.
+        A state kept encoded and not read since it was written has not changed: it is left as it is.
         """
         states = self._states[partition]
         touched = self._touched[partition]
-        self._write(partition, {name: states[name] for name in names if name in states and name not in touched})
+        self._write(partition, {
+            name: self._value(name, states[name]) for name in names if name in states and name not in touched
+        })
+
+    def _forget(self, partition: int, name: str) -> bool:
+        """Drop a state from memory, decoded or encoded; True if it was there."""
+        decoded = self._states.get(partition, {}).pop(name, None) is not None
+        return self._encoded.get(partition, {}).pop(name, None) is not None or decoded
 
     def delete(self, partition: int, name: str) -> None:
         """Forget a state, with a record that says so."""
-        if self._states.get(partition, {}).pop(name, None) is not None:
+        if self._forget(partition, name):
             self._touched[partition].discard(name)
             self._write(partition, {name: None})
 
     def delete_many(self, partition: int, names: Iterable[str]) -> int:
         """Forget several states with one record that says so (expiry); returns how many were there."""
-        states = self._states.get(partition, {})
-        gone = [name for name in names if states.pop(name, None) is not None]
+        gone = [name for name in names if self._forget(partition, name)]
         if gone:
             touched = self._touched[partition]
             for name in gone:
@@ -154,7 +269,8 @@ class RecordLog(TableStore[S]):
             self._write(partition, dict.fromkeys(gone))
         return len(gone)
 
-    def _write(self, partition: int, changes: dict[str, S | None]) -> int:
+    def _write(self, partition: int, changes: dict[str, Any]) -> int:
+        """Write states as their records hold them (``_value``; None: deleted), a record per 1,000."""
         if not changes:
             return 0
         names = list(changes)
@@ -163,10 +279,14 @@ class RecordLog(TableStore[S]):
             chunk = {name: changes[name] for name in names[start : start + _MAX_STATES_PER_RECORD]}
             seq = self._next_seq[partition]
             self._next_seq[partition] = seq + 1
-            encode = self._codec.encode
-            self._table[self._key(partition, seq)] = orjson.dumps(
-                {name: None if state is None else encode(state) for name, state in chunk.items()}
-            )
+            self._table[self._key(partition, seq)] = orjson.dumps(chunk)
+            if self._indexer is not None:
+                encoded = self._encoded[partition]
+                for name, value in chunk.items():
+                    if value is None:
+                        encoded.pop(name, None)
+                    else:
+                        encoded[name] = value
             written += 1
             self._size[partition][seq] = len(chunk)
             self._held[partition] += len(chunk)

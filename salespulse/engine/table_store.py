@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Generic, TypeVar, overload
 
-from salespulse.families.state import JSON_CELLS, Cell, StateCodec
+from salespulse.families.state import JSON_CELLS, Cell, IndexedCodec, StateCodec
 
 S = TypeVar("S")
 
@@ -61,3 +61,11 @@ class TableStore(Generic[S]):
     def items(self, partition: int) -> Iterator[tuple[str, S]]:
         """The states of a loaded partition (a snapshot: the caller may delete while iterating)."""
         return iter(list(self._states.get(partition, {}).items()))
+
+    def indexed(self, partition: int) -> Iterator[tuple[str, float, float | None]]:
+        """``(name, newest, watch)`` of every state, from the codec's ``index`` (an ``IndexedCodec`` only)."""
+        codec = self._codec
+        if not isinstance(codec, IndexedCodec):
+            raise TypeError(f"the states of {self._prefix!r} have no index: their codec is not an IndexedCodec")
+        index = codec.index
+        return iter([(name, *index(name, state)) for name, state in self._states.get(partition, {}).items()])

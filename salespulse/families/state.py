@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from sys import intern
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 #: One cell: ``{"wm": offset, ...}`` (JSON-serialisable).
 Cell = dict[str, Any]
@@ -32,6 +32,21 @@ class StateCodec(Protocol[S]):
         ...
 
     def encode(self, state: S) -> Cell: ...
+
+
+#: What a store keeps beside a typed state, so that it need not decode the state to answer for it:
+#: ``(newest, watch)``. ``newest`` is the instant of the state's newest fact (expiry compares it with the
+#: retention cutoff); ``watch`` is an instant the family needs of the state without an event (a deadline
+#: counts from it) or ``0.0``, and ``None`` if the family need not look at the state when its partition loads.
+StateIndex = tuple[float, float | None]
+
+
+@runtime_checkable
+class IndexedCodec(StateCodec[S], Protocol):
+    """A codec whose states the store may keep encoded until they are read (``RecordLog``): ``index`` says what
+    the family needs of a state without reading it."""
+
+    def index(self, name: str, state: S) -> StateIndex: ...
 
 
 class JsonCells:
@@ -125,7 +140,14 @@ class StateStore(Protocol[S]):
         """Forget several cells durably (expiry); returns how many were there."""
         ...
 
-    def items(self, partition: int) -> Iterator[tuple[str, S]]: ...
+    def items(self, partition: int) -> Iterator[tuple[str, S]]:
+        """Every state of a loaded partition (a store that keeps states encoded decodes them all: not for hot
+        paths; ``indexed`` answers without decoding)."""
+        ...
+
+    def indexed(self, partition: int) -> Iterator[tuple[str, float, float | None]]:
+        """``(name, newest, watch)`` of every state (``StateIndex``; stores of an ``IndexedCodec`` only)."""
+        ...
 
 
 class StatesFactory(Protocol):

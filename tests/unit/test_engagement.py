@@ -25,7 +25,7 @@ from salespulse.families.engagement.spec import ADDITIVE_FIELDS, derived_fields
 from salespulse.families.activity.family import ActivityFamily
 from salespulse.engine.cells import CellStore
 from salespulse.engine.dedup import DedupIndex
-from salespulse.families.engagement.family import EngagementFamily
+from salespulse.families.engagement.family import TEAMS_CELL, EngagementFamily
 from salespulse.engine.processor import BatchProcessor, Record
 from salespulse.engine.record_log import RecordLog
 from tests.unit.log_support import RecordingTable, crash_mid_write, records
@@ -72,11 +72,14 @@ def ev(type_: str, lead: str, at: float, rep: str | None = "anna", eid: str | No
 class Worker:
     """Dedup + engagement family + processor over a table, as ``WorkerRuntime`` builds them."""
 
-    def __init__(self, table: dict[str, bytes] | None = None, quiet_s: float = QUIET_S, targets: Any = None) -> None:
+    def __init__(
+        self, table: dict[str, bytes] | None = None, quiet_s: float = QUIET_S, targets: Any = None,
+        decoded_limit: int | None = None,
+    ) -> None:
         self.table: dict[str, bytes] = RecordingTable() if table is None else table
         self.family = EngagementFamily(
             CellStore(self.table, "engagement"),
-            RecordLog(self.table, "outreach", OUTREACH_CODEC),
+            RecordLog(self.table, "outreach", OUTREACH_CODEC, decoded_limit),
             UTC,
             35 * DAY,
             quiet_s=quiet_s,
@@ -384,6 +387,25 @@ def test_quiet_marks_survive_a_restart_and_pending_ones_fire_after_it() -> None:
     assert restarted.fields("rep", "ben")["leads_quiet"] == 1 and restarted.fields("rep", "anna")["leads_quiet"] == 1
 
 
+def test_the_team_a_rep_acted_for_survives_a_restart_without_a_lead_decoded() -> None:
+    w = Worker()
+    w.send([ev("call.logged", "L1", NOW - 2 * HOUR, rep="dora", team="west"),
+            ev("call.logged", "L2", NOW - HOUR, rep="dora", team="east")])  # not in the directory: the last one
+    restarted = Worker(RecordingTable(w.table))
+    restarted.processor.ensure_loaded(0)
+    assert restarted.family.group_of(0, "dora") == "east"
+    assert restarted.family.leads.loaded(0) == {}  # the quiet deadlines come from the leads' index
+
+
+def test_state_written_before_the_teams_cell_takes_the_teams_from_the_leads() -> None:
+    w = Worker()
+    w.send([ev("call.logged", "L1", NOW - HOUR, rep="dora", team="west")])
+    table = {key: value for key, value in w.table.items() if key != f"0|engagement|{TEAMS_CELL}"}
+    restarted = Worker(RecordingTable(table))
+    restarted.processor.ensure_loaded(0)
+    assert restarted.family.group_of(0, "dora") == "west"
+
+
 # --- activity ratios --------------------------------------------------------------------------------------------
 
 
@@ -602,7 +624,8 @@ def test_any_order_split_redelivery_and_crash_gives_the_batch_recomputation(
     run: tuple[list[dict[str, Any]], list[Record], random.Random],
 ) -> None:
     events, stream, rnd = run
-    worker = Worker()
+    decoded_limit = rnd.choice([None, 1])  # 1: leads go back to their entries after each persist
+    worker = Worker(decoded_limit=decoded_limit)
     committed, crashes = 0, 0
     now = NOW + 7 * DAY
     while committed < len(stream):
@@ -612,7 +635,7 @@ def test_any_order_split_redelivery_and_crash_gives_the_batch_recomputation(
             table = worker.table
             assert isinstance(table, RecordingTable)
             landed = crash_mid_write(table, lambda: worker.process(batch, now), rnd)
-            worker = Worker(landed)  # restart from the last commit
+            worker = Worker(landed, decoded_limit=decoded_limit)  # restart from the last commit
             crashes += 1
             continue
         worker.process(batch, now)

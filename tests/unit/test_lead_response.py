@@ -8,6 +8,7 @@ copy of) the dict that re-processes records from the last committed position.
 
 from __future__ import annotations
 
+from functools import partial
 import itertools
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,7 +45,12 @@ from tests.unit.log_support import RecordingTable, crash_mid_write, records
 
 #: How a family can keep its lead states (table prefix, store): one record per batch as the worker
 #: does, or one table row per lead (a ``CellStore``); both must behave the same.
-LEAD_STORES: dict[str, tuple[str, Any]] = {"record_log": ("leads", RecordLog), "cells": ("lead", CellStore)}
+LEAD_STORES: dict[str, tuple[str, Any]] = {
+    "record_log": ("leads", RecordLog),
+    # states go back to their encoded entries after every persist, and are decoded again when read
+    "record_log_one_decoded": ("leads", partial(RecordLog, decoded_limit=1)),
+    "cells": ("lead", CellStore),
+}
 DEFAULT_STORE = "record_log"
 LEAD_PREFIXES = {prefix for prefix, _ in LEAD_STORES.values()}
 
@@ -638,6 +644,15 @@ def test_redelivered_event_ids_at_new_offsets_count_once_also_after_a_restart() 
         "created": 1, "touched": 1, "within_sla": 1, "response_sum_s": 50, "le_60": 1,
     }
     assert table_totals(restarted.table) == recomputed(restarted.table)
+
+
+def test_a_restart_decodes_only_the_leads_awaiting_a_touch_or_alerting() -> None:
+    w = Worker()
+    t0 = NOW - HOUR
+    w.send([created(f"L{i}", t0) for i in range(6)] + [touch(f"L{i}", t0 + 60) for i in range(4)])
+    restarted = Worker(RecordingTable(w.table))
+    restarted.processor.ensure_loaded(0)
+    assert set(restarted.family.leads.loaded(0)) == {"L4", "L5"} == restarted.family.awaiting[0]
 
 
 # --- alerts -----------------------------------------------------------------------------------------------------

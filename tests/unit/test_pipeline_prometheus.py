@@ -135,7 +135,12 @@ def _restart_with_poisoned_state(cluster: Cluster, marker: str, value: str) -> W
     """A worker recovering a table whose ids hold ``value`` (a tab, a newline: written before they were refused)
     where ``marker`` was: the state an earlier version left in the changelog."""
     escaped = orjson.dumps(value)[1:-1]  # as JSON keeps it inside a string
-    table = {key: raw.replace(marker.encode(), escaped) for key, raw in cluster.worker.table.items()}
+    # A deal state is kept as its JSON text inside its record: escaped once more there.
+    twice = orjson.dumps(escaped.decode())[1:-1]
+    table = {
+        key: raw.replace(marker.encode(), twice if "|pstate|" in key else escaped)
+        for key, raw in cluster.worker.table.items()
+    }
     worker = Worker(table)
     for partition in range(PARTITIONS):
         worker.processor.ensure_loaded(partition)

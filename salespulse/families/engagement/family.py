@@ -65,6 +65,8 @@ from salespulse.families.windowed import WindowedFamily
 FAMILY = SPEC.name
 REDIS_PREFIX = SPEC.redis_prefix
 CLOCK_CELL = "clock|-"
+#: The cell of the team each rep last acted for: ``{"reps": {rep: team}}`` (``group_of``).
+TEAMS_CELL = "teams|-"
 DEFAULT_QUIET_S = 14 * 86400.0
 #: Leads per partition whose contribution is kept in memory (most recently changed first to stay).
 CONTRIBUTION_CACHE_SIZE = 20_000
@@ -145,19 +147,21 @@ class EngagementFamily(WindowedFamily):
     # -- loading -----------------------------------------------------------------------------------
 
     def on_loaded(self, partition: int) -> None:
-        heap: list[tuple[float, str]] = []
-        for lead_id, lead in self._leads(partition):
-            due = self._quiet_deadline(lead)
-            if due is not None:
-                heap.append((due, lead_id))
+        """Rebuild the quiet deadlines from the leads' index (no lead decoded) and the reps' teams from their cell."""
+        quiet_s = self.quiet_s
+        heap = [(watch + quiet_s, lead_id) for lead_id, _newest, watch in self.leads.indexed(partition) if watch is not None]
         heapq.heapify(heap)
         self.quiet_due[partition] = heap
-        seen: dict[str, str] = {}
-        for _lead_id, lead in self._leads(partition):
-            for touch in lead.touches:
-                seen[touch.rep] = touch.team
-            for _at, rep, team in lead.sent_and_booked():
-                seen[rep] = team
+        teams = self.cells.get(partition, TEAMS_CELL)
+        if teams is not None:
+            seen: dict[str, str] = {intern(rep): intern(team) for rep, team in teams.get("reps", {}).items()}
+        else:  # state written before the cell was kept: the teams of the leads' touches
+            seen = {}
+            for _lead_id, lead in self._leads(partition):
+                for touch in lead.touches:
+                    seen[touch.rep] = touch.team
+                for _at, rep, team in lead.sent_and_booked():
+                    seen[rep] = team
         self._team_seen[partition] = seen
         self._contributions[partition] = {}
         self._replay_clock.pop(partition, None)
@@ -257,13 +261,21 @@ class EngagementFamily(WindowedFamily):
         if event.rep_id and not isinstance(event, (LeadCreated, LeadConverted)):
             team = event.team or self.team_of_rep.get(event.rep_id)
             if team:
-                self._team_seen.setdefault(partition, {})[event.rep_id] = team
+                self._see_team(partition, event.rep_id, team)
         if fresh:
             self.leads.loaded(partition)[lead_id] = lead
         self._refresh_quiet(partition, lead_id, lead, before_due)
         self._add(partition, offset, now, before, self._remember(partition, lead_id, lead))
         self.leads.touch(partition, lead_id)
         return True
+
+    def _see_team(self, partition: int, rep: str, team: str) -> None:
+        """Remember the team a rep last acted for, in memory and in the partition's ``TEAMS_CELL``."""
+        seen = self._team_seen.setdefault(partition, {})
+        if seen.get(rep) != team:
+            seen[intern(rep)] = intern(team)
+            self.cells.cell(partition, TEAMS_CELL).setdefault("reps", {})[rep] = team
+            self.cells.touch(partition, TEAMS_CELL)
 
     def _changes_nothing(self, lead: Lead, event: LeadEvent, at: float) -> bool:
         """True for events that certainly leave an existing lead's state as it is."""
@@ -400,7 +412,7 @@ class EngagementFamily(WindowedFamily):
         """Expire window cells, and lead states with nothing newer than retention (their aggregates stay)."""
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
-        stale = [lead_id for lead_id, lead in self._leads(partition) if (lead.last_seen or 0.0) < cutoff]
+        stale = [lead_id for lead_id, newest, _watch in self.leads.indexed(partition) if newest < cutoff]
         if stale:
             self.leads.delete_many(partition, stale)
             cache = self._contributions.get(partition, {})

@@ -33,7 +33,7 @@ import re
 from operator import attrgetter
 from typing import Literal
 
-from salespulse.families.engagement.state import Lead, Meeting
+from salespulse.families.engagement.state import Lead, Meeting, last_touch as last_touch
 from salespulse.families.fields import Number
 from salespulse.families.keys import encode
 
@@ -81,20 +81,6 @@ def attempts(lead: Lead) -> list[tuple[float, str, str, str, bool, str]]:
             out.append((meeting.at, "meeting", meeting.rep, meeting.team, meeting.held, meeting_id))
     out.sort()
     return out
-
-
-def last_touch(lead: Lead) -> float | None:
-    """When the lead was last touched (event time), or ``None`` if never: the latest attempt's time."""
-    latest: float | None = None
-    for touch in lead.touches:
-        if latest is None or touch.at > latest:
-            latest = touch.at
-    for items in (lead.emails, lead.meetings):
-        for item in items.values():
-            at = item.at
-            if at is not None and (latest is None or at > latest):
-                latest = at
-    return latest
 
 
 def first_meeting(lead: Lead) -> tuple[float, str, Meeting] | None:

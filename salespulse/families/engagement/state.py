@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from sys import intern
 from typing import Any, Final, NamedTuple, TypeVar
 
-from salespulse.families.state import Cell, TypedCodec, interned
+from salespulse.families.state import Cell, StateIndex, TypedCodec, interned
 
 
 
@@ -128,8 +128,27 @@ class Lead:
         return True
 
 
+def last_touch(lead: Lead) -> float | None:
+    """When the lead was last touched (event time), or ``None`` if never: the latest attempt's time."""
+    latest: float | None = None
+    for touch in lead.touches:
+        if latest is None or touch.at > latest:
+            latest = touch.at
+    for items in (lead.emails, lead.meetings):
+        for item in items.values():
+            at = item.at
+            if at is not None and (latest is None or at > latest):
+                latest = at
+    return latest
+
+
 class OutreachCodec(TypedCodec[Lead]):
     """``StateCodec`` of ``Lead``: the JSON object above, both ways."""
+
+    def index(self, name: str, lead: Lead) -> StateIndex:
+        """Last seen for expiry; watched from its last touch while the lead may still go quiet."""
+        watch = None if lead.converted is not None or lead.quiet else last_touch(lead)
+        return lead.last_seen or 0.0, watch
 
     def decode(self, name: str, raw: Cell) -> Lead:
         get = raw.get

@@ -69,7 +69,6 @@ class LeadResponseFamily(WindowedFamily):
         self.business_seconds: BusinessSeconds = business_seconds or (lambda start, end, _team: max(0.0, end - start))
         self.leads = leads
         self._lead = leads.get  # the store's own methods: no wrapper call on the hot path
-        self._leads = leads.items
         self.outbound_kinds = frozenset(kind.strip().lower() for kind in outbound_kinds)
         #: (created epoch, team) -> the pre-breach warning's instant; None: no warnings.
         self.warn_of = warn_of
@@ -101,8 +100,11 @@ class LeadResponseFamily(WindowedFamily):
         self.deadlines[partition] = []
         self.warnings[partition] = []
         self.alerting[partition] = set()
-        for lead_id, lead in self._leads(partition):
-            self._index(partition, lead_id, lead)
+        for lead_id, _newest, watch in self.leads.indexed(partition):
+            if watch is not None:  # awaiting a touch, or alerting: the others add nothing to the indexes
+                lead = self._lead(partition, lead_id)
+                if lead is not None:
+                    self._index(partition, lead_id, lead)
         heapq.heapify(self.deadlines[partition])
         self.awaiting_changed.add(partition)
         heapq.heapify(self.warnings[partition])
@@ -454,8 +456,7 @@ class LeadResponseFamily(WindowedFamily):
         expired = super().expire(partition, now)
         cutoff = now - self.retention_s
         stale = []
-        for lead_id, lead in self._leads(partition):
-            newest = max(lead.created or 0.0, lead.touch or 0.0, *(at for at, _ in lead.owners))
+        for lead_id, newest, _watch in self.leads.indexed(partition):
             if newest < cutoff and (partition, lead_id) not in self.unpublished:
                 stale.append(lead_id)
         if stale:

@@ -19,7 +19,7 @@ from operator import attrgetter
 from sys import intern
 from typing import Any
 
-from salespulse.families.state import Cell, TypedCodec, interned
+from salespulse.families.state import Cell, StateIndex, TypedCodec, interned
 
 SLA_RULE = "lead_response_sla"
 WARNING_RULE = "lead_response_warning"
@@ -91,6 +91,14 @@ class Lead:
 
 class LeadCodec(TypedCodec[Lead]):
     """``StateCodec`` of ``Lead``: the JSON object above, both ways."""
+
+    def index(self, name: str, lead: Lead) -> StateIndex:
+        """Its newest fact (creation, first touch, an assignment) for expiry; watched (from its creation) while
+        it awaits a first touch or has an alert status: the family's deadlines and alerts are rebuilt from those."""
+        newest = max(lead.created or 0.0, lead.touch or 0.0, *(at for at, _rep in lead.owners))
+        awaiting = lead.created is not None and lead.touch is None
+        watched = awaiting or lead.breach is not None or lead.warning is not None
+        return newest, (lead.created or 0.0) if watched else None
 
     def decode(self, name: str, raw: Cell) -> Lead:
         get = raw.get

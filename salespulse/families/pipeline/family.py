@@ -54,7 +54,6 @@ from salespulse.families.pipeline.fold import (
     DEAL_EVENTS,
     LEAD_EVENTS,
     config_quota_events,
-    newest_fact,
     record_deal_event,
     record_lead_event,
 )
@@ -129,7 +128,10 @@ class PipelineFamily(WindowedFamily):
         """Rebuild the partition's open-pipeline gauges from its deal states."""
         self.open[partition] = {}
         self.quota_keys[partition] = set()
-        for key, state in self.states.items(partition):
+        for key, _newest, watch in self.states.indexed(partition):
+            if watch is None:
+                continue  # a lead: nothing to rebuild from it
+            state = self.states.get(partition, key)
             if isinstance(state, Quota):
                 self.quota_keys[partition].add(key)
             elif isinstance(state, Deal):
@@ -247,6 +249,9 @@ class PipelineFamily(WindowedFamily):
         return datetime(year, month, 1, tzinfo=self.tz).timestamp()
 
     # -- contributions -------------------------------------------------------------------------------
+
+    def _open_deal(self, state: Entity | None) -> bool:
+        return isinstance(state, Deal) and self._view(state).status == "open"
 
     def _view(self, deal: Deal) -> DealView:
         return view(deal, self.pipelines, self.currency, self.team_of_rep)
@@ -388,8 +393,8 @@ class PipelineFamily(WindowedFamily):
         cutoff = now - self.state_retention_s
         stale = [
             key
-            for key, state in self.states.items(partition)
-            if newest_fact(key, state) < cutoff and not (isinstance(state, Deal) and self._view(state).status == "open")
+            for key, newest, _watch in self.states.indexed(partition)
+            if newest < cutoff and not self._open_deal(self.states.get(partition, key))
         ]
         if stale:
             self.states.delete_many(partition, stale)  # one changelog record, not one per state

@@ -8,7 +8,6 @@ events in any order, or again, give the same state (layout: ``families.pipeline.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from sys import intern
 from typing import TypeVar
 
@@ -17,12 +16,10 @@ from salespulse.families.pipeline.state import (
     Close,
     Creation,
     Deal,
-    Entity,
     Entry,
     Number,
     Outcome,
     PipelineLead,
-    Quota,
     Stamp,
     Text,
 )
@@ -188,12 +185,3 @@ def record_lead_event(state: PipelineLead, event: EventBase) -> None:
         state.owner = _newer(state.owner, _text(at, eid, event.rep_id))
     if event.team and isinstance(event, (LeadCreated, LeadAssigned)):
         state.team = _newer(state.team, _text(at, eid, event.team))
-
-
-def newest_fact(key: str, state: Entity) -> float:
-    """The time of a state's newest fact (for expiry); a quota's is the end of its month."""
-    if isinstance(state, Quota):
-        period = key.rsplit(":", 1)[1]
-        year, month = (int(part) for part in period.split("-"))
-        return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
-    return state.last or 0.0

@@ -23,11 +23,12 @@ Lists are sorted by ``(at, eid)``; a key is written only when set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from operator import attrgetter
 from sys import intern
 from typing import Any, Final, NamedTuple
 
-from salespulse.families.state import Cell, TypedCodec, interned
+from salespulse.families.state import Cell, StateIndex, TypedCodec, interned
 
 
 
@@ -177,6 +178,11 @@ class PipelineCodec(TypedCodec[Entity]):
     def new(self, name: str) -> Entity:  # the kind named by the key, not the one given at construction
         return Deal() if name.startswith("d:") else PipelineLead() if name.startswith("l:") else Quota()
 
+    def index(self, name: str, state: Entity) -> StateIndex:
+        """Newest fact for expiry; every deal and quota is watched (the open-pipeline gauges and the quota
+        keys are rebuilt from them at load), a lead is not."""
+        return newest_fact(name, state), None if isinstance(state, PipelineLead) else 0.0
+
     def decode(self, name: str, raw: Cell) -> Entity:
         if name.startswith("d:"):
             return self._decode_deal(raw)
@@ -258,4 +264,13 @@ _DEAL_LISTS = ("entries", "closes", "probs")
 _DEAL_FACTS = ("created", "amount", "currency", "owner", "team", "source", "expected_close", "lead", "churned")
 _LEAD_FACTS = ("created", "owner", "team", "source", "churned")
 _deal_lists, _deal_facts, _lead_facts = attrgetter(*_DEAL_LISTS), attrgetter(*_DEAL_FACTS), attrgetter(*_LEAD_FACTS)
+def newest_fact(key: str, state: Entity) -> float:
+    """The time of a state's newest fact (for expiry); a quota's is the end of its month."""
+    if isinstance(state, Quota):
+        period = key.rsplit(":", 1)[1]
+        year, month = (int(part) for part in period.split("-"))
+        return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
+    return state.last or 0.0
+
+
 PIPELINE_CODEC = PipelineCodec(Deal)
