@@ -18,8 +18,8 @@ store keeps that entry, not the decoded state, until the state is read. A partit
 decoding a single state: the family's load-time indexes (the quiet leads' deadlines, the leads awaiting a
 touch, the open deals) come from ``indexed`` and decode only the states they name. At most
 ``decoded_limit`` states per partition stay decoded (those written most recently); after each persist the
-others go back to their entries, which are exactly what was just written. Records written before (a state
-as a JSON object) load and decode as they always did, and are rewritten in the new form when they change.
+others go back to their entries, which are exactly what was just written. A record written before (a state
+as a JSON object) still loads: the state is decoded once, to index it, and kept as an entry of that JSON.
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ class RecordLog(TableStore[S]):
         for name, state in raw.items():
             if isinstance(state, list):  # [wm, newest, watch, json]: decoded when read
                 encoded[name] = state
-            else:  # a state as a JSON object (written before states were kept encoded)
+            elif self._indexer is not None:  # a state as a JSON object (written before): made an entry once
+                encoded[name] = self._entry(name, decode(name, state), state)
+            else:
                 states[name] = decode(name, state)
         del raw
         if self._indexer is None:  # a codec without an index keeps every state decoded
@@ -161,11 +163,8 @@ class RecordLog(TableStore[S]):
 
     def indexed(self, partition: int) -> Iterator[tuple[str, float, float | None]]:
         """``(name, newest, watch)`` of every state: a decoded one's from its codec, an encoded one's as written."""
-        if self._indexer is None:
-            return super().indexed(partition)
-        index = self._indexer.index
+        found = list(super().indexed(partition))
         states = self._states.get(partition, {})
-        found = [(name, *index(name, state)) for name, state in states.items()]
         found.extend(
             (name, entry[1], entry[2]) for name, entry in self._encoded.get(partition, {}).items() if name not in states
         )
@@ -176,10 +175,13 @@ class RecordLog(TableStore[S]):
     def _value(self, name: str, state: S) -> Any:
         """A state as its record holds it: its JSON object, or ``[wm, newest, watch, json]`` if kept encoded."""
         encoded = self._codec.encode(state)
-        if self._indexer is None:
-            return encoded
+        return encoded if self._indexer is None else self._entry(name, state, encoded)
+
+    def _entry(self, name: str, state: S, json_object: Cell) -> list[Any]:
+        """``[wm, newest, watch, json]`` of a state whose JSON object is ``json_object`` (an ``IndexedCodec`` only)."""
+        assert self._indexer is not None
         newest, watch = self._indexer.index(name, state)
-        return [self._codec.watermark(state), newest, watch, orjson.dumps(encoded).decode()]
+        return [self._codec.watermark(state), newest, watch, orjson.dumps(json_object).decode()]
 
     def write_touched(self, partition: int, watermark: int) -> int:
         """Persist every touched state with ``wm = watermark`` as one record (or a few); returns records written."""
@@ -228,8 +230,7 @@ class RecordLog(TableStore[S]):
             encoded = self._encoded[partition]
             return self._write(partition, {name: encoded.get(name) for name in names})  # None: a deletion stays one
         states = self._states[partition]
-        return self._write(partition, {name: self._value(name, state) if (state := states.get(name)) is not None else None
-                                       for name in names})
+        return self._write(partition, {name: None if name not in states else self._value(name, states[name]) for name in names})
 
     def write(self, partition: int, name: str) -> None:
         """Persist one state now, keeping its watermark (a change driven by the clock)."""

@@ -380,6 +380,7 @@ def test_records_of_states_as_json_objects_still_load_and_are_rewritten_as_entri
     _written(RecordLog(table, "leads"), 0, {"old": 1, "kept": 3}, 5)  # the form written before (a JSON object)
     log = RecordLog(table, "leads", IndexedCells())
     assert log.load_partition(0) == 5
+    assert log.loaded(0) == {}  # decoded once to be indexed, then kept as entries like the others
     assert sorted(log.indexed(0)) == [("kept", 3.0, None), ("old", 1.0, None)]
     _written(log, 0, {"old": 2}, 6)
     newest = orjson.loads(table[max(table)])
